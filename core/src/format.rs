@@ -1,0 +1,1 @@
+//! The model file placeholder (filled in below).

@@ -1,0 +1,81 @@
+//! picodense-core: a `#![no_std]`, allocation-free dense network.
+//!
+//! Everything is sized at compile time with const generics, so a model, its optimizer state and
+//! its training workspace are plain structs that can live in a `static`, on the stack (small
+//! nets) or in a zero-initialised heap allocation (the 784-512-10 network is megabytes).
+//!
+//! ```
+//! use picodense_core::{Mlp, Workspace, Compute, Scratch, RmsProp, Kernel, Serial};
+//! use rand_xorshift::XorShiftRng;
+//! use rand_core::SeedableRng;
+//!
+//! let mut model: Mlp<4, 8, 2> = Mlp::zeroed();
+//! model.init_glorot(&mut XorShiftRng::seed_from_u64(1));
+//! let mut optimizer = RmsProp::new(1e-2);
+//! let mut workspace: Workspace<16, 4, 8, 2> = Workspace::zeroed();
+//! let mut scratch = [Scratch::new()];
+//! let mut compute = Compute::new(Kernel::PORTABLE, &Serial, &mut scratch);
+//! let images = [[0.0, 0.0, 1.0, 1.0], [1.0, 1.0, 0.0, 0.0]];
+//! let stats = model.train_step(&mut optimizer, &images, &[1, 0], &mut workspace, &mut compute);
+//! assert_eq!(stats.rows, 2);
+//! ```
+#![no_std]
+#![warn(missing_docs)]
+
+mod crc;
+pub mod format;
+pub mod kernels;
+pub mod layers;
+pub mod loss;
+pub mod model;
+pub mod optim;
+
+pub use crc::crc32;
+pub use kernels::{Kernel, Parallel, Scratch, Serial};
+pub use layers::{Dense, Mlp};
+pub use model::{Compute, StepStats, Workspace};
+pub use optim::{Optimizer, RmsProp, Sgd};
+
+/// The network of the Keras example: 784 inputs, 512 hidden ReLU units, 10 classes.
+pub type MnistMlp = Mlp<784, 512, 10>;
+/// The largest batch the product trains with (Keras's default is 128 rows).
+pub const BATCH: usize = 128;
+/// A training workspace for [`MnistMlp`] and batches of up to [`BATCH`] rows.
+pub type MnistWorkspace = Workspace<BATCH, 784, 512, 10>;
+
+/// Types for which all-zero bytes are a valid value (only `f32` arrays and plain counters inside),
+/// so a host may allocate them with `Box::new_zeroed` and initialise them in place.
+///
+/// # Safety
+/// Implement only for types whose every field is valid when all its bytes are zero.
+pub unsafe trait Zeroable {}
+
+// SAFETY: f32 arrays only.
+unsafe impl Zeroable for Scratch {}
+// SAFETY: f32 arrays only.
+unsafe impl<const I: usize, const O: usize> Zeroable for Dense<I, O> {}
+// SAFETY: two `Dense` layers.
+unsafe impl<const I: usize, const H: usize, const O: usize> Zeroable for Mlp<I, H, O> {}
+// SAFETY: f32 arrays and an `Mlp`.
+unsafe impl<const B: usize, const I: usize, const H: usize, const O: usize> Zeroable
+    for Workspace<B, I, H, O>
+{
+}
+// SAFETY: f32 hyper-parameters (zero is a valid, if useless, value) and an `Mlp`.
+unsafe impl<const I: usize, const H: usize, const O: usize> Zeroable for RmsProp<I, H, O> {}
+
+#[cfg(test)]
+extern crate std;
+
+/// Heap allocations of big core structs for unit tests (the core itself never allocates).
+#[cfg(test)]
+pub(crate) fn zeroed_box<T: Zeroable>() -> std::boxed::Box<T> {
+    // SAFETY: `Zeroable` promises that zero bytes are a valid `T`.
+    unsafe { std::boxed::Box::<T>::new_zeroed().assume_init() }
+}
+
+#[cfg(test)]
+pub(crate) fn zeroed_slice<T: Zeroable>(len: usize) -> std::boxed::Box<[T]> {
+    // SAFETY: as above.
+    unsafe { std::boxed::Box::<[T]>::new_zeroed_slice(len).assume_init() }
+}

@@ -1,0 +1,415 @@
+//! Training and inference of an [`Mlp`] on a batch, inside a caller-owned [`Workspace`].
+
+use crate::kernels::{Epilogue, Kernel, MatRef, Parallel, Scratch, gemm_parallel};
+use crate::layers::Mlp;
+use crate::loss;
+use crate::optim::Optimizer;
+
+/// Activations and gradients for batches of up to `BATCH` rows. Owned by the caller so a
+/// training step allocates nothing.
+pub struct Workspace<const BATCH: usize, const IN: usize, const HIDDEN: usize, const OUT: usize> {
+    /// ReLU activations of the hidden layer.
+    pub hidden: [[f32; HIDDEN]; BATCH],
+    /// Logits of the output layer (during training, overwritten by their gradient).
+    pub logits: [[f32; OUT]; BATCH],
+    /// Gradient of the loss with respect to the hidden activations.
+    pub hidden_grad: [[f32; HIDDEN]; BATCH],
+    /// Gradients of the last training step, shaped like the model.
+    pub grads: Mlp<IN, HIDDEN, OUT>,
+}
+
+impl<const B: usize, const I: usize, const H: usize, const O: usize> Workspace<B, I, H, O> {
+    /// A zeroed workspace (small nets; a big one belongs in a zeroed heap allocation).
+    pub const fn zeroed() -> Self {
+        Self {
+            hidden: [[0.0; H]; B],
+            logits: [[0.0; O]; B],
+            hidden_grad: [[0.0; H]; B],
+            grads: Mlp::zeroed(),
+        }
+    }
+}
+
+/// How products are computed: which kernel, on which threads, with one [`Scratch`] per job.
+pub struct Compute<'a, P: Parallel> {
+    kernel: Kernel,
+    parallel: &'a P,
+    scratches: &'a mut [Scratch],
+}
+
+impl<'a, P: Parallel> Compute<'a, P> {
+    /// Products split into `scratches.len()` column ranges, run by `parallel`.
+    ///
+    /// # Panics
+    /// If `scratches` is empty.
+    pub fn new(kernel: Kernel, parallel: &'a P, scratches: &'a mut [Scratch]) -> Self {
+        assert!(!scratches.is_empty(), "at least one scratch is needed");
+        Self {
+            kernel,
+            parallel,
+            scratches,
+        }
+    }
+
+    /// The kernel in use.
+    pub fn kernel(&self) -> Kernel {
+        self.kernel
+    }
+
+    fn gemm(&mut self, a: MatRef, b: MatRef, c: &mut [f32], epilogue: Epilogue) {
+        gemm_parallel(
+            self.parallel,
+            self.kernel,
+            a,
+            b,
+            c,
+            epilogue,
+            self.scratches,
+        );
+    }
+}
+
+/// What a batch scored.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StepStats {
+    /// Sum of the per-row losses (divide by `rows` for the batch mean Keras reports).
+    pub loss_sum: f64,
+    /// Rows whose arg-max equals the label.
+    pub correct: u32,
+    /// Rows in the batch.
+    pub rows: u32,
+}
+
+impl StepStats {
+    /// Adds another batch's figures.
+    pub fn merge(&mut self, other: StepStats) {
+        self.loss_sum += other.loss_sum;
+        self.correct += other.correct;
+        self.rows += other.rows;
+    }
+
+    /// Mean loss per row.
+    pub fn mean_loss(&self) -> f64 {
+        self.loss_sum / f64::from(self.rows.max(1))
+    }
+
+    /// Fraction of rows classified correctly.
+    pub fn accuracy(&self) -> f64 {
+        f64::from(self.correct) / f64::from(self.rows.max(1))
+    }
+}
+
+impl<const IN: usize, const HIDDEN: usize, const OUT: usize> Mlp<IN, HIDDEN, OUT> {
+    /// Computes the logits of `images` (at most `BATCH` rows) into `ws.logits`, the hidden
+    /// activations into `ws.hidden`, and returns the logits.
+    ///
+    /// # Panics
+    /// If there are more images than `BATCH`.
+    pub fn forward<'w, const BATCH: usize, P: Parallel>(
+        &self,
+        images: &[[f32; IN]],
+        ws: &'w mut Workspace<BATCH, IN, HIDDEN, OUT>,
+        compute: &mut Compute<P>,
+    ) -> &'w [[f32; OUT]] {
+        let rows = images.len();
+        assert!(rows <= BATCH, "batch of {rows} rows exceeds workspace of {BATCH}");
+        let x = MatRef::row_major(images.as_flattened(), rows, IN);
+        let hidden = &mut ws.hidden[..rows];
+        compute.gemm(
+            x,
+            MatRef::row_major(self.hidden.weights.as_flattened(), IN, HIDDEN),
+            hidden.as_flattened_mut(),
+            Epilogue::BiasRelu(&self.hidden.bias),
+        );
+        compute.gemm(
+            MatRef::row_major(ws.hidden[..rows].as_flattened(), rows, HIDDEN),
+            MatRef::row_major(self.output.weights.as_flattened(), HIDDEN, OUT),
+            ws.logits[..rows].as_flattened_mut(),
+            Epilogue::Bias(&self.output.bias),
+        );
+        &ws.logits[..rows]
+    }
+
+    /// Loss and accuracy of a batch, without training.
+    pub fn evaluate<const BATCH: usize, P: Parallel>(
+        &self,
+        images: &[[f32; IN]],
+        labels: &[u8],
+        ws: &mut Workspace<BATCH, IN, HIDDEN, OUT>,
+        compute: &mut Compute<P>,
+    ) -> StepStats {
+        assert_eq!(images.len(), labels.len(), "one label per image");
+        let logits = self.forward(images, ws, compute);
+        let mut stats = StepStats {
+            rows: labels.len() as u32,
+            ..StepStats::default()
+        };
+        for (z, &label) in logits.iter().zip(labels) {
+            stats.loss_sum += f64::from(loss::cross_entropy(z, label as usize));
+            stats.correct += u32::from(loss::argmax(z) == label as usize);
+        }
+        stats
+    }
+
+    /// One training step on a batch of `images.len()` rows (the last batch of an epoch may be
+    /// shorter than `BATCH`): forward, mean cross-entropy, backward, optimizer update.
+    /// Returns the loss and accuracy of the batch before the update.
+    ///
+    /// # Panics
+    /// If there are more images than `BATCH`, labels and images differ in count, or a label
+    /// is not below `OUT`.
+    pub fn train_step<const BATCH: usize, P: Parallel>(
+        &mut self,
+        optimizer: &mut impl Optimizer<IN, HIDDEN, OUT>,
+        images: &[[f32; IN]],
+        labels: &[u8],
+        ws: &mut Workspace<BATCH, IN, HIDDEN, OUT>,
+        compute: &mut Compute<P>,
+    ) -> StepStats {
+        assert_eq!(images.len(), labels.len(), "one label per image");
+        let rows = images.len();
+        self.forward(images, ws, compute);
+
+        let mut stats = StepStats {
+            rows: rows as u32,
+            ..StepStats::default()
+        };
+        for (z, &label) in ws.logits[..rows].iter_mut().zip(labels) {
+            assert!((label as usize) < OUT, "label {label} out of range");
+            let (row_loss, correct) = loss::loss_and_gradient(z, label as usize, rows);
+            stats.loss_sum += f64::from(row_loss);
+            stats.correct += u32::from(correct);
+        }
+
+        let x = MatRef::row_major(images.as_flattened(), rows, IN);
+        let h = MatRef::row_major(ws.hidden[..rows].as_flattened(), rows, HIDDEN);
+        let d_logits = MatRef::row_major(ws.logits[..rows].as_flattened(), rows, OUT);
+        let grads = &mut ws.grads;
+        // Output layer: dW2 = Hᵀ·dZ, db2 = column sums of dZ.
+        compute.gemm(
+            h.t(),
+            d_logits,
+            grads.output.weights.as_flattened_mut(),
+            Epilogue::Store,
+        );
+        column_sums(&ws.logits[..rows], &mut grads.output.bias);
+        // Back through W2 and the ReLU: dH = (dZ·W2ᵀ) where H > 0.
+        compute.gemm(
+            d_logits,
+            MatRef::row_major(self.output.weights.as_flattened(), HIDDEN, OUT).t(),
+            ws.hidden_grad[..rows].as_flattened_mut(),
+            Epilogue::ReluMask(ws.hidden[..rows].as_flattened()),
+        );
+        // Hidden layer: dW1 = Xᵀ·dH, db1 = column sums of dH.
+        compute.gemm(
+            x.t(),
+            MatRef::row_major(ws.hidden_grad[..rows].as_flattened(), rows, HIDDEN),
+            grads.hidden.weights.as_flattened_mut(),
+            Epilogue::Store,
+        );
+        column_sums(&ws.hidden_grad[..rows], &mut grads.hidden.bias);
+
+        optimizer.step(self, grads);
+        stats
+    }
+}
+
+fn column_sums<const N: usize>(rows: &[[f32; N]], sums: &mut [f32; N]) {
+    sums.fill(0.0);
+    for row in rows {
+        for (s, &v) in sums.iter_mut().zip(row) {
+            *s += v;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::Serial;
+    use crate::optim::{RmsProp, Sgd};
+    use crate::{zeroed_box, zeroed_slice};
+    use rand_core::{Rng, SeedableRng};
+    use rand_xorshift::XorShiftRng;
+    use std::vec::Vec;
+
+    type Small = Mlp<8, 16, 4>;
+
+    fn small_model(seed: u64) -> Small {
+        let mut m = Small::zeroed();
+        m.init_glorot(&mut XorShiftRng::seed_from_u64(seed));
+        // Non-zero biases so their gradients are exercised away from zero too.
+        let mut rng = XorShiftRng::seed_from_u64(seed + 100);
+        for b in m.hidden.bias.iter_mut().chain(m.output.bias.iter_mut()) {
+            *b = (rng.next_u32() as f32 / u32::MAX as f32 - 0.5) * 0.2;
+        }
+        m
+    }
+
+    fn batch(seed: u64, rows: usize) -> (Vec<[f32; 8]>, Vec<u8>) {
+        let mut rng = XorShiftRng::seed_from_u64(seed);
+        let images = (0..rows)
+            .map(|_| core::array::from_fn(|_| rng.next_u32() as f32 / u32::MAX as f32))
+            .collect();
+        let labels = (0..rows).map(|_| (rng.next_u32() % 4) as u8).collect();
+        (images, labels)
+    }
+
+    /// Batch-mean loss computed in f64 from scratch (independent of the f32 code path).
+    fn loss_f64(m: &Small, images: &[[f32; 8]], labels: &[u8]) -> f64 {
+        let mut total = 0.0;
+        for (x, &y) in images.iter().zip(labels) {
+            let mut h = [0.0f64; 16];
+            for (o, h) in h.iter_mut().enumerate() {
+                let mut s = m.hidden.bias[o] as f64;
+                for i in 0..8 {
+                    s += x[i] as f64 * m.hidden.weights[i][o] as f64;
+                }
+                *h = s.max(0.0);
+            }
+            let mut z = [0.0f64; 4];
+            for (o, z) in z.iter_mut().enumerate() {
+                let mut s = m.output.bias[o] as f64;
+                for i in 0..16 {
+                    s += h[i] * m.output.weights[i][o] as f64;
+                }
+                *z = s;
+            }
+            let max = z.iter().cloned().fold(f64::MIN, f64::max);
+            let lse = z.iter().map(|v| (v - max).exp()).sum::<f64>().ln() + max;
+            total += lse - z[y as usize];
+        }
+        total / images.len() as f64
+    }
+
+    #[test]
+    fn gradients_match_central_differences() {
+        let model = small_model(11);
+        let (images, labels) = batch(12, 6);
+        let mut ws: Workspace<8, 8, 16, 4> = Workspace::zeroed();
+        let mut scratch = zeroed_slice::<Scratch>(1);
+        let mut compute = Compute::new(Kernel::PORTABLE, &Serial, &mut scratch);
+        // A zero learning rate leaves the model as it is and fills ws.grads.
+        let mut copy = model.clone();
+        copy.train_step(
+            &mut Sgd { learning_rate: 0.0 },
+            &images,
+            &labels,
+            &mut ws,
+            &mut compute,
+        );
+        assert_eq!(copy, model);
+        let analytic = ws.grads.clone();
+        let mut checked = 0;
+        for t in 0..4 {
+            for idx in 0..model.tensors()[t].len() {
+                let h = 1e-3f32;
+                let mut plus = model.clone();
+                plus.tensors_mut()[t][idx] += h;
+                let mut minus = model.clone();
+                minus.tensors_mut()[t][idx] -= h;
+                // The step actually taken in f32, so the quotient uses the true difference.
+                let dh = plus.tensors()[t][idx] as f64 - minus.tensors()[t][idx] as f64;
+                let numeric =
+                    (loss_f64(&plus, &images, &labels) - loss_f64(&minus, &images, &labels)) / dh;
+                let got = analytic.tensors()[t][idx] as f64;
+                let err = (got - numeric).abs() / numeric.abs().max(got.abs()).max(1e-4);
+                assert!(err < 1e-3, "tensor {t}[{idx}]: {got} vs {numeric} ({err})");
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, Small::PARAMETERS);
+    }
+
+    /// Four classes, each a bright block in a different quarter of the 8 inputs, plus noise.
+    fn separable(seed: u64, rows: usize) -> (Vec<[f32; 8]>, Vec<u8>) {
+        let mut rng = XorShiftRng::seed_from_u64(seed);
+        let mut images = Vec::new();
+        let mut labels = Vec::new();
+        for _ in 0..rows {
+            let label = (rng.next_u32() % 4) as usize;
+            let x: [f32; 8] = core::array::from_fn(|i| {
+                let noise = rng.next_u32() as f32 / u32::MAX as f32 * 0.3;
+                if i / 2 == label { 1.0 - noise } else { noise }
+            });
+            images.push(x);
+            labels.push(label as u8);
+        }
+        (images, labels)
+    }
+
+    fn train_small(seed: u64, kernel: Kernel, threads: usize) -> (Small, StepStats) {
+        let mut model = Small::zeroed();
+        model.init_glorot(&mut XorShiftRng::seed_from_u64(seed));
+        let mut opt = RmsProp::new(1e-2);
+        let mut ws: Workspace<32, 8, 16, 4> = Workspace::zeroed();
+        let mut scratch = zeroed_slice::<Scratch>(threads);
+        let mut compute = Compute::new(kernel, &Serial, &mut scratch);
+        let (images, labels) = separable(5, 200);
+        let mut last = StepStats::default();
+        for _epoch in 0..20 {
+            last = StepStats::default();
+            for (x, y) in images.chunks(32).zip(labels.chunks(32)) {
+                last.merge(model.train_step(&mut opt, x, y, &mut ws, &mut compute));
+            }
+        }
+        (model, last)
+    }
+
+    #[test]
+    fn learns_a_separable_task() {
+        let mut first = StepStats::default();
+        {
+            let mut model = Small::zeroed();
+            model.init_glorot(&mut XorShiftRng::seed_from_u64(1));
+            let mut ws: Workspace<32, 8, 16, 4> = Workspace::zeroed();
+            let mut scratch = zeroed_slice::<Scratch>(1);
+            let mut compute = Compute::new(Kernel::PORTABLE, &Serial, &mut scratch);
+            let (images, labels) = separable(5, 200);
+            for (x, y) in images.chunks(32).zip(labels.chunks(32)) {
+                first.merge(model.evaluate(x, y, &mut ws, &mut compute));
+            }
+        }
+        let (_, last) = train_small(1, Kernel::PORTABLE, 1);
+        assert!(last.mean_loss() < 0.1 * first.mean_loss(), "{first:?} -> {last:?}");
+        assert_eq!(last.accuracy(), 1.0);
+    }
+
+    #[test]
+    fn same_seed_same_bits_different_seed_different_weights() {
+        let (a, _) = train_small(7, Kernel::PORTABLE, 1);
+        let (b, _) = train_small(7, Kernel::PORTABLE, 3);
+        let bits = |m: &Small| {
+            m.tensors()
+                .iter()
+                .flat_map(|t| t.iter().map(|v| v.to_bits()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(bits(&a), bits(&b));
+        let (c, _) = train_small(8, Kernel::PORTABLE, 1);
+        assert_ne!(bits(&a), bits(&c));
+    }
+
+    #[test]
+    fn mnist_sized_step_runs_without_stack_arrays() {
+        let mut model = zeroed_box::<crate::MnistMlp>();
+        model.init_glorot(&mut XorShiftRng::seed_from_u64(1));
+        let mut opt = zeroed_box::<RmsProp<784, 512, 10>>();
+        opt.reset(1e-3);
+        let mut ws = zeroed_box::<crate::MnistWorkspace>();
+        let mut scratch = zeroed_slice::<Scratch>(2);
+        let mut compute = Compute::new(Kernel::PORTABLE, &Serial, &mut scratch);
+        let mut rng = XorShiftRng::seed_from_u64(2);
+        let images: Vec<[f32; 784]> = (0..96)
+            .map(|_| core::array::from_fn(|_| (rng.next_u32() % 64) as f32 / 255.0))
+            .collect();
+        let labels: Vec<u8> = (0..96).map(|i| (i % 10) as u8).collect();
+        let first = model.train_step(&mut *opt, &images, &labels, &mut ws, &mut compute);
+        assert_eq!(first.rows, 96);
+        // Ten classes at initialisation: loss near ln(10).
+        assert!((first.mean_loss() - 10f64.ln()).abs() < 0.5, "{first:?}");
+        let second = model.train_step(&mut *opt, &images, &labels, &mut ws, &mut compute);
+        assert!(second.mean_loss() < first.mean_loss(), "{first:?} -> {second:?}");
+        assert!(model.is_finite());
+    }
+}

@@ -1,0 +1,5 @@
+//! picodense host: data loading, batching, the training loop, reporting and the CLI around
+//! the `no_std` core.
+
+pub mod data;
+pub mod download;
