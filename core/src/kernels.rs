@@ -454,7 +454,14 @@ fn blocked<M: MulAdd, const MR: usize, const NR: usize>(
 /// Packs rows `pc..pc+kc`, columns `jc..jc+nc` of B into NR-wide panels, each `kc` rows of NR,
 /// zero-padding the last panel.
 #[inline(always)]
-fn pack_b<const NR: usize>(b: &MatRef, pc: usize, kc: usize, jc: usize, nc: usize, buf: &mut [f32]) {
+fn pack_b<const NR: usize>(
+    b: &MatRef,
+    pc: usize,
+    kc: usize,
+    jc: usize,
+    nc: usize,
+    buf: &mut [f32],
+) {
     for (q, jr) in (0..nc).step_by(NR).enumerate() {
         let width = NR.min(nc - jr);
         let panel = &mut buf[q * NR * kc..(q + 1) * NR * kc];
@@ -481,7 +488,14 @@ fn pack_b<const NR: usize>(b: &MatRef, pc: usize, kc: usize, jc: usize, nc: usiz
 /// Packs rows `ic..ic+mc`, columns `pc..pc+kc` of A into MR-tall panels stored column by column
 /// (`kc` groups of MR), zero-padding the last panel.
 #[inline(always)]
-fn pack_a<const MR: usize>(a: &MatRef, ic: usize, mc: usize, pc: usize, kc: usize, buf: &mut [f32]) {
+fn pack_a<const MR: usize>(
+    a: &MatRef,
+    ic: usize,
+    mc: usize,
+    pc: usize,
+    kc: usize,
+    buf: &mut [f32],
+) {
     for (r, ir) in (0..mc).step_by(MR).enumerate() {
         let height = MR.min(mc - ir);
         let panel = &mut buf[r * MR * kc..(r + 1) * MR * kc];
@@ -603,6 +617,7 @@ mod tests {
     }
 
     /// Computes `a·b` for the layout with `kernel`; returns C.
+    #[allow(clippy::too_many_arguments)]
     fn product(
         kernel: Kernel,
         layout: Layout,
@@ -694,7 +709,12 @@ mod tests {
 
     #[test]
     fn model_shapes_match_naive() {
-        for (m, k, n) in [(128, 784, 512), (784, 128, 512), (128, 512, 10), (128, 10, 512)] {
+        for (m, k, n) in [
+            (128, 784, 512),
+            (784, 128, 512),
+            (128, 512, 10),
+            (128, 10, 512),
+        ] {
             let want = product(Kernel::NAIVE, Layout::Nn, m, k, n, 7, 1, 1);
             for kernel in kernels() {
                 assert_close(&product(kernel, Layout::Nn, m, k, n, 7, 1, 1), &want, k);

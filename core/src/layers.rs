@@ -106,7 +106,9 @@ impl<const IN: usize, const HIDDEN: usize, const OUT: usize> Mlp<IN, HIDDEN, OUT
 
     /// True when no parameter is NaN or infinite.
     pub fn is_finite(&self) -> bool {
-        self.tensors().iter().all(|t| t.iter().all(|v| v.is_finite()))
+        self.tensors()
+            .iter()
+            .all(|t| t.iter().all(|v| v.is_finite()))
     }
 }
 

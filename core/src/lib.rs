@@ -29,6 +29,7 @@ pub mod layers;
 pub mod loss;
 pub mod model;
 pub mod optim;
+pub mod quant;
 
 pub use crc::crc32;
 pub use kernels::{Kernel, Parallel, Scratch, Serial};

@@ -112,7 +112,10 @@ impl<const IN: usize, const HIDDEN: usize, const OUT: usize> Mlp<IN, HIDDEN, OUT
         compute: &mut Compute<P>,
     ) -> &'w [[f32; OUT]] {
         let rows = images.len();
-        assert!(rows <= BATCH, "batch of {rows} rows exceeds workspace of {BATCH}");
+        assert!(
+            rows <= BATCH,
+            "batch of {rows} rows exceeds workspace of {BATCH}"
+        );
         let x = MatRef::row_major(images.as_flattened(), rows, IN);
         let hidden = &mut ws.hidden[..rows];
         compute.gemm(
@@ -261,19 +264,21 @@ mod tests {
         for (x, &y) in images.iter().zip(labels) {
             let mut h = [0.0f64; 16];
             for (o, h) in h.iter_mut().enumerate() {
-                let mut s = m.hidden.bias[o] as f64;
-                for i in 0..8 {
-                    s += x[i] as f64 * m.hidden.weights[i][o] as f64;
-                }
-                *h = s.max(0.0);
+                let dot: f64 = x
+                    .iter()
+                    .zip(&m.hidden.weights)
+                    .map(|(&x, w)| x as f64 * w[o] as f64)
+                    .sum();
+                *h = (dot + m.hidden.bias[o] as f64).max(0.0);
             }
             let mut z = [0.0f64; 4];
             for (o, z) in z.iter_mut().enumerate() {
-                let mut s = m.output.bias[o] as f64;
-                for i in 0..16 {
-                    s += h[i] * m.output.weights[i][o] as f64;
-                }
-                *z = s;
+                let dot: f64 = h
+                    .iter()
+                    .zip(&m.output.weights)
+                    .map(|(&h, w)| h * w[o] as f64)
+                    .sum();
+                *z = dot + m.output.bias[o] as f64;
             }
             let max = z.iter().cloned().fold(f64::MIN, f64::max);
             let lse = z.iter().map(|v| (v - max).exp()).sum::<f64>().ln() + max;
@@ -371,7 +376,10 @@ mod tests {
             }
         }
         let (_, last) = train_small(1, Kernel::PORTABLE, 1);
-        assert!(last.mean_loss() < 0.1 * first.mean_loss(), "{first:?} -> {last:?}");
+        assert!(
+            last.mean_loss() < 0.1 * first.mean_loss(),
+            "{first:?} -> {last:?}"
+        );
         assert_eq!(last.accuracy(), 1.0);
     }
 
@@ -409,7 +417,10 @@ mod tests {
         // Ten classes at initialisation: loss near ln(10).
         assert!((first.mean_loss() - 10f64.ln()).abs() < 0.5, "{first:?}");
         let second = model.train_step(&mut *opt, &images, &labels, &mut ws, &mut compute);
-        assert!(second.mean_loss() < first.mean_loss(), "{first:?} -> {second:?}");
+        assert!(
+            second.mean_loss() < first.mean_loss(),
+            "{first:?} -> {second:?}"
+        );
         assert!(model.is_finite());
     }
 }

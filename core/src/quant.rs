@@ -1,0 +1,1 @@
+//! int8 quantisation (placeholder).
