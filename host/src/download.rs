@@ -1,1 +1,941 @@
-//! Dataset download (placeholder).
+//! Dataset download: fetches the four IDX `.gz` files from a list of mirrors, checks each
+//! against its published SHA-256 and moves it into place atomically.
+//!
+//! A file is streamed into a temporary file beside its destination, hashed on the way, and
+//! renamed only once the hash matches; anything that goes wrong removes the temporary file,
+//! so the destination holds either a verified file or nothing.
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use sha2::{Digest, Sha256};
+
+use crate::data::DatasetKind;
+
+/// The files a dataset consists of, as the mirrors name them.
+pub const FILES: [&str; 4] = [
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+];
+
+/// Environment variable holding comma-separated mirror base URLs that replace the defaults.
+pub const MIRRORS_ENV: &str = "PICODENSE_MIRRORS";
+
+/// The largest file is 26 MB; anything far beyond is not the file we want.
+const MAX_FILE_BYTES: u64 = 64 << 20;
+
+/// Decodes a 64-digit hex string at compile time (a typo fails the build, not a download).
+const fn hex32(s: &str) -> [u8; 32] {
+    const fn nibble(c: u8) -> u8 {
+        match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            _ => panic!("not a lowercase hex digit"),
+        }
+    }
+    let b = s.as_bytes();
+    assert!(b.len() == 64, "a SHA-256 is 64 hex digits");
+    let mut out = [0u8; 32];
+    let mut i = 0;
+    while i < 32 {
+        out[i] = nibble(b[2 * i]) << 4 | nibble(b[2 * i + 1]);
+        i += 1;
+    }
+    out
+}
+
+/// SHA-256 of the MNIST files as published. The same values appear in several independent
+/// projects' download code (torchvision's prototype datasets, batchup, and others); they
+/// belong to the files whose MD5s torchvision lists (f68b3c2d..., d53e105e..., 9fb629c4...,
+/// ec29112d...).
+const MNIST_SHA256: [(&str, [u8; 32]); 4] = [
+    (
+        FILES[0],
+        hex32("440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"),
+    ),
+    (
+        FILES[1],
+        hex32("3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"),
+    ),
+    (
+        FILES[2],
+        hex32("8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"),
+    ),
+    (
+        FILES[3],
+        hex32("f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"),
+    ),
+];
+
+/// SHA-256 of the Fashion-MNIST files as published by Zalando Research (whose README lists
+/// their MD5s 8d4fb7e6..., 25c81989..., bef4ecab..., bb300cfd...); the same values appear in
+/// torchvision's prototype datasets and other projects. Debian's dataset-fashion-mnist ships
+/// the same compressed data with a normalised gzip header, so its files hash differently;
+/// putting back the original header (file name, 2017-08-31 timestamp) reproduces these.
+const FASHION_MNIST_SHA256: [(&str, [u8; 32]); 4] = [
+    (
+        FILES[0],
+        hex32("3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84"),
+    ),
+    (
+        FILES[1],
+        hex32("a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845"),
+    ),
+    (
+        FILES[2],
+        hex32("346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073"),
+    ),
+    (
+        FILES[3],
+        hex32("67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5"),
+    ),
+];
+
+/// The published SHA-256 of each file of `kind`.
+pub fn expected_sha256(kind: DatasetKind) -> &'static [(&'static str, [u8; 32]); 4] {
+    match kind {
+        DatasetKind::Mnist => &MNIST_SHA256,
+        DatasetKind::FashionMnist => &FASHION_MNIST_SHA256,
+    }
+}
+
+/// The usual public mirrors of `kind`, tried in this order.
+pub fn default_mirrors(kind: DatasetKind) -> Vec<String> {
+    let urls: &[&str] = match kind {
+        DatasetKind::Mnist => &[
+            "https://storage.googleapis.com/cvdf-datasets/mnist/",
+            "https://ossci-datasets.s3.amazonaws.com/mnist/",
+        ],
+        DatasetKind::FashionMnist => &[
+            "https://storage.googleapis.com/tensorflow/tf-keras-datasets/",
+            "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+        ],
+    };
+    urls.iter().map(|u| (*u).to_owned()).collect()
+}
+
+/// Splits a comma-separated list of base URLs, dropping blanks.
+fn parse_mirrors(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `$PICODENSE_MIRRORS` (comma-separated base URLs) if it names any, else [`default_mirrors`].
+pub fn mirrors_from_env(kind: DatasetKind) -> Vec<String> {
+    let from_env = std::env::var(MIRRORS_ENV)
+        .map(|v| parse_mirrors(&v))
+        .unwrap_or_default();
+    if from_env.is_empty() {
+        default_mirrors(kind)
+    } else {
+        from_env
+    }
+}
+
+/// Joins a mirror base URL and a file name with exactly one slash.
+fn file_url(base: &str, file: &str) -> String {
+    format!("{}/{file}", base.trim_end_matches('/'))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Why one mirror could not deliver one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FetchFailure {
+    /// The server answered with an HTTP error status.
+    Status(u16),
+    /// No response: connection refused, DNS, TLS, timeout, bad URL.
+    Transport(String),
+    /// The connection failed in the middle of the body.
+    Interrupted {
+        /// Bytes received before it failed.
+        received: u64,
+        /// Bytes announced by Content-Length, if any.
+        expected: Option<u64>,
+        /// What the client said.
+        error: String,
+    },
+    /// The body ended cleanly but shorter (or longer) than its Content-Length.
+    LengthMismatch {
+        /// Bytes received.
+        received: u64,
+        /// Bytes announced.
+        expected: u64,
+    },
+    /// The body is larger than any dataset file.
+    TooLarge {
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// The file arrived whole but is not the published one.
+    Checksum {
+        /// The published SHA-256.
+        expected: String,
+        /// The SHA-256 of what arrived.
+        actual: String,
+    },
+}
+
+impl fmt::Display for FetchFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FetchFailure::Status(code) => write!(f, "HTTP status {code}"),
+            FetchFailure::Transport(e) => write!(f, "no response: {e}"),
+            FetchFailure::Interrupted {
+                received,
+                expected: Some(total),
+                error,
+            } => write!(
+                f,
+                "connection dropped after {received} of {total} bytes: {error}"
+            ),
+            FetchFailure::Interrupted {
+                received,
+                expected: None,
+                error,
+            } => write!(f, "connection dropped after {received} bytes: {error}"),
+            FetchFailure::LengthMismatch { received, expected } => write!(
+                f,
+                "connection closed after {received} bytes, but the server announced {expected}"
+            ),
+            FetchFailure::TooLarge { limit } => {
+                write!(f, "larger than {limit} bytes, not a dataset file")
+            }
+            FetchFailure::Checksum { expected, actual } => write!(
+                f,
+                "checksum mismatch: SHA-256 {actual}, expected {expected}"
+            ),
+        }
+    }
+}
+
+/// One failed attempt: which URL and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MirrorFailure {
+    /// The full URL tried.
+    pub url: String,
+    /// What went wrong.
+    pub failure: FetchFailure,
+}
+
+fn attempts_text(attempts: &[MirrorFailure]) -> String {
+    attempts
+        .iter()
+        .map(|a| format!("\n  {}: {}", a.url, a.failure))
+        .collect()
+}
+
+/// A download that did not complete; every variant names the file or directory.
+#[derive(thiserror::Error, Debug)]
+#[non_exhaustive]
+pub enum DownloadError {
+    /// The destination directory could not be created.
+    #[error("{}: cannot create the directory: {error}", .path.display())]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// What the OS said.
+        error: io::Error,
+    },
+    /// Writing, syncing or renaming a local file failed (another mirror would not help).
+    #[error("{}: cannot write: {error}", .path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        error: io::Error,
+    },
+    /// The mirror list is empty.
+    #[error("{}: no mirror to download from", .path.display())]
+    NoMirrors {
+        /// The file that was to be downloaded.
+        path: PathBuf,
+    },
+    /// Every mirror failed for one file; nothing was left at its destination.
+    #[error("{}: download failed from every mirror:{}", .path.display(), attempts_text(.attempts))]
+    AllMirrorsFailed {
+        /// The destination file.
+        path: PathBuf,
+        /// Each mirror tried, in order, and why it failed.
+        attempts: Vec<MirrorFailure>,
+    },
+}
+
+/// A temporary file beside the destination, removed on drop unless persisted.
+struct TempFile {
+    path: PathBuf,
+    file: Option<File>,
+}
+
+impl TempFile {
+    /// Creates a fresh hidden file in `dir`; the name carries the process id so that
+    /// concurrent downloads into one directory do not collide.
+    fn create(dir: &Path, name: &str) -> io::Result<TempFile> {
+        let pid = std::process::id();
+        let mut last = io::Error::from(io::ErrorKind::AlreadyExists);
+        for n in 0..1000 {
+            let path = dir.join(format!(".{name}.{pid}.{n}.part"));
+            match OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(file) => {
+                    return Ok(TempFile {
+                        path,
+                        file: Some(file),
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = e,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match &mut self.file {
+            Some(f) => f.write_all(buf),
+            None => Err(io::Error::other("temporary file already closed")),
+        }
+    }
+
+    /// Flushes the data to disk, renames it to `dest` and syncs the directory, so that after
+    /// a crash `dest` is either absent or complete.
+    fn persist(mut self, dest: &Path) -> io::Result<()> {
+        if let Some(file) = self.file.take() {
+            file.sync_all()?;
+        }
+        fs::rename(&self.path, dest)?;
+        // Renamed: nothing left for drop to remove.
+        self.path = PathBuf::new();
+        sync_parent_dir(dest)
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        self.file = None;
+        if !self.path.as_os_str().is_empty() {
+            // Best effort: the error that got us here is the one worth reporting.
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+#[cfg(unix)]
+fn sync_parent_dir(path: &Path) -> io::Result<()> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => File::open(dir)?.sync_all(),
+        _ => File::open(".")?.sync_all(),
+    }
+}
+
+#[cfg(not(unix))]
+fn sync_parent_dir(_path: &Path) -> io::Result<()> {
+    // Directories cannot be opened for syncing on this platform.
+    Ok(())
+}
+
+/// True when `path` exists and hashes to `sha256`, so downloading it again is pointless.
+fn already_verified(path: &Path, sha256: &[u8; 32]) -> bool {
+    let Ok(mut file) = File::open(path) else {
+        return false;
+    };
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => hasher.update(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
+    hasher.finalize().as_slice() == sha256
+}
+
+/// A blocking HTTP client with timeouts that catch a dead server without cutting a slow
+/// but steady download short.
+fn agent(use_env_proxy: bool) -> ureq::Agent {
+    let mut config = ureq::Agent::config_builder()
+        .timeout_connect(Some(Duration::from_secs(15)))
+        .timeout_recv_response(Some(Duration::from_secs(30)))
+        .timeout_per_read(Some(Duration::from_secs(30)))
+        .user_agent(concat!("picodense/", env!("CARGO_PKG_VERSION")));
+    if !use_env_proxy {
+        config = config.proxy(None);
+    }
+    config.build().new_agent()
+}
+
+fn progress_bar(show: bool, len: Option<u64>, name: &str) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = match len {
+        Some(n) => ProgressBar::new(n).with_style(
+            ProgressStyle::with_template(
+                "{msg:28} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+            )
+            .map(|s| s.progress_chars("=> "))
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ),
+        None => ProgressBar::new_spinner().with_style(
+            ProgressStyle::with_template("{spinner} {msg:28} {bytes} {bytes_per_sec}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        ),
+    };
+    bar.set_message(name.to_owned());
+    bar
+}
+
+/// Why one attempt ended: the mirror's fault (try the next) or ours (stop).
+enum AttemptError {
+    Mirror(FetchFailure),
+    Local(DownloadError),
+}
+
+/// Streams `url` into a temporary file in `dir`, verifies it and renames it to `dest`.
+fn fetch_one(
+    agent: &ureq::Agent,
+    url: &str,
+    dest: &Path,
+    sha256: &[u8; 32],
+    bar: &dyn Fn(Option<u64>) -> ProgressBar,
+) -> Result<(), AttemptError> {
+    let mirror = AttemptError::Mirror;
+    let mut response = agent.get(url).call().map_err(|e| {
+        mirror(match e {
+            ureq::Error::StatusCode(code) => FetchFailure::Status(code),
+            other => FetchFailure::Transport(other.to_string()),
+        })
+    })?;
+    let announced = response.body().content_length();
+    if announced.is_some_and(|n| n > MAX_FILE_BYTES) {
+        return Err(mirror(FetchFailure::TooLarge {
+            limit: MAX_FILE_BYTES,
+        }));
+    }
+    let local = |error: io::Error| {
+        AttemptError::Local(DownloadError::Write {
+            path: dest.to_path_buf(),
+            error,
+        })
+    };
+    let dir = dest.parent().unwrap_or(Path::new("."));
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut tmp = TempFile::create(dir, &name).map_err(local)?;
+    let progress = bar(announced);
+    let mut reader = response.body_mut().as_reader();
+    let mut hasher = Sha256::new();
+    let mut received = 0u64;
+    let mut buf = vec![0u8; 1 << 16];
+    let outcome = loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                break Err(mirror(FetchFailure::Interrupted {
+                    received,
+                    expected: announced,
+                    error: e.to_string(),
+                }));
+            }
+        };
+        received += n as u64;
+        if received > MAX_FILE_BYTES {
+            break Err(mirror(FetchFailure::TooLarge {
+                limit: MAX_FILE_BYTES,
+            }));
+        }
+        hasher.update(&buf[..n]);
+        if let Err(e) = tmp.write_all(&buf[..n]) {
+            break Err(local(e));
+        }
+        progress.inc(n as u64);
+    };
+    let outcome = outcome.and_then(|()| match announced {
+        // The client already errors on a short body; this also catches a lenient one.
+        Some(expected) if expected != received => {
+            Err(mirror(FetchFailure::LengthMismatch { received, expected }))
+        }
+        _ => Ok(()),
+    });
+    let outcome = outcome.and_then(|()| {
+        let actual = hasher.finalize();
+        if actual.as_slice() == sha256 {
+            Ok(())
+        } else {
+            Err(mirror(FetchFailure::Checksum {
+                expected: hex(sha256),
+                actual: hex(&actual),
+            }))
+        }
+    });
+    match outcome {
+        Ok(()) => {
+            tmp.persist(dest).map_err(local)?;
+            progress.finish();
+            Ok(())
+        }
+        Err(e) => {
+            progress.finish_and_clear();
+            // Dropping `tmp` removes the partial file.
+            drop(tmp);
+            Err(e)
+        }
+    }
+}
+
+/// Downloads each `(file, sha256)` of `files` into `dest`, trying `mirrors` in order.
+fn download_files(
+    agent: &ureq::Agent,
+    dest: &Path,
+    mirrors: &[String],
+    files: &[(&str, [u8; 32])],
+    progress: bool,
+) -> Result<(), DownloadError> {
+    if mirrors.is_empty() {
+        return Err(DownloadError::NoMirrors {
+            path: dest.to_path_buf(),
+        });
+    }
+    fs::create_dir_all(dest).map_err(|error| DownloadError::CreateDir {
+        path: dest.to_path_buf(),
+        error,
+    })?;
+    for (name, sha256) in files {
+        let path = dest.join(name);
+        if already_verified(&path, sha256) {
+            continue;
+        }
+        let bar = |len| progress_bar(progress, len, name);
+        let mut attempts = Vec::new();
+        let mut done = false;
+        for base in mirrors {
+            let url = file_url(base, name);
+            match fetch_one(agent, &url, &path, sha256, &bar) {
+                Ok(()) => {
+                    done = true;
+                    break;
+                }
+                Err(AttemptError::Mirror(failure)) => attempts.push(MirrorFailure { url, failure }),
+                Err(AttemptError::Local(e)) => return Err(e),
+            }
+        }
+        if !done {
+            return Err(DownloadError::AllMirrorsFailed { path, attempts });
+        }
+    }
+    Ok(())
+}
+
+/// Downloads the four `.gz` files of `kind` into `dest`, verifying each against its
+/// published SHA-256; files already present and verified are kept.
+///
+/// Mirrors are base URLs tried in order for each file; any failure (no connection, HTTP
+/// error, short body, wrong checksum) moves on to the next. Shows a progress bar on stderr
+/// when `progress` is true.
+pub fn download(
+    kind: DatasetKind,
+    dest: &Path,
+    mirrors: &[String],
+    progress: bool,
+) -> Result<(), DownloadError> {
+    download_files(&agent(true), dest, mirrors, expected_sha256(kind), progress)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::BufRead;
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::thread;
+    use std::time::Instant;
+
+    /// What the test server sends for one path.
+    #[derive(Clone)]
+    struct Reply {
+        status: u16,
+        body: Vec<u8>,
+        /// Content-Length to announce; the real length when `None`.
+        announce: Option<usize>,
+    }
+
+    impl Reply {
+        fn ok(body: &[u8]) -> Reply {
+            Reply {
+                status: 200,
+                body: body.to_vec(),
+                announce: None,
+            }
+        }
+    }
+
+    /// A tiny HTTP/1.1 server on 127.0.0.1 that serves `routes` (path -> reply; anything
+    /// else is 404). It stops by itself after `max_requests` requests or five seconds.
+    /// Returns its base URL and a request counter.
+    fn serve(routes: Vec<(String, Reply)>, max_requests: usize) -> (String, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let served = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&served);
+        thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while counter.load(Ordering::SeqCst) < max_requests && Instant::now() < deadline {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        let _ = answer(stream, &routes);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        thread::sleep(Duration::from_millis(2));
+                    }
+                    Err(_) => break,
+                }
+            }
+        });
+        (base, served)
+    }
+
+    fn answer(stream: TcpStream, routes: &[(String, Reply)]) -> io::Result<()> {
+        stream.set_nonblocking(false)?;
+        stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+        let mut reader = io::BufReader::new(stream.try_clone()?);
+        let mut request_line = String::new();
+        reader.read_line(&mut request_line)?;
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line)? == 0 || line == "\r\n" {
+                break;
+            }
+        }
+        let path = request_line.split_whitespace().nth(1).unwrap_or("");
+        let reply = routes
+            .iter()
+            .find(|(p, _)| p == path)
+            .map(|(_, r)| r.clone())
+            .unwrap_or(Reply {
+                status: 404,
+                body: b"not found".to_vec(),
+                announce: None,
+            });
+        let mut stream = stream;
+        write!(
+            stream,
+            "HTTP/1.1 {} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            reply.status,
+            reply.announce.unwrap_or(reply.body.len())
+        )?;
+        stream.write_all(&reply.body)?;
+        stream.flush()?;
+        stream.shutdown(std::net::Shutdown::Both)
+    }
+
+    /// Four small distinct "files" and their checksums.
+    fn fixtures() -> Vec<(&'static str, Vec<u8>, [u8; 32])> {
+        FILES
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let body: Vec<u8> = (0..3000 + i * 100).map(|j| (j * (i + 3)) as u8).collect();
+                let sha: [u8; 32] = Sha256::digest(&body).into();
+                (*name, body, sha)
+            })
+            .collect()
+    }
+
+    fn table(fx: &[(&'static str, Vec<u8>, [u8; 32])]) -> Vec<(&'static str, [u8; 32])> {
+        fx.iter().map(|(n, _, s)| (*n, *s)).collect()
+    }
+
+    fn test_agent() -> ureq::Agent {
+        agent(false)
+    }
+
+    fn dir_entries(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn downloads_and_verifies_every_file() {
+        let fx = fixtures();
+        let routes = fx
+            .iter()
+            .map(|(n, b, _)| (format!("/m/{n}"), Reply::ok(b)))
+            .collect();
+        let (base, served) = serve(routes, 4);
+        let dest = tempfile::tempdir().unwrap();
+        let target = dest.path().join("nested/mnist");
+        download_files(
+            &test_agent(),
+            &target,
+            &[format!("{base}/m")],
+            &table(&fx),
+            false,
+        )
+        .unwrap();
+        for (name, body, _) in &fx {
+            assert_eq!(&fs::read(target.join(name)).unwrap(), body);
+        }
+        let mut want: Vec<String> = FILES.iter().map(|s| s.to_string()).collect();
+        want.sort();
+        assert_eq!(dir_entries(&target), want);
+        assert_eq!(served.load(Ordering::SeqCst), 4);
+        // A second run finds everything verified and asks no server (port 1 is closed).
+        download_files(
+            &test_agent(),
+            &target,
+            &["http://127.0.0.1:1/".to_owned()],
+            &table(&fx),
+            false,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn downloaded_idx_files_load() {
+        use flate2::Compression;
+        use flate2::write::GzEncoder;
+        let gz = |bytes: &[u8]| {
+            let mut e = GzEncoder::new(Vec::new(), Compression::default());
+            e.write_all(bytes).unwrap();
+            e.finish().unwrap()
+        };
+        let idx = |words: &[u32], data: &[u8]| {
+            let mut v: Vec<u8> = words.iter().flat_map(|w| w.to_be_bytes()).collect();
+            v.extend_from_slice(data);
+            gz(&v)
+        };
+        let bodies = [
+            idx(&[0x803, 2, 28, 28], &[7; 2 * 784]),
+            idx(&[0x801, 2], &[3, 4]),
+            idx(&[0x803, 1, 28, 28], &[9; 784]),
+            idx(&[0x801, 1], &[5]),
+        ];
+        let files: Vec<(&str, [u8; 32])> = FILES
+            .iter()
+            .zip(&bodies)
+            .map(|(n, b)| (*n, Sha256::digest(b).into()))
+            .collect();
+        let routes = FILES
+            .iter()
+            .zip(&bodies)
+            .map(|(n, b)| (format!("/{n}"), Reply::ok(b)))
+            .collect();
+        let (base, _) = serve(routes, 4);
+        let dest = tempfile::tempdir().unwrap();
+        download_files(&test_agent(), dest.path(), &[base], &files, true).unwrap();
+        let splits = crate::data::load_dir(dest.path()).unwrap();
+        assert_eq!(splits.train.labels, vec![3, 4]);
+        assert_eq!(splits.test.image(0), &[9; 784][..]);
+    }
+
+    #[test]
+    fn falls_back_to_the_next_mirror() {
+        let fx = fixtures();
+        let routes = fx
+            .iter()
+            .map(|(n, b, _)| (format!("/good/{n}"), Reply::ok(b)))
+            .collect();
+        // Each file: a 404 from the first mirror, then the second.
+        let (base, served) = serve(routes, 8);
+        let dest = tempfile::tempdir().unwrap();
+        let mirrors = [format!("{base}/gone/"), format!("{base}/good/")];
+        download_files(&test_agent(), dest.path(), &mirrors, &table(&fx), false).unwrap();
+        for (name, body, _) in &fx {
+            assert_eq!(&fs::read(dest.path().join(name)).unwrap(), body);
+        }
+        assert_eq!(served.load(Ordering::SeqCst), 8);
+    }
+
+    #[test]
+    fn refused_connection_then_good_mirror() {
+        let fx = fixtures();
+        let routes = fx
+            .iter()
+            .map(|(n, b, _)| (format!("/{n}"), Reply::ok(b)))
+            .collect();
+        let (base, _) = serve(routes, 4);
+        let dest = tempfile::tempdir().unwrap();
+        let mirrors = ["http://127.0.0.1:1".to_owned(), base];
+        download_files(&test_agent(), dest.path(), &mirrors, &table(&fx), false).unwrap();
+        assert_eq!(dir_entries(dest.path()).len(), 4);
+    }
+
+    #[test]
+    fn checksum_mismatch_leaves_nothing() {
+        let fx = fixtures();
+        let mut corrupted = fx[0].1.clone();
+        corrupted[100] ^= 1;
+        let routes = vec![(format!("/{}", fx[0].0), Reply::ok(&corrupted))];
+        let (base, _) = serve(routes, 2);
+        let dest = tempfile::tempdir().unwrap();
+        let mirrors = [base.clone(), format!("{base}/other")];
+        let e =
+            download_files(&test_agent(), dest.path(), &mirrors, &table(&fx), false).unwrap_err();
+        let msg = e.to_string();
+        match &e {
+            DownloadError::AllMirrorsFailed { path, attempts } => {
+                assert!(path.ends_with(FILES[0]));
+                assert_eq!(attempts.len(), 2);
+                assert!(matches!(attempts[0].failure, FetchFailure::Checksum { .. }));
+                assert_eq!(attempts[1].failure, FetchFailure::Status(404));
+            }
+            other => panic!("unexpected error: {other}"),
+        }
+        assert!(msg.contains("checksum mismatch"), "{msg}");
+        assert!(msg.contains(&hex(&fx[0].2)), "{msg}");
+        assert!(msg.contains("HTTP status 404"), "{msg}");
+        assert!(msg.contains(&format!("{base}/other/{}", FILES[0])), "{msg}");
+        assert_eq!(dir_entries(dest.path()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn dropped_connection_leaves_nothing() {
+        let fx = fixtures();
+        let body = &fx[0].1;
+        let cut = Reply {
+            status: 200,
+            body: body[..body.len() / 3].to_vec(),
+            announce: Some(body.len()),
+        };
+        let routes = vec![(format!("/{}", fx[0].0), cut)];
+        let (base, _) = serve(routes, 1);
+        let dest = tempfile::tempdir().unwrap();
+        let e =
+            download_files(&test_agent(), dest.path(), &[base], &table(&fx), false).unwrap_err();
+        let msg = e.to_string();
+        let DownloadError::AllMirrorsFailed { attempts, .. } = &e else {
+            panic!("unexpected error: {msg}");
+        };
+        assert!(
+            matches!(
+                attempts[0].failure,
+                FetchFailure::Interrupted { .. } | FetchFailure::LengthMismatch { .. }
+            ),
+            "{msg}"
+        );
+        assert!(msg.contains("connection"), "{msg}");
+        assert!(msg.contains(&format!("{}", body.len())), "{msg}");
+        assert_eq!(dir_entries(dest.path()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn existing_bad_file_is_replaced() {
+        let fx = fixtures();
+        let routes = fx
+            .iter()
+            .map(|(n, b, _)| (format!("/{n}"), Reply::ok(b)))
+            .collect();
+        let (base, _) = serve(routes, 4);
+        let dest = tempfile::tempdir().unwrap();
+        fs::write(dest.path().join(FILES[2]), b"stale").unwrap();
+        download_files(&test_agent(), dest.path(), &[base], &table(&fx), false).unwrap();
+        assert_eq!(fs::read(dest.path().join(FILES[2])).unwrap(), fx[2].1);
+    }
+
+    #[test]
+    fn no_mirrors_and_unwritable_destination() {
+        let dest = tempfile::tempdir().unwrap();
+        let e = download_files(&test_agent(), dest.path(), &[], &MNIST_SHA256, false).unwrap_err();
+        assert!(matches!(e, DownloadError::NoMirrors { .. }), "{e}");
+        let file = dest.path().join("file");
+        fs::write(&file, b"x").unwrap();
+        let e = download_files(
+            &test_agent(),
+            &file.join("sub"),
+            &["http://127.0.0.1:1".to_owned()],
+            &MNIST_SHA256,
+            false,
+        )
+        .unwrap_err();
+        assert!(matches!(e, DownloadError::CreateDir { .. }), "{e}");
+        assert!(e.to_string().contains("cannot create the directory"), "{e}");
+    }
+
+    #[test]
+    fn mirror_lists() {
+        assert_eq!(
+            parse_mirrors(" http://a/ ,, http://b ,"),
+            vec!["http://a/".to_owned(), "http://b".to_owned()]
+        );
+        assert!(parse_mirrors(" , ").is_empty());
+        for kind in DatasetKind::ALL {
+            let m = default_mirrors(kind);
+            assert_eq!(m.len(), 2);
+            assert!(m.iter().all(|u| u.ends_with('/')));
+        }
+        assert_eq!(file_url("http://h/x/", "f.gz"), "http://h/x/f.gz");
+        assert_eq!(file_url("http://h/x", "f.gz"), "http://h/x/f.gz");
+        // Without the variable (tests never set it) the defaults apply.
+        if std::env::var_os(MIRRORS_ENV).is_none() {
+            assert_eq!(
+                mirrors_from_env(DatasetKind::Mnist),
+                default_mirrors(DatasetKind::Mnist)
+            );
+        }
+    }
+
+    #[test]
+    fn checksum_constants_decode() {
+        assert_eq!(
+            hex(&MNIST_SHA256[0].1),
+            "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"
+        );
+        assert_eq!(
+            hex(&FASHION_MNIST_SHA256[3].1),
+            "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5"
+        );
+        for kind in DatasetKind::ALL {
+            let names: Vec<&str> = expected_sha256(kind).iter().map(|(n, _)| *n).collect();
+            assert_eq!(names, FILES);
+        }
+    }
+
+    /// Debian ships the published Fashion-MNIST data with a normalised gzip header (no file
+    /// name, a 2020 timestamp); putting the original header back must give the published
+    /// SHA-256. Skipped where the package is not installed.
+    #[test]
+    fn fashion_mnist_checksums_match_debian_files() {
+        let dir = Path::new("/usr/share/datasets/fashion-mnist");
+        let mtimes: [u32; 4] = [1_504_176_606, 1_504_176_606, 1_504_176_627, 1_504_176_627];
+        for ((name, sha), mtime) in FASHION_MNIST_SHA256.iter().zip(mtimes) {
+            let Ok(bytes) = fs::read(dir.join(name)) else {
+                continue;
+            };
+            // Only a bare 10-byte header (flags 0) is the layout this reconstruction knows.
+            if bytes.len() < 10 || bytes[3] != 0 {
+                continue;
+            }
+            let mut original = vec![0x1f, 0x8b, 8, 0x08]; // deflate, FNAME present
+            original.extend_from_slice(&mtime.to_le_bytes());
+            original.extend_from_slice(&[0, 3]); // no extra flags, Unix
+            original.extend_from_slice(name.trim_end_matches(".gz").as_bytes());
+            original.push(0);
+            original.extend_from_slice(&bytes[10..]);
+            assert_eq!(Sha256::digest(&original).as_slice(), sha, "{name}");
+        }
+    }
+}
