@@ -3,22 +3,36 @@
 //! Every product is `C = A·B` where `A` and `B` are strided views ([`MatRef`]), so the three
 //! layouts training needs (X·W, Xᵀ·dY, dY·Wᵀ) are one routine: a transpose is a swap of strides
 //! and the packing step absorbs it. The blocked routine follows the usual GEMM loop nest
-//! (NC columns of B, KC deep, MC rows of A, packed into panels) around a register-tiled
-//! micro-kernel that holds an `MR x NR` block of C in a fixed-size array of accumulators.
+//! (K blocks of at most [`KC`], row blocks of A packed into MR-tall panels, one NR-wide panel
+//! of B packed at a time so it stays in L1) around a register-tiled micro-kernel that holds an
+//! `MR x NR` block of C in a fixed-size array of accumulators.
 //!
-//! Determinism: each element of C is summed over K in one fixed order (KC blocks in order,
-//! sequentially inside a block) whatever the column range a call covers, so splitting columns
-//! between threads never changes a bit of the result.
+//! Zero skipping: while packing A, a step of K where all MR values of a panel are zero is left
+//! out of that panel (MNIST pixels are mostly zero, in both X and Xᵀ). Adding `0·b` to a sum
+//! never changes it, so for finite B the result is the dense result bit for bit (with FMA, a
+//! sum that underflowed to -0 may stay -0 where the dense sum would turn it into +0). A NaN or
+//! infinity in B that only ever meets zeros of A is skipped rather than turned into NaN.
+//!
+//! Determinism: each element of C is summed over K in one fixed order (K blocks in order,
+//! sequentially inside a block), and neither the blocking nor the skipping depends on which
+//! columns a call covers, so splitting columns between threads never changes a bit of the result.
 
 use core::marker::PhantomData;
 use core::ops::Range;
 
-/// Depth of a packed block (rows of B, columns of A).
+/// Deepest K block: a 16-wide packed panel of B with `KC` rows is 16 KB and stays in L1.
 pub const KC: usize = 256;
-/// Rows of A packed at once; a multiple of every kernel's MR, and >= 128 so a batch is one block.
-pub const MC: usize = 144;
-/// Columns of B packed at once; a multiple of every kernel's NR.
-pub const NC: usize = 512;
+/// Rows of A packed per block at full depth; shallower products pack more rows in the same space.
+pub const MC: usize = 256;
+
+/// Floats of the packed A block.
+const A_LEN: usize = MC * KC;
+/// Most rows in one A block, whatever the depth (sizes the per-panel step counts).
+const MAX_ROWS: usize = 1024;
+/// Widest micro-kernel tile.
+const NR_MAX: usize = 16;
+/// Shortest micro-kernel tile of a blocked variant (sizes the step lists).
+const MR_MIN: usize = 4;
 
 /// A read-only strided matrix view: element `(i, j)` is `data[i * row_stride + j * col_stride]`.
 #[derive(Clone, Copy, Debug)]
@@ -71,6 +85,20 @@ impl<'a> MatRef<'a> {
     fn at(&self, i: usize, j: usize) -> f32 {
         self.data[i * self.row_stride + j * self.col_stride]
     }
+
+    /// Elements `(i, j..j + len)`, for a view with unit column stride.
+    #[inline(always)]
+    fn row(&self, i: usize, j: usize, len: usize) -> &'a [f32] {
+        let start = i * self.row_stride + j;
+        &self.data[start..start + len]
+    }
+
+    /// Elements `(i..i + len, j)`, for a view with unit row stride.
+    #[inline(always)]
+    fn col(&self, i: usize, j: usize, len: usize) -> &'a [f32] {
+        let start = i + j * self.col_stride;
+        &self.data[start..start + len]
+    }
 }
 
 /// What happens to each element of C after its last K block: the fused epilogue saves a pass
@@ -94,13 +122,7 @@ impl Epilogue<'_> {
             Epilogue::Store => v,
             Epilogue::Bias(bias) => v + bias[col],
             Epilogue::BiasRelu(bias) => relu(v + bias[col]),
-            Epilogue::ReluMask(mask) => {
-                if mask[index] > 0.0 {
-                    v
-                } else {
-                    0.0
-                }
-            }
+            Epilogue::ReluMask(mask) => masked(v, mask[index]),
         }
     }
 
@@ -116,6 +138,11 @@ impl Epilogue<'_> {
 #[inline(always)]
 fn relu(v: f32) -> f32 {
     if v > 0.0 { v } else { 0.0 }
+}
+
+#[inline(always)]
+fn masked(v: f32, mask: f32) -> f32 {
+    if mask > 0.0 { v } else { 0.0 }
 }
 
 /// Which implementation of the products to run. Constructed only for code the CPU can run.
@@ -169,28 +196,45 @@ impl Kernel {
             Variant::Naive => 1,
             Variant::Portable => PORTABLE_NR,
             #[cfg(target_arch = "x86_64")]
-            Variant::Avx2 => 16,
+            Variant::Avx2 => AVX2_NR,
             #[cfg(target_arch = "aarch64")]
-            Variant::Neon => 16,
+            Variant::Neon => NEON_NR,
         }
     }
 }
 
 const PORTABLE_MR: usize = 4;
 const PORTABLE_NR: usize = 8;
+// 12 accumulators + 2 rows of B + 1 broadcast fill the 16 ymm registers.
+#[cfg(target_arch = "x86_64")]
+const AVX2_MR: usize = 6;
+#[cfg(target_arch = "x86_64")]
+const AVX2_NR: usize = 16;
+#[cfg(target_arch = "aarch64")]
+const NEON_MR: usize = 8;
+#[cfg(target_arch = "aarch64")]
+const NEON_NR: usize = 16;
 
-/// Packing buffers for the blocked kernels (about 600 KB: keep it on the heap or in a static).
+/// Packing buffers for the blocked kernels (about 300 KB: keep it on the heap or in a static).
 pub struct Scratch {
-    a: [f32; MC * KC],
-    b: [f32; KC * NC],
+    /// The packed A block: MR-tall panels, each a run of MR-value groups, one per kept K step.
+    a: [f32; A_LEN],
+    /// One packed NR-wide panel of B, `kc` rows.
+    b: [f32; KC * NR_MAX],
+    /// Per A panel, the K steps (within the block) its groups stand for.
+    steps: [u16; A_LEN / MR_MIN],
+    /// Per A panel, how many K steps were kept.
+    counts: [u16; MAX_ROWS / MR_MIN],
 }
 
 impl Scratch {
     /// A zeroed scratch. Large: prefer a zero-initialised heap allocation on a host.
     pub const fn new() -> Self {
         Self {
-            a: [0.0; MC * KC],
-            b: [0.0; KC * NC],
+            a: [0.0; A_LEN],
+            b: [0.0; KC * NR_MAX],
+            steps: [0; A_LEN / MR_MIN],
+            counts: [0; MAX_ROWS / MR_MIN],
         }
     }
 }
@@ -259,6 +303,9 @@ pub fn gemm_parallel<P: Parallel>(
     assert!(c.len() >= m * n, "output too short");
     assert!(!scratches.is_empty(), "no scratch");
     epilogue.check(m, n);
+    if m == 0 || n == 0 {
+        return;
+    }
     let out = Out {
         ptr: c.as_mut_ptr(),
         ld: n,
@@ -298,15 +345,20 @@ impl Out<'_> {
     /// # Safety
     /// `(i, j)` is inside C and column `j` belongs to the caller's range.
     #[inline(always)]
-    unsafe fn get(&self, i: usize, j: usize) -> f32 {
-        unsafe { *self.ptr.add(i * self.ld + j) }
-    }
-
-    /// # Safety
-    /// As for [`Out::get`].
-    #[inline(always)]
     unsafe fn set(&self, i: usize, j: usize, v: f32) {
         unsafe { *self.ptr.add(i * self.ld + j) = v }
+    }
+
+    /// Elements `(i, j..j + len)` of C.
+    ///
+    /// # Safety
+    /// They lie inside C and in the caller's column range, and no other reference to them is
+    /// live while the slice is.
+    // Jobs share `Out` and each carves its own disjoint rows out of it.
+    #[allow(clippy::mut_from_ref)]
+    #[inline(always)]
+    unsafe fn row_mut(&self, i: usize, j: usize, len: usize) -> &mut [f32] {
+        unsafe { core::slice::from_raw_parts_mut(self.ptr.add(i * self.ld + j), len) }
     }
 }
 
@@ -328,6 +380,7 @@ fn run_kernel(
         // vouches for the CPU.
         #[cfg(target_arch = "x86_64")]
         Variant::Avx2 => unsafe { blocked_avx2(a, b, out, cols, epilogue, scratch) },
+        // SAFETY: NEON is part of the aarch64 baseline.
         #[cfg(target_arch = "aarch64")]
         Variant::Neon => unsafe { blocked_neon(a, b, out, cols, epilogue, scratch) },
     }
@@ -343,7 +396,7 @@ fn blocked_avx2(
     epilogue: Epilogue,
     scratch: &mut Scratch,
 ) {
-    blocked::<Fused, 6, 16>(a, b, out, cols, epilogue, scratch)
+    blocked::<Fused, AVX2_MR, AVX2_NR>(a, b, out, cols, epilogue, scratch)
 }
 
 #[cfg(target_arch = "aarch64")]
@@ -356,7 +409,7 @@ fn blocked_neon(
     epilogue: Epilogue,
     scratch: &mut Scratch,
 ) {
-    blocked::<Plain, 8, 16>(a, b, out, cols, epilogue, scratch)
+    blocked::<Plain, NEON_MR, NEON_NR>(a, b, out, cols, epilogue, scratch)
 }
 
 /// Multiply-add as a kernel variant computes it.
@@ -403,6 +456,7 @@ fn naive(a: MatRef, b: MatRef, out: &Out, cols: Range<usize>, epilogue: Epilogue
     }
 }
 
+/// The GEMM loop nest for one job's columns of C.
 #[inline(always)]
 fn blocked<M: MulAdd, const MR: usize, const NR: usize>(
     a: MatRef,
@@ -412,134 +466,144 @@ fn blocked<M: MulAdd, const MR: usize, const NR: usize>(
     epilogue: Epilogue,
     scratch: &mut Scratch,
 ) {
+    const { assert!(MR >= MR_MIN && NR <= NR_MAX && MR <= u16::MAX as usize) };
     let (m, k) = (a.rows, a.cols);
-    let mut jc = cols.start;
-    while jc < cols.end {
-        let nc = NC.min(cols.end - jc);
-        // k == 0 still runs one (empty) block so the epilogue is applied.
-        let mut pc = 0;
-        loop {
-            let kc = KC.min(k - pc);
-            let (first, last) = (pc == 0, pc + kc == k);
-            pack_b::<NR>(&b, pc, kc, jc, nc, &mut scratch.b);
-            let mut ic = 0;
-            while ic < m {
-                let mc = MC.min(m - ic);
-                pack_a::<MR>(&a, ic, mc, pc, kc, &mut scratch.a);
-                for jr in (0..nc).step_by(NR) {
-                    let b_panel = &scratch.b[jr * kc..(jr + NR) * kc];
-                    for ir in (0..mc).step_by(MR) {
-                        let a_panel = &scratch.a[ir * kc..(ir + MR) * kc];
-                        let acc = micro_kernel::<M, MR, NR>(a_panel, b_panel);
+    // Equal K blocks: 784 = 4 x 196 rather than 3 x 256 + 16, whose thin last block would pay
+    // a full pass over C for little work. Only k decides the blocks, never the column range.
+    let kc_step = k.div_ceil(k.div_ceil(KC).max(1));
+    let max_rows = (A_LEN / kc_step.max(1)).min(MAX_ROWS) / MR * MR;
+    let mc_step = m.div_ceil(m.div_ceil(max_rows)).next_multiple_of(MR);
+    // As many panels of B as fill the 16 KB a deep one takes: with a shallow K (dZ·W2ᵀ, k = 10)
+    // each panel of A then sweeps along whole rows of C instead of a 16-column strip.
+    let group = (KC * NR_MAX / (kc_step.max(1) * NR)).max(1);
+    // With one or two panels of B (n = 10), a panel of A is used at most twice: packing it would
+    // cost as much as the arithmetic, so the micro-kernel reads A in place. Decided by n alone.
+    let direct = b.cols <= 2 * NR && (a.col_stride == 1 || a.row_stride == 1);
+    // k == 0 still runs one (empty) block so the epilogue is applied.
+    let mut pc = 0;
+    loop {
+        let kc = kc_step.min(k - pc);
+        let (first, last) = (pc == 0, pc + kc == k);
+        let mut ic = 0;
+        while ic < m {
+            let mc = mc_step.min(m - ic);
+            if !direct {
+                pack_a::<MR>(&a, ic, mc, pc, kc, scratch);
+            }
+            let mut jc = cols.start;
+            while jc < cols.end {
+                let width = (group * NR).min(cols.end - jc);
+                let b_rows = scratch.b.as_chunks_mut::<NR>().0;
+                for (panel, j) in b_rows
+                    .chunks_exact_mut(kc.max(1))
+                    .zip((0..width).step_by(NR))
+                {
+                    pack_b(&b, pc, jc + j, NR.min(width - j), &mut panel[..kc]);
+                }
+                for (q, ir) in (0..mc).step_by(MR).enumerate() {
+                    let rows = MR.min(mc - ir);
+                    let in_place = direct && rows == MR;
+                    if direct && !in_place {
+                        scratch.counts[q] = pack_panel(
+                            &a,
+                            ic + ir,
+                            rows,
+                            pc,
+                            scratch.a[q * MR * kc..(q + 1) * MR * kc]
+                                .as_chunks_mut::<MR>()
+                                .0,
+                            &mut scratch.steps[q * kc..(q + 1) * kc],
+                        );
+                    }
+                    let panel = Panel {
+                        a: &scratch.a[q * MR * kc..(q + 1) * MR * kc],
+                        steps: &scratch.steps[q * kc..(q + 1) * kc],
+                        count: usize::from(scratch.counts[q]),
+                    };
+                    for j in (0..width).step_by(NR) {
+                        let b_panel = &scratch.b[j * kc..(j + NR) * kc];
                         let tile = Tile {
                             row: ic + ir,
-                            col: jc + jr,
-                            rows: MR.min(mc - ir),
-                            cols: NR.min(nc - jr),
+                            col: jc + j,
+                            rows,
+                            cols: NR.min(width - j),
                         };
-                        store(&acc, out, tile, first, last, epilogue);
+                        if in_place {
+                            let acc = direct_kernel::<M, MR, NR>(&a, tile.row, pc, b_panel);
+                            store(&acc, out, tile, first, last, epilogue);
+                        } else if rows > 4 || MR == 4 {
+                            run_tile::<M, MR, MR, NR>(
+                                panel, b_panel, out, tile, first, last, epilogue,
+                            );
+                        } else {
+                            // A short last panel (128 = 21 x 6 + 2) runs a 4-row tile, not 6.
+                            run_tile::<M, MR, 4, NR>(
+                                panel, b_panel, out, tile, first, last, epilogue,
+                            );
+                        }
                     }
                 }
-                ic += mc;
+                jc += width;
             }
-            pc += kc;
-            if pc >= k {
-                break;
-            }
+            ic += mc;
         }
-        jc += nc;
-    }
-}
-
-/// Packs rows `pc..pc+kc`, columns `jc..jc+nc` of B into NR-wide panels, each `kc` rows of NR,
-/// zero-padding the last panel.
-#[inline(always)]
-fn pack_b<const NR: usize>(
-    b: &MatRef,
-    pc: usize,
-    kc: usize,
-    jc: usize,
-    nc: usize,
-    buf: &mut [f32],
-) {
-    for (q, jr) in (0..nc).step_by(NR).enumerate() {
-        let width = NR.min(nc - jr);
-        let panel = &mut buf[q * NR * kc..(q + 1) * NR * kc];
-        let rows = panel.as_chunks_mut::<NR>().0;
-        if b.col_stride == 1 && width == NR {
-            for (p, row) in rows.iter_mut().enumerate() {
-                let start = (pc + p) * b.row_stride + jc + jr;
-                row.copy_from_slice(&b.data[start..start + NR]);
-            }
-        } else {
-            for (p, row) in rows.iter_mut().enumerate() {
-                for (jj, v) in row.iter_mut().enumerate() {
-                    *v = if jj < width {
-                        b.at(pc + p, jc + jr + jj)
-                    } else {
-                        0.0
-                    };
-                }
-            }
+        pc += kc;
+        if pc >= k {
+            break;
         }
     }
 }
 
-/// Packs rows `ic..ic+mc`, columns `pc..pc+kc` of A into MR-tall panels stored column by column
-/// (`kc` groups of MR), zero-padding the last panel.
+/// The register tile reading rows `i0..i0+MR` of A in place (row-major A or Aᵀ), all K steps.
 #[inline(always)]
-fn pack_a<const MR: usize>(
+fn direct_kernel<M: MulAdd, const MR: usize, const NR: usize>(
     a: &MatRef,
-    ic: usize,
-    mc: usize,
+    i0: usize,
     pc: usize,
-    kc: usize,
-    buf: &mut [f32],
-) {
-    for (r, ir) in (0..mc).step_by(MR).enumerate() {
-        let height = MR.min(mc - ir);
-        let panel = &mut buf[r * MR * kc..(r + 1) * MR * kc];
-        let groups = panel.as_chunks_mut::<MR>().0;
-        if a.row_stride == 1 && height == MR {
-            // Aᵀ stored row-major (the weight-gradient layout): a group is contiguous.
-            for (p, group) in groups.iter_mut().enumerate() {
-                let start = (pc + p) * a.col_stride + ic + ir;
-                group.copy_from_slice(&a.data[start..start + MR]);
-            }
-        } else {
-            for (p, group) in groups.iter_mut().enumerate() {
-                for (ii, v) in group.iter_mut().enumerate() {
-                    *v = if ii < height {
-                        a.at(ic + ir + ii, pc + p)
-                    } else {
-                        0.0
-                    };
-                }
-            }
-        }
-    }
-}
-
-/// The register tile: `MR x NR` accumulators, one rank-1 update per step of K.
-#[inline(always)]
-fn micro_kernel<M: MulAdd, const MR: usize, const NR: usize>(
-    a_panel: &[f32],
     b_panel: &[f32],
 ) -> [[f32; NR]; MR] {
     let mut acc = [[0.0f32; NR]; MR];
-    for (a_col, b_row) in a_panel
-        .as_chunks::<MR>()
-        .0
-        .iter()
-        .zip(b_panel.as_chunks::<NR>().0)
-    {
-        for (acc_row, &a_v) in acc.iter_mut().zip(a_col) {
-            for (acc_v, &b_v) in acc_row.iter_mut().zip(b_row) {
-                *acc_v = M::mul_add(a_v, b_v, *acc_v);
-            }
+    let b_rows = b_panel.as_chunks::<NR>().0;
+    let kc = b_rows.len();
+    if a.col_stride == 1 {
+        let rows: [&[f32]; MR] = core::array::from_fn(|ii| a.row(i0 + ii, pc, kc));
+        for (p, b_row) in b_rows.iter().enumerate() {
+            let a_col: [f32; MR] = core::array::from_fn(|ii| rows[ii][p]);
+            rank1::<M, MR, MR, NR>(&mut acc, &a_col, b_row);
+        }
+    } else if kc > 0 {
+        // Aᵀ stored row-major: step p's MR values are contiguous, `col_stride` apart.
+        let ld = a.col_stride;
+        let span = a.col(i0, pc, (kc - 1) * ld + MR);
+        for (p, b_row) in b_rows.iter().enumerate() {
+            // A reference, not a copy, so each value is broadcast straight from memory.
+            let a_col = span[p * ld..].first_chunk::<MR>().unwrap_or(&[0.0; MR]);
+            rank1::<M, MR, MR, NR>(&mut acc, a_col, b_row);
         }
     }
     acc
+}
+
+/// One step of K: `acc += a_col ⊗ b_row` over the first R rows.
+#[inline(always)]
+fn rank1<M: MulAdd, const MR: usize, const R: usize, const NR: usize>(
+    acc: &mut [[f32; NR]; R],
+    a_col: &[f32; MR],
+    b_row: &[f32; NR],
+) {
+    for (acc_row, &a_v) in acc.iter_mut().zip(a_col) {
+        for (acc_v, &b_v) in acc_row.iter_mut().zip(b_row) {
+            *acc_v = M::mul_add(a_v, b_v, *acc_v);
+        }
+    }
+}
+
+/// One packed A panel: `count` groups of MR values, group `g` standing for K step `steps[g]`.
+#[derive(Clone, Copy)]
+struct Panel<'a> {
+    a: &'a [f32],
+    steps: &'a [u16],
+    count: usize,
 }
 
 #[derive(Clone, Copy)]
@@ -550,9 +614,197 @@ struct Tile {
     cols: usize,
 }
 
+/// Computes one tile from the first `R` rows of an MR-tall panel and stores it.
 #[inline(always)]
-fn store<const MR: usize, const NR: usize>(
-    acc: &[[f32; NR]; MR],
+fn run_tile<M: MulAdd, const MR: usize, const R: usize, const NR: usize>(
+    panel: Panel,
+    b_panel: &[f32],
+    out: &Out,
+    tile: Tile,
+    first: bool,
+    last: bool,
+    epilogue: Epilogue,
+) {
+    let kc = b_panel.len() / NR;
+    let acc = if panel.count == kc {
+        micro_kernel::<M, MR, R, NR>(panel.a, b_panel)
+    } else {
+        sparse_kernel::<M, MR, R, NR>(panel.a, &panel.steps[..panel.count], b_panel)
+    };
+    store(&acc, out, tile, first, last, epilogue);
+}
+
+/// The register tile: `R x NR` accumulators, one rank-1 update per step of K.
+#[inline(always)]
+fn micro_kernel<M: MulAdd, const MR: usize, const R: usize, const NR: usize>(
+    a_panel: &[f32],
+    b_panel: &[f32],
+) -> [[f32; NR]; R] {
+    let mut acc = [[0.0f32; NR]; R];
+    for (a_col, b_row) in a_panel
+        .as_chunks::<MR>()
+        .0
+        .iter()
+        .zip(b_panel.as_chunks::<NR>().0)
+    {
+        rank1::<M, MR, R, NR>(&mut acc, a_col, b_row);
+    }
+    acc
+}
+
+/// The register tile over the kept K steps only: each picks its group of A and row of B by index.
+#[inline(always)]
+fn sparse_kernel<M: MulAdd, const MR: usize, const R: usize, const NR: usize>(
+    a_panel: &[f32],
+    steps: &[u16],
+    b_panel: &[f32],
+) -> [[f32; NR]; R] {
+    let mut acc = [[0.0f32; NR]; R];
+    let a_cols = a_panel.as_chunks::<MR>().0;
+    let b_rows = b_panel.as_chunks::<NR>().0;
+    for &step in steps {
+        let (a_col, b_row) = (&a_cols[usize::from(step)], &b_rows[usize::from(step)]);
+        rank1::<M, MR, R, NR>(&mut acc, a_col, b_row);
+    }
+    acc
+}
+
+/// Packs rows `ic..ic+mc`, columns `pc..pc+kc` of A into MR-tall panels (see [`pack_panel`]).
+#[inline(always)]
+fn pack_a<const MR: usize>(
+    a: &MatRef,
+    ic: usize,
+    mc: usize,
+    pc: usize,
+    kc: usize,
+    scratch: &mut Scratch,
+) {
+    for (q, ir) in (0..mc).step_by(MR).enumerate() {
+        scratch.counts[q] = pack_panel::<MR>(
+            a,
+            ic + ir,
+            MR.min(mc - ir),
+            pc,
+            scratch.a[q * MR * kc..(q + 1) * MR * kc]
+                .as_chunks_mut::<MR>()
+                .0,
+            &mut scratch.steps[q * kc..(q + 1) * kc],
+        );
+    }
+}
+
+/// Packs rows `i0..i0+height`, columns `pc..pc+groups.len()` of A as one group of MR values
+/// per K step (zero-padded past `height`), and lists in `steps` the steps whose group is not
+/// all zero; returns how many there are.
+#[inline(always)]
+fn pack_panel<const MR: usize>(
+    a: &MatRef,
+    i0: usize,
+    height: usize,
+    pc: usize,
+    groups: &mut [[f32; MR]],
+    steps: &mut [u16],
+) -> u16 {
+    let kc = groups.len();
+    // First a nonzero flag per step (in `steps`), then the list of nonzero steps, in place.
+    if a.row_stride == 1 && height == MR {
+        // Aᵀ stored row-major (the weight-gradient layout): a group is contiguous.
+        for (p, (group, flag)) in groups.iter_mut().zip(steps.iter_mut()).enumerate() {
+            let col = a.col(i0, pc + p, MR);
+            *group = col.first_chunk::<MR>().copied().unwrap_or([0.0; MR]);
+            *flag = nonzero(group);
+        }
+    } else if a.col_stride == 1 {
+        // A row-major (X, H, dZ): one pass per row, each vectorised along K.
+        steps.fill(0);
+        for ii in 0..MR {
+            if ii < height {
+                let row = a.row(i0 + ii, pc, kc);
+                for (group, &v) in groups.iter_mut().zip(row) {
+                    group[ii] = v;
+                }
+                for (flag, &v) in steps.iter_mut().zip(row) {
+                    *flag |= u16::from(v != 0.0);
+                }
+            } else {
+                groups.iter_mut().for_each(|group| group[ii] = 0.0);
+            }
+        }
+    } else {
+        for (p, (group, flag)) in groups.iter_mut().zip(steps.iter_mut()).enumerate() {
+            *group = core::array::from_fn(|ii| {
+                if ii < height {
+                    a.at(i0 + ii, pc + p)
+                } else {
+                    0.0
+                }
+            });
+            *flag = nonzero(group);
+        }
+    }
+    let mut count = steps.iter().map(|&f| usize::from(f)).sum::<usize>();
+    if count < kc {
+        // Branch-free compaction; `count <= p`, so no flag is overwritten before it is read.
+        count = 0;
+        for p in 0..kc {
+            let flag = steps[p];
+            steps[count] = p as u16;
+            count += usize::from(flag);
+        }
+    }
+    count as u16
+}
+
+/// 1 if any value of the group is nonzero (NaN counts as nonzero), else 0.
+#[inline(always)]
+fn nonzero<const MR: usize>(group: &[f32; MR]) -> u16 {
+    // On the bits, without the sign: no float compares, so it vectorises.
+    let bits = group.iter().fold(0, |any, &v| any | v.to_bits());
+    u16::from(bits & 0x7fff_ffff != 0)
+}
+
+/// Packs rows `pc..pc+rows.len()`, columns `jc..jc+width` of B into one NR-wide panel,
+/// zero-padding the columns past `width`.
+#[inline(always)]
+fn pack_b<const NR: usize>(b: &MatRef, pc: usize, jc: usize, width: usize, rows: &mut [[f32; NR]]) {
+    let kc = rows.len();
+    if b.col_stride == 1 && width == NR {
+        for (p, row) in rows.iter_mut().enumerate() {
+            row.copy_from_slice(b.row(pc + p, jc, NR));
+        }
+    } else if b.col_stride == 1 {
+        for (p, row) in rows.iter_mut().enumerate() {
+            row[..width].copy_from_slice(b.row(pc + p, jc, width));
+            row[width..].fill(0.0);
+        }
+    } else if b.row_stride == 1 {
+        // Bᵀ stored row-major (W2ᵀ): a column of B is contiguous.
+        for jj in 0..NR {
+            if jj < width {
+                for (row, &v) in rows.iter_mut().zip(b.col(pc, jc + jj, kc)) {
+                    row[jj] = v;
+                }
+            } else {
+                rows.iter_mut().for_each(|row| row[jj] = 0.0);
+            }
+        }
+    } else {
+        for (p, row) in rows.iter_mut().enumerate() {
+            for (jj, v) in row.iter_mut().enumerate() {
+                *v = if jj < width {
+                    b.at(pc + p, jc + jj)
+                } else {
+                    0.0
+                };
+            }
+        }
+    }
+}
+
+/// Adds a tile to C (or sets it, for the first K block) and applies the epilogue after the last.
+#[inline(always)]
+fn store<const R: usize, const NR: usize>(
+    acc: &[[f32; NR]; R],
     out: &Out,
     tile: Tile,
     first: bool,
@@ -561,15 +813,94 @@ fn store<const MR: usize, const NR: usize>(
 ) {
     for (ii, acc_row) in acc.iter().enumerate().take(tile.rows) {
         let i = tile.row + ii;
-        for (jj, &v) in acc_row.iter().enumerate().take(tile.cols) {
-            let j = tile.col + jj;
-            // SAFETY: the tile lies inside C and inside this job's column range.
-            unsafe {
-                let mut sum = if first { v } else { out.get(i, j) + v };
-                if last {
-                    sum = epilogue.apply(sum, i * out.ld + j, j);
+        // SAFETY: the tile lies inside C and inside this job's column range, and this is the
+        // only live reference to that row segment.
+        let c_row = unsafe { out.row_mut(i, tile.col, tile.cols) };
+        let at = Place {
+            index: i * out.ld + tile.col,
+            col: tile.col,
+        };
+        match <&mut [f32; NR]>::try_from(&mut *c_row) {
+            // Whole arrays: the row becomes a few vector operations.
+            Ok(c_row) => store_full(acc_row, c_row, at, first, last, epilogue),
+            Err(_) => store_row(&acc_row[..tile.cols], c_row, at, first, last, epilogue),
+        }
+    }
+}
+
+/// [`store_row`] for a full-width row, on values rather than memory so that it vectorises.
+#[inline(always)]
+fn store_full<const NR: usize>(
+    acc: &[f32; NR],
+    c: &mut [f32; NR],
+    at: Place,
+    first: bool,
+    last: bool,
+    epi: Epilogue,
+) {
+    let mut v = *acc;
+    if !first {
+        let old = *c;
+        for (v, o) in v.iter_mut().zip(old) {
+            *v += o;
+        }
+    }
+    if last {
+        match epi {
+            Epilogue::Store => {}
+            Epilogue::Bias(bias) => {
+                let bias = *bias[at.col..].first_chunk::<NR>().expect("bias checked");
+                for (v, b) in v.iter_mut().zip(bias) {
+                    *v += b;
                 }
-                out.set(i, j, sum);
+            }
+            Epilogue::BiasRelu(bias) => {
+                let bias = *bias[at.col..].first_chunk::<NR>().expect("bias checked");
+                for (v, b) in v.iter_mut().zip(bias) {
+                    *v = relu(*v + b);
+                }
+            }
+            Epilogue::ReluMask(mask) => {
+                let mask = *mask[at.index..].first_chunk::<NR>().expect("mask checked");
+                for (v, mk) in v.iter_mut().zip(mask) {
+                    *v = masked(*v, mk);
+                }
+            }
+        }
+    }
+    *c = v;
+}
+
+/// Where a row segment of a tile starts in C: flat index (for masks) and column (for biases).
+#[derive(Clone, Copy)]
+struct Place {
+    index: usize,
+    col: usize,
+}
+
+#[inline(always)]
+fn store_row(acc: &[f32], c: &mut [f32], at: Place, first: bool, last: bool, epi: Epilogue) {
+    let len = c.len();
+    let sum = |c: f32, v: f32| if first { v } else { c + v };
+    match (last, epi) {
+        (false, _) | (true, Epilogue::Store) => {
+            for (c, &v) in c.iter_mut().zip(acc) {
+                *c = sum(*c, v);
+            }
+        }
+        (true, Epilogue::Bias(bias)) => {
+            for ((c, &v), &b) in c.iter_mut().zip(acc).zip(&bias[at.col..at.col + len]) {
+                *c = sum(*c, v) + b;
+            }
+        }
+        (true, Epilogue::BiasRelu(bias)) => {
+            for ((c, &v), &b) in c.iter_mut().zip(acc).zip(&bias[at.col..at.col + len]) {
+                *c = relu(sum(*c, v) + b);
+            }
+        }
+        (true, Epilogue::ReluMask(mask)) => {
+            for ((c, &v), &mk) in c.iter_mut().zip(acc).zip(&mask[at.index..at.index + len]) {
+                *c = masked(sum(*c, v), mk);
             }
         }
     }
@@ -593,8 +924,8 @@ mod tests {
         list
     }
 
-    fn scratches(count: usize) -> Vec<Box<Scratch>> {
-        (0..count).map(|_| crate::zeroed_box()).collect()
+    fn scratches(count: usize) -> Box<[Scratch]> {
+        crate::zeroed_slice::<Scratch>(count)
     }
 
     fn values(seed: u64, len: usize) -> Vec<f32> {
@@ -616,23 +947,67 @@ mod tests {
         Nt,
     }
 
-    /// Computes `a·b` for the layout with `kernel`; returns C.
-    #[allow(clippy::too_many_arguments)]
-    fn product(
-        kernel: Kernel,
+    /// One product to compute: shapes, data seed, epilogue (0-3) and how sparse A is.
+    #[derive(Clone, Copy, Debug)]
+    struct Case {
         layout: Layout,
         m: usize,
         k: usize,
         n: usize,
         seed: u64,
         epi: u8,
-        threads: usize,
-    ) -> Vec<f32> {
-        let a_data = values(seed, m * k);
-        let b_data = values(seed + 1, k * n);
+        /// 0: dense A. Otherwise whole columns, whole rows and single values of A are zeroed,
+        /// like the blank margins and background of images, so that panels skip K steps.
+        sparse: u8,
+    }
+
+    impl Case {
+        fn dense(layout: Layout, m: usize, k: usize, n: usize) -> Self {
+            Self {
+                layout,
+                m,
+                k,
+                n,
+                seed: 7,
+                epi: 1,
+                sparse: 0,
+            }
+        }
+    }
+
+    /// Computes `a·b` for the case with `kernel`, split into `jobs` column ranges; returns C.
+    fn product(kernel: Kernel, case: Case, jobs: usize) -> Vec<f32> {
+        let Case { m, k, n, seed, .. } = case;
+        let mut a_data = values(seed, m * k);
+        // B by position, so that a narrower product has the first columns of a wider one.
+        let b_all = values(seed + 1, k * 64);
+        let b_at =
+            |p: usize, j: usize| b_all[(p * 64 + j % 64) % b_all.len()] * (1.0 + (j / 64) as f32);
+        let b_data: Vec<f32> = match case.layout {
+            Layout::Nt => (0..n * k).map(|x| b_at(x % k, x / k)).collect(),
+            Layout::Nn | Layout::Tn => (0..k * n).map(|x| b_at(x / n, x % n)).collect(),
+        };
         let bias = values(seed + 2, n);
         let mask = values(seed + 3, m * n);
-        let (a, b) = match layout {
+        if case.sparse > 0 {
+            let s = u64::from(case.sparse);
+            for i in 0..m {
+                for p in 0..k {
+                    let (i64_, p64) = (i as u64, p as u64);
+                    let hit = (p64 * 7 + s) % 5 < 2
+                        || (i64_ * 3 + s) % 4 == 0
+                        || (i64_ * 31 + p64 * 17 + seed) % 3 == 0;
+                    if hit {
+                        let index = match case.layout {
+                            Layout::Tn => p * m + i,
+                            Layout::Nn | Layout::Nt => i * k + p,
+                        };
+                        a_data[index] = 0.0;
+                    }
+                }
+            }
+        }
+        let (a, b) = match case.layout {
             Layout::Nn => (
                 MatRef::row_major(&a_data, m, k),
                 MatRef::row_major(&b_data, k, n),
@@ -646,19 +1021,25 @@ mod tests {
                 MatRef::row_major(&b_data, n, k).t(),
             ),
         };
-        let epilogue = match epi {
+        let epilogue = match case.epi {
             0 => Epilogue::Store,
             1 => Epilogue::Bias(&bias),
             2 => Epilogue::BiasRelu(&bias),
             _ => Epilogue::ReluMask(&mask),
         };
         let mut c = std::vec![f32::NAN; m * n];
-        if threads == 1 {
+        if jobs == 1 {
             gemm(kernel, a, b, &mut c, epilogue, &mut scratches(1)[0]);
         } else {
-            let many = crate::zeroed_slice::<Scratch>(threads);
-            let mut many = many;
-            gemm_parallel(&Serial, kernel, a, b, &mut c, epilogue, &mut many);
+            gemm_parallel(
+                &Serial,
+                kernel,
+                a,
+                b,
+                &mut c,
+                epilogue,
+                &mut scratches(jobs),
+            );
         }
         c
     }
@@ -671,7 +1052,12 @@ mod tests {
         }
     }
 
+    fn bits(values: &[f32]) -> Vec<u32> {
+        values.iter().map(|v| v.to_bits()).collect()
+    }
+
     const EDGES: [usize; 12] = [1, 3, 5, 7, 9, 10, 15, 17, 127, 128, 512, 784];
+    const LAYOUTS: [Layout; 3] = [Layout::Nn, Layout::Tn, Layout::Nt];
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(48))]
@@ -680,45 +1066,104 @@ mod tests {
             m in prop::sample::select(&EDGES[..10]),
             k in prop::sample::select(&EDGES[..]),
             n in prop::sample::select(&EDGES[..11]),
-            layout in prop::sample::select(&[Layout::Nn, Layout::Tn, Layout::Nt][..]),
+            layout in prop::sample::select(&LAYOUTS[..]),
             epi in 0u8..4,
+            sparse in prop::sample::select(&[0u8, 1, 2][..]),
             seed in any::<u64>(),
         ) {
-            let want = product(Kernel::NAIVE, layout, m, k, n, seed, epi, 1);
+            let case = Case { layout, m, k, n, seed, epi, sparse };
+            let want = product(Kernel::NAIVE, case, 1);
             for kernel in kernels() {
-                let got = product(kernel, layout, m, k, n, seed, epi, 1);
-                assert_close(&got, &want, k);
+                assert_close(&product(kernel, case, 1), &want, k);
             }
         }
 
         #[test]
         fn column_split_is_bitwise_identical(
-            m in 1usize..40, k in 1usize..300, n in 1usize..100, threads in 2usize..5,
+            m in 1usize..40, k in 1usize..300, n in 1usize..100, jobs in 2usize..5,
+            layout in prop::sample::select(&LAYOUTS[..]),
+            sparse in prop::sample::select(&[0u8, 1, 2][..]),
             seed in any::<u64>(),
         ) {
+            let case = Case { layout, m, k, n, seed, epi: 2, sparse };
             for kernel in kernels() {
-                let one = product(kernel, Layout::Nn, m, k, n, seed, 2, 1);
-                let many = product(kernel, Layout::Nn, m, k, n, seed, 2, threads);
-                prop_assert_eq!(
-                    one.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                    many.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
-                );
+                prop_assert_eq!(bits(&product(kernel, case, 1)), bits(&product(kernel, case, jobs)));
+            }
+        }
+
+        /// Skipping zero K steps (packed A, wide C) gives the bits of the dense in-place path
+        /// (narrow C): the first columns of a wide product equal the narrow product.
+        #[test]
+        fn zero_skipping_is_bitwise_exact(
+            m in 1usize..60, k in prop::sample::select(&EDGES[..]),
+            layout in prop::sample::select(&[Layout::Nn, Layout::Tn][..]),
+            sparse in 1u8..4, seed in any::<u64>(),
+        ) {
+            for kernel in kernels() {
+                let narrow = kernel.nr();
+                let wide = Case { layout, m, k, n: 4 * narrow, seed, epi: 0, sparse };
+                let thin = Case { n: narrow, ..wide };
+                let wide_c = product(kernel, wide, 1);
+                let thin_c = product(kernel, thin, 1);
+                let wide_first: Vec<f32> =
+                    wide_c.chunks(wide.n).flat_map(|row| &row[..narrow]).copied().collect();
+                prop_assert_eq!(bits(&wide_first), bits(&thin_c));
             }
         }
     }
 
     #[test]
     fn model_shapes_match_naive() {
-        for (m, k, n) in [
-            (128, 784, 512),
-            (784, 128, 512),
-            (128, 512, 10),
-            (128, 10, 512),
-        ] {
-            let want = product(Kernel::NAIVE, Layout::Nn, m, k, n, 7, 1, 1);
-            for kernel in kernels() {
-                assert_close(&product(kernel, Layout::Nn, m, k, n, 7, 1, 1), &want, k);
+        let mnist = [
+            (Layout::Nn, 128, 784, 512),
+            (Layout::Tn, 784, 128, 512),
+            (Layout::Nn, 128, 512, 10),
+            (Layout::Tn, 512, 128, 10),
+            (Layout::Nt, 128, 10, 512),
+            (Layout::Nn, 100, 784, 512),
+        ];
+        for (layout, m, k, n) in mnist {
+            for sparse in [0, 1] {
+                let case = Case {
+                    sparse,
+                    ..Case::dense(layout, m, k, n)
+                };
+                let want = product(Kernel::NAIVE, case, 1);
+                for kernel in kernels() {
+                    assert_close(&product(kernel, case, 1), &want, k);
+                    assert_eq!(
+                        bits(&product(kernel, case, 2)),
+                        bits(&product(kernel, case, 1))
+                    );
+                }
             }
+        }
+    }
+
+    #[test]
+    fn empty_products_apply_the_epilogue_or_do_nothing() {
+        for kernel in kernels().into_iter().chain([Kernel::NAIVE]) {
+            // k = 0: C is the epilogue of zero.
+            let case = Case::dense(Layout::Nn, 3, 0, 5);
+            let bias = values(case.seed + 2, 5);
+            let c = product(kernel, case, 2);
+            for row in c.chunks(5) {
+                assert_eq!(row, &bias[..]);
+            }
+            assert!(product(kernel, Case::dense(Layout::Nn, 0, 4, 5), 1).is_empty());
+            assert!(product(kernel, Case::dense(Layout::Nn, 4, 4, 0), 1).is_empty());
+        }
+    }
+
+    #[test]
+    fn all_zero_a_gives_exact_zeros() {
+        let a = [0.0f32; 6 * 40];
+        let b = values(3, 40 * 64);
+        for kernel in kernels() {
+            let mut c = [f32::NAN; 6 * 64];
+            let (a, b) = (MatRef::row_major(&a, 6, 40), MatRef::row_major(&b, 40, 64));
+            gemm(kernel, a, b, &mut c, Epilogue::Store, &mut scratches(1)[0]);
+            assert!(c.iter().all(|v| v.to_bits() == 0), "{c:?}");
         }
     }
 
