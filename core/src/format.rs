@@ -134,6 +134,8 @@ impl core::fmt::Display for FormatError {
     }
 }
 
+impl core::error::Error for FormatError {}
+
 /// How the weights are stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dtype {

@@ -1,5 +1,9 @@
 //! picodense host: data loading, batching, the training loop, reporting and the CLI around
 //! the `no_std` core.
 
+pub mod batch;
+pub mod compute;
 pub mod data;
 pub mod download;
+pub mod report;
+pub mod train;

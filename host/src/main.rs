@@ -1,1 +1,358 @@
-fn main() {}
+//! The `picodense` command.
+
+mod cli;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use picodense::compute::{KernelChoice, default_threads, select_kernel};
+use picodense::data::{self, DatasetKind, Splits};
+use picodense::report::{JsonLog, Progress, Summary};
+use picodense::train::{self, Every, Outcome, RunControl, TrainConfig, Trainer};
+use picodense_core::format::ModelView;
+
+use cli::{Cli, Command, ComputeArgs, DataArgs};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Train(args) => run_train(args),
+        Command::Evaluate(args) => run_evaluate(args).map(|()| ExitCode::SUCCESS),
+        Command::Predict(args) => run_predict(args).map(|()| ExitCode::SUCCESS),
+        Command::Inspect { path } => run_inspect(&path).map(|()| ExitCode::SUCCESS),
+        Command::Download { dataset } => run_download(dataset).map(|()| ExitCode::SUCCESS),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Loads the data the user pointed at, downloading a missing dataset on first use.
+fn load_data(args: &DataArgs, quiet: bool) -> Result<(Splits, Option<DatasetKind>, PathBuf)> {
+    if let Some(path) = &args.data {
+        let splits = data::load(path)?;
+        return Ok((splits, guess_kind(path), path.clone()));
+    }
+    let kind = args.dataset;
+    let dir = match data::find(kind) {
+        Some(dir) => dir,
+        None => {
+            let dest = data::cache_dir(kind).with_context(|| data::not_found_message(kind))?;
+            if !quiet {
+                eprintln!(
+                    "{} not found locally; downloading to {}",
+                    kind.name(),
+                    dest.display()
+                );
+            }
+            picodense::download::download(
+                kind,
+                &dest,
+                &picodense::download::mirrors_from_env(kind),
+                !quiet,
+            )
+            .with_context(|| data::not_found_message(kind))?;
+            dest
+        }
+    };
+    Ok((data::load_dir(&dir)?, Some(kind), dir))
+}
+
+/// A `--data` path says nothing certain about the dataset; names are a good hint.
+fn guess_kind(path: &std::path::Path) -> Option<DatasetKind> {
+    let text = path.to_string_lossy().to_lowercase();
+    if text.contains("fashion") {
+        Some(DatasetKind::FashionMnist)
+    } else if text.contains("mnist") {
+        Some(DatasetKind::Mnist)
+    } else {
+        None
+    }
+}
+
+fn compute_settings(args: &ComputeArgs) -> Result<(usize, picodense_core::Kernel)> {
+    let threads = args.threads.unwrap_or_else(default_threads);
+    if threads == 0 {
+        bail!("--threads must be at least 1");
+    }
+    let kernel = select_kernel(args.kernel)?;
+    Ok((threads, kernel))
+}
+
+/// Set by Ctrl-C: training stops after the current step and writes a checkpoint.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+/// Exit code of a run stopped by Ctrl-C (128 + SIGINT, as shells report it).
+const INTERRUPTED: u8 = 130;
+
+fn run_train(args: cli::TrainArgs) -> Result<ExitCode> {
+    let (threads, kernel) = compute_settings(&args.compute)?;
+    if !(0.0..1.0).contains(&args.validation_split) {
+        bail!(
+            "--validation-split must be in [0, 1), not {}",
+            args.validation_split
+        );
+    }
+    let requested = TrainConfig {
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        optimizer: args.optimizer,
+        learning_rate: args.learning_rate,
+        seed: args.seed,
+        threads,
+        kernel,
+    };
+    // Settings are checked before any data is read.
+    let (mut trainer, config) = match &args.resume {
+        Some(path) => Trainer::resume(path, threads, kernel)?,
+        None => (Trainer::new(&requested)?, requested),
+    };
+    let mut log = match &args.log_json {
+        Some(path) => Some(
+            JsonLog::create(path)
+                .with_context(|| format!("{}: cannot create the log", path.display()))?,
+        ),
+        None => None,
+    };
+    let (mut splits, kind, source) = load_data(&args.data, args.quiet)?;
+    let validation = if args.validation_split > 0.0 {
+        // Keras keeps the first ceil(n * (1 - split)) rows for training.
+        let keep = (splits.train.len() as f64 * (1.0 - args.validation_split)).ceil() as usize;
+        Some(splits.train.split_off_end(splits.train.len() - keep))
+    } else {
+        None
+    };
+    if let (Some(path), Some(rows)) = (&args.resume, trainer.resumed_rows())
+        && rows != splits.train.len()
+    {
+        bail!(
+            "{}: the checkpoint was trained on {rows} rows, this data has {} (give the same \
+             --data/--dataset and --validation-split)",
+            path.display(),
+            splits.train.len()
+        );
+    }
+    if args.resume.is_none() {
+        trainer.dataset = kind;
+    }
+    if !args.quiet {
+        println!(
+            "picodense: {} from {} ({} train, {}{} test); kernel {}, {} thread{}",
+            kind.map_or("data", |k| k.name()),
+            source.display(),
+            splits.train.len(),
+            validation
+                .as_ref()
+                .map_or(String::new(), |v| format!("{} validation, ", v.len())),
+            splits.test.len(),
+            kernel.name(),
+            threads,
+            if threads == 1 { "" } else { "s" }
+        );
+        if let Some(path) = &args.resume {
+            let at = trainer.position();
+            println!(
+                "resuming {} at epoch {}/{}, step {}",
+                path.display(),
+                at.epoch + 1,
+                config.epochs,
+                at.step
+            );
+        }
+    }
+    // A second Ctrl-C leaves at once; the first lets the current step finish.
+    ctrlc::set_handler(|| {
+        if STOP.swap(true, Ordering::SeqCst) {
+            std::process::exit(i32::from(INTERRUPTED));
+        }
+    })
+    .context("cannot install the Ctrl-C handler")?;
+    let control = RunControl {
+        checkpoint: args.checkpoint.clone(),
+        every: if args.checkpoint.is_some() {
+            args.checkpoint_every
+        } else {
+            Every::Never
+        },
+        interrupt_checkpoint: Some(args.save.with_extension("ckpt.pdn")),
+        stop: Some(&STOP),
+    };
+    let mut progress = Progress::new(config.epochs, args.quiet);
+    let started = Instant::now();
+    let mut log_error = None;
+    let outcome = trainer.fit(
+        &config,
+        &splits.train,
+        validation.as_ref(),
+        &control,
+        &mut |event| {
+            progress.on_event(&event);
+            if let (train::Event::EpochEnd(report), Some(log)) = (&event, log.as_mut())
+                && let Err(e) = log.write(report)
+            {
+                log_error.get_or_insert(e);
+            }
+        },
+    )?;
+    let train_seconds = started.elapsed().as_secs_f64();
+    if let Some(e) = log_error {
+        return Err(e.into());
+    }
+    if let Outcome::Interrupted {
+        position,
+        checkpoint,
+    } = outcome
+    {
+        let path = checkpoint.expect("an interrupt always has a checkpoint path");
+        eprintln!(
+            "interrupted at epoch {}, step {}: checkpoint written to {}; continue with \
+             `picodense train --resume {}`",
+            position.epoch + 1,
+            position.step,
+            path.display(),
+            path.display()
+        );
+        return Ok(ExitCode::from(INTERRUPTED));
+    }
+    let test = trainer.evaluate(&splits.test);
+    if !args.quiet {
+        println!("test loss: {:.4}", test.mean_loss());
+        println!("test accuracy: {:.4}", test.accuracy());
+    }
+    if let Some(log) = log.as_mut() {
+        log.write(&Summary {
+            test_loss: test.mean_loss(),
+            test_accuracy: test.accuracy(),
+            train_seconds,
+        })?;
+    }
+    train::write_atomic(&args.save, &trainer.to_bytes())?;
+    if !args.quiet {
+        println!("saved {}", args.save.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_evaluate(args: cli::EvaluateArgs) -> Result<()> {
+    let (threads, kernel) = compute_settings(&args.compute)?;
+    let (model, _) = train::load_model(&args.model)?;
+    let (splits, _, _) = load_data(&args.data, args.json)?;
+    let mut trainer = Trainer::with_model(model, threads, kernel);
+    let test = trainer.evaluate(&splits.test);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"test_loss": test.mean_loss(), "test_accuracy": test.accuracy()})
+        );
+    } else {
+        println!("test loss: {:.4}", test.mean_loss());
+        println!("test accuracy: {:.4}", test.accuracy());
+    }
+    Ok(())
+}
+
+fn run_predict(args: cli::PredictArgs) -> Result<()> {
+    let (model, trained_on) = train::load_model(&args.model)?;
+    let (splits, kind, _) = load_data(&args.data, false)?;
+    let test = &splits.test;
+    if args.index >= test.len() {
+        bail!(
+            "--index {} is out of range: the test set has {} images",
+            args.index,
+            test.len()
+        );
+    }
+    let names = trained_on
+        .or(kind)
+        .unwrap_or(DatasetKind::Mnist)
+        .class_names();
+    let mut trainer = Trainer::with_model(model, 1, select_kernel(KernelChoice::Auto)?);
+    let pixels = test.image(args.index);
+    let p = trainer.probabilities(pixels);
+    print!("{}", draw(pixels));
+    let predicted = picodense_core::loss::argmax(&p);
+    let label = test.labels[args.index] as usize;
+    println!("true label: {} ({})", label, names[label]);
+    println!("predicted:  {} ({})", predicted, names[predicted]);
+    for (class, prob) in p.iter().enumerate() {
+        println!(
+            "  {class} {:<12} {prob:.4} {}",
+            names[class],
+            "#".repeat((prob * 40.0).round() as usize)
+        );
+    }
+    Ok(())
+}
+
+/// A 28x28 image as 14 lines of half-block characters (two pixel rows per line).
+fn draw(pixels: &[u8]) -> String {
+    const SHADES: [char; 5] = [' ', '░', '▒', '▓', '█'];
+    let shade = |p: u8| SHADES[(usize::from(p) * (SHADES.len() - 1) + 127) / 255];
+    let mut out = String::new();
+    for row in pixels.chunks(data::IMAGE_SIDE) {
+        for &p in row {
+            // Two characters per pixel keep the aspect ratio square.
+            out.push(shade(p));
+            out.push(shade(p));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn run_inspect(path: &std::path::Path) -> Result<()> {
+    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let view = ModelView::parse(&bytes)
+        .with_context(|| format!("{}: checksum or format check failed", path.display()))?;
+    let h = view.header();
+    let [i, hidden, o] = h.sizes;
+    let params = u64::from(i) * u64::from(hidden)
+        + u64::from(hidden)
+        + u64::from(hidden) * u64::from(o)
+        + u64::from(o);
+    println!("file:          {} ({} bytes)", path.display(), bytes.len());
+    println!(
+        "format:        PDN version {}",
+        picodense_core::format::VERSION
+    );
+    println!("architecture:  Dense({hidden}, relu) -> Dense({o}, softmax) on {i} inputs");
+    println!("parameters:    {params}");
+    println!("dtype:         {}", h.dtype.name());
+    println!(
+        "dataset:       {}",
+        train::dataset_from_byte(h.dataset).map_or("unknown", |k| k.name())
+    );
+    println!(
+        "optimizer:     {}",
+        if h.has_optimizer {
+            "RMSprop state included"
+        } else {
+            "none"
+        }
+    );
+    println!(
+        "checksum:      ok (CRC-32 {:08x})",
+        u32::from_le_bytes(bytes[bytes.len() - 4..].try_into().expect("4 bytes"))
+    );
+    Ok(())
+}
+
+fn run_download(kind: DatasetKind) -> Result<()> {
+    let dest = data::cache_dir(kind).context("no cache directory: set $PICODENSE_DATA or $HOME")?;
+    picodense::download::download(
+        kind,
+        &dest,
+        &picodense::download::mirrors_from_env(kind),
+        true,
+    )?;
+    println!("{} is in {}", kind.name(), dest.display());
+    Ok(())
+}

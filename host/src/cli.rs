@@ -1,0 +1,147 @@
+//! Command-line arguments (clap); the work itself is in the library.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use picodense::compute::KernelChoice;
+use picodense::data::DatasetKind;
+use picodense::train::{Every, OptimizerKind};
+
+/// Train the Keras MNIST example from scratch, evaluate it, and deploy it to a microcontroller.
+#[derive(Parser, Debug)]
+#[command(name = "picodense", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Train Dense(512, relu) -> Dense(10, softmax), evaluate on the test set, save the model.
+    Train(TrainArgs),
+    /// Loss and accuracy of a saved model on the test set.
+    Evaluate(EvaluateArgs),
+    /// Classify one test image and draw it.
+    Predict(PredictArgs),
+    /// Describe a model file and check it.
+    Inspect {
+        /// The model file.
+        path: PathBuf,
+    },
+    /// Fetch a dataset into the user cache, checking its published checksums.
+    Download {
+        /// Which dataset.
+        #[arg(long, default_value = "mnist")]
+        dataset: DatasetKind,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct DataArgs {
+    /// Dataset to find in $PICODENSE_DATA, the user cache or /usr/share/datasets (downloaded
+    /// on first use when absent).
+    #[arg(long, default_value = "mnist")]
+    pub dataset: DatasetKind,
+    /// A folder with the four IDX files, or Keras's mnist.npz (overrides --dataset).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct ComputeArgs {
+    /// Threads sharing each matrix product (default: every core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Matrix kernel.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub kernel: KernelChoice,
+}
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub compute: ComputeArgs,
+    /// Passes over the training set.
+    #[arg(long, default_value_t = 5)]
+    pub epochs: usize,
+    /// Rows per step.
+    #[arg(long, default_value_t = 128)]
+    pub batch_size: usize,
+    /// Optimizer.
+    #[arg(long, value_enum, default_value = "rmsprop")]
+    pub optimizer: OptimizerKind,
+    /// Learning rate.
+    #[arg(long, default_value_t = 1e-3, allow_negative_numbers = true)]
+    pub learning_rate: f32,
+    /// Seed of the initial weights and of every epoch's shuffle.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Fraction of the training set held out (from its end, like Keras) for validation.
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    pub validation_split: f64,
+    /// Where to write the trained model.
+    #[arg(long, default_value = "picodense-model.pdn")]
+    pub save: PathBuf,
+    /// Write one JSON object per epoch, then the test figures, to this file.
+    #[arg(long)]
+    pub log_json: Option<PathBuf>,
+    /// Print nothing but errors.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Write checkpoints (model, optimizer state, position) to this file.
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    /// How often to checkpoint: `N` steps, or `Nepoch` epochs.
+    #[arg(long, default_value = "1epoch", value_parser = parse_every)]
+    pub checkpoint_every: Every,
+    /// Continue the run saved in this checkpoint (its seed, batch size, optimizer, learning
+    /// rate and epochs apply; give the same data).
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+}
+
+/// `500` means every 500 steps, `1epoch` (or `2epochs`) every epoch (or two).
+fn parse_every(text: &str) -> Result<Every, String> {
+    let bad = || format!("expected N (steps) or Nepoch (epochs), got {text:?}");
+    let (digits, epochs) = match text.strip_suffix("epochs").or(text.strip_suffix("epoch")) {
+        Some(d) => (d, true),
+        None => (text, false),
+    };
+    let n: usize = digits.trim().parse().map_err(|_| bad())?;
+    if n == 0 {
+        return Err("checkpoint interval must be at least 1".into());
+    }
+    Ok(if epochs {
+        Every::Epochs(n)
+    } else {
+        Every::Steps(n)
+    })
+}
+
+#[derive(Args, Debug)]
+pub struct EvaluateArgs {
+    /// The model file.
+    #[arg(long)]
+    pub model: PathBuf,
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub compute: ComputeArgs,
+    /// Print one JSON object with test_loss and test_accuracy.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct PredictArgs {
+    /// The model file.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Index of the test image.
+    #[arg(long)]
+    pub index: usize,
+    #[command(flatten)]
+    pub data: DataArgs,
+}

@@ -1,0 +1,168 @@
+//! Keras-style progress lines and the JSON log.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::train::{EpochReport, Event};
+
+/// Prints `Epoch 1/5` and `469/469 [====] - 1s 2ms/step - loss: .. - accuracy: ..` lines, with a
+/// live bar on a terminal.
+pub struct Progress {
+    epochs: usize,
+    quiet: bool,
+    bar: Option<ProgressBar>,
+    steps: usize,
+    started: Instant,
+}
+
+impl Progress {
+    /// Progress for a run of `epochs`; `quiet` prints nothing.
+    pub fn new(epochs: usize, quiet: bool) -> Self {
+        Self {
+            epochs,
+            quiet,
+            bar: None,
+            steps: 0,
+            started: Instant::now(),
+        }
+    }
+
+    /// Reports one training event.
+    pub fn on_event(&mut self, event: &Event) {
+        if self.quiet {
+            return;
+        }
+        match *event {
+            Event::EpochStart { epoch, steps } => {
+                println!("Epoch {epoch}/{}", self.epochs);
+                self.steps = steps;
+                self.started = Instant::now();
+                let bar = ProgressBar::with_draw_target(
+                    Some(steps as u64),
+                    ProgressDrawTarget::stderr_with_hz(10),
+                );
+                bar.set_style(
+                    ProgressStyle::with_template("{pos}/{len} [{bar:30}] - {msg}")
+                        .expect("valid template")
+                        .progress_chars("=>."),
+                );
+                self.bar = Some(bar);
+            }
+            Event::Step { step, running } => {
+                if let Some(bar) = &self.bar {
+                    bar.set_position(step as u64);
+                    if step % 8 == 0 || step == self.steps {
+                        bar.set_message(format!(
+                            "loss: {:.4} - accuracy: {:.4}",
+                            running.mean_loss(),
+                            running.accuracy()
+                        ));
+                    }
+                }
+            }
+            Event::EpochEnd(report) => {
+                if let Some(bar) = self.bar.take() {
+                    bar.finish_and_clear();
+                }
+                println!("{}", epoch_line(report, self.steps));
+            }
+        }
+    }
+}
+
+/// The line Keras prints at the end of an epoch.
+pub fn epoch_line(report: &EpochReport, steps: usize) -> String {
+    let mut line = format!(
+        "{steps}/{steps} [{}] - {:.0}s {} - loss: {:.4} - accuracy: {:.4}",
+        "=".repeat(30),
+        report.seconds,
+        per_step(report.seconds / steps.max(1) as f64),
+        report.loss,
+        report.accuracy
+    );
+    if let (Some(loss), Some(acc)) = (report.val_loss, report.val_accuracy) {
+        line.push_str(&format!(" - val_loss: {loss:.4} - val_accuracy: {acc:.4}"));
+    }
+    line
+}
+
+/// Time per step as Keras writes it (`2ms/step`).
+fn per_step(seconds: f64) -> String {
+    if seconds >= 1.0 {
+        format!("{seconds:.0}s/step")
+    } else if seconds >= 1e-3 {
+        format!("{:.0}ms/step", seconds * 1e3)
+    } else {
+        format!("{:.0}us/step", seconds * 1e6)
+    }
+}
+
+/// A JSON-lines training log: one object per epoch, then one with the test figures.
+pub struct JsonLog {
+    path: PathBuf,
+    file: std::fs::File,
+}
+
+/// The last line of a JSON log.
+#[derive(serde::Serialize)]
+pub struct Summary {
+    /// Mean loss on the test set.
+    pub test_loss: f64,
+    /// Accuracy on the test set.
+    pub test_accuracy: f64,
+    /// Wall time of `fit`.
+    pub train_seconds: f64,
+}
+
+impl JsonLog {
+    /// Creates (truncates) the log.
+    pub fn create(path: &Path) -> std::io::Result<Self> {
+        Ok(Self {
+            path: path.to_owned(),
+            file: std::fs::File::create(path)?,
+        })
+    }
+
+    /// Appends one object as a line.
+    pub fn write(&mut self, value: &impl serde::Serialize) -> Result<(), crate::report::LogError> {
+        let line = serde_json::to_string(value).expect("plain numbers serialise");
+        writeln!(self.file, "{line}")
+            .and_then(|()| self.file.flush())
+            .map_err(|source| LogError {
+                path: self.path.clone(),
+                source,
+            })
+    }
+}
+
+/// A log line could not be written.
+#[derive(thiserror::Error, Debug)]
+#[error("{}: cannot write the log: {source}", path.display())]
+pub struct LogError {
+    path: PathBuf,
+    source: std::io::Error,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epoch_line_looks_like_keras() {
+        let report = EpochReport {
+            epoch: 1,
+            loss: 0.25714,
+            accuracy: 0.92566,
+            val_loss: None,
+            val_accuracy: None,
+            seconds: 1.2,
+        };
+        assert_eq!(
+            epoch_line(&report, 469),
+            "469/469 [==============================] - 1s 3ms/step - loss: 0.2571 - accuracy: 0.9257"
+        );
+    }
+}

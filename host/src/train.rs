@@ -1,0 +1,707 @@
+//! The `fit` loop, evaluation, and the model file on disk.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use picodense_core::format::{self, ModelView};
+use picodense_core::{
+    Compute, Kernel, MnistMlp, Optimizer, RmsProp, Scratch, Sgd, StepStats, Workspace,
+};
+
+use crate::batch::{epoch_order, fill_batch, init_rng};
+use crate::compute::{Threads, zeroed_box, zeroed_slice};
+use crate::data::{Dataset, DatasetKind, IMAGE_PIXELS};
+
+/// Largest batch the host trains with (Keras's default is 128).
+pub const MAX_BATCH: usize = 1024;
+type HostWorkspace = Workspace<MAX_BATCH, 784, 512, 10>;
+
+/// Which optimizer updates the weights.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    /// Keras's RMSprop (rho 0.9, epsilon 1e-7).
+    Rmsprop,
+    /// Plain gradient descent.
+    Sgd,
+}
+
+/// Everything `fit` needs to know; the defaults are the Keras example's.
+#[derive(Clone, Debug)]
+pub struct TrainConfig {
+    /// Passes over the training set.
+    pub epochs: usize,
+    /// Rows per step (the last batch of an epoch may be shorter).
+    pub batch_size: usize,
+    /// The optimizer.
+    pub optimizer: OptimizerKind,
+    /// Step size.
+    pub learning_rate: f32,
+    /// Fixes initial weights and every epoch's shuffle.
+    pub seed: u64,
+    /// Threads sharing each product.
+    pub threads: usize,
+    /// Kernel for the products.
+    pub kernel: Kernel,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 5,
+            batch_size: 128,
+            optimizer: OptimizerKind::Rmsprop,
+            learning_rate: 1e-3,
+            seed: 0,
+            threads: 1,
+            kernel: Kernel::PORTABLE,
+        }
+    }
+}
+
+/// Why training stopped early or could not start.
+#[derive(thiserror::Error, Debug)]
+pub enum TrainError {
+    /// A setting is out of range.
+    #[error("invalid setting: {0}")]
+    Invalid(String),
+    /// A checkpoint could not be written or read.
+    #[error(transparent)]
+    Checkpoint(#[from] ModelFileError),
+    /// The loss or a weight stopped being a finite number.
+    #[error(
+        "training diverged at epoch {epoch}, step {step}: the {what} is not finite; \
+         try a smaller learning rate (now {learning_rate})"
+    )]
+    Diverged {
+        /// 1-based epoch.
+        epoch: usize,
+        /// 1-based step within the epoch.
+        step: usize,
+        /// "loss" or "weights".
+        what: &'static str,
+        /// The learning rate in use.
+        learning_rate: f32,
+    },
+}
+
+/// What one epoch scored.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct EpochReport {
+    /// 1-based epoch number.
+    pub epoch: usize,
+    /// Mean training loss over the epoch's batches, weighted by batch size (as Keras reports).
+    pub loss: f64,
+    /// Training accuracy, likewise.
+    pub accuracy: f64,
+    /// Validation loss, with a validation split.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub val_loss: Option<f64>,
+    /// Validation accuracy, with a validation split.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub val_accuracy: Option<f64>,
+    /// Wall time of the epoch, validation included.
+    pub seconds: f64,
+}
+
+/// Progress of training, for reporting.
+pub enum Event<'a> {
+    /// An epoch begins.
+    EpochStart {
+        /// 1-based.
+        epoch: usize,
+        /// Steps it will take.
+        steps: usize,
+    },
+    /// A step finished; `running` sums the epoch so far.
+    Step {
+        /// 1-based step.
+        step: usize,
+        /// Epoch totals so far.
+        running: &'a StepStats,
+    },
+    /// An epoch finished.
+    EpochEnd(&'a EpochReport),
+}
+
+/// Where training stands: the next step to run, and the figures of the epoch so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Position {
+    /// 0-based epoch.
+    pub epoch: usize,
+    /// Steps of that epoch already taken.
+    pub step: usize,
+    /// The epoch's figures so far.
+    #[serde(with = "stats_serde")]
+    pub stats: StepStats,
+}
+
+mod stats_serde {
+    use picodense_core::StepStats;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    struct Stats {
+        loss_sum: f64,
+        correct: u32,
+        rows: u32,
+    }
+
+    pub fn serialize<S: Serializer>(s: &StepStats, ser: S) -> Result<S::Ok, S::Error> {
+        Stats {
+            loss_sum: s.loss_sum,
+            correct: s.correct,
+            rows: s.rows,
+        }
+        .serialize(ser)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<StepStats, D::Error> {
+        let s = Stats::deserialize(de)?;
+        Ok(StepStats {
+            loss_sum: s.loss_sum,
+            correct: s.correct,
+            rows: s.rows,
+        })
+    }
+}
+
+/// What a checkpoint records beside the model and optimizer state. The shuffle generator of
+/// each epoch is derived from `seed` and the epoch, so the seed and the position are its state.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct CheckpointRecord {
+    /// Next step to run.
+    pub position: Position,
+    /// Seed of the run.
+    pub seed: u64,
+    /// Epochs the run was asked for.
+    pub epochs: usize,
+    /// Rows per step.
+    pub batch_size: usize,
+    /// Optimizer of the run.
+    pub optimizer: OptimizerKind,
+    /// Learning rate of the run.
+    pub learning_rate: f32,
+    /// Training rows (after any validation split): resuming on other data is refused.
+    pub train_rows: usize,
+}
+
+/// How often to write checkpoints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Every {
+    /// Never (an interrupt still writes one).
+    Never,
+    /// Every N optimizer steps.
+    Steps(usize),
+    /// Every N epochs.
+    Epochs(usize),
+}
+
+/// Checkpoints and early stopping for [`Trainer::fit`].
+#[derive(Debug)]
+pub struct RunControl<'a> {
+    /// Where checkpoints go.
+    pub checkpoint: Option<PathBuf>,
+    /// When they are written.
+    pub every: Every,
+    /// Where an interrupted run writes its checkpoint when `checkpoint` is unset.
+    pub interrupt_checkpoint: Option<PathBuf>,
+    /// Set (by a signal handler) to stop after the current step.
+    pub stop: Option<&'a AtomicBool>,
+}
+
+impl RunControl<'_> {
+    /// No checkpoints, no stopping.
+    pub fn none() -> Self {
+        Self {
+            checkpoint: None,
+            every: Every::Never,
+            interrupt_checkpoint: None,
+            stop: None,
+        }
+    }
+
+    fn stop_requested(&self) -> bool {
+        self.stop.is_some_and(|s| s.load(Ordering::Relaxed))
+    }
+
+    fn interrupt_path(&self) -> Option<&Path> {
+        self.checkpoint
+            .as_deref()
+            .or(self.interrupt_checkpoint.as_deref())
+    }
+}
+
+/// How `fit` ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Every epoch ran.
+    Finished(Vec<EpochReport>),
+    /// Stopped on request after a step.
+    Interrupted {
+        /// Where it stopped.
+        position: Position,
+        /// The checkpoint written, if any.
+        checkpoint: Option<PathBuf>,
+    },
+}
+
+enum OptimizerState {
+    RmsProp(Box<RmsProp<784, 512, 10>>),
+    Sgd(Sgd),
+}
+
+/// A model with its optimizer and the buffers training and inference use.
+pub struct Trainer {
+    /// The network.
+    pub model: Box<MnistMlp>,
+    optimizer: OptimizerState,
+    workspace: Box<HostWorkspace>,
+    scratches: Box<[Scratch]>,
+    batch: Box<[[f32; IMAGE_PIXELS]; MAX_BATCH]>,
+    labels: Vec<u8>,
+    kernel: Kernel,
+    position: Position,
+    resumed_rows: Option<usize>,
+    /// Dataset recorded in saved files.
+    pub dataset: Option<DatasetKind>,
+}
+
+impl Trainer {
+    /// A freshly initialised model (Glorot-uniform from `seed`, like Keras) and optimizer.
+    pub fn new(config: &TrainConfig) -> Result<Self, TrainError> {
+        validate(config)?;
+        let mut trainer = Self::with_model(zeroed_box(), config.threads, config.kernel);
+        trainer.model.init_glorot(&mut init_rng(config.seed));
+        trainer.optimizer = match config.optimizer {
+            OptimizerKind::Rmsprop => {
+                let mut opt: Box<RmsProp<784, 512, 10>> = zeroed_box();
+                opt.reset(config.learning_rate);
+                OptimizerState::RmsProp(opt)
+            }
+            OptimizerKind::Sgd => OptimizerState::Sgd(Sgd {
+                learning_rate: config.learning_rate,
+            }),
+        };
+        Ok(trainer)
+    }
+
+    /// Restores a run from a checkpoint written by [`Trainer::fit`]; returns the trainer and
+    /// the run's settings (`threads` and `kernel` are the caller's).
+    pub fn resume(
+        path: &Path,
+        threads: usize,
+        kernel: Kernel,
+    ) -> Result<(Self, TrainConfig), ModelFileError> {
+        let bytes = read_file(path)?;
+        let format_err = |source| ModelFileError::Format {
+            path: path.to_owned(),
+            source,
+        };
+        let view = ModelView::parse(&bytes).map_err(format_err)?;
+        let record: CheckpointRecord = view
+            .extra()
+            .map_err(format_err)?
+            .and_then(|extra| serde_json::from_slice(extra).ok())
+            .ok_or_else(|| ModelFileError::NotCheckpoint(path.to_owned()))?;
+        let mut trainer = Self::with_model(zeroed_box(), threads, kernel);
+        view.load_into(&mut trainer.model).map_err(format_err)?;
+        if record.optimizer == OptimizerKind::Rmsprop {
+            let mut opt: Box<RmsProp<784, 512, 10>> = zeroed_box();
+            view.load_optimizer(&mut opt).map_err(format_err)?;
+            trainer.optimizer = OptimizerState::RmsProp(opt);
+        } else {
+            trainer.optimizer = OptimizerState::Sgd(Sgd {
+                learning_rate: record.learning_rate,
+            });
+        }
+        trainer.position = record.position;
+        trainer.dataset = dataset_from_byte(view.header().dataset);
+        let config = TrainConfig {
+            epochs: record.epochs,
+            batch_size: record.batch_size,
+            optimizer: record.optimizer,
+            learning_rate: record.learning_rate,
+            seed: record.seed,
+            threads,
+            kernel,
+        };
+        trainer.resumed_rows = Some(record.train_rows);
+        Ok((trainer, config))
+    }
+
+    /// Training rows the resumed checkpoint was made with.
+    pub fn resumed_rows(&self) -> Option<usize> {
+        self.resumed_rows
+    }
+
+    /// Where the run stands.
+    pub fn position(&self) -> Position {
+        self.position
+    }
+
+    /// Wraps an existing model for inference (and training with SGD unless replaced).
+    pub fn with_model(model: Box<MnistMlp>, threads: usize, kernel: Kernel) -> Self {
+        Self {
+            model,
+            optimizer: OptimizerState::Sgd(Sgd { learning_rate: 0.0 }),
+            workspace: zeroed_box(),
+            scratches: zeroed_slice(threads.max(1)),
+            batch: zeroed_box_batch(),
+            labels: Vec::with_capacity(MAX_BATCH),
+            kernel,
+            position: Position::default(),
+            resumed_rows: None,
+            dataset: None,
+        }
+    }
+
+    /// Trains until `config.epochs` epochs are done (from where a resumed checkpoint left
+    /// off), writing checkpoints and stopping early as `control` asks, reporting through
+    /// `on_event`.
+    pub fn fit(
+        &mut self,
+        config: &TrainConfig,
+        train: &Dataset,
+        validation: Option<&Dataset>,
+        control: &RunControl,
+        on_event: &mut dyn FnMut(Event),
+    ) -> Result<Outcome, TrainError> {
+        validate(config)?;
+        if train.is_empty() {
+            return Err(TrainError::Invalid("the training set is empty".into()));
+        }
+        let steps = train.len().div_ceil(config.batch_size);
+        let start = self.position;
+        let mut reports = Vec::with_capacity(config.epochs);
+        for epoch in start.epoch..config.epochs {
+            let started = Instant::now();
+            let order = epoch_order(config.seed, epoch, train.len());
+            on_event(Event::EpochStart {
+                epoch: epoch + 1,
+                steps,
+            });
+            let resumed = epoch == start.epoch;
+            let mut running = if resumed {
+                start.stats
+            } else {
+                StepStats::default()
+            };
+            let first_step = if resumed { start.step } else { 0 };
+            for (step, chunk) in order.chunks(config.batch_size).enumerate().skip(first_step) {
+                let stats = self.step(train, chunk.iter().map(|&i| i as usize));
+                if !stats.loss_sum.is_finite() {
+                    return Err(self.diverged(epoch, step, "loss"));
+                }
+                running.merge(stats);
+                self.position = Position {
+                    epoch,
+                    step: step + 1,
+                    stats: running,
+                };
+                on_event(Event::Step {
+                    step: step + 1,
+                    running: &running,
+                });
+                let global_step = epoch * steps + step + 1;
+                let due = matches!(control.every, Every::Steps(n) if global_step % n == 0);
+                if control.stop_requested() {
+                    let written = self.write_checkpoint(config, train, control.interrupt_path())?;
+                    return Ok(Outcome::Interrupted {
+                        position: self.position,
+                        checkpoint: written,
+                    });
+                }
+                if due {
+                    self.write_checkpoint(config, train, control.checkpoint.as_deref())?;
+                }
+            }
+            if !self.model.is_finite() {
+                return Err(self.diverged(epoch, steps - 1, "weights"));
+            }
+            let val = validation.map(|v| self.evaluate(v));
+            let report = EpochReport {
+                epoch: epoch + 1,
+                loss: running.mean_loss(),
+                accuracy: running.accuracy(),
+                val_loss: val.map(|s| s.mean_loss()),
+                val_accuracy: val.map(|s| s.accuracy()),
+                seconds: started.elapsed().as_secs_f64(),
+            };
+            self.position = Position {
+                epoch: epoch + 1,
+                ..Position::default()
+            };
+            on_event(Event::EpochEnd(&report));
+            reports.push(report);
+            if matches!(control.every, Every::Epochs(n) if (epoch + 1) % n == 0) {
+                self.write_checkpoint(config, train, control.checkpoint.as_deref())?;
+            }
+        }
+        Ok(Outcome::Finished(reports))
+    }
+
+    /// Writes a checkpoint (model, optimizer state, position) to `path` if there is one.
+    fn write_checkpoint(
+        &self,
+        config: &TrainConfig,
+        train: &Dataset,
+        path: Option<&Path>,
+    ) -> Result<Option<PathBuf>, TrainError> {
+        let Some(path) = path else { return Ok(None) };
+        // A checkpoint must always be a state worth resuming from.
+        if !self.model.is_finite() {
+            return Err(self.diverged(self.position.epoch, self.position.step, "weights"));
+        }
+        let record = CheckpointRecord {
+            position: self.position,
+            seed: config.seed,
+            epochs: config.epochs,
+            batch_size: config.batch_size,
+            optimizer: config.optimizer,
+            learning_rate: config.learning_rate,
+            train_rows: train.len(),
+        };
+        let extra = serde_json::to_vec(&record).expect("plain fields serialise");
+        let optimizer = match &self.optimizer {
+            OptimizerState::RmsProp(o) => Some(&**o),
+            OptimizerState::Sgd(_) => None,
+        };
+        let mut bytes =
+            vec![0u8; format::encoded_len::<784, 512, 10>(optimizer.is_some(), Some(&extra))];
+        format::encode(
+            &self.model,
+            optimizer,
+            dataset_byte(self.dataset),
+            Some(&extra),
+            &mut bytes,
+        )
+        .expect("buffer sized by encoded_len");
+        write_atomic(path, &bytes)?;
+        Ok(Some(path.to_owned()))
+    }
+
+    fn diverged(&self, epoch: usize, step: usize, what: &'static str) -> TrainError {
+        TrainError::Diverged {
+            epoch: epoch + 1,
+            step: step + 1,
+            what,
+            learning_rate: match &self.optimizer {
+                OptimizerState::RmsProp(o) => o.learning_rate,
+                OptimizerState::Sgd(o) => o.learning_rate,
+            },
+        }
+    }
+
+    /// One optimizer step on the rows at `indices`.
+    fn step(&mut self, data: &Dataset, indices: impl Iterator<Item = usize>) -> StepStats {
+        let rows = fill_batch(data, indices, &mut self.batch[..], &mut self.labels);
+        let mut compute = Compute::new(self.kernel, &Threads, &mut self.scratches);
+        let images = &self.batch[..rows];
+        let optimizer: &mut dyn StepOptimizer = match &mut self.optimizer {
+            OptimizerState::RmsProp(o) => &mut **o,
+            OptimizerState::Sgd(o) => o,
+        };
+        optimizer.train_step(
+            &mut self.model,
+            images,
+            &self.labels,
+            &mut self.workspace,
+            &mut compute,
+        )
+    }
+
+    /// Loss and accuracy over a whole dataset, in batches, without training.
+    pub fn evaluate(&mut self, data: &Dataset) -> StepStats {
+        let mut total = StepStats::default();
+        for start in (0..data.len()).step_by(MAX_BATCH) {
+            let end = (start + MAX_BATCH).min(data.len());
+            let rows = fill_batch(data, start..end, &mut self.batch[..], &mut self.labels);
+            let mut compute = Compute::new(self.kernel, &Threads, &mut self.scratches);
+            total.merge(self.model.evaluate(
+                &self.batch[..rows],
+                &self.labels,
+                &mut self.workspace,
+                &mut compute,
+            ));
+        }
+        total
+    }
+
+    /// Class probabilities of one image.
+    pub fn probabilities(&mut self, pixels: &[u8]) -> [f32; 10] {
+        crate::batch::to_unit(pixels, &mut self.batch[0]);
+        let mut compute = Compute::new(self.kernel, &Threads, &mut self.scratches);
+        let logits = self
+            .model
+            .forward(&self.batch[..1], &mut self.workspace, &mut compute);
+        let mut p = [0.0; 10];
+        picodense_core::loss::softmax(&logits[0], &mut p);
+        p
+    }
+
+    /// The model file bytes (weights only).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        model_bytes(&self.model, self.dataset)
+    }
+}
+
+/// Object-safe wrapper so the step can pick the optimizer at run time.
+trait StepOptimizer {
+    fn train_step(
+        &mut self,
+        model: &mut MnistMlp,
+        images: &[[f32; IMAGE_PIXELS]],
+        labels: &[u8],
+        ws: &mut HostWorkspace,
+        compute: &mut Compute<Threads>,
+    ) -> StepStats;
+}
+
+impl<T: Optimizer<784, 512, 10>> StepOptimizer for T {
+    fn train_step(
+        &mut self,
+        model: &mut MnistMlp,
+        images: &[[f32; IMAGE_PIXELS]],
+        labels: &[u8],
+        ws: &mut HostWorkspace,
+        compute: &mut Compute<Threads>,
+    ) -> StepStats {
+        model.train_step(self, images, labels, ws, compute)
+    }
+}
+
+fn zeroed_box_batch() -> Box<[[f32; IMAGE_PIXELS]; MAX_BATCH]> {
+    let batch: Box<[[f32; IMAGE_PIXELS]]> = vec![[0.0; IMAGE_PIXELS]; MAX_BATCH].into_boxed_slice();
+    batch.try_into().expect("MAX_BATCH rows")
+}
+
+fn validate(config: &TrainConfig) -> Result<(), TrainError> {
+    let invalid = |m: String| Err(TrainError::Invalid(m));
+    if config.epochs == 0 {
+        return invalid("epochs must be at least 1".into());
+    }
+    if config.batch_size == 0 || config.batch_size > MAX_BATCH {
+        return invalid(format!(
+            "batch size must be between 1 and {MAX_BATCH}, not {}",
+            config.batch_size
+        ));
+    }
+    if !(config.learning_rate.is_finite() && config.learning_rate > 0.0) {
+        return invalid(format!(
+            "learning rate must be a positive number, not {}",
+            config.learning_rate
+        ));
+    }
+    if config.threads == 0 {
+        return invalid("threads must be at least 1".into());
+    }
+    Ok(())
+}
+
+/// Dataset byte recorded in model files.
+pub fn dataset_byte(kind: Option<DatasetKind>) -> u8 {
+    match kind {
+        None => 0,
+        Some(DatasetKind::Mnist) => 1,
+        Some(DatasetKind::FashionMnist) => 2,
+    }
+}
+
+/// Dataset kind from a model file's byte.
+pub fn dataset_from_byte(byte: u8) -> Option<DatasetKind> {
+    match byte {
+        1 => Some(DatasetKind::Mnist),
+        2 => Some(DatasetKind::FashionMnist),
+        _ => None,
+    }
+}
+
+/// An f32 model file holding `model`.
+pub fn model_bytes(model: &MnistMlp, dataset: Option<DatasetKind>) -> Vec<u8> {
+    let mut bytes = vec![0u8; format::encoded_len::<784, 512, 10>(false, None)];
+    format::encode(model, None, dataset_byte(dataset), None, &mut bytes)
+        .expect("buffer sized by encoded_len");
+    bytes
+}
+
+/// Why a model file could not be read or written.
+#[derive(thiserror::Error, Debug)]
+pub enum ModelFileError {
+    /// The file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The bytes are not a valid model of the expected shape.
+    #[error("{}: {source}", path.display())]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        source: format::FormatError,
+    },
+    /// A model file without a training record was given to `--resume`.
+    #[error("{}: not a checkpoint (no training record); use a file written by --checkpoint", .0.display())]
+    NotCheckpoint(PathBuf),
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>, ModelFileError> {
+    std::fs::read(path).map_err(|source| ModelFileError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Reads an f32 model file into a boxed model; also returns the dataset it was trained on.
+pub fn load_model(path: &Path) -> Result<(Box<MnistMlp>, Option<DatasetKind>), ModelFileError> {
+    let bytes = read_file(path)?;
+    let format_err = |source| ModelFileError::Format {
+        path: path.to_owned(),
+        source,
+    };
+    let view = ModelView::parse(&bytes).map_err(format_err)?;
+    let mut model: Box<MnistMlp> = zeroed_box();
+    view.load_into(&mut model).map_err(format_err)?;
+    Ok((model, dataset_from_byte(view.header().dataset)))
+}
+
+/// Writes `bytes` to `path` so that a crash leaves either the old file or the new one, never a
+/// mix: a temporary file in the same directory, fsync, rename, fsync of the directory.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModelFileError> {
+    use std::io::Write;
+    let io_err = |source| ModelFileError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| io_err(std::io::Error::other("not a file name")))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".tmp-{}", std::process::id()));
+    let tmp = dir.join(tmp_name);
+    let result = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&tmp, path)?;
+        // The rename itself must reach the disk too.
+        std::fs::File::open(&dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(io_err)
+}

@@ -1,0 +1,291 @@
+//! End-to-end runs of the `picodense` binary on generated IDX data.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_picodense"))
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("binary runs")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Pseudo-random bytes from a seed (no dependency on the code under test).
+struct Noise(u64);
+
+impl Noise {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// Class `c` draws a bright 4x4 block at a class-specific place, plus faint noise: learnable.
+fn images(count: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
+    let mut noise = Noise(seed | 1);
+    let mut pixels = vec![0u8; count * 784];
+    let mut labels = Vec::with_capacity(count);
+    for (i, image) in pixels.chunks_mut(784).enumerate() {
+        let label = (noise.next() % 10) as u8;
+        labels.push(label);
+        let (row0, col0) = (
+            2 + 5 * (label as usize / 5) * 2,
+            2 + 5 * (label as usize % 5),
+        );
+        for (p, v) in image.iter_mut().enumerate() {
+            *v = (noise.next() % 60) as u8;
+            let (r, c) = (p / 28, p % 28);
+            if (row0..row0 + 4).contains(&r) && (col0..col0 + 4).contains(&c) {
+                *v = 200 + (i % 50) as u8;
+            }
+        }
+    }
+    (pixels, labels)
+}
+
+fn idx_images(pixels: &[u8]) -> Vec<u8> {
+    let mut out = vec![0, 0, 8, 3];
+    out.extend(((pixels.len() / 784) as u32).to_be_bytes());
+    out.extend(28u32.to_be_bytes());
+    out.extend(28u32.to_be_bytes());
+    out.extend(pixels);
+    out
+}
+
+fn idx_labels(labels: &[u8]) -> Vec<u8> {
+    let mut out = vec![0, 0, 8, 1];
+    out.extend((labels.len() as u32).to_be_bytes());
+    out.extend(labels);
+    out
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(bytes).unwrap();
+    enc.finish().unwrap()
+}
+
+/// A dataset folder: training files gzipped, test files raw, to cover both.
+fn dataset(dir: &Path, train: usize, test: usize) -> PathBuf {
+    let data = dir.join("synthetic");
+    std::fs::create_dir_all(&data).unwrap();
+    let (x, y) = images(train, 1);
+    std::fs::write(
+        data.join("train-images-idx3-ubyte.gz"),
+        gzip(&idx_images(&x)),
+    )
+    .unwrap();
+    std::fs::write(
+        data.join("train-labels-idx1-ubyte.gz"),
+        gzip(&idx_labels(&y)),
+    )
+    .unwrap();
+    let (x, y) = images(test, 2);
+    std::fs::write(data.join("t10k-images-idx3-ubyte"), idx_images(&x)).unwrap();
+    std::fs::write(data.join("t10k-labels-idx1-ubyte"), idx_labels(&y)).unwrap();
+    data
+}
+
+fn json_lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn trains_evaluates_predicts_and_inspects_a_generated_dataset() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 3000, 500);
+    let model = dir.path().join("m.pdn");
+    let log = dir.path().join("log.jsonl");
+    let out = run(&[
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--epochs",
+        "2",
+        "--validation-split",
+        "0.1",
+        "--save",
+        model.to_str().unwrap(),
+        "--log-json",
+        log.to_str().unwrap(),
+    ]);
+    let printed = text(&out);
+    assert!(out.status.success(), "{printed}");
+    assert!(printed.contains("Epoch 2/2"), "{printed}");
+    // 2700 training rows after the split: 22 steps of 128, the last one partial.
+    assert!(printed.contains("22/22 [="), "{printed}");
+    let lines = json_lines(&log);
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[0]["epoch"], 1);
+    for key in ["loss", "accuracy", "val_loss", "val_accuracy", "seconds"] {
+        assert!(lines[1][key].is_number(), "{key} missing in {}", lines[1]);
+    }
+    let test_accuracy = lines[2]["test_accuracy"].as_f64().unwrap();
+    assert!(test_accuracy >= 0.9, "test accuracy {test_accuracy}");
+    assert!(lines[2]["train_seconds"].is_number());
+    assert!(
+        lines[1]["loss"].as_f64().unwrap() < lines[0]["loss"].as_f64().unwrap(),
+        "loss should fall"
+    );
+
+    let out = run(&[
+        "evaluate",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let eval: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(eval["test_accuracy"].as_f64().unwrap(), test_accuracy);
+
+    let out = run(&[
+        "predict",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--index",
+        "3",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("predicted:"));
+
+    let out = run(&["inspect", model.to_str().unwrap()]);
+    let printed = text(&out);
+    assert!(out.status.success(), "{printed}");
+    assert!(printed.contains("parameters:    407050"), "{printed}");
+    assert!(printed.contains("checksum:      ok"), "{printed}");
+}
+
+#[test]
+fn same_seed_gives_the_same_model_for_any_thread_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 700, 100);
+    let mut files = Vec::new();
+    for threads in ["1", "2", "3"] {
+        let model = dir.path().join(format!("t{threads}.pdn"));
+        let out = run(&[
+            "train",
+            "--data",
+            data.to_str().unwrap(),
+            "--epochs",
+            "1",
+            "--threads",
+            threads,
+            "--seed",
+            "42",
+            "--quiet",
+            "--save",
+            model.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", text(&out));
+        files.push(std::fs::read(&model).unwrap());
+    }
+    assert!(
+        files[0] == files[1] && files[1] == files[2],
+        "models differ"
+    );
+    let other = dir.path().join("other.pdn");
+    let out = run(&[
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--seed",
+        "43",
+        "--quiet",
+        "--save",
+        other.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_ne!(std::fs::read(&other).unwrap(), files[0]);
+}
+
+#[test]
+fn corrupted_model_files_are_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 300, 50);
+    let model = dir.path().join("m.pdn");
+    let out = run(&[
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--quiet",
+        "--save",
+        model.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let good = std::fs::read(&model).unwrap();
+
+    let flipped = dir.path().join("flipped.pdn");
+    let mut bytes = good.clone();
+    bytes[1000] ^= 0x10;
+    std::fs::write(&flipped, &bytes).unwrap();
+    let truncated = dir.path().join("truncated.pdn");
+    std::fs::write(&truncated, &good[..good.len() / 2]).unwrap();
+
+    for (path, reason) in [(&flipped, "checksum mismatch"), (&truncated, "truncated")] {
+        for args in [
+            vec!["inspect", path.to_str().unwrap()],
+            vec![
+                "evaluate",
+                "--model",
+                path.to_str().unwrap(),
+                "--data",
+                data.to_str().unwrap(),
+            ],
+        ] {
+            let out = run(&args);
+            let printed = text(&out);
+            assert!(!out.status.success(), "{args:?} accepted a bad file");
+            assert!(printed.contains(path.to_str().unwrap()), "{printed}");
+            assert!(printed.contains(reason), "{printed}");
+            assert!(!printed.contains("panicked"), "{printed}");
+        }
+    }
+}
+
+#[test]
+fn bad_arguments_fail_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nowhere");
+    for (args, needle) in [
+        (vec!["--batch-size", "0"], "batch size"),
+        (vec!["--epochs", "0"], "epochs"),
+        (vec!["--learning-rate", "-1"], "learning rate"),
+        (vec!["--learning-rate", "NaN"], "learning rate"),
+        (vec!["--threads", "0"], "threads"),
+        (vec!["--validation-split", "1.0"], "validation-split"),
+        (vec!["--validation-split", "-0.1"], "validation-split"),
+        (vec!["--dataset", "cifar"], "cifar"),
+    ] {
+        let mut all = vec!["train", "--data", missing.to_str().unwrap()];
+        all.extend(&args);
+        let out = run(&all);
+        let printed = text(&out);
+        assert!(!out.status.success(), "{args:?} accepted");
+        assert!(printed.contains(needle), "{args:?}: {printed}");
+        assert!(!printed.contains("panicked"), "{printed}");
+    }
+}
