@@ -28,6 +28,8 @@ pub enum Command {
         /// The model file.
         path: PathBuf,
     },
+    /// Time training, and with --compare the same model in Keras and numpy on the same data.
+    Bench(BenchArgs),
     /// Fetch a dataset into the user cache, checking its published checksums.
     Download {
         /// Which dataset.
@@ -144,4 +146,25 @@ pub struct PredictArgs {
     pub index: usize,
     #[command(flatten)]
     pub data: DataArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub compute: ComputeArgs,
+    /// Epochs to time.
+    #[arg(long, default_value_t = 1)]
+    pub epochs: usize,
+    /// Rows per step.
+    #[arg(long, default_value_t = 128)]
+    pub batch_size: usize,
+    /// Seed of the initial weights and the shuffles.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Also train the identical Keras model and a numpy version (creates a Python venv with
+    /// tensorflow-cpu and numpy in the user cache when missing; $PICODENSE_VENV overrides).
+    #[arg(long)]
+    pub compare: bool,
 }

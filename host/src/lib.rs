@@ -2,6 +2,7 @@
 //! the `no_std` core.
 
 pub mod batch;
+pub mod bench;
 pub mod compute;
 pub mod data;
 pub mod download;

@@ -25,6 +25,7 @@ fn main() -> ExitCode {
         Command::Predict(args) => run_predict(args).map(|()| ExitCode::SUCCESS),
         Command::Inspect { path } => run_inspect(&path).map(|()| ExitCode::SUCCESS),
         Command::Download { dataset } => run_download(dataset).map(|()| ExitCode::SUCCESS),
+        Command::Bench(args) => run_bench(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
@@ -354,5 +355,102 @@ fn run_download(kind: DatasetKind) -> Result<()> {
         true,
     )?;
     println!("{} is in {}", kind.name(), dest.display());
+    Ok(())
+}
+
+fn run_bench(args: cli::BenchArgs) -> Result<()> {
+    use picodense::bench;
+    let (threads, kernel) = compute_settings(&args.compute)?;
+    let config = TrainConfig {
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        seed: args.seed,
+        threads,
+        kernel,
+        ..TrainConfig::default()
+    };
+    let mut trainer = Trainer::new(&config)?;
+    let (splits, kind, source) = load_data(&args.data, false)?;
+    if args.compare && !source.is_dir() {
+        bail!(
+            "{}: --compare needs a folder of IDX files for the Python references",
+            source.display()
+        );
+    }
+    println!(
+        "picodense bench: {} ({} training images), {} epoch{}, batch {}, kernel {}, {} thread{}",
+        kind.map_or("data", |k| k.name()),
+        splits.train.len(),
+        config.epochs,
+        if config.epochs == 1 { "" } else { "s" },
+        config.batch_size,
+        kernel.name(),
+        threads,
+        if threads == 1 { "" } else { "s" }
+    );
+    let started = Instant::now();
+    let outcome = trainer.fit(
+        &config,
+        &splits.train,
+        None,
+        &RunControl::none(),
+        &mut |_| {},
+    )?;
+    let seconds = started.elapsed().as_secs_f64();
+    let Outcome::Finished(reports) = outcome else {
+        bail!("training stopped early");
+    };
+    let test = trainer.evaluate(&splits.test);
+    let images = (splits.train.len() * config.epochs) as f64;
+    let rss = bench::peak_rss_mib().unwrap_or(f64::NAN);
+    let losses: Vec<String> = reports.iter().map(|r| format!("{:.4}", r.loss)).collect();
+    println!(
+        "{:<10} {:>9} {:>12} {:>9} {:>9} {:>9}  epoch losses",
+        "", "fit (s)", "samples/s", "GFLOP/s", "test acc", "peak MiB"
+    );
+    println!(
+        "{:<10} {:>9.2} {:>12.0} {:>9.1} {:>9.4} {:>9.0}  {}",
+        "picodense",
+        seconds,
+        images / seconds,
+        bench::training_flops(splits.train.len()) * config.epochs as f64 / seconds / 1e9,
+        test.accuracy(),
+        rss,
+        losses.join(" ")
+    );
+    if !args.compare {
+        return Ok(());
+    }
+    let cache = data::cache_dir(kind.unwrap_or(DatasetKind::Mnist))
+        .and_then(|d| d.parent().map(PathBuf::from))
+        .context("no cache directory: set $PICODENSE_VENV")?;
+    let python = bench::python_env(&cache)?;
+    for mode in ["keras", "numpy"] {
+        let r = bench::run_reference(
+            &python,
+            mode,
+            &source,
+            config.epochs,
+            config.batch_size,
+            config.seed,
+        )?;
+        let losses: Vec<String> = r.epoch_losses.iter().map(|l| format!("{l:.4}")).collect();
+        println!(
+            "{:<10} {:>9.2} {:>12.0} {:>9.1} {:>9.4} {:>9.0}  {}",
+            mode,
+            r.fit_seconds,
+            images / r.fit_seconds,
+            bench::training_flops(splits.train.len()) * config.epochs as f64 / r.fit_seconds / 1e9,
+            r.test_accuracy,
+            r.peak_rss_mb,
+            losses.join(" ")
+        );
+        println!(
+            "{:<10} picodense is {:.1}x faster and uses {:.1}x less memory",
+            "",
+            r.fit_seconds / seconds,
+            r.peak_rss_mb / rss
+        );
+    }
     Ok(())
 }

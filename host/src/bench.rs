@@ -1,0 +1,143 @@
+//! `picodense bench`: a timed training run, and the same model in Keras and numpy on the same
+//! data in the same run, for ratios that mean something on a noisy machine.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Floating-point operations of one training pass over `rows` images: per image, the forward
+/// product and the weight gradient of the 784x512 layer, and the forward, weight gradient and
+/// input gradient of the 512x10 layer, two operations per multiply-add.
+pub fn training_flops(rows: usize) -> f64 {
+    let per_row = 2 * (784 * 512) + 3 * (512 * 10);
+    2.0 * rows as f64 * per_row as f64
+}
+
+/// This process's peak resident memory in MiB (Linux `VmHWM`), if the OS says.
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// What a reference implementation reported.
+#[derive(Debug, serde::Deserialize)]
+pub struct Reference {
+    /// Wall time of `fit`.
+    pub fit_seconds: f64,
+    /// Accuracy on the test set.
+    pub test_accuracy: f64,
+    /// Mean training loss per epoch.
+    pub epoch_losses: Vec<f64>,
+    /// Peak resident memory of the Python process.
+    pub peak_rss_mb: f64,
+}
+
+/// Why a reference run failed.
+#[derive(thiserror::Error, Debug)]
+pub enum BenchError {
+    /// Python or pip could not be run or failed.
+    #[error("{what}: {detail}")]
+    Python {
+        /// The step that failed.
+        what: String,
+        /// Its output or error.
+        detail: String,
+    },
+}
+
+const SCRIPT: &str = include_str!("../scripts/compare.py");
+
+/// The Python environment with TensorFlow and numpy: `$PICODENSE_VENV`, or a venv in the user
+/// cache, created (`python3 -m venv`, `pip install tensorflow-cpu numpy`) when missing.
+pub fn python_env(cache: &Path) -> Result<PathBuf, BenchError> {
+    let venv = std::env::var_os("PICODENSE_VENV").map_or_else(|| cache.join("venv"), PathBuf::from);
+    let python = venv.join("bin").join("python");
+    let ready = Command::new(&python)
+        .args(["-c", "import tensorflow, numpy"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ready {
+        return Ok(python);
+    }
+    eprintln!(
+        "creating {} with tensorflow-cpu and numpy (a few minutes, once)",
+        venv.display()
+    );
+    run_checked(
+        Command::new("python3").arg("-m").arg("venv").arg(&venv),
+        "python3 -m venv",
+    )?;
+    run_checked(
+        Command::new(&python).args(["-m", "pip", "install", "-q", "tensorflow-cpu", "numpy"]),
+        "pip install tensorflow-cpu numpy",
+    )?;
+    Ok(python)
+}
+
+fn run_checked(cmd: &mut Command, what: &str) -> Result<String, BenchError> {
+    let out = cmd.output().map_err(|e| BenchError::Python {
+        what: what.into(),
+        detail: e.to_string(),
+    })?;
+    if !out.status.success() {
+        return Err(BenchError::Python {
+            what: what.into(),
+            detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Trains `mode` ("keras" or "numpy") on the IDX files in `data` and returns its report.
+pub fn run_reference(
+    python: &Path,
+    mode: &str,
+    data: &Path,
+    epochs: usize,
+    batch_size: usize,
+    seed: u64,
+) -> Result<Reference, BenchError> {
+    let dir = std::env::temp_dir().join(format!("picodense-bench-{}", std::process::id()));
+    let script = dir.join("compare.py");
+    let io = |e: std::io::Error| BenchError::Python {
+        what: format!("{}", script.display()),
+        detail: e.to_string(),
+    };
+    std::fs::create_dir_all(&dir).map_err(io)?;
+    std::fs::write(&script, SCRIPT).map_err(io)?;
+    let mut cmd = Command::new(python);
+    cmd.arg(&script)
+        .arg(mode)
+        .arg(data)
+        .arg(epochs.to_string())
+        .arg(batch_size.to_string())
+        .arg(seed.to_string())
+        // Settings some machines carry for old OpenBLAS builds slow a current numpy down.
+        .env_remove("OPENBLAS_CORETYPE")
+        .env_remove("OPENBLAS_L2_SIZE");
+    let result = run_checked(&mut cmd, &format!("{mode} reference run"));
+    let _ = std::fs::remove_dir_all(&dir);
+    let stdout = result?;
+    let line = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(line).map_err(|e| BenchError::Python {
+        what: format!("{mode} reference output"),
+        detail: format!("{e}: {line}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn flops_of_an_epoch_match_the_hand_count() {
+        // 2 * 60000 * (2 * 401408 + 3 * 5120) = 98.2 GFLOP.
+        let f = super::training_flops(60_000);
+        assert!((f / 1e9 - 98.17).abs() < 0.01, "{f}");
+    }
+
+    #[test]
+    fn peak_rss_is_read_on_linux() {
+        let mib = super::peak_rss_mib().expect("/proc/self/status");
+        assert!(mib > 0.0);
+    }
+}
