@@ -30,6 +30,7 @@ pub mod loss;
 pub mod model;
 pub mod optim;
 pub mod quant;
+mod simd;
 
 pub use crc::crc32;
 pub use kernels::{Kernel, Parallel, Scratch, Serial};

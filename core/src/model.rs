@@ -212,7 +212,13 @@ impl<const IN: usize, const HIDDEN: usize, const OUT: usize> Mlp<IN, HIDDEN, OUT
         );
         column_sums(&ws.hidden_grad[..rows], &mut grads.hidden.bias);
 
-        optimizer.step(self, grads);
+        optimizer.step_with(
+            self,
+            grads,
+            compute.kernel,
+            compute.parallel,
+            compute.scratches.len(),
+        );
         stats
     }
 }

@@ -1,11 +1,26 @@
 //! Optimizers. Each update is one fused pass over a parameter tensor, its gradient and its state.
 
+use crate::kernels::{Kernel, Parallel, Serial};
 use crate::layers::Mlp;
+use crate::simd::{self, RmsHyper};
 
 /// Updates parameters from their gradients.
 pub trait Optimizer<const IN: usize, const HIDDEN: usize, const OUT: usize> {
-    /// One step: `params` moves against `grads`.
-    fn step(&mut self, params: &mut Mlp<IN, HIDDEN, OUT>, grads: &Mlp<IN, HIDDEN, OUT>);
+    /// One step: `params` moves against `grads`, large tensors split into `parts` jobs run by
+    /// `par`, element-wise code picked by `kernel`. The result does not depend on `parts`.
+    fn step_with<P: Parallel>(
+        &mut self,
+        params: &mut Mlp<IN, HIDDEN, OUT>,
+        grads: &Mlp<IN, HIDDEN, OUT>,
+        kernel: Kernel,
+        par: &P,
+        parts: usize,
+    );
+
+    /// One step on the calling thread with portable code.
+    fn step(&mut self, params: &mut Mlp<IN, HIDDEN, OUT>, grads: &Mlp<IN, HIDDEN, OUT>) {
+        self.step_with(params, grads, Kernel::PORTABLE, &Serial, 1);
+    }
 }
 
 /// Plain gradient descent: `w -= lr * g` (the book's from-scratch optimizer).
@@ -16,7 +31,14 @@ pub struct Sgd {
 }
 
 impl<const I: usize, const H: usize, const O: usize> Optimizer<I, H, O> for Sgd {
-    fn step(&mut self, params: &mut Mlp<I, H, O>, grads: &Mlp<I, H, O>) {
+    fn step_with<P: Parallel>(
+        &mut self,
+        params: &mut Mlp<I, H, O>,
+        grads: &Mlp<I, H, O>,
+        _kernel: Kernel,
+        _par: &P,
+        _parts: usize,
+    ) {
         for (w, g) in params.tensors_mut().into_iter().zip(grads.tensors()) {
             for (w, &g) in w.iter_mut().zip(g) {
                 *w -= self.learning_rate * g;
@@ -62,20 +84,28 @@ impl<const I: usize, const H: usize, const O: usize> RmsProp<I, H, O> {
 }
 
 impl<const I: usize, const H: usize, const O: usize> Optimizer<I, H, O> for RmsProp<I, H, O> {
-    fn step(&mut self, params: &mut Mlp<I, H, O>, grads: &Mlp<I, H, O>) {
-        let (lr, rho, eps) = (self.learning_rate, self.rho, self.epsilon);
-        // Keras forms `1 - rho` in double precision before the f32 multiply.
-        let one_minus_rho = (1.0 - rho as f64) as f32;
+    fn step_with<P: Parallel>(
+        &mut self,
+        params: &mut Mlp<I, H, O>,
+        grads: &Mlp<I, H, O>,
+        kernel: Kernel,
+        par: &P,
+        parts: usize,
+    ) {
+        let hyper = RmsHyper {
+            learning_rate: self.learning_rate,
+            rho: self.rho,
+            // Keras forms `1 - rho` in double precision before the f32 multiply.
+            one_minus_rho: (1.0 - self.rho as f64) as f32,
+            epsilon: self.epsilon,
+        };
         let tensors = params
             .tensors_mut()
             .into_iter()
             .zip(grads.tensors())
             .zip(self.velocity.tensors_mut());
         for ((w, g), v) in tensors {
-            for ((w, &g), v) in w.iter_mut().zip(g).zip(v.iter_mut()) {
-                *v = rho * *v + one_minus_rho * (g * g);
-                *w -= lr * g / libm::sqrtf(*v + eps);
-            }
+            simd::rmsprop(kernel, par, parts, w, g, v, hyper);
         }
     }
 }
