@@ -54,13 +54,14 @@ fn load_data(args: &DataArgs, quiet: bool) -> Result<(Splits, Option<DatasetKind
                     dest.display()
                 );
             }
-            picodense::download::download(
+            if let Err(e) = picodense::download::download(
                 kind,
                 &dest,
                 &picodense::download::mirrors_from_env(kind),
                 !quiet,
-            )
-            .with_context(|| data::not_found_message(kind))?;
+            ) {
+                bail!("{e}\n{}", data::not_found_message(kind));
+            }
             dest
         }
     };
