@@ -1,0 +1,107 @@
+//! One training epoch of the 784-512-10 network (RMSprop, batches of 128) on 60,000 synthetic
+//! MNIST-like images, through the core API as the host drives it: each batch is converted from
+//! `u8` to `f32 / 255`, then `Mlp::train_step` runs forward, backward and the update. Portable
+//! and AVX2 kernels, on 1 and 2 threads. Few samples: one iteration is a whole epoch.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
+use picodense::batch::{init_rng, to_unit};
+use picodense::compute::{Threads, zeroed_box, zeroed_slice};
+use picodense_benches::{PIXELS, synthetic_mnist};
+use picodense_core::{
+    BATCH, Compute, Kernel, MnistMlp, MnistWorkspace, RmsProp, Scratch, StepStats,
+};
+
+const IMAGES: usize = 60_000;
+
+/// Everything a training run owns, allocated once.
+struct Trainer {
+    model: Box<MnistMlp>,
+    optimizer: Box<RmsProp<784, 512, 10>>,
+    workspace: Box<MnistWorkspace>,
+    batch: Vec<[f32; PIXELS]>,
+    scratches: Box<[Scratch]>,
+}
+
+impl Trainer {
+    fn new(threads: usize) -> Self {
+        let mut model = zeroed_box::<MnistMlp>();
+        model.init_glorot(&mut init_rng(1));
+        let mut optimizer = zeroed_box::<RmsProp<784, 512, 10>>();
+        optimizer.reset(1e-3);
+        Self {
+            model,
+            optimizer,
+            workspace: zeroed_box(),
+            batch: vec![[0.0; PIXELS]; BATCH],
+            scratches: zeroed_slice(threads),
+        }
+    }
+
+    fn epoch(&mut self, kernel: Kernel, images: &[u8], labels: &[u8]) -> StepStats {
+        let mut compute = Compute::new(kernel, &Threads, &mut self.scratches);
+        let mut stats = StepStats::default();
+        for (pixels, labels) in images.chunks(BATCH * PIXELS).zip(labels.chunks(BATCH)) {
+            for (row, image) in self.batch.iter_mut().zip(pixels.chunks_exact(PIXELS)) {
+                to_unit(image, row);
+            }
+            stats.merge(self.model.train_step(
+                &mut *self.optimizer,
+                &self.batch[..labels.len()],
+                labels,
+                &mut self.workspace,
+                &mut compute,
+            ));
+        }
+        stats
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn avx2() -> Option<Kernel> {
+    (is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+        // SAFETY: both features were detected on this CPU.
+        .then(|| unsafe { Kernel::avx2_unchecked() })
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn avx2() -> Option<Kernel> {
+    None
+}
+
+fn epoch(c: &mut Criterion) {
+    let (images, labels) = synthetic_mnist(IMAGES, 1);
+    let mut group = c.benchmark_group("epoch_60k");
+    group.throughput(Throughput::Elements(IMAGES as u64));
+    // Every sample is a few seconds of work: ten samples of one epoch each.
+    group.sampling_mode(SamplingMode::Flat);
+    group.sample_size(10);
+    group.warm_up_time(Duration::from_millis(100));
+    group.measurement_time(Duration::from_secs(5));
+    let kernels = [Some(Kernel::PORTABLE), avx2()];
+    for kernel in kernels.into_iter().flatten() {
+        for threads in [1, 2] {
+            let mut trainer = Trainer::new(threads);
+            let id = format!(
+                "{}_{}thread{}",
+                kernel.name(),
+                threads,
+                if threads > 1 { "s" } else { "" }
+            );
+            group.bench_function(id, |bench| {
+                bench.iter(|| black_box(trainer.epoch(kernel, &images, &labels)))
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    // No plots: they need system fonts, and the figures are what matters here.
+    config = Criterion::default().without_plots();
+    targets = epoch
+}
+criterion_main!(benches);

@@ -1,0 +1,245 @@
+//! GFLOP/s of the matrix products at the shapes training uses: the naive reference, the
+//! portable and AVX2 blocked kernels (AVX2 on 1 and 2 threads), and `matrixmultiply::sgemm`
+//! as a reference crate, all in one run. Criterion's throughput is in flops (2·m·k·n), so its
+//! "elem/s" figures read as FLOP/s.
+//!
+//! Shapes (one training step of 128 rows of the 784-512-10 network, and a large square):
+//! `fwd` X·W1, `wgrad` Xᵀ·dH (Xᵀ a transposed view), `out` H·W2, `back` dZ·W2ᵀ (W2ᵀ a
+//! transposed view), `1024`; dense uniform data, with `Store` so every kernel computes the same
+//! plain product. The `-mnist` shapes use MNIST-like images for X, where the blocked kernels
+//! skip K steps whose values are all zero: their figures are effective (dense-equivalent) rates.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main};
+use picodense::compute::zeroed_slice;
+use picodense_benches::{PIXELS, ScopedThreads, synthetic_mnist};
+use picodense_core::Scratch;
+use picodense_core::kernels::{Epilogue, Kernel, MatRef, Parallel, Serial, gemm_parallel};
+
+/// Layout of A and B as stored.
+#[derive(Clone, Copy)]
+enum Layout {
+    /// A (m x k) and B (k x n) row-major.
+    Nn,
+    /// A stored as its transpose (k x m) row-major: the weight-gradient layout.
+    Tn,
+    /// B stored as its transpose (n x k) row-major: the back-propagation layout.
+    Nt,
+}
+
+struct Shape {
+    name: &'static str,
+    m: usize,
+    k: usize,
+    n: usize,
+    layout: Layout,
+    /// A holds MNIST-like pixels (only for k or m = 784).
+    mnist: bool,
+    naive: bool,
+}
+
+const SHAPES: [Shape; 7] = [
+    shape("fwd_128x784x512", 128, 784, 512, Layout::Nn, false, true),
+    shape(
+        "fwd-mnist_128x784x512",
+        128,
+        784,
+        512,
+        Layout::Nn,
+        true,
+        false,
+    ),
+    shape("wgrad_784x128x512", 784, 128, 512, Layout::Tn, false, true),
+    shape(
+        "wgrad-mnist_784x128x512",
+        784,
+        128,
+        512,
+        Layout::Tn,
+        true,
+        false,
+    ),
+    shape("out_128x512x10", 128, 512, 10, Layout::Nn, false, true),
+    shape("back_128x10x512", 128, 10, 512, Layout::Nt, false, true),
+    shape(
+        "square_1024x1024x1024",
+        1024,
+        1024,
+        1024,
+        Layout::Nn,
+        false,
+        false,
+    ),
+];
+
+const fn shape(
+    name: &'static str,
+    m: usize,
+    k: usize,
+    n: usize,
+    layout: Layout,
+    mnist: bool,
+    naive: bool,
+) -> Shape {
+    Shape {
+        name,
+        m,
+        k,
+        n,
+        layout,
+        mnist,
+        naive,
+    }
+}
+
+fn uniform(len: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+/// A's data as stored: uniform values, or MNIST-like pixels / 255 (one image per row of X).
+fn a_data(s: &Shape) -> Vec<f32> {
+    if !s.mnist {
+        return uniform(s.m * s.k, 1);
+    }
+    let images = s.m.min(s.k).max(s.m * s.k / PIXELS);
+    let (pixels, _) = synthetic_mnist(images, 3);
+    // X is images x 784 row-major in both layouts (Xᵀ is a view of it).
+    pixels.iter().map(|&p| f32::from(p) / 255.0).collect()
+}
+
+fn bench_shape(c: &mut Criterion, s: &Shape) {
+    let a_store = a_data(s);
+    let b_store = uniform(s.k * s.n, 2);
+    let a = match s.layout {
+        Layout::Tn => MatRef::row_major(&a_store, s.k, s.m).t(),
+        Layout::Nn | Layout::Nt => MatRef::row_major(&a_store, s.m, s.k),
+    };
+    let b = match s.layout {
+        Layout::Nt => MatRef::row_major(&b_store, s.n, s.k).t(),
+        Layout::Nn | Layout::Tn => MatRef::row_major(&b_store, s.k, s.n),
+    };
+    let mut out = vec![0.0f32; s.m * s.n];
+    let mut scratches = zeroed_slice::<Scratch>(2);
+
+    let mut group = c.benchmark_group(format!("gemm/{}", s.name));
+    group.throughput(Throughput::Elements(2 * (s.m * s.k * s.n) as u64));
+    let big = s.m * s.k * s.n > 100_000_000;
+    group.sample_size(if big { 10 } else { 30 });
+    group.warm_up_time(Duration::from_millis(if big { 1000 } else { 400 }));
+    group.measurement_time(Duration::from_millis(if big { 3000 } else { 1500 }));
+
+    let mut run = |group: &mut BenchmarkGroup<WallTime>, id: &str, kernel: Kernel, jobs: usize| {
+        let scratch = &mut scratches[..jobs];
+        group.bench_function(id, |bench| {
+            bench.iter(|| {
+                if jobs == 1 {
+                    product(&Serial, kernel, a, b, &mut out, scratch)
+                } else {
+                    product(&ScopedThreads, kernel, a, b, &mut out, scratch)
+                }
+            })
+        });
+    };
+    if s.naive {
+        run(&mut group, "naive", Kernel::NAIVE, 1);
+    }
+    run(&mut group, "portable", Kernel::PORTABLE, 1);
+    if let Some(avx2) = avx2() {
+        run(&mut group, "avx2", avx2, 1);
+        run(&mut group, "avx2_2threads", avx2, 2);
+    }
+    let (rsa, csa) = strides(s.layout, true, s.m, s.k);
+    let (rsb, csb) = strides(s.layout, false, s.k, s.n);
+    group.bench_function("matrixmultiply", |bench| {
+        bench.iter(|| {
+            // SAFETY: the pointers and strides describe the live buffers above: A is m x k,
+            // B is k x n, C is m x n row-major.
+            unsafe {
+                matrixmultiply::sgemm(
+                    s.m,
+                    s.k,
+                    s.n,
+                    1.0,
+                    a_store.as_ptr(),
+                    rsa,
+                    csa,
+                    b_store.as_ptr(),
+                    rsb,
+                    csb,
+                    0.0,
+                    out.as_mut_ptr(),
+                    s.n as isize,
+                    1,
+                )
+            }
+        })
+    });
+    group.finish();
+}
+
+fn product<P: Parallel>(
+    par: &P,
+    kernel: Kernel,
+    a: MatRef,
+    b: MatRef,
+    out: &mut [f32],
+    scratch: &mut [Scratch],
+) {
+    gemm_parallel(
+        par,
+        kernel,
+        black_box(a),
+        black_box(b),
+        out,
+        Epilogue::Store,
+        scratch,
+    );
+    black_box(out);
+}
+
+/// Row and column strides of A (`is_a`) or B, `rows x cols`, as `layout` stores it.
+fn strides(layout: Layout, is_a: bool, rows: usize, cols: usize) -> (isize, isize) {
+    let transposed = matches!((layout, is_a), (Layout::Tn, true) | (Layout::Nt, false));
+    if transposed {
+        (1, rows as isize)
+    } else {
+        (cols as isize, 1)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn avx2() -> Option<Kernel> {
+    (is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+        // SAFETY: both features were detected on this CPU.
+        .then(|| unsafe { Kernel::avx2_unchecked() })
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn avx2() -> Option<Kernel> {
+    None
+}
+
+fn kernels(c: &mut Criterion) {
+    for s in &SHAPES {
+        bench_shape(c, s);
+    }
+}
+
+criterion_group! {
+    name = benches;
+    // No plots: they need system fonts, and the figures are what matters here.
+    config = Criterion::default().without_plots();
+    targets = kernels
+}
+criterion_main!(benches);
