@@ -1,0 +1,548 @@
+//! The Cortex-M4 firmware (`core/firmware`) under QEMU must predict exactly what the host
+//! predicts from the same model file: int8 logits bit for bit, f32 classes (and logit bits).
+//!
+//! One model is trained here through the core API (Fashion-MNIST from
+//! /usr/share/datasets/fashion-mnist when present, else a generated task), exported as f32 and
+//! int8, and the firmware is built with each file and 100 test images embedded, then run on
+//! mps2-an386 (f32, int8) and netduinoplus2 (int8). A firmware that reports one wrong class
+//! must be caught (the negative control).
+//!
+//! Needs `qemu-system-arm` and the `thumbv7em-none-eabihf` target; without them the tests fail
+//! with a message, unless PICODENSE_SKIP_QEMU=1.
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use picodense_core::format;
+use picodense_core::kernels::{Kernel, Scratch, Serial};
+use picodense_core::quant::{self, Calibration, F32View, Int8View};
+use picodense_core::{Compute, MnistMlp, MnistWorkspace, RmsProp, Zeroable};
+use rand_core::{Rng, SeedableRng};
+use rand_xorshift::XorShiftRng;
+
+const INPUTS: usize = 784;
+const HIDDEN: usize = 512;
+const OUTPUTS: usize = 10;
+const TEST_IMAGES: usize = 100;
+const TRAIN_IMAGES: usize = 6000;
+const FASHION: &str = "/usr/share/datasets/fashion-mnist";
+
+fn zeroed<T: Zeroable>() -> Box<T> {
+    // SAFETY: `Zeroable` promises that all-zero bytes are a valid `T`.
+    unsafe { Box::<T>::new_zeroed().assume_init() }
+}
+
+/// Images (u8 pixels) and labels.
+struct Data {
+    images: Vec<[u8; INPUTS]>,
+    labels: Vec<u8>,
+}
+
+/// The first `n` images and labels of a Fashion-MNIST IDX pair (gzip).
+fn read_idx(images: &Path, labels: &Path, n: usize) -> std::io::Result<Data> {
+    let read = |path: &Path, header: usize, len: usize| -> std::io::Result<Vec<u8>> {
+        let mut gz = flate2::read::GzDecoder::new(fs::File::open(path)?);
+        let mut buf = vec![0u8; header + len];
+        gz.read_exact(&mut buf)?;
+        Ok(buf.split_off(header))
+    };
+    let pixels = read(images, 16, n * INPUTS)?;
+    let labels = read(labels, 8, n)?;
+    let images = pixels
+        .chunks_exact(INPUTS)
+        .map(|c| c.try_into().unwrap())
+        .collect();
+    Ok(Data { images, labels })
+}
+
+/// Ten classes, each a bright stroke through its own region of a 28x28 image, with noise.
+fn generated(seed: u64, n: usize) -> Data {
+    let mut rng = XorShiftRng::seed_from_u64(seed);
+    let mut data = Data {
+        images: Vec::new(),
+        labels: Vec::new(),
+    };
+    for _ in 0..n {
+        let label = (rng.next_u32() % 10) as usize;
+        let mut image = [0u8; INPUTS];
+        for (i, p) in image.iter_mut().enumerate() {
+            let (r, c) = (i / 28, i % 28);
+            let on = match label {
+                0..=4 => r / 5 == label && c % 3 != 0,
+                _ => c / 5 == label - 5 && r % 3 != 0,
+            };
+            let noise = (rng.next_u32() % 256) as u8;
+            *p = if on {
+                noise.saturating_add(60)
+            } else if noise > 200 {
+                noise - 60
+            } else {
+                0
+            };
+        }
+        data.images.push(image);
+        data.labels.push(label as u8);
+    }
+    data
+}
+
+/// Training images, calibration images and test images.
+fn datasets() -> (Data, Data, &'static str) {
+    let dir = Path::new(FASHION);
+    let file = |name: &str| dir.join(name);
+    if file("train-images-idx3-ubyte.gz").exists() {
+        let train = read_idx(
+            &file("train-images-idx3-ubyte.gz"),
+            &file("train-labels-idx1-ubyte.gz"),
+            TRAIN_IMAGES,
+        )
+        .expect("read Fashion-MNIST training set");
+        let test = read_idx(
+            &file("t10k-images-idx3-ubyte.gz"),
+            &file("t10k-labels-idx1-ubyte.gz"),
+            TEST_IMAGES,
+        )
+        .expect("read Fashion-MNIST test set");
+        (train, test, "Fashion-MNIST")
+    } else {
+        (
+            generated(1, TRAIN_IMAGES),
+            generated(2, TEST_IMAGES),
+            "generated",
+        )
+    }
+}
+
+/// A 784-512-10 model after three quick epochs.
+fn train(data: &Data) -> Box<MnistMlp> {
+    let mut model = zeroed::<MnistMlp>();
+    model.init_glorot(&mut XorShiftRng::seed_from_u64(7));
+    let mut optimizer = zeroed::<RmsProp<INPUTS, HIDDEN, OUTPUTS>>();
+    optimizer.reset(1e-3);
+    let mut ws = zeroed::<MnistWorkspace>();
+    let mut scratch = zeroed::<Scratch>();
+    let mut compute = Compute::new(
+        Kernel::PORTABLE,
+        &Serial,
+        std::slice::from_mut(&mut *scratch),
+    );
+    let images: Vec<[f32; INPUTS]> = data
+        .images
+        .iter()
+        .map(|im| im.map(quant::unit_pixel))
+        .collect();
+    for _epoch in 0..3 {
+        for (x, y) in images.chunks(128).zip(data.labels.chunks(128)) {
+            model.train_step(&mut *optimizer, x, y, &mut ws, &mut compute);
+        }
+    }
+    model
+}
+
+/// What the host predicts for one image.
+#[derive(Clone, Debug, PartialEq)]
+struct Prediction {
+    class: usize,
+    /// Logits as exact bits (int32 for int8 models, f32 bits for f32 ones).
+    logits: Vec<u32>,
+}
+
+/// Everything the firmware runs share, made once.
+struct Fixture {
+    dir: PathBuf,
+    f32_model: PathBuf,
+    int8_model: PathBuf,
+    images: PathBuf,
+    f32_expected: Vec<Prediction>,
+    int8_expected: Vec<Prediction>,
+    /// Classes of `Mlp::forward` with the naive and the blocked kernel.
+    forward_naive: Vec<usize>,
+    forward_blocked: Vec<usize>,
+    labels: Vec<u8>,
+}
+
+fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let (train_data, test, source) = datasets();
+        let start = Instant::now();
+        let model = train(&train_data);
+        eprintln!(
+            "trained 784-512-10 on {TRAIN_IMAGES} {source} images in {:.1?}",
+            start.elapsed()
+        );
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("firmware-fixture");
+        fs::create_dir_all(&dir).unwrap();
+
+        let mut f32_bytes = vec![0u8; format::encoded_len::<INPUTS, HIDDEN, OUTPUTS>(false, None)];
+        format::encode(&*model, None, 2, None, &mut f32_bytes).unwrap();
+        let calibration = Calibration::from_images(&*model, &train_data.images[..500]);
+        let mut int8_bytes = vec![0u8; quant::encoded_len::<INPUTS, HIDDEN, OUTPUTS>()];
+        quant::encode(&*model, &calibration, 2, &mut int8_bytes).unwrap();
+
+        let mut images = test.images.concat();
+        images.extend_from_slice(&test.labels);
+        let paths = [
+            ("model-f32.pdn", &f32_bytes),
+            ("model-int8.pdn", &int8_bytes),
+            ("images.bin", &images),
+        ]
+        .map(|(name, bytes)| {
+            let path = dir.join(name);
+            fs::write(&path, bytes).unwrap();
+            path
+        });
+
+        let f32_view = F32View::parse(&f32_bytes).unwrap();
+        let int8_view = Int8View::parse(&int8_bytes).unwrap();
+        let mut f32_expected = Vec::new();
+        let mut int8_expected = Vec::new();
+        let mut scratch = vec![0u32; int8_view.scratch_words()];
+        for image in &test.images {
+            let (mut h, mut z) = (vec![0.0f32; HIDDEN], [0.0f32; OUTPUTS]);
+            let class = f32_view.predict(&image.map(quant::unit_pixel), &mut h, &mut z);
+            f32_expected.push(Prediction {
+                class,
+                logits: z.iter().map(|v| v.to_bits()).collect(),
+            });
+            let mut q = [0i32; OUTPUTS];
+            let class = int8_view.predict(image, &mut scratch, &mut q);
+            int8_expected.push(Prediction {
+                class,
+                logits: q.iter().map(|&v| v as u32).collect(),
+            });
+        }
+        let forward = |kernel: Kernel| -> Vec<usize> {
+            let mut ws = zeroed::<MnistWorkspace>();
+            let mut scratch = zeroed::<Scratch>();
+            let mut compute = Compute::new(kernel, &Serial, std::slice::from_mut(&mut *scratch));
+            let x: Vec<[f32; INPUTS]> = test
+                .images
+                .iter()
+                .map(|im| im.map(quant::unit_pixel))
+                .collect();
+            let logits = model.forward(&x, &mut ws, &mut compute);
+            logits
+                .iter()
+                .map(|z| picodense_core::loss::argmax(z))
+                .collect()
+        };
+        let [f32_model, int8_model, images] = paths;
+        Fixture {
+            dir,
+            f32_model,
+            int8_model,
+            images,
+            f32_expected,
+            int8_expected,
+            forward_naive: forward(Kernel::NAIVE),
+            forward_blocked: forward(Kernel::PORTABLE),
+            labels: test.labels,
+        }
+    })
+}
+
+/// Fails (or, with PICODENSE_SKIP_QEMU=1, returns false) when QEMU or the target is missing.
+fn tools_present() -> bool {
+    let qemu = Command::new("qemu-system-arm")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    let target = Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
+        .args([
+            "--print",
+            "target-libdir",
+            "--target",
+            "thumbv7em-none-eabihf",
+        ])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .is_some_and(|o| Path::new(String::from_utf8_lossy(&o.stdout).trim()).is_dir());
+    if qemu && target {
+        return true;
+    }
+    let missing = match (qemu, target) {
+        (false, false) => "qemu-system-arm and the thumbv7em-none-eabihf target",
+        (false, true) => "qemu-system-arm",
+        _ => "the thumbv7em-none-eabihf target",
+    };
+    if std::env::var("PICODENSE_SKIP_QEMU").as_deref() == Ok("1") {
+        eprintln!("skipping the firmware test: {missing} missing (PICODENSE_SKIP_QEMU=1)");
+        return false;
+    }
+    panic!(
+        "the firmware test needs {missing}: `apt-get install qemu-system-arm` and \
+         `rustup target add thumbv7em-none-eabihf`, or set PICODENSE_SKIP_QEMU=1 to skip it"
+    );
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Board {
+    An386,
+    Netduino,
+}
+
+impl Board {
+    fn feature(self) -> &'static str {
+        match self {
+            Board::An386 => "board-an386",
+            Board::Netduino => "board-netduino",
+        }
+    }
+
+    fn qemu_machine(self) -> &'static [&'static str] {
+        match self {
+            Board::An386 => &["-cpu", "cortex-m4", "-machine", "mps2-an386"],
+            Board::Netduino => &["-machine", "netduinoplus2"],
+        }
+    }
+}
+
+/// Builds the firmware with `model` and the test images embedded (and the expected classes, for
+/// its own verdict), copies the ELF to a name of its own and returns that path.
+fn build(board: Board, model: &Path, expected: &[Prediction], extra_features: &[&str]) -> PathBuf {
+    // One target dir for every build (dependencies compile once); builds take turns so an ELF
+    // is copied before the next build overwrites it.
+    static BUILD: Mutex<()> = Mutex::new(());
+    let _turn = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    let fx = fixture();
+    let name = format!(
+        "{}-{}{}",
+        model.file_stem().unwrap().to_string_lossy(),
+        board.feature(),
+        extra_features
+            .iter()
+            .map(|f| format!("-{f}"))
+            .collect::<String>()
+    );
+    let expected_path = fx.dir.join(format!("{name}.expected"));
+    let classes: Vec<u8> = expected.iter().map(|p| p.class as u8).collect();
+    fs::write(&expected_path, classes).unwrap();
+    let firmware = Path::new(env!("CARGO_MANIFEST_DIR")).join("../core/firmware");
+    let target_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("firmware-target");
+    let mut features = vec![board.feature()];
+    features.extend_from_slice(extra_features);
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(&firmware)
+        .args(["build", "--release", "--target", "thumbv7em-none-eabihf"])
+        .arg("--features")
+        .arg(features.join(","))
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .env("PICODENSE_FW_MODEL", model)
+        .env("PICODENSE_FW_IMAGES", &fx.images)
+        .env("PICODENSE_FW_EXPECTED", &expected_path);
+    // The outer build's settings must not leak in: the firmware's .cargo/config.toml supplies
+    // the linker script through rustflags, which RUSTFLAGS would replace.
+    for var in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+    ] {
+        cmd.env_remove(var);
+    }
+    let start = Instant::now();
+    let out = cmd.output().expect("run cargo");
+    assert!(
+        out.status.success(),
+        "firmware build {name} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("built firmware {name} in {:.1?}", start.elapsed());
+    let elf = target_dir.join("thumbv7em-none-eabihf/release/picodense-firmware");
+    let copy = fx.dir.join(format!("{name}.elf"));
+    fs::copy(elf, &copy).unwrap();
+    copy
+}
+
+/// What a firmware run reported.
+struct Run {
+    exit_code: Option<i32>,
+    stdout: String,
+    predictions: Vec<Prediction>,
+    accuracy: Option<(usize, usize)>,
+}
+
+fn run(board: Board, elf: &Path) -> Run {
+    let mut child = Command::new("qemu-system-arm")
+        .args(board.qemu_machine())
+        .args([
+            "-nographic",
+            "-semihosting-config",
+            "enable=on,target=native",
+        ])
+        .arg("-kernel")
+        .arg(elf)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start qemu-system-arm");
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        stdout.read_to_string(&mut s).map(|_| s)
+    });
+    // A firmware that hangs must not hang the test.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("{} did not exit within 120 s", elf.display());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stdout = reader.join().unwrap().unwrap();
+    let mut predictions = Vec::new();
+    let mut accuracy = None;
+    for line in stdout.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["img", i, "class", class, "label", _, "logits", logits @ ..] => {
+                assert_eq!(i.parse::<usize>().unwrap(), predictions.len(), "{line}");
+                predictions.push(Prediction {
+                    class: class.parse().unwrap(),
+                    logits: logits
+                        .iter()
+                        .map(|h| u32::from_str_radix(h, 16).unwrap())
+                        .collect(),
+                });
+            }
+            ["accuracy", fraction] => {
+                let (a, b) = fraction.split_once('/').unwrap();
+                accuracy = Some((a.parse().unwrap(), b.parse().unwrap()));
+            }
+            _ => {}
+        }
+    }
+    Run {
+        exit_code: status.code(),
+        stdout,
+        predictions,
+        accuracy,
+    }
+}
+
+/// Indices where the firmware's report differs from the host's, comparing classes and, when
+/// `bits` is set, the logits' bits too.
+fn mismatches(run: &Run, expected: &[Prediction], bits: bool) -> Vec<usize> {
+    let mut bad: Vec<usize> = (0..expected.len())
+        .filter(|&i| match run.predictions.get(i) {
+            None => true,
+            Some(p) => p.class != expected[i].class || (bits && p.logits != expected[i].logits),
+        })
+        .collect();
+    bad.extend(expected.len()..run.predictions.len());
+    bad
+}
+
+fn check_matches(board: Board, model: &Path, expected: &[Prediction], bits: bool) -> Run {
+    let elf = build(board, model, expected, &[]);
+    let run = run(board, &elf);
+    let bad = mismatches(&run, expected, bits);
+    assert!(
+        bad.is_empty() && run.exit_code == Some(0),
+        "firmware {} on {board:?}: exit {:?}, {} mismatches (first {:?}):\n{}",
+        model.display(),
+        run.exit_code,
+        bad.len(),
+        bad.first(),
+        run.stdout
+    );
+    let host_correct = expected
+        .iter()
+        .zip(&fixture().labels)
+        .filter(|(p, l)| p.class == usize::from(**l))
+        .count();
+    assert_eq!(run.accuracy, Some((host_correct, TEST_IMAGES)));
+    eprintln!(
+        "{board:?} {}: {TEST_IMAGES} predictions identical to the host, accuracy {host_correct}/{TEST_IMAGES}",
+        model.display()
+    );
+    run
+}
+
+#[test]
+fn firmware_int8_on_an386_matches_host_bit_for_bit() {
+    if !tools_present() {
+        return;
+    }
+    let fx = fixture();
+    check_matches(Board::An386, &fx.int8_model, &fx.int8_expected, true);
+}
+
+#[test]
+fn firmware_int8_on_netduinoplus2_matches_host_bit_for_bit() {
+    if !tools_present() {
+        return;
+    }
+    let fx = fixture();
+    check_matches(Board::Netduino, &fx.int8_model, &fx.int8_expected, true);
+}
+
+#[test]
+fn firmware_f32_on_an386_matches_host() {
+    if !tools_present() {
+        return;
+    }
+    let fx = fixture();
+    // The logits are bit-exact with the host's F32View (same order of operations, IEEE f32 on
+    // both), hence with the naive forward pass; the blocked kernel may differ in the last bits.
+    check_matches(Board::An386, &fx.f32_model, &fx.f32_expected, true);
+    let firmware: Vec<usize> = fx.f32_expected.iter().map(|p| p.class).collect();
+    assert_eq!(firmware, fx.forward_naive);
+    let differ = firmware
+        .iter()
+        .zip(&fx.forward_blocked)
+        .filter(|(a, b)| a != b)
+        .count();
+    assert!(
+        differ <= 1,
+        "{differ} classes differ from the blocked kernel"
+    );
+}
+
+#[test]
+fn firmware_negative_control_is_caught() {
+    if !tools_present() {
+        return;
+    }
+    let fx = fixture();
+    // A firmware that reports one wrong class: both its own check against the embedded expected
+    // classes (exit code) and the host-side comparison must fail.
+    let elf = build(
+        Board::An386,
+        &fx.int8_model,
+        &fx.int8_expected,
+        &["flip-first"],
+    );
+    let run = run(Board::An386, &elf);
+    assert_eq!(run.exit_code, Some(1), "{}", run.stdout);
+    assert_eq!(mismatches(&run, &fx.int8_expected, true), vec![0]);
+    assert!(run.stdout.contains("mismatches 1/100"), "{}", run.stdout);
+    // And a run whose report the host expects differently (one class altered) is a mismatch.
+    let good = run_against_altered_expectation(fx);
+    assert_eq!(good, vec![3]);
+}
+
+/// The correct firmware's report against expectations with image 3's class altered.
+fn run_against_altered_expectation(fx: &Fixture) -> Vec<usize> {
+    let elf = build(Board::An386, &fx.int8_model, &fx.int8_expected, &[]);
+    let run = run(Board::An386, &elf);
+    let mut altered = fx.int8_expected.clone();
+    altered[3].class = (altered[3].class + 1) % OUTPUTS;
+    mismatches(&run, &altered, true)
+}
