@@ -6,5 +6,8 @@ pub mod bench;
 pub mod compute;
 pub mod data;
 pub mod download;
+pub mod evaluation;
+pub mod image_input;
+pub mod plot;
 pub mod report;
 pub mod train;

@@ -543,6 +543,25 @@ impl Trainer {
         p
     }
 
+    /// Class probabilities of every image in `data`, computed in batches.
+    pub fn dataset_probabilities(&mut self, data: &Dataset) -> Vec<[f32; 10]> {
+        let mut out = Vec::with_capacity(data.len());
+        for start in (0..data.len()).step_by(MAX_BATCH) {
+            let end = (start + MAX_BATCH).min(data.len());
+            let rows = fill_batch(data, start..end, &mut self.batch[..], &mut self.labels);
+            let mut compute = Compute::new(self.kernel, &Threads, &mut self.scratches);
+            let logits = self
+                .model
+                .forward(&self.batch[..rows], &mut self.workspace, &mut compute);
+            for z in logits {
+                let mut p = [0.0; 10];
+                picodense_core::loss::softmax(z, &mut p);
+                out.push(p);
+            }
+        }
+        out
+    }
+
     /// The model file bytes (weights only).
     pub fn to_bytes(&self) -> Vec<u8> {
         model_bytes(&self.model, self.dataset)
