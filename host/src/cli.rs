@@ -89,6 +89,9 @@ pub struct TrainArgs {
     /// Write one JSON object per epoch, then the test figures, to this file.
     #[arg(long)]
     pub log_json: Option<PathBuf>,
+    /// Draw loss and accuracy per epoch (train and validation) to this .svg or .png file.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
     /// Print nothing but errors.
     #[arg(long)]
     pub quiet: bool,
@@ -134,6 +137,12 @@ pub struct EvaluateArgs {
     /// Print one JSON object with test_loss and test_accuracy.
     #[arg(long)]
     pub json: bool,
+    /// Print the confusion matrix and per-class precision and recall.
+    #[arg(long)]
+    pub confusion: bool,
+    /// Write confusion.png and misclassified.png to this folder (created if missing).
+    #[arg(long)]
+    pub report: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -141,9 +150,19 @@ pub struct PredictArgs {
     /// The model file.
     #[arg(long)]
     pub model: PathBuf,
+    /// A PNG or JPEG of a digit or garment (any size, dark on light or light on dark),
+    /// prepared the way the model's dataset was made.
+    #[arg(required_unless_present = "index", conflicts_with = "index")]
+    pub image: Option<PathBuf>,
     /// Index of the test image.
     #[arg(long)]
-    pub index: usize,
+    pub index: Option<usize>,
+    /// Print one JSON object: {"class": k, "probabilities": [10 numbers]}.
+    #[arg(long)]
+    pub json: bool,
+    /// Draw the 28x28 input the model sees.
+    #[arg(long)]
+    pub show: bool,
     #[command(flatten)]
     pub data: DataArgs,
 }

@@ -11,6 +11,9 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use picodense::compute::{KernelChoice, default_threads, select_kernel};
 use picodense::data::{self, DatasetKind, Splits};
+use picodense::evaluation::{ConfusionMatrix, Prediction, class_label, predicted_classes, top_k};
+use picodense::image_input;
+use picodense::plot::{self, PlotFormat};
 use picodense::report::{JsonLog, Progress, Summary};
 use picodense::train::{self, Every, Outcome, RunControl, TrainConfig, Trainer};
 use picodense_core::format::ModelView;
@@ -103,6 +106,9 @@ fn run_train(args: cli::TrainArgs) -> Result<ExitCode> {
             args.validation_split
         );
     }
+    if let Some(path) = &args.plot {
+        PlotFormat::from_path(path)?;
+    }
     let requested = TrainConfig {
         epochs: args.epochs,
         batch_size: args.batch_size,
@@ -190,6 +196,7 @@ fn run_train(args: cli::TrainArgs) -> Result<ExitCode> {
     let mut progress = Progress::new(config.epochs, args.quiet);
     let started = Instant::now();
     let mut log_error = None;
+    let mut history = Vec::new();
     let outcome = trainer.fit(
         &config,
         &splits.train,
@@ -197,6 +204,9 @@ fn run_train(args: cli::TrainArgs) -> Result<ExitCode> {
         &control,
         &mut |event| {
             progress.on_event(&event);
+            if let train::Event::EpochEnd(report) = &event {
+                history.push(**report);
+            }
             if let (train::Event::EpochEnd(report), Some(log)) = (&event, log.as_mut())
                 && let Err(e) = log.write(report)
             {
@@ -240,35 +250,109 @@ fn run_train(args: cli::TrainArgs) -> Result<ExitCode> {
     if !args.quiet {
         println!("saved {}", args.save.display());
     }
+    // Drawn after the model is saved, so a figure that cannot be written costs no training.
+    if let Some(path) = &args.plot {
+        plot::training_curves(path, &history)?;
+        if !args.quiet {
+            println!("plotted {}", path.display());
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 
 fn run_evaluate(args: cli::EvaluateArgs) -> Result<()> {
     let (threads, kernel) = compute_settings(&args.compute)?;
-    let (model, _) = train::load_model(&args.model)?;
-    let (splits, _, _) = load_data(&args.data, args.json)?;
+    let (model, trained_on) = train::load_model(&args.model)?;
+    let (splits, kind, _) = load_data(&args.data, args.json)?;
     let mut trainer = Trainer::with_model(model, threads, kernel);
     let test = trainer.evaluate(&splits.test);
+    let details = (args.confusion || args.report.is_some()).then(|| {
+        let probabilities = trainer.dataset_probabilities(&splits.test);
+        let predicted = predicted_classes(&probabilities);
+        let matrix = ConfusionMatrix::new(&splits.test.labels, &predicted);
+        (probabilities, matrix)
+    });
+    let names = trained_on
+        .or(kind)
+        .unwrap_or(DatasetKind::Mnist)
+        .class_names();
     if args.json {
-        println!(
-            "{}",
-            serde_json::json!({"test_loss": test.mean_loss(), "test_accuracy": test.accuracy()})
-        );
+        let mut out =
+            serde_json::json!({"test_loss": test.mean_loss(), "test_accuracy": test.accuracy()});
+        if let (true, Some((_, matrix))) = (args.confusion, &details) {
+            out["confusion"] = serde_json::json!(matrix.counts);
+            out["precision"] = serde_json::json!(
+                (0..data::CLASSES)
+                    .map(|c| matrix.precision(c))
+                    .collect::<Vec<_>>()
+            );
+            out["recall"] = serde_json::json!(
+                (0..data::CLASSES)
+                    .map(|c| matrix.recall(c))
+                    .collect::<Vec<_>>()
+            );
+        }
+        println!("{out}");
     } else {
         println!("test loss: {:.4}", test.mean_loss());
         println!("test accuracy: {:.4}", test.accuracy());
+        if let (true, Some((_, matrix))) = (args.confusion, &details) {
+            print!("\n{}", matrix.to_table(&names));
+        }
+    }
+    if let (Some(dir), Some((probabilities, matrix))) = (&args.report, &details) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("{}: cannot create the report folder", dir.display()))?;
+        let set = format!("{} test set", kind.map_or("the", |k| k.name()));
+        let (confusion, misclassified) =
+            plot::evaluation_report(dir, &splits.test, probabilities, matrix, &names, &set)?;
+        if !args.json {
+            println!(
+                "wrote {} and {}",
+                confusion.display(),
+                misclassified.display()
+            );
+        }
     }
     Ok(())
 }
 
 fn run_predict(args: cli::PredictArgs) -> Result<()> {
     let (model, trained_on) = train::load_model(&args.model)?;
-    let (splits, kind, _) = load_data(&args.data, false)?;
+    if let Some(path) = &args.image {
+        let kind = trained_on.unwrap_or(args.data.dataset);
+        let pixels = image_input::load(path, image_input::Layout::of(kind))?;
+        let names = kind.class_names();
+        let mut trainer = Trainer::with_model(model, 1, select_kernel(KernelChoice::Auto)?);
+        let p = trainer.probabilities(&pixels);
+        if args.json {
+            println!("{}", serde_json::to_string(&Prediction::new(p))?);
+            return Ok(());
+        }
+        if args.show {
+            print!("{}", draw(&pixels));
+        }
+        let top = top_k(&p, 3);
+        println!("predicted: {}", class_label(top[0].0, &names));
+        for (rank, (class, prob)) in top.into_iter().enumerate() {
+            println!(
+                "  {}. {:<14} {prob:.4} {}",
+                rank + 1,
+                class_label(class, &names),
+                "#".repeat((prob * 40.0).round() as usize)
+            );
+        }
+        return Ok(());
+    }
+    let index = args
+        .index
+        .context("give an image file or --index N (a test-set image)")?;
+    let (splits, kind, _) = load_data(&args.data, args.json)?;
     let test = &splits.test;
-    if args.index >= test.len() {
+    if index >= test.len() {
         bail!(
             "--index {} is out of range: the test set has {} images",
-            args.index,
+            index,
             test.len()
         );
     }
@@ -277,11 +361,15 @@ fn run_predict(args: cli::PredictArgs) -> Result<()> {
         .unwrap_or(DatasetKind::Mnist)
         .class_names();
     let mut trainer = Trainer::with_model(model, 1, select_kernel(KernelChoice::Auto)?);
-    let pixels = test.image(args.index);
+    let pixels = test.image(index);
     let p = trainer.probabilities(pixels);
+    if args.json {
+        println!("{}", serde_json::to_string(&Prediction::new(p))?);
+        return Ok(());
+    }
     print!("{}", draw(pixels));
     let predicted = picodense_core::loss::argmax(&p);
-    let label = test.labels[args.index] as usize;
+    let label = test.labels[index] as usize;
     println!("true label: {} ({})", label, names[label]);
     println!("predicted:  {} ({})", predicted, names[predicted]);
     for (class, prob) in p.iter().enumerate() {

@@ -1,0 +1,478 @@
+//! End-to-end runs of the reporting features: training curves, the confusion matrix, the report
+//! images, and predicting a picture of a digit. The tests open what the binary wrote.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const TRAIN_COLOUR: &str = "stroke=\"#1F77B4\"";
+const VALIDATION_COLOUR: &str = "stroke=\"#FF7F0E\"";
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_picodense"))
+        .args(args)
+        .output()
+        .expect("binary runs")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = run(args);
+    let printed = text(&out);
+    assert!(out.status.success(), "{args:?} failed: {printed}");
+    printed
+}
+
+fn s(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+/// Pseudo-random numbers from a seed (no dependency on the code under test).
+struct Noise(u64);
+
+impl Noise {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// Whether the point (u, v) (row, column, both in 0..1) of a shape's box is ink for class
+/// `class`: ten shapes that fill the box in at least one direction, as MNIST digits fill theirs.
+fn shape(class: u8, u: f64, v: f64) -> bool {
+    let bar = |x: f64| (0.4..0.6).contains(&x);
+    match class {
+        0 => !((0.15..0.85).contains(&u) && (0.15..0.85).contains(&v)),
+        1 => bar(v),
+        2 => bar(u),
+        3 => (u - v).abs() < 0.075 || (u + v - 1.0).abs() < 0.075,
+        4 => bar(u) || bar(v),
+        5 => v < 0.2 || u >= 0.8,
+        6 => u < 0.2 || bar(v),
+        7 => (u + v - 1.0).abs() < 0.075,
+        8 => (u - 0.5).powi(2) + (v - 0.5).powi(2) <= 0.25,
+        _ => !(0.2..0.8).contains(&u),
+    }
+}
+
+/// Whether pixel (r, c) of a `side`-pixel box is ink.
+fn shape_pixel(class: u8, r: i32, c: i32, side: i32) -> bool {
+    let at = |i: i32| (f64::from(i) + 0.5) / f64::from(side);
+    (0..side).contains(&r) && (0..side).contains(&c) && shape(class, at(r), at(c))
+}
+
+/// Shapes laid out as the dataset's images are, light on a dark, slightly noisy background.
+/// MNIST: a 20x20 box placed so its centre of mass is near the middle of the field (shifted
+/// up to 2 pixels). Fashion-MNIST: the box fills the field. Unlike a class-specific position,
+/// a shape survives the crop-and-centre of picture input.
+fn images(count: usize, seed: u64, fashion: bool) -> (Vec<u8>, Vec<u8>) {
+    let mut noise = Noise(seed | 1);
+    let mut pixels = vec![0u8; count * 784];
+    let mut labels = Vec::with_capacity(count);
+    let side = if fashion { 28 } else { 20 };
+    for image in pixels.chunks_mut(784) {
+        let label = (noise.next() % 10) as u8;
+        labels.push(label);
+        let (mut top, mut left) = (0, 0);
+        if !fashion {
+            let (t, l) = centred_box(label);
+            top = t + (noise.next() % 5) as i32 - 2;
+            left = l + (noise.next() % 5) as i32 - 2;
+        }
+        let ink = 180 + (noise.next() % 76) as u8;
+        for (p, v) in image.iter_mut().enumerate() {
+            let (r, c) = (p as i32 / 28 - top, p as i32 % 28 - left);
+            *v = if shape_pixel(label, r, c, side) {
+                ink
+            } else {
+                (noise.next() % 16) as u8
+            };
+        }
+    }
+    (pixels, labels)
+}
+
+/// Top-left corner that puts the centre of mass of `class`'s 20x20 shape at the field's centre.
+fn centred_box(class: u8) -> (i32, i32) {
+    let (mut n, mut sr, mut sc) = (0.0, 0.0, 0.0);
+    for r in 0..20 {
+        for c in 0..20 {
+            if shape_pixel(class, r, c, 20) {
+                n += 1.0;
+                sr += f64::from(r) + 0.5;
+                sc += f64::from(c) + 0.5;
+            }
+        }
+    }
+    let place = |centre: f64| (14.0 - centre).round().clamp(2.0, 6.0) as i32;
+    (place(sr / n), place(sc / n))
+}
+
+fn idx_images(pixels: &[u8]) -> Vec<u8> {
+    let mut out = vec![0, 0, 8, 3];
+    out.extend(((pixels.len() / 784) as u32).to_be_bytes());
+    out.extend(28u32.to_be_bytes());
+    out.extend(28u32.to_be_bytes());
+    out.extend(pixels);
+    out
+}
+
+fn idx_labels(labels: &[u8]) -> Vec<u8> {
+    let mut out = vec![0, 0, 8, 1];
+    out.extend((labels.len() as u32).to_be_bytes());
+    out.extend(labels);
+    out
+}
+
+/// A dataset folder. A name with "fashion" in it makes models trained on it Fashion-MNIST
+/// ones, which print its class names and prepare pictures its way.
+fn dataset_named(dir: &Path, name: &str, train: usize, test: usize) -> PathBuf {
+    let data = dir.join(name);
+    let fashion = name.contains("fashion");
+    std::fs::create_dir_all(&data).unwrap();
+    let (x, y) = images(train, 1, fashion);
+    std::fs::write(data.join("train-images-idx3-ubyte"), idx_images(&x)).unwrap();
+    std::fs::write(data.join("train-labels-idx1-ubyte"), idx_labels(&y)).unwrap();
+    let (x, y) = images(test, 2, fashion);
+    std::fs::write(data.join("t10k-images-idx3-ubyte"), idx_images(&x)).unwrap();
+    std::fs::write(data.join("t10k-labels-idx1-ubyte"), idx_labels(&y)).unwrap();
+    data
+}
+
+/// A Fashion-MNIST-like dataset folder.
+fn dataset(dir: &Path, train: usize, test: usize) -> PathBuf {
+    dataset_named(dir, "fashion-shapes", train, test)
+}
+
+/// Trains on `data` for `epochs` with a validation split; extra arguments are appended.
+fn train(data: &Path, model: &Path, epochs: &str, extra: &[&str]) -> String {
+    let mut args = vec![
+        "train",
+        "--data",
+        s(data),
+        "--epochs",
+        epochs,
+        "--validation-split",
+        "0.1",
+        "--save",
+        s(model),
+    ];
+    args.extend(extra);
+    ok(&args)
+}
+
+/// Number of points of each polyline drawn in `stroke`.
+fn polylines(svg: &str, stroke: &str) -> Vec<usize> {
+    let mut lengths: Vec<usize> = svg
+        .lines()
+        .filter(|l| l.starts_with("<polyline") && l.contains(stroke))
+        .map(|l| {
+            l.split("points=\"")
+                .nth(1)
+                .unwrap()
+                .split_whitespace()
+                .filter(|p| p.contains(','))
+                .count()
+        })
+        .collect();
+    lengths.sort_unstable();
+    lengths
+}
+
+#[test]
+fn train_plot_draws_one_series_per_metric_in_svg_and_png() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 600, 50);
+    let model = dir.path().join("m.pdn");
+    let svg_path = dir.path().join("curves.svg");
+    let printed = train(&data, &model, "3", &["--plot", s(&svg_path)]);
+    assert!(printed.contains("plotted"), "{printed}");
+    let svg = std::fs::read_to_string(&svg_path).unwrap();
+    // Per panel (loss, accuracy) and series: one line through the 3 epochs, and a two-point
+    // sample in the legend.
+    assert_eq!(polylines(&svg, TRAIN_COLOUR), [2, 2, 3, 3], "{svg}");
+    assert_eq!(polylines(&svg, VALIDATION_COLOUR), [2, 2, 3, 3], "{svg}");
+    for label in ["loss", "accuracy", "epoch", "train", "validation"] {
+        assert!(
+            svg.contains(&format!("\n{label}\n</text>")),
+            "{label}: {svg}"
+        );
+    }
+
+    // Without a validation split there is nothing to draw for it.
+    let png_path = dir.path().join("curves.png");
+    ok(&[
+        "train",
+        "--data",
+        s(&data),
+        "--epochs",
+        "1",
+        "--quiet",
+        "--save",
+        s(&model),
+        "--plot",
+        s(&png_path),
+    ]);
+    let png = image::open(&png_path).unwrap();
+    assert_eq!((png.width(), png.height()), (1000, 420));
+    let svg_path = dir.path().join("no-validation.svg");
+    ok(&[
+        "train",
+        "--data",
+        s(&data),
+        "--epochs",
+        "2",
+        "--quiet",
+        "--save",
+        s(&model),
+        "--plot",
+        s(&svg_path),
+    ]);
+    let svg = std::fs::read_to_string(&svg_path).unwrap();
+    assert_eq!(polylines(&svg, TRAIN_COLOUR), [2, 2, 2, 2], "{svg}");
+    assert!(polylines(&svg, VALIDATION_COLOUR).is_empty(), "{svg}");
+}
+
+#[test]
+fn a_plot_name_without_svg_or_png_fails_before_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 200, 20);
+    let model = dir.path().join("m.pdn");
+    for name in ["curves.jpg", "curves"] {
+        let plot = dir.path().join(name);
+        let out = run(&[
+            "train",
+            "--data",
+            s(&data),
+            "--save",
+            s(&model),
+            "--plot",
+            s(&plot),
+        ]);
+        let printed = text(&out);
+        assert!(!out.status.success(), "{printed}");
+        assert!(printed.contains(s(&plot)), "{printed}");
+        assert!(printed.contains(".svg or .png"), "{printed}");
+        assert!(!printed.contains("Epoch"), "trained anyway: {printed}");
+        assert!(!printed.contains("panicked"), "{printed}");
+        assert!(!model.exists());
+    }
+}
+
+#[test]
+fn evaluate_prints_the_confusion_matrix_and_writes_the_report_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let test_size = 300;
+    let data = dataset(dir.path(), 1000, test_size);
+    let model = dir.path().join("m.pdn");
+    train(&data, &model, "2", &["--quiet"]);
+
+    let printed = ok(&[
+        "evaluate",
+        "--model",
+        s(&model),
+        "--data",
+        s(&data),
+        "--confusion",
+    ]);
+    // Rows are the true classes, named; columns the predicted ones.
+    let rows: Vec<Vec<u64>> = (0..10)
+        .map(|c| {
+            let name = [
+                "0 T-shirt/top",
+                "1 Trouser",
+                "2 Pullover",
+                "3 Dress",
+                "4 Coat",
+                "5 Sandal",
+                "6 Shirt",
+                "7 Sneaker",
+                "8 Bag",
+                "9 Ankle boot",
+            ][c];
+            let line = printed
+                .lines()
+                .find(|l| l.starts_with(name) && !l.contains('.'))
+                .unwrap_or_else(|| panic!("no row for {name}: {printed}"));
+            line[name.len()..]
+                .split_whitespace()
+                .map(|n| n.parse().unwrap())
+                .collect()
+        })
+        .collect();
+    assert!(rows.iter().all(|r| r.len() == 10), "{printed}");
+    let total: u64 = rows.iter().flatten().sum();
+    assert_eq!(total, test_size as u64, "{printed}");
+    assert!(printed.contains("precision  recall  support"), "{printed}");
+
+    let out = run(&[
+        "evaluate",
+        "--model",
+        s(&model),
+        "--data",
+        s(&data),
+        "--confusion",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let matrix: Vec<Vec<u64>> = serde_json::from_value(json["confusion"].clone()).unwrap();
+    assert_eq!(matrix, rows);
+    assert_eq!(json["recall"].as_array().unwrap().len(), 10);
+    let correct: u64 = (0..10).map(|c| matrix[c][c]).sum();
+    let accuracy = json["test_accuracy"].as_f64().unwrap();
+    assert!((accuracy - correct as f64 / test_size as f64).abs() < 1e-9);
+
+    let report = dir.path().join("report").join("nested");
+    let printed = ok(&[
+        "evaluate",
+        "--model",
+        s(&model),
+        "--data",
+        s(&data),
+        "--report",
+        s(&report),
+    ]);
+    assert!(printed.contains("confusion.png"), "{printed}");
+    let confusion = image::open(report.join("confusion.png")).unwrap();
+    assert_eq!((confusion.width(), confusion.height()), (820, 780));
+    let grid = image::open(report.join("misclassified.png")).unwrap();
+    // Up to 25 mistakes, five to a row; a row saying there are none when there are none.
+    let shown = (test_size as u64 - correct).min(25) as u32;
+    let rows = shown.div_ceil(5).max(1);
+    assert_eq!((grid.width(), grid.height()), (750, 44 + 136 * rows));
+}
+
+/// Test image `index` scaled up 8 times, inverted and put on a wider sheet: a dark shape on
+/// white paper, as a phone would see it.
+fn render_as_photo(data: &Path, index: usize, path: &Path) -> u8 {
+    let images = std::fs::read(data.join("t10k-images-idx3-ubyte")).unwrap();
+    let labels = std::fs::read(data.join("t10k-labels-idx1-ubyte")).unwrap();
+    let pixels = &images[16 + index * 784..16 + (index + 1) * 784];
+    let (scale, margin) = (8, 40);
+    let side = 28 * scale + 2 * margin;
+    let picture = image::GrayImage::from_fn(side, side + 30, |x, y| {
+        let (x, y) = (x.wrapping_sub(margin), y.wrapping_sub(margin));
+        let v = if x < 28 * scale && y < 28 * scale {
+            pixels[(y / scale) as usize * 28 + (x / scale) as usize]
+        } else {
+            0
+        };
+        image::Luma([255 - v])
+    });
+    picture.save(path).unwrap();
+    labels[8 + index]
+}
+
+#[test]
+fn predict_classifies_a_picture_of_a_test_image() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, trouser) in [("mnist-shapes", "1"), ("fashion-shapes", "1 Trouser")] {
+        let data = dataset_named(dir.path(), name, 2000, 200);
+        let model = dir.path().join(format!("{name}.pdn"));
+        train(&data, &model, "2", &["--quiet"]);
+        let labels = std::fs::read(data.join("t10k-labels-idx1-ubyte")).unwrap();
+        // The first test image of every class.
+        for class in 0..10u8 {
+            let index = labels[8..].iter().position(|&l| l == class).unwrap();
+            let picture = dir.path().join(format!("{name}-{class}.png"));
+            assert_eq!(render_as_photo(&data, index, &picture), class);
+            let out = run(&["predict", "--model", s(&model), s(&picture), "--json"]);
+            assert!(out.status.success(), "{}", text(&out));
+            let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(json["class"], u64::from(class), "{name} {class}: {json}");
+            let p: Vec<f64> = serde_json::from_value(json["probabilities"].clone()).unwrap();
+            assert_eq!(p.len(), 10);
+            assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-4, "{p:?}");
+        }
+
+        // The text form names the top three classes and can draw what the model saw.
+        let picture = dir.path().join(format!("{name}-1.png"));
+        let printed = ok(&["predict", "--model", s(&model), s(&picture), "--show"]);
+        assert!(
+            printed.contains(&format!("predicted: {trouser}\n")),
+            "{printed}"
+        );
+        for rank in [format!("  1. {trouser} "), "  2. ".into(), "  3. ".into()] {
+            assert_eq!(
+                printed.lines().filter(|l| l.starts_with(&rank)).count(),
+                1,
+                "{printed}"
+            );
+        }
+        assert!(!printed.contains("  4. "), "{printed}");
+        assert!(printed.contains('█'), "{printed}");
+    }
+}
+
+#[test]
+fn predict_takes_an_image_or_an_index_but_not_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 300, 20);
+    let model = dir.path().join("m.pdn");
+    train(&data, &model, "1", &["--quiet"]);
+    let picture = dir.path().join("photo.png");
+    render_as_photo(&data, 0, &picture);
+
+    let printed = ok(&[
+        "predict",
+        "--model",
+        s(&model),
+        "--data",
+        s(&data),
+        "--index",
+        "0",
+    ]);
+    assert!(printed.contains("true label:"), "{printed}");
+    let out = run(&[
+        "predict",
+        "--model",
+        s(&model),
+        "--data",
+        s(&data),
+        "--index",
+        "0",
+        "--json",
+    ]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        json["class"].is_u64() && json["probabilities"].is_array(),
+        "{json}"
+    );
+
+    let notes = dir.path().join("notes.png");
+    std::fs::write(&notes, "not a picture").unwrap();
+    let blank = dir.path().join("blank.png");
+    image::GrayImage::from_pixel(50, 40, image::Luma([250]))
+        .save(&blank)
+        .unwrap();
+    for (args, needle) in [
+        (
+            vec!["predict", "--model", s(&model), s(&picture), "--index", "0"],
+            "cannot be used with",
+        ),
+        (vec!["predict", "--model", s(&model)], "required"),
+        (
+            vec!["predict", "--model", s(&model), s(&notes)],
+            "notes.png: cannot read the image",
+        ),
+        (
+            vec!["predict", "--model", s(&model), s(&blank)],
+            "blank.png: no ink found",
+        ),
+    ] {
+        let out = run(&args);
+        let printed = text(&out);
+        assert!(!out.status.success(), "{args:?} accepted: {printed}");
+        assert!(printed.contains(needle), "{args:?}: {printed}");
+        assert!(!printed.contains("panicked"), "{printed}");
+    }
+}
