@@ -28,6 +28,8 @@ pub enum Command {
         /// The model file.
         path: PathBuf,
     },
+    /// Write a flash image for a microcontroller: f32, or int8 quantised on training images.
+    Export(ExportArgs),
     /// Time training, and with --compare the same model in Keras and numpy on the same data.
     Bench(BenchArgs),
     /// Fetch a dataset into the user cache, checking its published checksums.
@@ -186,4 +188,20 @@ pub struct BenchArgs {
     /// tensorflow-cpu and numpy in the user cache when missing; $PICODENSE_VENV overrides).
     #[arg(long)]
     pub compare: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// The trained model (or a checkpoint).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Storage of the exported weights.
+    #[arg(long, value_enum)]
+    pub format: picodense::export::ExportFormat,
+    /// Where to write the image.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Training images calibrate int8; test images measure both models' accuracy.
+    #[command(flatten)]
+    pub data: DataArgs,
 }

@@ -7,6 +7,7 @@ pub mod compute;
 pub mod data;
 pub mod download;
 pub mod evaluation;
+pub mod export;
 pub mod image_input;
 pub mod plot;
 pub mod report;

@@ -12,11 +12,12 @@ use clap::Parser;
 use picodense::compute::{KernelChoice, default_threads, select_kernel};
 use picodense::data::{self, DatasetKind, Splits};
 use picodense::evaluation::{ConfusionMatrix, Prediction, class_label, predicted_classes, top_k};
+use picodense::export;
 use picodense::image_input;
 use picodense::plot::{self, PlotFormat};
 use picodense::report::{JsonLog, Progress, Summary};
 use picodense::train::{self, Every, Outcome, RunControl, TrainConfig, Trainer};
-use picodense_core::format::ModelView;
+use picodense_core::format::{Dtype, ModelView};
 
 use cli::{Cli, Command, ComputeArgs, DataArgs};
 
@@ -29,6 +30,7 @@ fn main() -> ExitCode {
         Command::Inspect { path } => run_inspect(&path).map(|()| ExitCode::SUCCESS),
         Command::Download { dataset } => run_download(dataset).map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => run_bench(args).map(|()| ExitCode::SUCCESS),
+        Command::Export(args) => run_export(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
@@ -170,7 +172,7 @@ fn run_train(args: cli::TrainArgs) -> Result<ExitCode> {
             println!(
                 "resuming {} at epoch {}/{}, step {}",
                 path.display(),
-                at.epoch + 1,
+                at.epoch.saturating_add(1),
                 config.epochs,
                 at.step
             );
@@ -262,16 +264,33 @@ fn run_train(args: cli::TrainArgs) -> Result<ExitCode> {
 
 fn run_evaluate(args: cli::EvaluateArgs) -> Result<()> {
     let (threads, kernel) = compute_settings(&args.compute)?;
-    let (model, trained_on) = train::load_model(&args.model)?;
+    let bytes = std::fs::read(&args.model)
+        .with_context(|| format!("{}: cannot read", args.model.display()))?;
+    let dtype = export::file_dtype(&args.model, &bytes)?;
     let (splits, kind, _) = load_data(&args.data, args.json)?;
-    let mut trainer = Trainer::with_model(model, threads, kernel);
-    let test = trainer.evaluate(&splits.test);
-    let details = (args.confusion || args.report.is_some()).then(|| {
-        let probabilities = trainer.dataset_probabilities(&splits.test);
-        let predicted = predicted_classes(&probabilities);
-        let matrix = ConfusionMatrix::new(&splits.test.labels, &predicted);
-        (probabilities, matrix)
-    });
+    let wants_details = args.confusion || args.report.is_some();
+    let (test, details, trained_on) = match dtype {
+        Dtype::F32 => {
+            let (model, trained_on) = train::load_model(&args.model)?;
+            let mut trainer = Trainer::with_model(model, threads, kernel);
+            let test = trainer.evaluate(&splits.test);
+            let details = wants_details.then(|| {
+                let probabilities = trainer.dataset_probabilities(&splits.test);
+                let predicted = predicted_classes(&probabilities);
+                let matrix = ConfusionMatrix::new(&splits.test.labels, &predicted);
+                (probabilities, matrix)
+            });
+            (test, details, trained_on)
+        }
+        Dtype::Int8 => {
+            if wants_details {
+                bail!("--confusion and --report need the f32 model, not an int8 export");
+            }
+            let test = export::evaluate_int8(&bytes, &splits.test, threads)
+                .with_context(|| format!("{}", args.model.display()))?;
+            (test, None, None)
+        }
+    };
     let names = trained_on
         .or(kind)
         .unwrap_or(DatasetKind::Mnist)
@@ -539,6 +558,35 @@ fn run_bench(args: cli::BenchArgs) -> Result<()> {
             "",
             r.fit_seconds / seconds,
             r.peak_rss_mb / rss
+        );
+    }
+    Ok(())
+}
+
+fn run_export(args: cli::ExportArgs) -> Result<()> {
+    let (model, trained_on) = train::load_model(&args.model)?;
+    let (splits, kind, _) = load_data(&args.data, false)?;
+    let bytes = export::export(&model, args.format, &splits.train, trained_on.or(kind));
+    train::write_atomic(&args.out, &bytes)?;
+    let threads = default_threads();
+    let f32_stats = Trainer::with_model(model, threads, select_kernel(KernelChoice::Auto)?)
+        .evaluate(&splits.test);
+    println!(
+        "wrote {} ({} bytes, {})",
+        args.out.display(),
+        bytes.len(),
+        match args.format {
+            export::ExportFormat::F32 => "f32",
+            export::ExportFormat::Int8 => "int8",
+        }
+    );
+    println!("f32 test accuracy:  {:.4}", f32_stats.accuracy());
+    if args.format == export::ExportFormat::Int8 {
+        let int8 = export::evaluate_int8(&bytes, &splits.test, threads)?;
+        println!(
+            "int8 test accuracy: {:.4} ({:+.2} points)",
+            int8.accuracy(),
+            100.0 * (int8.accuracy() - f32_stats.accuracy())
         );
     }
     Ok(())

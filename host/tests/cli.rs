@@ -289,3 +289,68 @@ fn bad_arguments_fail_before_any_work() {
         assert!(!printed.contains("panicked"), "{printed}");
     }
 }
+
+#[test]
+fn exported_f32_and_int8_files_evaluate_like_the_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 2000, 400);
+    let data = data.to_str().unwrap();
+    let model = dir.path().join("m.pdn");
+    let out = run(&[
+        "train",
+        "--data",
+        data,
+        "--epochs",
+        "1",
+        "--quiet",
+        "--save",
+        model.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let accuracy = |path: &Path| {
+        let out = run(&[
+            "evaluate",
+            "--model",
+            path.to_str().unwrap(),
+            "--data",
+            data,
+            "--json",
+        ]);
+        assert!(out.status.success(), "{}", text(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["test_accuracy"].as_f64().unwrap()
+    };
+    let original = accuracy(&model);
+    for (format, size) in [("f32", 1_628_236u64), ("int8", 414_936)] {
+        let exported = dir.path().join(format!("{format}.pdn"));
+        let out = run(&[
+            "export",
+            "--model",
+            model.to_str().unwrap(),
+            "--format",
+            format,
+            "--out",
+            exported.to_str().unwrap(),
+            "--data",
+            data,
+        ]);
+        let printed = text(&out);
+        assert!(out.status.success(), "{printed}");
+        assert!(printed.contains("f32 test accuracy"), "{printed}");
+        assert_eq!(std::fs::metadata(&exported).unwrap().len(), size);
+        let got = accuracy(&exported);
+        match format {
+            "f32" => assert_eq!(got, original),
+            _ => assert!(
+                (got - original).abs() <= 0.01,
+                "int8 {got} vs f32 {original}"
+            ),
+        }
+        let out = run(&["inspect", exported.to_str().unwrap()]);
+        assert!(
+            text(&out).contains(&format!("dtype:         {format}")),
+            "{}",
+            text(&out)
+        );
+    }
+}
