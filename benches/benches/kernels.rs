@@ -1,7 +1,8 @@
 //! GFLOP/s of the matrix products at the shapes training uses: the naive reference, the
 //! portable and AVX2 blocked kernels (AVX2 on 1 and 2 threads), and `matrixmultiply::sgemm`
 //! as a reference crate, all in one run. Criterion's throughput is in flops (2·m·k·n), so its
-//! "elem/s" figures read as FLOP/s.
+//! "elem/s" figures read as FLOP/s. Single-thread groups (`gemm/...`) measure the thread's CPU
+//! time, so other processes on a shared machine do not count; `gemm_2threads/...` is wall time.
 //!
 //! Shapes (one training step of 128 rows of the 784-512-10 network, and a large square):
 //! `fwd` X·W1, `wgrad` Xᵀ·dH (Xᵀ a transposed view), `out` H·W2, `back` dZ·W2ᵀ (W2ᵀ a
@@ -12,10 +13,10 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use criterion::measurement::WallTime;
-use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::measurement::Measurement;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use picodense::compute::zeroed_slice;
-use picodense_benches::{PIXELS, ScopedThreads, synthetic_mnist};
+use picodense_benches::{PIXELS, ScopedThreads, ThreadCpuTime, synthetic_mnist};
 use picodense_core::Scratch;
 use picodense_core::kernels::{Epilogue, Kernel, MatRef, Parallel, Serial, gemm_parallel};
 
@@ -118,7 +119,9 @@ fn a_data(s: &Shape) -> Vec<f32> {
     pixels.iter().map(|&p| f32::from(p) / 255.0).collect()
 }
 
-fn bench_shape(c: &mut Criterion, s: &Shape) {
+/// One shape: on this thread (`jobs == 1`: naive, portable, AVX2, matrixmultiply) or AVX2
+/// split over two threads.
+fn bench_shape<M: Measurement>(c: &mut Criterion<M>, s: &Shape, jobs: usize) {
     let a_store = a_data(s);
     let b_store = uniform(s.k * s.n, 2);
     let a = match s.layout {
@@ -130,34 +133,34 @@ fn bench_shape(c: &mut Criterion, s: &Shape) {
         Layout::Nn | Layout::Tn => MatRef::row_major(&b_store, s.k, s.n),
     };
     let mut out = vec![0.0f32; s.m * s.n];
-    let mut scratches = zeroed_slice::<Scratch>(2);
+    let mut scratches = zeroed_slice::<Scratch>(jobs);
 
-    let mut group = c.benchmark_group(format!("gemm/{}", s.name));
+    let name = if jobs == 1 { "gemm" } else { "gemm_2threads" };
+    let mut group = c.benchmark_group(format!("{name}/{}", s.name));
     group.throughput(Throughput::Elements(2 * (s.m * s.k * s.n) as u64));
     let big = s.m * s.k * s.n > 100_000_000;
     group.sample_size(if big { 10 } else { 30 });
     group.warm_up_time(Duration::from_millis(if big { 1000 } else { 400 }));
     group.measurement_time(Duration::from_millis(if big { 3000 } else { 1500 }));
 
-    let mut run = |group: &mut BenchmarkGroup<WallTime>, id: &str, kernel: Kernel, jobs: usize| {
-        let scratch = &mut scratches[..jobs];
-        group.bench_function(id, |bench| {
-            bench.iter(|| {
-                if jobs == 1 {
-                    product(&Serial, kernel, a, b, &mut out, scratch)
-                } else {
-                    product(&ScopedThreads, kernel, a, b, &mut out, scratch)
-                }
-            })
-        });
-    };
-    if s.naive {
-        run(&mut group, "naive", Kernel::NAIVE, 1);
+    if jobs > 1 {
+        if let Some(avx2) = avx2() {
+            group.bench_function("avx2", |bench| {
+                bench.iter(|| product(&ScopedThreads, avx2, a, b, &mut out, &mut scratches))
+            });
+        }
+        group.finish();
+        return;
     }
-    run(&mut group, "portable", Kernel::PORTABLE, 1);
-    if let Some(avx2) = avx2() {
-        run(&mut group, "avx2", avx2, 1);
-        run(&mut group, "avx2_2threads", avx2, 2);
+    let mut kernels = vec![("portable", Kernel::PORTABLE)];
+    if s.naive {
+        kernels.insert(0, ("naive", Kernel::NAIVE));
+    }
+    kernels.extend(avx2().map(|k| ("avx2", k)));
+    for (id, kernel) in kernels {
+        group.bench_function(id, |bench| {
+            bench.iter(|| product(&Serial, kernel, a, b, &mut out, &mut scratches))
+        });
     }
     let (rsa, csa) = strides(s.layout, true, s.m, s.k);
     let (rsb, csb) = strides(s.layout, false, s.k, s.n);
@@ -230,16 +233,27 @@ fn avx2() -> Option<Kernel> {
     None
 }
 
-fn kernels(c: &mut Criterion) {
+fn one_thread(c: &mut Criterion<ThreadCpuTime>) {
     for s in &SHAPES {
-        bench_shape(c, s);
+        bench_shape(c, s, 1);
+    }
+}
+
+fn two_threads(c: &mut Criterion) {
+    for s in &SHAPES {
+        bench_shape(c, s, 2);
     }
 }
 
 criterion_group! {
-    name = benches;
+    name = single;
     // No plots: they need system fonts, and the figures are what matters here.
-    config = Criterion::default().without_plots();
-    targets = kernels
+    config = Criterion::default().without_plots().with_measurement(ThreadCpuTime);
+    targets = one_thread
 }
-criterion_main!(benches);
+criterion_group! {
+    name = threads;
+    config = Criterion::default().without_plots();
+    targets = two_threads
+}
+criterion_main!(single, threads);

@@ -1,6 +1,9 @@
-//! Shared pieces of the criterion benchmarks in `benches/`: MNIST-like synthetic data and a
-//! scoped-thread [`Parallel`].
+//! Shared pieces of the criterion benchmarks in `benches/`: MNIST-like synthetic data, a
+//! scoped-thread [`Parallel`], and a thread-CPU-time measurement for single-thread runs.
 
+use std::time::Duration;
+
+use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use picodense_core::Parallel;
 
 /// Pixels in one 28 x 28 image.
@@ -108,9 +111,82 @@ impl Parallel for ScopedThreads {
     }
 }
 
+/// Criterion measurement of the CPU time of the benchmarking thread: on a shared machine, time
+/// the thread spends descheduled while other processes run does not count. Only meaningful for
+/// work done on that one thread; multi-threaded runs use wall time.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ThreadCpuTime;
+
+impl Measurement for ThreadCpuTime {
+    type Intermediate = Duration;
+    type Value = Duration;
+
+    fn start(&self) -> Duration {
+        thread_cpu_time()
+    }
+
+    fn end(&self, start: Duration) -> Duration {
+        thread_cpu_time().saturating_sub(start)
+    }
+
+    fn add(&self, a: &Duration, b: &Duration) -> Duration {
+        *a + *b
+    }
+
+    fn zero(&self) -> Duration {
+        Duration::ZERO
+    }
+
+    fn to_f64(&self, value: &Duration) -> f64 {
+        value.as_nanos() as f64
+    }
+
+    fn formatter(&self) -> &dyn ValueFormatter {
+        // Same unit (nanoseconds) as wall time, so the same formatting.
+        static WALL: WallTime = WallTime;
+        WALL.formatter()
+    }
+}
+
+/// CPU time consumed so far by the calling thread.
+#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+pub fn thread_cpu_time() -> Duration {
+    #[repr(C)]
+    struct Timespec {
+        sec: i64,
+        nsec: i64,
+    }
+    unsafe extern "C" {
+        fn clock_gettime(clock: i32, ts: *mut Timespec) -> i32;
+    }
+    const CLOCK_THREAD_CPUTIME_ID: i32 = 3;
+    let mut ts = Timespec { sec: 0, nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec (64-bit Linux layout) for the call.
+    let rc = unsafe { clock_gettime(CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID) failed");
+    Duration::new(ts.sec as u64, ts.nsec as u32)
+}
+
+/// Elsewhere: wall time since the first call (no portable per-thread CPU clock in std).
+#[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
+pub fn thread_cpu_time() -> Duration {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START.get_or_init(std::time::Instant::now).elapsed()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn thread_cpu_time_advances_with_work() {
+        let start = thread_cpu_time();
+        let mut x = 0u64;
+        for i in 0..20_000_000u64 {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+        }
+        assert!(thread_cpu_time() > start, "{x}");
+    }
 
     #[test]
     fn synthetic_images_are_sparse_like_mnist() {
