@@ -695,7 +695,7 @@ pub fn evaluation_report(
 /// certain.
 fn percent(p: f32) -> String {
     let p = f64::from(p) * 100.0;
-    if p >= 99.95 && p < 100.0 {
+    if (99.95..100.0).contains(&p) {
         ">99.9%".into()
     } else {
         format!("{p:.1}%")
