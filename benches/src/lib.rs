@@ -76,7 +76,7 @@ pub fn synthetic_mnist(count: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
                 .fold(f32::INFINITY, f32::min);
             // Solid core, one pixel of anti-aliased edge.
             let ink = (pen + 0.5 - d).clamp(0.0, 1.0);
-            *pixel = (ink * 255.0).round() as u8;
+            *pixel = (ink * 255.0 + 0.5) as u8;
         }
     }
     (images, labels)
