@@ -213,10 +213,11 @@ const PORTABLE_NR: usize = 8;
 const AVX2_MR: usize = 6;
 #[cfg(target_arch = "x86_64")]
 const AVX2_NR: usize = 16;
+// 16 accumulators of the 32 q registers, leaving room for B, A and the pipeline depth.
 #[cfg(target_arch = "aarch64")]
 const NEON_MR: usize = 8;
 #[cfg(target_arch = "aarch64")]
-const NEON_NR: usize = 16;
+const NEON_NR: usize = 8;
 
 /// Packing buffers for the blocked kernels (about 300 KB: keep it on the heap or in a static).
 pub struct Scratch {
@@ -412,7 +413,7 @@ fn blocked_neon(
     epilogue: Epilogue,
     scratch: &mut Scratch,
 ) {
-    blocked::<Plain, NEON_MR, NEON_NR>(a, b, out, cols, epilogue, scratch)
+    blocked::<Fused, NEON_MR, NEON_NR>(a, b, out, cols, epilogue, scratch)
 }
 
 /// Multiply-add as a kernel variant computes it.
@@ -459,9 +460,39 @@ impl<const MR: usize, const NR: usize> Tiles<MR, NR> for Plain {
     }
 }
 
-/// A fused multiply-add; only used by functions compiled with the `fma` feature.
-#[cfg(target_arch = "x86_64")]
+/// A fused multiply-add: on x86-64 only used by functions compiled with the `fma` feature;
+/// on aarch64 part of the baseline.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 struct Fused;
+
+#[cfg(target_arch = "aarch64")]
+impl MulAdd for Fused {
+    #[inline(always)]
+    fn mul_add(a: f32, b: f32, c: f32) -> f32 {
+        use core::arch::aarch64::{vdupq_n_f32, vfmaq_f32, vgetq_lane_f32};
+        // SAFETY: NEON is part of the aarch64 baseline. LLVM turns this one-lane FMA into `fmla`
+        // on whole vectors when it vectorises the tile.
+        unsafe { vgetq_lane_f32::<0>(vfmaq_f32(vdupq_n_f32(c), vdupq_n_f32(a), vdupq_n_f32(b))) }
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+impl<const MR: usize, const NR: usize> Tiles<MR, NR> for Fused {
+    #[inline(never)]
+    fn dense<const R: usize>(a_panel: &[f32], b_panel: &[f32]) -> [[f32; NR]; R] {
+        micro_kernel::<Self, MR, R, NR>(a_panel, b_panel)
+    }
+
+    #[inline(never)]
+    fn sparse<const R: usize>(a_panel: &[f32], steps: &[u16], b_panel: &[f32]) -> [[f32; NR]; R] {
+        sparse_kernel::<Self, MR, R, NR>(a_panel, steps, b_panel)
+    }
+
+    #[inline(never)]
+    fn direct(a: &MatRef, i0: usize, pc: usize, b_panel: &[f32]) -> [[f32; NR]; MR] {
+        direct_kernel::<Self, MR, NR>(a, i0, pc, b_panel)
+    }
+}
 
 #[cfg(target_arch = "x86_64")]
 impl MulAdd for Fused {
