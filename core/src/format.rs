@@ -343,6 +343,10 @@ impl<'a> ModelView<'a> {
     }
 
     fn f32_layout(&self) -> Result<F32Layout, FormatError> {
+        // `parse` checks the f32 layout only for f32 files: another dtype has none to use.
+        if self.header.dtype != Dtype::F32 {
+            return Err(FormatError::WrongDtype(self.header.dtype));
+        }
         let weights = self
             .header
             .f32_weight_bytes()
@@ -360,15 +364,20 @@ impl<'a> ModelView<'a> {
         };
         let extra = if self.header.has_extra {
             let len_at = end;
-            if self.payload.len() < len_at + 4 {
+            // Sizes near usize::MAX must fail here, not wrap to a small offset.
+            let start = len_at.checked_add(4).ok_or(FormatError::TooLarge)?;
+            if self.payload.len() < start {
                 return Err(FormatError::LengthMismatch {
                     declared: self.header.payload_len,
-                    expected: len_at + 4,
+                    expected: start,
                 });
             }
-            let len = LittleEndian::read_u32(&self.payload[len_at..len_at + 4]) as usize;
-            end = len_at + 4 + len.next_multiple_of(4);
-            Some((len_at + 4, len))
+            let len = LittleEndian::read_u32(&self.payload[len_at..start]) as usize;
+            end = len
+                .checked_next_multiple_of(4)
+                .and_then(|padded| start.checked_add(padded))
+                .ok_or(FormatError::TooLarge)?;
+            Some((start, len))
         } else {
             None
         };
