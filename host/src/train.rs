@@ -302,11 +302,17 @@ impl Trainer {
             source,
         };
         let view = ModelView::parse(&bytes).map_err(format_err)?;
-        let record: CheckpointRecord = view
+        let extra = view
             .extra()
             .map_err(format_err)?
-            .and_then(|extra| serde_json::from_slice(extra).ok())
             .ok_or_else(|| ModelFileError::NotCheckpoint(path.to_owned()))?;
+        let bad_record = |reason: String| ModelFileError::BadRecord {
+            path: path.to_owned(),
+            reason,
+        };
+        let record: CheckpointRecord =
+            serde_json::from_slice(extra).map_err(|e| bad_record(e.to_string()))?;
+        check_record(&record).map_err(bad_record)?;
         let mut trainer = Self::with_model(zeroed_box(), threads, kernel);
         view.load_into(&mut trainer.model).map_err(format_err)?;
         if record.optimizer == OptimizerKind::Rmsprop {
@@ -376,7 +382,8 @@ impl Trainer {
         }
         let steps = train.len().div_ceil(config.batch_size);
         let start = self.position;
-        let mut reports = Vec::with_capacity(config.epochs);
+        // Not sized by `config.epochs`: any count is allowed, and one report per epoch is small.
+        let mut reports = Vec::new();
         for epoch in start.epoch..config.epochs {
             let started = Instant::now();
             let order = epoch_order(config.seed, epoch, train.len());
@@ -406,8 +413,12 @@ impl Trainer {
                     step: step + 1,
                     running: &running,
                 });
-                let global_step = epoch * steps + step + 1;
-                let due = matches!(control.every, Every::Steps(n) if global_step % n == 0);
+                // u128: a huge epoch count cannot overflow the step number.
+                let global_step = epoch as u128 * steps as u128 + step as u128 + 1;
+                let due = matches!(
+                    control.every,
+                    Every::Steps(n) if global_step.is_multiple_of(n as u128)
+                );
                 if control.stop_requested() {
                     let written = self.write_checkpoint(config, train, control.interrupt_path())?;
                     return Ok(Outcome::Interrupted {
@@ -598,6 +609,35 @@ fn zeroed_box_batch() -> Box<[[f32; IMAGE_PIXELS]; MAX_BATCH]> {
     batch.try_into().expect("MAX_BATCH rows")
 }
 
+/// Refuses a checkpoint record that no run could have written: settings `fit` rejects, or a
+/// position outside the run (which would otherwise skip or overflow in the loop).
+fn check_record(r: &CheckpointRecord) -> Result<(), String> {
+    let config = TrainConfig {
+        epochs: r.epochs,
+        batch_size: r.batch_size,
+        optimizer: r.optimizer,
+        learning_rate: r.learning_rate,
+        seed: r.seed,
+        ..TrainConfig::default()
+    };
+    validate(&config).map_err(|e| e.to_string())?;
+    let at = &r.position;
+    let steps = r.train_rows.div_ceil(r.batch_size);
+    let rows = u64::from(at.stats.rows);
+    if at.epoch > r.epochs
+        || at.step > steps
+        || rows > r.train_rows as u64
+        || at.stats.correct > at.stats.rows
+    {
+        return Err(format!(
+            "position (epoch {}, step {}, {} rows) is outside a run of {} epochs of {steps} steps \
+             over {} rows",
+            at.epoch, at.step, at.stats.rows, r.epochs, r.train_rows
+        ));
+    }
+    Ok(())
+}
+
 fn validate(config: &TrainConfig) -> Result<(), TrainError> {
     let invalid = |m: String| Err(TrainError::Invalid(m));
     if config.epochs == 0 {
@@ -665,6 +705,14 @@ pub enum ModelFileError {
         path: PathBuf,
         /// What is wrong.
         source: format::FormatError,
+    },
+    /// The checkpoint's training record is malformed or out of range.
+    #[error("{}: bad training record: {reason}", path.display())]
+    BadRecord {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
     },
     /// A model file without a training record was given to `--resume`.
     #[error("{}: not a checkpoint (no training record); use a file written by --checkpoint", .0.display())]
