@@ -219,7 +219,7 @@ const NEON_MR: usize = 8;
 #[cfg(target_arch = "aarch64")]
 const NEON_NR: usize = 8;
 
-/// Packing buffers for the blocked kernels (about 300 KB: keep it on the heap or in a static).
+/// Packing buffers for the blocked kernels (about 350 KB: keep it on the heap or in a static).
 pub struct Scratch {
     /// The packed A block: MR-tall panels, each a run of MR-value groups, one per kept K step.
     a: [f32; A_LEN],
@@ -229,6 +229,9 @@ pub struct Scratch {
     steps: [u16; A_LEN / MR_MIN],
     /// Per A panel, how many K steps were kept.
     counts: [u16; MAX_ROWS / MR_MIN],
+    /// Per K step of the block, whether any A panel kept it (rows of B no panel reads are not
+    /// packed: blank image margins).
+    used: [bool; KC],
 }
 
 impl Scratch {
@@ -239,6 +242,7 @@ impl Scratch {
             b: [0.0; B_LEN],
             steps: [0; A_LEN / MR_MIN],
             counts: [0; MAX_ROWS / MR_MIN],
+            used: [false; KC],
         }
     }
 }
@@ -610,15 +614,18 @@ fn blocked<M: Tiles<MR, NR>, const MR: usize, const NR: usize>(
             if !direct {
                 pack_a::<MR>(&a, ic, mc, pc, kc, scratch);
             }
+            let skip_rows = !direct && scratch.used[..kc].contains(&false);
             let mut jc = cols.start;
             while jc < cols.end {
                 let width = (group * NR).min(cols.end - jc);
                 let b_rows = scratch.b.as_chunks_mut::<NR>().0;
+                // In place, A reads every step; packed, only the steps some panel kept.
+                let used = skip_rows.then_some(&scratch.used[..kc]);
                 for (panel, j) in b_rows
                     .chunks_exact_mut(kc.max(1))
                     .zip((0..width).step_by(NR))
                 {
-                    pack_b(&b, pc, jc + j, NR.min(width - j), &mut panel[..kc]);
+                    pack_b(&b, pc, jc + j, NR.min(width - j), &mut panel[..kc], used);
                 }
                 for (q, ir) in (0..mc).step_by(MR).enumerate() {
                     let rows = MR.min(mc - ir);
@@ -799,8 +806,11 @@ fn pack_a<const MR: usize>(
     kc: usize,
     scratch: &mut Scratch,
 ) {
+    let used = &mut scratch.used[..kc];
+    used.fill(false);
     for (q, ir) in (0..mc).step_by(MR).enumerate() {
-        scratch.counts[q] = pack_panel::<MR>(
+        let steps = &mut scratch.steps[q * kc..(q + 1) * kc];
+        let count = pack_panel::<MR>(
             a,
             ic + ir,
             MR.min(mc - ir),
@@ -808,8 +818,16 @@ fn pack_a<const MR: usize>(
             scratch.a[q * MR * kc..(q + 1) * MR * kc]
                 .as_chunks_mut::<MR>()
                 .0,
-            &mut scratch.steps[q * kc..(q + 1) * kc],
+            steps,
         );
+        scratch.counts[q] = count;
+        if usize::from(count) == kc {
+            used.fill(true);
+        } else {
+            steps[..usize::from(count)]
+                .iter()
+                .for_each(|&p| used[usize::from(p)] = true);
+        }
     }
 }
 
@@ -884,13 +902,32 @@ fn nonzero<const MR: usize>(group: &[f32; MR]) -> u16 {
 }
 
 /// Packs rows `pc..pc+rows.len()`, columns `jc..jc+width` of B into one NR-wide panel,
-/// zero-padding the columns past `width`.
+/// zero-padding the columns past `width`. Rows that `used` marks unused may be left as they
+/// were (only on the common path, where skipping saves reading B).
 #[inline(always)]
-fn pack_b<const NR: usize>(b: &MatRef, pc: usize, jc: usize, width: usize, rows: &mut [[f32; NR]]) {
+fn pack_b<const NR: usize>(
+    b: &MatRef,
+    pc: usize,
+    jc: usize,
+    width: usize,
+    rows: &mut [[f32; NR]],
+    used: Option<&[bool]>,
+) {
     let kc = rows.len();
     if b.col_stride == 1 && width == NR {
-        for (p, row) in rows.iter_mut().enumerate() {
-            row.copy_from_slice(b.row(pc + p, jc, NR));
+        match used {
+            Some(used) => {
+                for (p, (row, &used)) in rows.iter_mut().zip(used).enumerate() {
+                    if used {
+                        row.copy_from_slice(b.row(pc + p, jc, NR));
+                    }
+                }
+            }
+            None => {
+                for (p, row) in rows.iter_mut().enumerate() {
+                    row.copy_from_slice(b.row(pc + p, jc, NR));
+                }
+            }
         }
     } else if b.col_stride == 1 {
         for (p, row) in rows.iter_mut().enumerate() {
