@@ -110,8 +110,8 @@ pub fn evaluate_int8(
 pub fn file_dtype(path: &std::path::Path, bytes: &[u8]) -> Result<Dtype, ModelFileError> {
     ModelView::parse(bytes)
         .map(|v| v.header().dtype)
-        .map_err(|source| ModelFileError::Format {
+        .map_err(|error| ModelFileError::Format {
             path: path.to_owned(),
-            source,
+            error,
         })
 }

@@ -297,9 +297,9 @@ impl Trainer {
         kernel: Kernel,
     ) -> Result<(Self, TrainConfig), ModelFileError> {
         let bytes = read_file(path)?;
-        let format_err = |source| ModelFileError::Format {
+        let format_err = |error| ModelFileError::Format {
             path: path.to_owned(),
-            source,
+            error,
         };
         let view = ModelView::parse(&bytes).map_err(format_err)?;
         let extra = view
@@ -688,23 +688,26 @@ pub fn model_bytes(model: &MnistMlp, dataset: Option<DatasetKind>) -> Vec<u8> {
 }
 
 /// Why a model file could not be read or written.
+///
+/// The underlying errors are fields named `error`, not `source`: the message already includes
+/// them, and as a `source` they would be printed twice by an error chain (`{:#}`).
 #[derive(thiserror::Error, Debug)]
 pub enum ModelFileError {
     /// The file could not be read or written.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {error}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
         /// The OS error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The bytes are not a valid model of the expected shape.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {error}", path.display())]
     Format {
         /// The file.
         path: PathBuf,
         /// What is wrong.
-        source: format::FormatError,
+        error: format::FormatError,
     },
     /// The checkpoint's training record is malformed or out of range.
     #[error("{}: bad training record: {reason}", path.display())]
@@ -720,18 +723,18 @@ pub enum ModelFileError {
 }
 
 fn read_file(path: &Path) -> Result<Vec<u8>, ModelFileError> {
-    std::fs::read(path).map_err(|source| ModelFileError::Io {
+    std::fs::read(path).map_err(|error| ModelFileError::Io {
         path: path.to_owned(),
-        source,
+        error,
     })
 }
 
 /// Reads an f32 model file into a boxed model; also returns the dataset it was trained on.
 pub fn load_model(path: &Path) -> Result<(Box<MnistMlp>, Option<DatasetKind>), ModelFileError> {
     let bytes = read_file(path)?;
-    let format_err = |source| ModelFileError::Format {
+    let format_err = |error| ModelFileError::Format {
         path: path.to_owned(),
-        source,
+        error,
     };
     let view = ModelView::parse(&bytes).map_err(format_err)?;
     let mut model: Box<MnistMlp> = zeroed_box();
@@ -743,9 +746,9 @@ pub fn load_model(path: &Path) -> Result<(Box<MnistMlp>, Option<DatasetKind>), M
 /// mix: a temporary file in the same directory, fsync, rename, fsync of the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModelFileError> {
     use std::io::Write;
-    let io_err = |source| ModelFileError::Io {
+    let io_err = |error| ModelFileError::Io {
         path: path.to_owned(),
-        source,
+        error,
     };
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
