@@ -275,6 +275,31 @@ fn interrupted_run_writes_a_checkpoint_exits_130_and_resumes_to_the_same_bytes()
     assert_eq!(temp_files(dir.path()), Vec::<String>::new());
 }
 
+/// A second Ctrl-C leaves at once, still with status 130; whatever it interrupted, the
+/// checkpoint on disk is whole (old or new).
+#[test]
+fn second_interrupt_exits_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("run.ckpt");
+    let mut child = start(&[
+        "--save",
+        s(&dir.path().join("never.pdn")),
+        "--checkpoint",
+        s(&ckpt),
+        "--checkpoint-every",
+        "5",
+    ]);
+    wait_for(&mut child, &ckpt);
+    sigint(&child);
+    sigint(&child);
+    let out = child.wait_with_output().unwrap();
+    let printed = text(&out);
+    assert_eq!(out.status.code(), Some(130), "{printed}");
+    assert!(!printed.contains("panicked"), "{printed}");
+    assert!(!dir.path().join("never.pdn").exists());
+    assert_valid_checkpoint(&ckpt);
+}
+
 /// Without --checkpoint an interrupt still saves the run, next to --save.
 #[test]
 fn interrupt_without_checkpoint_flag_writes_save_ckpt_pdn() {
