@@ -1,0 +1,115 @@
+//! Writes small valid inputs for every fuzz target into `corpus/<target>/` (run from `fuzz/`):
+//! `cargo run --example make_seeds`.
+
+use std::path::Path;
+
+use picodense::compute::zeroed_box;
+use picodense::train::{CheckpointRecord, OptimizerKind, Position};
+use picodense_core::format;
+use picodense_core::{Mlp, RmsProp, StepStats};
+use picodense_fuzz::{NPZ_SEPARATOR, gzip, idx_images, idx_labels, npy, zip_archive};
+use rand_xorshift::XorShiftRng;
+
+fn put(target: &str, name: &str, mode: u8, body: &[u8]) {
+    let dir = Path::new("corpus").join(target);
+    std::fs::create_dir_all(&dir).expect("corpus directory");
+    let mut bytes = vec![mode];
+    bytes.extend(body);
+    std::fs::write(dir.join(name), bytes).expect("seed written");
+}
+
+fn pixels(n: usize) -> Vec<u8> {
+    (0..n * 784).map(|i| (i * 7 % 256) as u8).collect()
+}
+
+fn main() {
+    // IDX: images (mode bit 0 clear) and labels (set), given raw or gzipped by the harness
+    // (bit 1), and gzipped here so the decoder itself is fuzzed.
+    let images = idx_images(2, 28, 28, &pixels(2));
+    let labels = idx_labels(&[3, 9, 0]);
+    put("idx", "images", 0, &images);
+    put("idx", "images-harness-gz", 2, &images);
+    put("idx", "images-gz", 0, &gzip(&images));
+    put("idx", "labels", 1, &labels);
+    put("idx", "labels-harness-gz", 3, &labels);
+    put("idx", "labels-gz", 1, &gzip(&labels));
+    put("idx", "empty-images", 0, &idx_images(0, 28, 28, &[]));
+
+    // npz: whole archives (mode 0), and the four members for the harness to pack (mode 1
+    // stored, 3 deflated).
+    let members = [
+        npy("|u1", "(2, 28, 28)", &pixels(2)),
+        npy("|u1", "(2,)", &[1, 2]),
+        npy("|u1", "(1, 28, 28)", &pixels(1)),
+        npy("<i8", "(1,)", &7i64.to_le_bytes()),
+    ];
+    let names = ["x_train.npy", "y_train.npy", "x_test.npy", "y_test.npy"];
+    let pairs: Vec<(&str, &[u8])> = names
+        .iter()
+        .copied()
+        .zip(members.iter().map(Vec::as_slice))
+        .collect();
+    put("npz", "stored", 0, &zip_archive(&pairs, false));
+    put("npz", "deflated", 0, &zip_archive(&pairs, true));
+    let joined = members.join(NPZ_SEPARATOR);
+    put("npz", "members-stored", 1, &joined);
+    put("npz", "members-deflated", 3, &joined);
+
+    // pdn: a 2-3-2 model with and without optimizer state and a record (mode 0 as written,
+    // mode 1 with the harness fixing length and CRC).
+    let mut model: Box<Mlp<2, 3, 2>> = zeroed_box();
+    model.init_glorot(&mut <XorShiftRng as rand_core::SeedableRng>::seed_from_u64(
+        1,
+    ));
+    let mut optimizer: Box<RmsProp<2, 3, 2>> = zeroed_box();
+    optimizer.reset(1e-3);
+    for (name, opt, extra) in [
+        ("plain", None, None),
+        ("optimizer", Some(&*optimizer), None),
+        ("record", Some(&*optimizer), Some(&b"{\"epoch\":1}"[..])),
+        ("record-only", None, Some(&b"abc"[..])),
+    ] {
+        let mut bytes = vec![0u8; format::encoded_len::<2, 3, 2>(opt.is_some(), extra)];
+        format::encode(&*model, opt, 1, extra, &mut bytes).expect("sized by encoded_len");
+        put("pdn", name, 0, &bytes);
+        put("pdn", &format!("{name}-fixed"), 1, &bytes);
+    }
+
+    // checkpoint: training records for the harness to wrap (mode 1 SGD, 3 RMSprop). The
+    // harness trains on 3 rows, so `train_rows: 3` records reach the resumed step.
+    for (name, optimizer, position) in [
+        ("start", OptimizerKind::Sgd, Position::default()),
+        (
+            "mid-epoch",
+            OptimizerKind::Rmsprop,
+            Position {
+                epoch: 1,
+                step: 1,
+                stats: StepStats {
+                    loss_sum: 2.5,
+                    correct: 1,
+                    rows: 2,
+                },
+            },
+        ),
+    ] {
+        let record = CheckpointRecord {
+            position,
+            seed: 7,
+            epochs: 3,
+            batch_size: 2,
+            optimizer,
+            learning_rate: 1e-3,
+            train_rows: 3,
+        };
+        let json = serde_json::to_vec(&record).expect("plain fields serialise");
+        let mode = if optimizer == OptimizerKind::Rmsprop {
+            3
+        } else {
+            1
+        };
+        put("checkpoint", name, mode, &json);
+    }
+    put("checkpoint", "not-a-model", 0, b"PDN1 and then nothing");
+    println!("seeds written to corpus/");
+}
