@@ -9,8 +9,17 @@ if [ -f "$target.dict" ]; then
     dict="-dict=$target.dict"
 fi
 mkdir -p "corpus/$target" "artifacts/$target"
+status=0
 # An allocation over 256 MB, or 512 MB resident, counts as a crash: readers must check sizes
 # before they allocate.
-exec cargo +nightly fuzz run "$target" "corpus/$target" -- \
+cargo +nightly fuzz run "$target" "corpus/$target" -- \
     -max_total_time="$seconds" -rss_limit_mb=512 -malloc_limit_mb=256 \
-    -print_final_stats=1 -artifact_prefix="artifacts/$target/" $dict
+    -print_final_stats=1 -artifact_prefix="artifacts/$target/" $dict || status=$?
+# The harness's scratch files are named after the fuzzing process: drop those of finished runs.
+for f in /dev/shm/picodense-fuzz-* "${TMPDIR:-/tmp}"/picodense-fuzz-*; do
+    [ -e "$f" ] || continue
+    pid=${f##*/picodense-fuzz-}
+    pid=${pid%%-*}
+    kill -0 "$pid" 2>/dev/null || rm -f "$f"
+done
+exit "$status"
