@@ -401,7 +401,7 @@ fn run_predict(args: cli::PredictArgs) -> Result<()> {
     Ok(())
 }
 
-/// A 28x28 image as 14 lines of half-block characters (two pixel rows per line).
+/// A 28x28 image as 28 lines of shade characters, two per pixel so it looks square.
 fn draw(pixels: &[u8]) -> String {
     const SHADES: [char; 5] = [' ', '░', '▒', '▓', '█'];
     let shade = |p: u8| SHADES[(usize::from(p) * (SHADES.len() - 1) + 127) / 255];

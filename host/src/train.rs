@@ -448,7 +448,7 @@ impl Trainer {
             };
             on_event(Event::EpochEnd(&report));
             reports.push(report);
-            if matches!(control.every, Every::Epochs(n) if (epoch + 1) % n == 0) {
+            if matches!(control.every, Every::Epochs(n) if (epoch + 1).is_multiple_of(n)) {
                 self.write_checkpoint(config, train, control.checkpoint.as_deref())?;
             }
         }
