@@ -528,18 +528,28 @@ impl Trainer {
     /// Loss and accuracy over a whole dataset, in batches, without training.
     pub fn evaluate(&mut self, data: &Dataset) -> StepStats {
         let mut total = StepStats::default();
+        self.for_each_batch(data, |logits, labels| {
+            for (z, &label) in logits.iter().zip(labels) {
+                total.loss_sum += f64::from(picodense_core::loss::cross_entropy(z, label.into()));
+                total.correct += u32::from(picodense_core::loss::argmax(z) == usize::from(label));
+                total.rows += 1;
+            }
+        });
+        total
+    }
+
+    /// Runs the forward pass over `data` in batches of [`MAX_BATCH`], handing each batch's
+    /// logits and labels to `on_batch`.
+    fn for_each_batch(&mut self, data: &Dataset, mut on_batch: impl FnMut(&[[f32; 10]], &[u8])) {
         for start in (0..data.len()).step_by(MAX_BATCH) {
             let end = (start + MAX_BATCH).min(data.len());
             let rows = fill_batch(data, start..end, &mut self.batch[..], &mut self.labels);
             let mut compute = Compute::new(self.kernel, &Threads, &mut self.scratches);
-            total.merge(self.model.evaluate(
-                &self.batch[..rows],
-                &self.labels,
-                &mut self.workspace,
-                &mut compute,
-            ));
+            let logits = self
+                .model
+                .forward(&self.batch[..rows], &mut self.workspace, &mut compute);
+            on_batch(logits, &self.labels);
         }
-        total
     }
 
     /// Class probabilities of one image.
@@ -557,19 +567,13 @@ impl Trainer {
     /// Class probabilities of every image in `data`, computed in batches.
     pub fn dataset_probabilities(&mut self, data: &Dataset) -> Vec<[f32; 10]> {
         let mut out = Vec::with_capacity(data.len());
-        for start in (0..data.len()).step_by(MAX_BATCH) {
-            let end = (start + MAX_BATCH).min(data.len());
-            let rows = fill_batch(data, start..end, &mut self.batch[..], &mut self.labels);
-            let mut compute = Compute::new(self.kernel, &Threads, &mut self.scratches);
-            let logits = self
-                .model
-                .forward(&self.batch[..rows], &mut self.workspace, &mut compute);
+        self.for_each_batch(data, |logits, _| {
             for z in logits {
                 let mut p = [0.0; 10];
                 picodense_core::loss::softmax(z, &mut p);
                 out.push(p);
             }
-        }
+        });
         out
     }
 
