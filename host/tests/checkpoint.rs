@@ -2,43 +2,17 @@
 //! saves exactly the bytes an uninterrupted run with the same seed saves; divergence is caught
 //! and leaves the last good checkpoint intact.
 
-use std::io::Write;
+mod common;
+use common::*;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use picodense::train::{Trainer, load_model};
 use picodense_core::Kernel;
 use picodense_core::format::ModelView;
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_picodense"))
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn s(path: &Path) -> &str {
-    path.to_str().expect("temporary paths are UTF-8")
-}
-
-/// Pseudo-random bytes from a seed (no dependency on the code under test).
-struct Noise(u64);
-
-impl Noise {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
 
 /// Class `c` lights a class-specific 4x4 block over faint noise: learnable, so the weights
 /// keep changing from step to step.
@@ -68,19 +42,6 @@ fn idx_images(pixels: &[u8]) -> Vec<u8> {
     out.extend(28u32.to_be_bytes());
     out.extend(pixels);
     out
-}
-
-fn idx_labels(labels: &[u8]) -> Vec<u8> {
-    let mut out = vec![0, 0, 8, 1];
-    out.extend((labels.len() as u32).to_be_bytes());
-    out.extend(labels);
-    out
-}
-
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    enc.write_all(bytes).unwrap();
-    enc.finish().unwrap()
 }
 
 /// Training rows: 47 steps of 128 per epoch after the 10% validation split.

@@ -1,35 +1,13 @@
 //! End-to-end runs of the `picodense` binary on generated IDX data.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+use common::*;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_picodense"))
-}
+use std::path::{Path, PathBuf};
+use std::process::Output;
 
 fn run(args: &[&str]) -> Output {
     bin().args(args).output().expect("binary runs")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// Pseudo-random bytes from a seed (no dependency on the code under test).
-struct Noise(u64);
-
-impl Noise {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
 }
 
 /// Class `c` draws a bright 4x4 block at a class-specific place, plus faint noise: learnable.
@@ -62,19 +40,6 @@ fn idx_images(pixels: &[u8]) -> Vec<u8> {
     out.extend(28u32.to_be_bytes());
     out.extend(pixels);
     out
-}
-
-fn idx_labels(labels: &[u8]) -> Vec<u8> {
-    let mut out = vec![0, 0, 8, 1];
-    out.extend((labels.len() as u32).to_be_bytes());
-    out.extend(labels);
-    out
-}
-
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    enc.write_all(bytes).unwrap();
-    enc.finish().unwrap()
 }
 
 /// A dataset folder: training files gzipped, test files raw, to cover both.

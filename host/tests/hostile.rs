@@ -3,7 +3,9 @@
 //! that names the path and the problem, no panic, and that the model and checkpoint it was
 //! told to write over are byte for byte what they were, with no temporary file left behind.
 
-use std::io::Write;
+mod common;
+use common::*;
+
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -12,34 +14,6 @@ use std::sync::OnceLock;
 use picodense::compute::zeroed_box;
 use picodense_core::format::{self, FormatError, ModelView};
 use picodense_core::{Mlp, RmsProp};
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_picodense"))
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn s(path: &Path) -> &str {
-    path.to_str().expect("temporary paths are UTF-8")
-}
-
-/// Pseudo-random bytes from a seed (no dependency on the code under test).
-struct Noise(u64);
-
-impl Noise {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
 
 fn images(count: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
     let mut noise = Noise(seed | 1);
@@ -57,19 +31,6 @@ fn idx_images(count: u32, rows: u32, cols: u32, pixels: &[u8]) -> Vec<u8> {
     }
     out.extend(pixels);
     out
-}
-
-fn idx_labels(labels: &[u8]) -> Vec<u8> {
-    let mut out = vec![0, 0, 8, 1];
-    out.extend((labels.len() as u32).to_be_bytes());
-    out.extend(labels);
-    out
-}
-
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    enc.write_all(bytes).unwrap();
-    enc.finish().unwrap()
 }
 
 const TRAIN_IMAGES: &str = "train-images-idx3-ubyte";

@@ -1,6 +1,9 @@
 //! End-to-end runs of the reporting features: training curves, the confusion matrix, the report
 //! images, and predicting a picture of a digit. The tests open what the binary wrote.
 
+mod common;
+use common::*;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -12,14 +15,6 @@ fn run(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("binary runs")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 fn ok(args: &[&str]) -> String {
@@ -122,13 +117,6 @@ fn idx_images(pixels: &[u8]) -> Vec<u8> {
     out.extend(28u32.to_be_bytes());
     out.extend(28u32.to_be_bytes());
     out.extend(pixels);
-    out
-}
-
-fn idx_labels(labels: &[u8]) -> Vec<u8> {
-    let mut out = vec![0, 0, 8, 1];
-    out.extend((labels.len() as u32).to_be_bytes());
-    out.extend(labels);
     out
 }
 
