@@ -27,6 +27,7 @@ struct Trainer {
     workspace: Box<MnistWorkspace>,
     batch: Vec<[f32; PIXELS]>,
     scratches: Box<[Scratch]>,
+    threads: Threads,
 }
 
 impl Trainer {
@@ -41,11 +42,12 @@ impl Trainer {
             workspace: zeroed_box(),
             batch: vec![[0.0; PIXELS]; BATCH],
             scratches: zeroed_slice(threads),
+            threads: Threads::new(threads),
         }
     }
 
     fn epoch(&mut self, kernel: Kernel, images: &[u8], labels: &[u8]) -> StepStats {
-        let mut compute = Compute::new(kernel, &Threads, &mut self.scratches);
+        let mut compute = Compute::new(kernel, &self.threads, &mut self.scratches);
         let mut stats = StepStats::default();
         for (pixels, labels) in images.chunks(BATCH * PIXELS).zip(labels.chunks(BATCH)) {
             for (row, image) in self.batch.iter_mut().zip(pixels.chunks_exact(PIXELS)) {

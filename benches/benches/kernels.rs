@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use criterion::measurement::Measurement;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use picodense::compute::zeroed_slice;
-use picodense_benches::{PIXELS, ScopedThreads, ThreadCpuTime, synthetic_mnist};
+use picodense::compute::{Threads, zeroed_slice};
+use picodense_benches::{PIXELS, ThreadCpuTime, synthetic_mnist};
 use picodense_core::Scratch;
 use picodense_core::kernels::{Epilogue, Kernel, MatRef, Parallel, Serial, gemm_parallel};
 
@@ -145,8 +145,9 @@ fn bench_shape<M: Measurement>(c: &mut Criterion<M>, s: &Shape, jobs: usize) {
 
     if jobs > 1 {
         if let Some(avx2) = avx2() {
+            let threads = Threads::new(jobs);
             group.bench_function("avx2", |bench| {
-                bench.iter(|| product(&ScopedThreads, avx2, a, b, &mut out, &mut scratches))
+                bench.iter(|| product(&threads, avx2, a, b, &mut out, &mut scratches))
             });
         }
         group.finish();

@@ -1,10 +1,9 @@
-//! Shared pieces of the criterion benchmarks in `benches/`: MNIST-like synthetic data, a
-//! scoped-thread [`Parallel`], and a thread-CPU-time measurement for single-thread runs.
+//! Shared pieces of the criterion benchmarks in `benches/`: MNIST-like synthetic data and a
+//! thread-CPU-time measurement for single-thread runs.
 
 use std::time::Duration;
 
 use criterion::measurement::{Measurement, ValueFormatter, WallTime};
-use picodense_core::Parallel;
 
 /// Pixels in one 28 x 28 image.
 pub const PIXELS: usize = 784;
@@ -90,25 +89,6 @@ fn distance(s: &Stroke, x: f32, y: f32) -> f32 {
     let t = (((x - x0) * vx + (y - y0) * vy) / len2).clamp(0.0, 1.0);
     let (px, py) = (x0 + t * vx - x, y0 + t * vy - y);
     (px * px + py * py).sqrt()
-}
-
-/// Runs the core's jobs on scoped threads, one spawned thread per job after the first, as the
-/// host does.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct ScopedThreads;
-
-impl Parallel for ScopedThreads {
-    fn run<T: Send>(&self, items: &mut [T], job: &(impl Fn(usize, &mut T) + Sync)) {
-        let Some((first, rest)) = items.split_first_mut() else {
-            return;
-        };
-        std::thread::scope(|scope| {
-            for (i, item) in rest.iter_mut().enumerate() {
-                scope.spawn(move || job(i + 1, item));
-            }
-            job(0, first);
-        });
-    }
 }
 
 /// Criterion measurement of the CPU time of the benchmarking thread: on a shared machine, time

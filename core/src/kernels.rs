@@ -23,19 +23,15 @@ use core::ops::Range;
 
 /// Deepest K block (784 inputs = 3 blocks of 262, measured faster than 2 x 392 or 4 x 196).
 pub const KC: usize = 264;
-/// Rows of A packed per block at full depth; shallower products pack more rows in the same space.
-pub const MC: usize = 192;
 
-/// Floats of the packed A block.
-const A_LEN: usize = MC * KC;
-/// Most rows in one A block, whatever the depth (sizes the per-panel step counts).
-const MAX_ROWS: usize = 1024;
+/// Most panels of A rows in one block (sizes the per-panel step counts).
+const MAX_PANELS: usize = 256;
+/// K steps listed per block, all panels together.
+const STEPS_LEN: usize = 1 << 15;
 /// Widest micro-kernel tile.
 const NR_MAX: usize = 16;
 /// Floats of packed B: a group of NR-wide panels, together a quarter of a typical L2.
 const B_LEN: usize = 1 << 15;
-/// Shortest micro-kernel tile of a blocked variant (sizes the step lists).
-const MR_MIN: usize = 4;
 
 /// A read-only strided matrix view: element `(i, j)` is `data[i * row_stride + j * col_stride]`.
 #[derive(Clone, Copy, Debug)]
@@ -219,17 +215,15 @@ const NEON_MR: usize = 8;
 #[cfg(target_arch = "aarch64")]
 const NEON_NR: usize = 8;
 
-/// Packing buffers for the blocked kernels (about 350 KB: keep it on the heap or in a static).
+/// Working memory of the blocked kernels (about 200 KB: keep it on the heap or in a static).
 pub struct Scratch {
-    /// The packed A block: MR-tall panels, each a run of MR-value groups, one per kept K step.
-    a: [f32; A_LEN],
-    /// One packed NR-wide panel of B, `kc` rows.
+    /// A group of NR-wide panels of B, `kc` rows each.
     b: [f32; B_LEN],
-    /// Per A panel, the K steps (within the block) its groups stand for.
-    steps: [u16; A_LEN / MR_MIN],
-    /// Per A panel, how many K steps were kept.
-    counts: [u16; MAX_ROWS / MR_MIN],
-    /// Per K step of the block, whether any A panel kept it (rows of B no panel reads are not
+    /// Per panel of A rows, the K steps of the block where some row is nonzero.
+    steps: [u16; STEPS_LEN],
+    /// Per panel, how many steps are listed.
+    counts: [u16; MAX_PANELS],
+    /// Per K step of the block, whether any panel lists it (rows of B no panel reads are not
     /// packed: blank image margins).
     used: [bool; KC],
 }
@@ -238,10 +232,9 @@ impl Scratch {
     /// A zeroed scratch. Large: prefer a zero-initialised heap allocation on a host.
     pub const fn new() -> Self {
         Self {
-            a: [0.0; A_LEN],
             b: [0.0; B_LEN],
-            steps: [0; A_LEN / MR_MIN],
-            counts: [0; MAX_ROWS / MR_MIN],
+            steps: [0; STEPS_LEN],
+            counts: [0; MAX_PANELS],
             used: [false; KC],
         }
     }
@@ -428,13 +421,11 @@ trait MulAdd {
 /// The tile loops of a kernel variant. Each is a function of its own, compiled with the
 /// variant's target features, so that the loop nest around it cannot spoil its register
 /// allocation (inlined into the whole nest, LLVM once left the accumulators in memory).
-trait Tiles<const MR: usize, const NR: usize> {
-    /// All K steps of a packed panel.
-    fn dense<const R: usize>(a_panel: &[f32], b_panel: &[f32]) -> [[f32; NR]; R];
-    /// The listed K steps of a packed panel.
-    fn sparse<const R: usize>(a_panel: &[f32], steps: &[u16], b_panel: &[f32]) -> [[f32; NR]; R];
-    /// All K steps, reading A in place.
-    fn direct(a: &MatRef, i0: usize, pc: usize, b_panel: &[f32]) -> [[f32; NR]; MR];
+trait Tiles<const NR: usize> {
+    /// Every K step of the block.
+    fn dense<const R: usize>(a: &APanel<R>, b_panel: &[f32]) -> [[f32; NR]; R];
+    /// The listed K steps of the block.
+    fn sparse<const R: usize>(a: &APanel<R>, steps: &[u16], b_panel: &[f32]) -> [[f32; NR]; R];
 }
 
 /// `a * b + c` with two roundings: what every target can do quickly.
@@ -447,20 +438,15 @@ impl MulAdd for Plain {
     }
 }
 
-impl<const MR: usize, const NR: usize> Tiles<MR, NR> for Plain {
+impl<const NR: usize> Tiles<NR> for Plain {
     #[inline(never)]
-    fn dense<const R: usize>(a_panel: &[f32], b_panel: &[f32]) -> [[f32; NR]; R] {
-        micro_kernel::<Self, MR, R, NR>(a_panel, b_panel)
+    fn dense<const R: usize>(a: &APanel<R>, b_panel: &[f32]) -> [[f32; NR]; R] {
+        dense_kernel::<Self, R, NR>(a, b_panel)
     }
 
     #[inline(never)]
-    fn sparse<const R: usize>(a_panel: &[f32], steps: &[u16], b_panel: &[f32]) -> [[f32; NR]; R] {
-        sparse_kernel::<Self, MR, R, NR>(a_panel, steps, b_panel)
-    }
-
-    #[inline(never)]
-    fn direct(a: &MatRef, i0: usize, pc: usize, b_panel: &[f32]) -> [[f32; NR]; MR] {
-        direct_kernel::<Self, MR, NR>(a, i0, pc, b_panel)
+    fn sparse<const R: usize>(a: &APanel<R>, steps: &[u16], b_panel: &[f32]) -> [[f32; NR]; R] {
+        sparse_kernel::<Self, R, NR>(a, steps, b_panel)
     }
 }
 
@@ -481,20 +467,15 @@ impl MulAdd for Fused {
 }
 
 #[cfg(target_arch = "aarch64")]
-impl<const MR: usize, const NR: usize> Tiles<MR, NR> for Fused {
+impl<const NR: usize> Tiles<NR> for Fused {
     #[inline(never)]
-    fn dense<const R: usize>(a_panel: &[f32], b_panel: &[f32]) -> [[f32; NR]; R] {
-        micro_kernel::<Self, MR, R, NR>(a_panel, b_panel)
+    fn dense<const R: usize>(a: &APanel<R>, b_panel: &[f32]) -> [[f32; NR]; R] {
+        dense_kernel::<Self, R, NR>(a, b_panel)
     }
 
     #[inline(never)]
-    fn sparse<const R: usize>(a_panel: &[f32], steps: &[u16], b_panel: &[f32]) -> [[f32; NR]; R] {
-        sparse_kernel::<Self, MR, R, NR>(a_panel, steps, b_panel)
-    }
-
-    #[inline(never)]
-    fn direct(a: &MatRef, i0: usize, pc: usize, b_panel: &[f32]) -> [[f32; NR]; MR] {
-        direct_kernel::<Self, MR, NR>(a, i0, pc, b_panel)
+    fn sparse<const R: usize>(a: &APanel<R>, steps: &[u16], b_panel: &[f32]) -> [[f32; NR]; R] {
+        sparse_kernel::<Self, R, NR>(a, steps, b_panel)
     }
 }
 
@@ -510,59 +491,43 @@ impl MulAdd for Fused {
     }
 }
 
-// SAFETY (all three): `Fused` is only used by `blocked_avx2`, whose caller vouches for AVX2 and
-// FMA (see `Kernel::avx2_unchecked`).
+// SAFETY (both): `Fused` is only used by `blocked_avx2`, whose caller vouches for AVX2 and FMA
+// (see `Kernel::avx2_unchecked`).
 #[cfg(target_arch = "x86_64")]
-impl<const MR: usize, const NR: usize> Tiles<MR, NR> for Fused {
+impl<const NR: usize> Tiles<NR> for Fused {
     #[inline(always)]
-    fn dense<const R: usize>(a_panel: &[f32], b_panel: &[f32]) -> [[f32; NR]; R] {
-        unsafe { avx2::dense::<MR, R, NR>(a_panel, b_panel) }
+    fn dense<const R: usize>(a: &APanel<R>, b_panel: &[f32]) -> [[f32; NR]; R] {
+        unsafe { avx2::dense::<R, NR>(a, b_panel) }
     }
 
     #[inline(always)]
-    fn sparse<const R: usize>(a_panel: &[f32], steps: &[u16], b_panel: &[f32]) -> [[f32; NR]; R] {
-        unsafe { avx2::sparse::<MR, R, NR>(a_panel, steps, b_panel) }
-    }
-
-    #[inline(always)]
-    fn direct(a: &MatRef, i0: usize, pc: usize, b_panel: &[f32]) -> [[f32; NR]; MR] {
-        unsafe { avx2::direct::<MR, NR>(a, i0, pc, b_panel) }
+    fn sparse<const R: usize>(a: &APanel<R>, steps: &[u16], b_panel: &[f32]) -> [[f32; NR]; R] {
+        unsafe { avx2::sparse::<R, NR>(a, steps, b_panel) }
     }
 }
 
 /// The tile loops compiled for AVX2 + FMA.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{Fused, MatRef, direct_kernel, micro_kernel, sparse_kernel};
+    use super::{APanel, Fused, dense_kernel, sparse_kernel};
 
     #[target_feature(enable = "avx2,fma")]
     #[inline(never)]
-    pub(super) fn dense<const MR: usize, const R: usize, const NR: usize>(
-        a_panel: &[f32],
+    pub(super) fn dense<const R: usize, const NR: usize>(
+        a: &APanel<R>,
         b_panel: &[f32],
     ) -> [[f32; NR]; R] {
-        micro_kernel::<Fused, MR, R, NR>(a_panel, b_panel)
+        dense_kernel::<Fused, R, NR>(a, b_panel)
     }
 
     #[target_feature(enable = "avx2,fma")]
     #[inline(never)]
-    pub(super) fn sparse<const MR: usize, const R: usize, const NR: usize>(
-        a_panel: &[f32],
+    pub(super) fn sparse<const R: usize, const NR: usize>(
+        a: &APanel<R>,
         steps: &[u16],
         b_panel: &[f32],
     ) -> [[f32; NR]; R] {
-        sparse_kernel::<Fused, MR, R, NR>(a_panel, steps, b_panel)
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    #[inline(never)]
-    pub(super) fn direct<const MR: usize, const NR: usize>(
-        a: &MatRef,
-        i0: usize,
-        pc: usize,
-        b_panel: &[f32],
-    ) -> [[f32; NR]; MR] {
-        direct_kernel::<Fused, MR, NR>(a, i0, pc, b_panel)
+        sparse_kernel::<Fused, R, NR>(a, steps, b_panel)
     }
 }
 
@@ -582,7 +547,7 @@ fn naive(a: MatRef, b: MatRef, out: &Out, cols: Range<usize>, epilogue: Epilogue
 
 /// The GEMM loop nest for one job's columns of C.
 #[inline(always)]
-fn blocked<M: Tiles<MR, NR>, const MR: usize, const NR: usize>(
+fn blocked<M: Tiles<NR>, const MR: usize, const NR: usize>(
     a: MatRef,
     b: MatRef,
     out: &Out,
@@ -590,19 +555,21 @@ fn blocked<M: Tiles<MR, NR>, const MR: usize, const NR: usize>(
     epilogue: Epilogue,
     scratch: &mut Scratch,
 ) {
-    const { assert!(MR >= MR_MIN && NR <= NR_MAX && MR <= u16::MAX as usize) };
+    const { assert!(MR >= 4 && NR <= NR_MAX) };
     let (m, k) = (a.rows, a.cols);
     // Equal K blocks: 784 = 3 x 262 rather than 2 x 264 + 256, and never a thin last block that
     // pays a full pass over C for little work. Only k decides the blocks, never the columns.
     let kc_step = k.div_ceil(k.div_ceil(KC).max(1));
-    let max_rows = (A_LEN / kc_step.max(1)).min(MAX_ROWS) / MR * MR;
-    let mc_step = m.div_ceil(m.div_ceil(max_rows)).next_multiple_of(MR);
+    // Rows of A per block: as many panels as the step lists hold.
+    let max_panels = (STEPS_LEN / kc_step.max(1)).min(MAX_PANELS);
+    let panels = m.div_ceil(MR);
+    let mc_step = panels.div_ceil(panels.div_ceil(max_panels).max(1)) * MR;
     // As many panels of B as fit in `B_LEN`: each A panel then sweeps a wide strip of C's rows,
     // which keeps the write-back of a large C (Xᵀ·dH is 1.6 MB) streaming.
     let group = (B_LEN / (kc_step.max(1) * NR)).max(1);
-    // With one or two panels of B (n = 10), a panel of A is used at most twice: packing it would
-    // cost as much as the arithmetic, so the micro-kernel reads A in place. Decided by n alone.
-    let direct = b.cols <= 2 * NR && (a.col_stride == 1 || a.row_stride == 1);
+    // With one or two panels of B (n = 10), a step list would serve one or two tiles: listing
+    // costs about what skipping saves. Decided by n alone, never by the job's columns.
+    let skip_zeros = b.cols > 2 * NR;
     // k == 0 still runs one (empty) block so the epilogue is applied.
     let mut pc = 0;
     loop {
@@ -611,16 +578,16 @@ fn blocked<M: Tiles<MR, NR>, const MR: usize, const NR: usize>(
         let mut ic = 0;
         while ic < m {
             let mc = mc_step.min(m - ic);
-            if !direct {
-                pack_a::<MR>(&a, ic, mc, pc, kc, scratch);
+            if skip_zeros {
+                list_block_steps::<MR>(&a, ic..ic + mc, pc, kc, scratch);
             }
-            let skip_rows = !direct && scratch.used[..kc].contains(&false);
+            // Rows of B that no panel reads are not packed (blank image margins).
+            let used =
+                (skip_zeros && scratch.used[..kc].contains(&false)).then_some(&scratch.used[..kc]);
             let mut jc = cols.start;
             while jc < cols.end {
                 let width = (group * NR).min(cols.end - jc);
                 let b_rows = scratch.b.as_chunks_mut::<NR>().0;
-                // In place, A reads every step; packed, only the steps some panel kept.
-                let used = skip_rows.then_some(&scratch.used[..kc]);
                 for (panel, j) in b_rows
                     .chunks_exact_mut(kc.max(1))
                     .zip((0..width).step_by(NR))
@@ -628,46 +595,27 @@ fn blocked<M: Tiles<MR, NR>, const MR: usize, const NR: usize>(
                     pack_b(&b, pc, jc + j, NR.min(width - j), &mut panel[..kc], used);
                 }
                 for (q, ir) in (0..mc).step_by(MR).enumerate() {
-                    let rows = MR.min(mc - ir);
-                    let in_place = direct && rows == MR;
-                    if direct && !in_place {
-                        scratch.counts[q] = pack_panel(
-                            &a,
-                            ic + ir,
-                            rows,
-                            pc,
-                            scratch.a[q * MR * kc..(q + 1) * MR * kc]
-                                .as_chunks_mut::<MR>()
-                                .0,
-                            &mut scratch.steps[q * kc..(q + 1) * kc],
-                        );
-                    }
-                    let panel = Panel {
-                        a: &scratch.a[q * MR * kc..(q + 1) * MR * kc],
-                        steps: &scratch.steps[q * kc..(q + 1) * kc],
-                        count: usize::from(scratch.counts[q]),
+                    let steps = if skip_zeros {
+                        &scratch.steps[q * kc..q * kc + usize::from(scratch.counts[q])]
+                    } else {
+                        &[]
                     };
-                    for j in (0..width).step_by(NR) {
-                        let b_panel = &scratch.b[j * kc..(j + NR) * kc];
-                        let tile = Tile {
-                            row: ic + ir,
-                            col: jc + j,
-                            rows,
-                            cols: NR.min(width - j),
-                        };
-                        if in_place {
-                            let acc = M::direct(&a, tile.row, pc, b_panel);
-                            store(&acc, out, tile, first, last, epilogue);
-                        } else if rows > 4 || MR == 4 {
-                            run_tile::<M, MR, MR, NR>(
-                                panel, b_panel, out, tile, first, last, epilogue,
-                            );
-                        } else {
-                            // A short last panel (128 = 21 x 6 + 2) runs a 4-row tile, not 6.
-                            run_tile::<M, MR, 4, NR>(
-                                panel, b_panel, out, tile, first, last, epilogue,
-                            );
-                        }
+                    let strip = Strip {
+                        row: ic + ir,
+                        rows: MR.min(mc - ir),
+                        pc,
+                        kc,
+                        steps: (skip_zeros && steps.len() < kc).then_some(steps),
+                        col: jc,
+                        width,
+                        first,
+                        last,
+                    };
+                    // The last panel of 128 = 21 x 6 + 2 rows runs a 2-row tile, not 6.
+                    match strip.rows {
+                        r if r > 4 => run_strip::<M, MR, NR>(&a, strip, &scratch.b, out, epilogue),
+                        r if r > 2 => run_strip::<M, 4, NR>(&a, strip, &scratch.b, out, epilogue),
+                        _ => run_strip::<M, 2, NR>(&a, strip, &scratch.b, out, epilogue),
                     }
                 }
                 jc += width;
@@ -681,56 +629,115 @@ fn blocked<M: Tiles<MR, NR>, const MR: usize, const NR: usize>(
     }
 }
 
-/// The register tile reading rows `i0..i0+MR` of A in place (row-major A or Aᵀ), all K steps.
-#[inline(always)]
-fn direct_kernel<M: MulAdd, const MR: usize, const NR: usize>(
-    a: &MatRef,
-    i0: usize,
+/// One panel of A rows against a group of B panels: a row of tiles of C.
+#[derive(Clone, Copy)]
+struct Strip<'a> {
+    /// First row of C and A.
+    row: usize,
+    /// Rows of A in the panel (at most the tile's R).
+    rows: usize,
+    /// The K block.
     pc: usize,
-    b_panel: &[f32],
-) -> [[f32; NR]; MR] {
-    let mut acc = [[0.0f32; NR]; MR];
-    let b_rows = b_panel.as_chunks::<NR>().0;
-    let kc = b_rows.len();
-    if a.col_stride == 1 {
-        let rows: [&[f32]; MR] = core::array::from_fn(|ii| a.row(i0 + ii, pc, kc));
-        for (p, b_row) in b_rows.iter().enumerate() {
-            let a_col: [f32; MR] = core::array::from_fn(|ii| rows[ii][p]);
-            rank1::<M, MR, MR, NR>(&mut acc, &a_col, b_row);
-        }
-    } else if kc > 0 {
-        // Aᵀ stored row-major: step p's MR values are contiguous, `col_stride` apart.
-        let ld = a.col_stride;
-        let span = a.col(i0, pc, (kc - 1) * ld + MR);
-        for (p, b_row) in b_rows.iter().enumerate() {
-            // A reference, not a copy, so each value is broadcast straight from memory.
-            let a_col = span[p * ld..].first_chunk::<MR>().unwrap_or(&[0.0; MR]);
-            rank1::<M, MR, MR, NR>(&mut acc, a_col, b_row);
-        }
-    }
-    acc
+    kc: usize,
+    /// The K steps to run, when some are skipped.
+    steps: Option<&'a [u16]>,
+    /// First column of C and width of the group.
+    col: usize,
+    width: usize,
+    first: bool,
+    last: bool,
 }
 
-/// One step of K: `acc += a_col ⊗ b_row` over the first R rows.
 #[inline(always)]
-fn rank1<M: MulAdd, const MR: usize, const R: usize, const NR: usize>(
+fn run_strip<M: Tiles<NR>, const R: usize, const NR: usize>(
+    a: &MatRef,
+    strip: Strip,
+    b_panels: &[f32],
+    out: &Out,
+    epilogue: Epilogue,
+) {
+    let panel = APanel::<R>::new(a, strip.row, strip.rows, strip.pc, strip.kc);
+    for j in (0..strip.width).step_by(NR) {
+        let b_panel = &b_panels[j * strip.kc..(j + NR) * strip.kc];
+        let acc = match strip.steps {
+            Some(steps) => M::sparse::<R>(&panel, steps, b_panel),
+            None => M::dense::<R>(&panel, b_panel),
+        };
+        let tile = Tile {
+            row: strip.row,
+            col: strip.col + j,
+            rows: strip.rows,
+            cols: NR.min(strip.width - j),
+        };
+        store(&acc, out, tile, strip.first, strip.last, epilogue);
+    }
+}
+
+/// `R` rows of A over one K block, read where they lie: whatever A's layout, nothing is copied.
+struct APanel<'a, const R: usize> {
+    /// Each row's value at the block's first K step. Rows past the panel's last are that row
+    /// again: their sums are computed and never stored.
+    rows: [*const f32; R],
+    /// Distance from one K step to the next.
+    stride: usize,
+    /// K steps in the block.
+    kc: usize,
+    _a: PhantomData<&'a [f32]>,
+}
+
+impl<'a, const R: usize> APanel<'a, R> {
+    /// Rows `i0..i0 + height` (`1 <= height <= R`) of A, K steps `pc..pc + kc`.
+    #[inline(always)]
+    fn new(a: &MatRef<'a>, i0: usize, height: usize, pc: usize, kc: usize) -> Self {
+        let starts: [usize; R] =
+            core::array::from_fn(|ii| (i0 + ii.min(height - 1)) * a.row_stride + pc * a.col_stride);
+        // The panel's only bounds check: every value `at` reads lies inside `a.data`.
+        let last_step = kc.saturating_sub(1) * a.col_stride;
+        assert!(
+            kc == 0 || starts.iter().all(|&s| s + last_step < a.data.len()),
+            "panel outside A"
+        );
+        Self {
+            // `wrapping_add`: with kc == 0 a start may lie past the data; it is never read.
+            rows: starts.map(|s| a.data.as_ptr().wrapping_add(s)),
+            stride: a.col_stride,
+            kc,
+            _a: PhantomData,
+        }
+    }
+
+    /// Row `ii`'s value at K step `p` of the block.
+    ///
+    /// # Safety
+    /// `p < self.kc`.
+    #[inline(always)]
+    unsafe fn at(&self, ii: usize, p: usize) -> f32 {
+        debug_assert!(p < self.kc);
+        // SAFETY: `new` checked that `start + (kc - 1) * stride` is inside A for every row.
+        unsafe { *self.rows[ii].add(p * self.stride) }
+    }
+}
+
+/// One step of K: `acc += a[.., p] ⊗ b_row`.
+///
+/// # Safety
+/// `p < a.kc`.
+#[inline(always)]
+unsafe fn rank1<M: MulAdd, const R: usize, const NR: usize>(
     acc: &mut [[f32; NR]; R],
-    a_col: &[f32; MR],
+    a: &APanel<R>,
+    p: usize,
     b_row: &[f32; NR],
 ) {
-    for (acc_row, &a_v) in acc.iter_mut().zip(a_col) {
+    for (ii, acc_row) in acc.iter_mut().enumerate() {
+        // Read where it is used, so that it is broadcast straight from memory: loading the
+        // whole column first would take R more registers than the tile has.
+        // SAFETY: p < kc (the caller's promise).
+        let a_v = unsafe { a.at(ii, p) };
         for (acc_v, &b_v) in acc_row.iter_mut().zip(b_row) {
             *acc_v = M::mul_add(a_v, b_v, *acc_v);
         }
     }
-}
-
-/// One packed A panel: `count` groups of MR values, group `g` standing for K step `steps[g]`.
-#[derive(Clone, Copy)]
-struct Panel<'a> {
-    a: &'a [f32],
-    steps: &'a [u16],
-    count: usize,
 }
 
 #[derive(Clone, Copy)]
@@ -741,143 +748,91 @@ struct Tile {
     cols: usize,
 }
 
-/// Computes one tile from the first `R` rows of an MR-tall panel and stores it.
+/// The register tile: `R x NR` accumulators, one rank-1 update per K step of the block.
 #[inline(always)]
-fn run_tile<M: Tiles<MR, NR>, const MR: usize, const R: usize, const NR: usize>(
-    panel: Panel,
-    b_panel: &[f32],
-    out: &Out,
-    tile: Tile,
-    first: bool,
-    last: bool,
-    epilogue: Epilogue,
-) {
-    let kc = b_panel.len() / NR;
-    let acc = if panel.count == kc {
-        M::dense::<R>(panel.a, b_panel)
-    } else {
-        M::sparse::<R>(panel.a, &panel.steps[..panel.count], b_panel)
-    };
-    store(&acc, out, tile, first, last, epilogue);
-}
-
-/// The register tile: `R x NR` accumulators, one rank-1 update per step of K.
-#[inline(always)]
-fn micro_kernel<M: MulAdd, const MR: usize, const R: usize, const NR: usize>(
-    a_panel: &[f32],
+fn dense_kernel<M: MulAdd, const R: usize, const NR: usize>(
+    a: &APanel<R>,
     b_panel: &[f32],
 ) -> [[f32; NR]; R] {
     let mut acc = [[0.0f32; NR]; R];
-    for (a_col, b_row) in a_panel
-        .as_chunks::<MR>()
-        .0
-        .iter()
-        .zip(b_panel.as_chunks::<NR>().0)
-    {
-        rank1::<M, MR, R, NR>(&mut acc, a_col, b_row);
+    let b_rows = b_panel.as_chunks::<NR>().0;
+    assert!(b_rows.len() <= a.kc, "B panel deeper than the block");
+    for (p, b_row) in b_rows.iter().enumerate() {
+        // SAFETY: p < b_rows.len() <= kc.
+        unsafe { rank1::<M, R, NR>(&mut acc, a, p, b_row) };
     }
     acc
 }
 
-/// The register tile over the kept K steps only: each picks its group of A and row of B by index.
+/// The register tile over the listed K steps only.
 #[inline(always)]
-fn sparse_kernel<M: MulAdd, const MR: usize, const R: usize, const NR: usize>(
-    a_panel: &[f32],
+fn sparse_kernel<M: MulAdd, const R: usize, const NR: usize>(
+    a: &APanel<R>,
     steps: &[u16],
     b_panel: &[f32],
 ) -> [[f32; NR]; R] {
     let mut acc = [[0.0f32; NR]; R];
-    let a_cols = a_panel.as_chunks::<MR>().0;
     let b_rows = b_panel.as_chunks::<NR>().0;
+    assert!(b_rows.len() <= a.kc, "B panel deeper than the block");
     for &step in steps {
-        let (a_col, b_row) = (&a_cols[usize::from(step)], &b_rows[usize::from(step)]);
-        rank1::<M, MR, R, NR>(&mut acc, a_col, b_row);
+        let p = usize::from(step);
+        let b_row = &b_rows[p];
+        // SAFETY: indexing `b_rows` just checked p < b_rows.len() <= kc.
+        unsafe { rank1::<M, R, NR>(&mut acc, a, p, b_row) };
     }
     acc
 }
 
-/// Packs rows `ic..ic+mc`, columns `pc..pc+kc` of A into MR-tall panels (see [`pack_panel`]).
+/// For each MR-row panel of A rows `rows`, K steps `pc..pc+kc`: lists the steps where some
+/// row is nonzero (NaN counts as nonzero) in `steps`, their number in `counts`, and marks in
+/// `used` every step some panel lists.
 #[inline(always)]
-fn pack_a<const MR: usize>(
+fn list_block_steps<const MR: usize>(
     a: &MatRef,
-    ic: usize,
-    mc: usize,
+    rows: Range<usize>,
     pc: usize,
     kc: usize,
     scratch: &mut Scratch,
 ) {
     let used = &mut scratch.used[..kc];
     used.fill(false);
-    for (q, ir) in (0..mc).step_by(MR).enumerate() {
+    for (q, i0) in rows.clone().step_by(MR).enumerate() {
         let steps = &mut scratch.steps[q * kc..(q + 1) * kc];
-        let count = pack_panel::<MR>(
-            a,
-            ic + ir,
-            MR.min(mc - ir),
-            pc,
-            scratch.a[q * MR * kc..(q + 1) * MR * kc]
-                .as_chunks_mut::<MR>()
-                .0,
-            steps,
-        );
-        scratch.counts[q] = count;
-        if usize::from(count) == kc {
+        let panel = APanel::<MR>::new(a, i0, MR.min(rows.end - i0), pc, kc);
+        let count = list_steps(&panel, steps);
+        scratch.counts[q] = count as u16;
+        if count == kc {
             used.fill(true);
         } else {
-            steps[..usize::from(count)]
+            steps[..count]
                 .iter()
                 .for_each(|&p| used[usize::from(p)] = true);
         }
     }
 }
 
-/// Packs rows `i0..i0+height`, columns `pc..pc+groups.len()` of A as one group of MR values
-/// per K step (zero-padded past `height`), and lists in `steps` the steps whose group is not
-/// all zero; returns how many there are.
+/// Lists in `steps` the K steps where some row of the panel is nonzero; returns how many.
+/// When that is every step, `steps` holds flags rather than a list (the panel runs dense).
 #[inline(always)]
-fn pack_panel<const MR: usize>(
-    a: &MatRef,
-    i0: usize,
-    height: usize,
-    pc: usize,
-    groups: &mut [[f32; MR]],
-    steps: &mut [u16],
-) -> u16 {
-    let kc = groups.len();
+fn list_steps<const R: usize>(panel: &APanel<R>, steps: &mut [u16]) -> usize {
+    let kc = steps.len();
     // First a nonzero flag per step (in `steps`), then the list of nonzero steps, in place.
-    if a.row_stride == 1 && height == MR {
-        // Aᵀ stored row-major (the weight-gradient layout): a group is contiguous.
-        for (p, (group, flag)) in groups.iter_mut().zip(steps.iter_mut()).enumerate() {
-            let col = a.col(i0, pc + p, MR);
-            *group = col.first_chunk::<MR>().copied().unwrap_or([0.0; MR]);
-            *flag = nonzero(group);
-        }
-    } else if a.col_stride == 1 {
-        // A row-major (X, H, dZ): one pass per row, each vectorised along K.
+    // Flags test the bits without the sign: no float compares, so the loops vectorise.
+    let nonzero = |v: f32| u16::from(v.to_bits() & 0x7fff_ffff != 0);
+    if panel.stride == 1 {
+        // Rows lie along K (X, dZ): one pass per row.
         steps.fill(0);
-        for ii in 0..MR {
-            if ii < height {
-                let row = a.row(i0 + ii, pc, kc);
-                for (group, &v) in groups.iter_mut().zip(row) {
-                    group[ii] = v;
-                }
-                for (flag, &v) in steps.iter_mut().zip(row) {
-                    *flag |= u16::from(v != 0.0);
-                }
-            } else {
-                groups.iter_mut().for_each(|group| group[ii] = 0.0);
+        for &row in &panel.rows {
+            // SAFETY: `APanel::new` checked that the row's kc values lie inside A.
+            let row = unsafe { core::slice::from_raw_parts(row, kc) };
+            for (flag, &v) in steps.iter_mut().zip(row) {
+                *flag |= nonzero(v);
             }
         }
     } else {
-        for (p, (group, flag)) in groups.iter_mut().zip(steps.iter_mut()).enumerate() {
-            *group = core::array::from_fn(|ii| {
-                if ii < height {
-                    a.at(i0 + ii, pc + p)
-                } else {
-                    0.0
-                }
-            });
-            *flag = nonzero(group);
+        for (p, flag) in steps.iter_mut().enumerate() {
+            // SAFETY: p < steps.len() == kc.
+            *flag = (0..R).fold(0, |any, ii| any | nonzero(unsafe { panel.at(ii, p) }));
         }
     }
     let mut count = steps.iter().map(|&f| usize::from(f)).sum::<usize>();
@@ -890,15 +845,7 @@ fn pack_panel<const MR: usize>(
             count += usize::from(flag);
         }
     }
-    count as u16
-}
-
-/// 1 if any value of the group is nonzero (NaN counts as nonzero), else 0.
-#[inline(always)]
-fn nonzero<const MR: usize>(group: &[f32; MR]) -> u16 {
-    // On the bits, without the sign: no float compares, so it vectorises.
-    let bits = group.iter().fold(0, |any, &v| any | v.to_bits());
-    u16::from(bits & 0x7fff_ffff != 0)
+    count
 }
 
 /// Packs rows `pc..pc+rows.len()`, columns `jc..jc+width` of B into one NR-wide panel,

@@ -261,6 +261,7 @@ pub struct Trainer {
     optimizer: OptimizerState,
     workspace: Box<HostWorkspace>,
     scratches: Box<[Scratch]>,
+    threads: Threads,
     batch: Box<[[f32; IMAGE_PIXELS]; MAX_BATCH]>,
     labels: Vec<u8>,
     kernel: Kernel,
@@ -356,6 +357,7 @@ impl Trainer {
             optimizer: OptimizerState::Sgd(Sgd { learning_rate: 0.0 }),
             workspace: zeroed_box(),
             scratches: zeroed_slice(threads.max(1)),
+            threads: Threads::new(threads),
             batch: zeroed_box_batch(),
             labels: Vec::with_capacity(MAX_BATCH),
             kernel,
@@ -510,7 +512,7 @@ impl Trainer {
     /// One optimizer step on the rows at `indices`.
     fn step(&mut self, data: &Dataset, indices: impl Iterator<Item = usize>) -> StepStats {
         let rows = fill_batch(data, indices, &mut self.batch[..], &mut self.labels);
-        let mut compute = Compute::new(self.kernel, &Threads, &mut self.scratches);
+        let mut compute = Compute::new(self.kernel, &self.threads, &mut self.scratches);
         let images = &self.batch[..rows];
         let optimizer: &mut dyn StepOptimizer = match &mut self.optimizer {
             OptimizerState::RmsProp(o) => &mut **o,
@@ -544,7 +546,7 @@ impl Trainer {
         for start in (0..data.len()).step_by(MAX_BATCH) {
             let end = (start + MAX_BATCH).min(data.len());
             let rows = fill_batch(data, start..end, &mut self.batch[..], &mut self.labels);
-            let mut compute = Compute::new(self.kernel, &Threads, &mut self.scratches);
+            let mut compute = Compute::new(self.kernel, &self.threads, &mut self.scratches);
             let logits = self
                 .model
                 .forward(&self.batch[..rows], &mut self.workspace, &mut compute);
@@ -555,7 +557,7 @@ impl Trainer {
     /// Class probabilities of one image.
     pub fn probabilities(&mut self, pixels: &[u8]) -> [f32; 10] {
         crate::batch::to_unit(pixels, &mut self.batch[0]);
-        let mut compute = Compute::new(self.kernel, &Threads, &mut self.scratches);
+        let mut compute = Compute::new(self.kernel, &self.threads, &mut self.scratches);
         let logits = self
             .model
             .forward(&self.batch[..1], &mut self.workspace, &mut compute);
