@@ -1,18 +1,21 @@
 //! Matrix products for training.
 //!
 //! Every product is `C = A·B` where `A` and `B` are strided views ([`MatRef`]), so the three
-//! layouts training needs (X·W, Xᵀ·dY, dY·Wᵀ) are one routine: a transpose is a swap of strides
-//! and the packing step absorbs it. The blocked routine follows the usual GEMM loop nest around
-//! a register-tiled micro-kernel that holds an `MR x NR` block of C in a fixed-size array of
-//! accumulators: K blocks of at most [`KC`]; a block of A rows packed into MR-tall panels (kept
-//! in L2); a group of NR-wide panels of B packed together (about 128 KB, also in L2); then for
-//! each A panel (in L1) every B panel of the group, so C is written along its rows.
+//! layouts training needs (X·W, Xᵀ·dY, dY·Wᵀ) are one routine: a transpose is a swap of strides.
+//! The blocked routine follows the usual GEMM loop nest around a register-tiled micro-kernel
+//! that holds an `R x NR` block of C in a fixed-size array of accumulators: K blocks of at most
+//! [`KC`]; a group of NR-wide panels of B packed together (about 128 KB, in L2); then for each
+//! panel of R rows of A every B panel of the group, so C is written along its rows. A is read
+//! where it lies, whatever its layout: each value is broadcast once per tile straight from
+//! memory, so copying A first would only add a pass over it (and, with several threads, one
+//! pass per thread).
 //!
-//! Zero skipping: while packing A, a step of K where all MR values of a panel are zero is left
-//! out of that panel (MNIST pixels are mostly zero, in both X and Xᵀ). Adding `0·b` to a sum
-//! never changes it, so for finite B the result is the dense result bit for bit (with FMA, a
-//! sum that underflowed to -0 may stay -0 where the dense sum would turn it into +0). A NaN or
-//! infinity in B that only ever meets zeros of A is skipped rather than turned into NaN.
+//! Zero skipping: before the tiles of a panel of A rows run, the K steps where all its values
+//! are zero are left out of its step list (MNIST pixels are mostly zero, in both X and Xᵀ), and
+//! rows of B that no panel needs are not packed. Adding `0·b` to a sum never changes it, so for
+//! finite B the result is the dense result bit for bit (with FMA, a sum that underflowed to -0
+//! may stay -0 where the dense sum would turn it into +0). A NaN or infinity in B that only ever
+//! meets zeros of A is skipped rather than turned into NaN.
 //!
 //! Determinism: each element of C is summed over K in one fixed order (K blocks in order,
 //! sequentially inside a block), and neither the blocking nor the skipping depends on which
@@ -80,6 +83,16 @@ impl<'a> MatRef<'a> {
         self.cols
     }
 
+    /// Rows `rows` of the view.
+    fn row_range(self, rows: Range<usize>) -> Self {
+        Self {
+            // Empty only when there is nothing to read (k = 0).
+            data: self.data.get(rows.start * self.row_stride..).unwrap_or(&[]),
+            rows: rows.len(),
+            ..self
+        }
+    }
+
     #[inline(always)]
     fn at(&self, i: usize, j: usize) -> f32 {
         self.data[i * self.row_stride + j * self.col_stride]
@@ -122,6 +135,14 @@ impl Epilogue<'_> {
             Epilogue::Bias(bias) => v + bias[col],
             Epilogue::BiasRelu(bias) => relu(v + bias[col]),
             Epilogue::ReluMask(mask) => masked(v, mask[index]),
+        }
+    }
+
+    /// The epilogue of the rows of C from `row` on (C `ld` wide).
+    fn from_row(self, row: usize, ld: usize) -> Self {
+        match self {
+            Epilogue::ReluMask(mask) => Epilogue::ReluMask(&mask[row * ld..]),
+            other => other,
         }
     }
 
@@ -312,33 +333,55 @@ pub fn gemm_parallel<P: Parallel>(
         ld: n,
         _c: PhantomData,
     };
-    let parts = scratches.len().min(n.div_ceil(kernel.nr())).max(1);
+    let tiles = n.div_ceil(kernel.nr());
+    // Too few columns to share (n = 10): the jobs split the rows instead. Either way each
+    // element of C is summed by one job, in the same order.
+    let by_rows = tiles < scratches.len();
+    let parts = if by_rows { m.div_ceil(ROWS_MIN) } else { tiles };
+    let parts = parts.min(scratches.len()).max(1);
     let job = |part: usize, scratch: &mut Scratch| {
-        let cols = part_columns(n, parts, part, kernel.nr());
-        if !cols.is_empty() {
-            run_kernel(kernel, a, b, &out, cols, epilogue, scratch);
+        if by_rows {
+            let rows = part_range(m, parts, part, 1);
+            if !rows.is_empty() {
+                let out = Out {
+                    // In bounds: rows.start * n < m * n <= c.len().
+                    ptr: out.ptr.wrapping_add(rows.start * n),
+                    ..out
+                };
+                let epilogue = epilogue.from_row(rows.start, n);
+                run_kernel(kernel, a.row_range(rows), b, &out, 0..n, epilogue, scratch);
+            }
+        } else {
+            let cols = part_range(n, parts, part, kernel.nr());
+            if !cols.is_empty() {
+                run_kernel(kernel, a, b, &out, cols, epilogue, scratch);
+            }
         }
     };
     par.run(&mut scratches[..parts], &job);
 }
 
-/// Columns of part `part` out of `parts`, in whole tiles of `align` columns.
-fn part_columns(n: usize, parts: usize, part: usize, align: usize) -> Range<usize> {
+/// Fewest rows of C a job gets when jobs split rows.
+const ROWS_MIN: usize = 32;
+
+/// Part `part` of `parts` of `0..n`, in whole blocks of `align`.
+fn part_range(n: usize, parts: usize, part: usize, align: usize) -> Range<usize> {
     let tiles = n.div_ceil(align);
     let start = (tiles * part / parts * align).min(n);
     let end = (tiles * (part + 1) / parts * align).min(n);
     start..end
 }
 
-/// Write access to C shared by jobs that own disjoint column ranges.
+/// Write access to C shared by jobs that own disjoint column or row ranges.
+#[derive(Clone, Copy)]
 struct Out<'a> {
     ptr: *mut f32,
     ld: usize,
     _c: PhantomData<&'a mut [f32]>,
 }
 
-// SAFETY: jobs write through `Out` only inside their own column range (disjoint by construction
-// in `part_columns`), and the borrow of C outlives every job.
+// SAFETY: jobs write through `Out` only inside their own column or row range (disjoint by
+// construction in `part_range`), and the borrow of C outlives every job.
 unsafe impl Send for Out<'_> {}
 unsafe impl Sync for Out<'_> {}
 
@@ -1208,8 +1251,8 @@ mod tests {
         }
 
         #[test]
-        fn column_split_is_bitwise_identical(
-            m in 1usize..40, k in 1usize..300, n in 1usize..100, jobs in 2usize..5,
+        fn splitting_columns_or_rows_is_bitwise_identical(
+            m in 1usize..100, k in 1usize..300, n in 1usize..100, jobs in 2usize..5,
             layout in prop::sample::select(&LAYOUTS[..]),
             sparse in prop::sample::select(&[0u8, 1, 2][..]),
             seed in any::<u64>(),
@@ -1220,8 +1263,8 @@ mod tests {
             }
         }
 
-        /// Skipping zero K steps (packed A, wide C) gives the bits of the dense in-place path
-        /// (narrow C): the first columns of a wide product equal the narrow product.
+        /// Skipping zero K steps (wide C) gives the bits of the dense path (narrow C, no step
+        /// lists): the first columns of a wide product equal the narrow product.
         #[test]
         fn zero_skipping_is_bitwise_exact(
             m in 1usize..60, k in prop::sample::select(&EDGES[..]),
@@ -1297,12 +1340,12 @@ mod tests {
     }
 
     #[test]
-    fn part_columns_cover_everything_once() {
+    fn parts_cover_everything_once() {
         for n in [1, 10, 16, 17, 512, 513] {
             for parts in 1..5 {
                 let mut next = 0;
                 for part in 0..parts {
-                    let r = part_columns(n, parts, part, 16);
+                    let r = part_range(n, parts, part, 16);
                     assert_eq!(r.start, next);
                     next = r.end;
                 }
