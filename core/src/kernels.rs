@@ -138,8 +138,8 @@ impl Epilogue<'_> {
         }
     }
 
-    /// The epilogue of the rows of C from `row` on (C `ld` wide).
-    fn from_row(self, row: usize, ld: usize) -> Self {
+    /// The epilogue of C without its first `row` rows (C `ld` wide).
+    fn rows_after(self, row: usize, ld: usize) -> Self {
         match self {
             Epilogue::ReluMask(mask) => Epilogue::ReluMask(&mask[row * ld..]),
             other => other,
@@ -348,7 +348,7 @@ pub fn gemm_parallel<P: Parallel>(
                     ptr: out.ptr.wrapping_add(rows.start * n),
                     ..out
                 };
-                let epilogue = epilogue.from_row(rows.start, n);
+                let epilogue = epilogue.rows_after(rows.start, n);
                 run_kernel(kernel, a.row_range(rows), b, &out, 0..n, epilogue, scratch);
             }
         } else {
