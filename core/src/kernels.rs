@@ -875,7 +875,8 @@ fn list_steps<const R: usize>(panel: &APanel<R>, steps: &mut [u16]) -> usize {
     } else {
         for (p, flag) in steps.iter_mut().enumerate() {
             // SAFETY: p < steps.len() == kc.
-            *flag = (0..R).fold(0, |any, ii| any | nonzero(unsafe { panel.at(ii, p) }));
+            let bits = (0..R).fold(0, |any, ii| any | unsafe { panel.at(ii, p) }.to_bits());
+            *flag = nonzero(f32::from_bits(bits));
         }
     }
     let mut count = steps.iter().map(|&f| usize::from(f)).sum::<usize>();

@@ -1,5 +1,6 @@
 //! Epoch shuffling and batch assembly (u8 pixels -> f32 / 255, one batch at a time).
 
+use picodense_core::Parallel;
 use rand_core::{Rng, SeedableRng};
 use rand_xorshift::XorShiftRng;
 
@@ -29,21 +30,33 @@ pub fn epoch_order(seed: u64, epoch: usize, rows: usize) -> Vec<u32> {
 }
 
 /// Converts the images at `indices` into `batch` (pixels / 255), and their labels into `labels`.
+/// The conversion is shared between `par`'s threads: its time goes into reading the images'
+/// bytes from scattered places in memory.
 pub fn fill_batch(
+    par: &impl Parallel,
     data: &Dataset,
-    indices: impl IntoIterator<Item = usize>,
+    indices: &[usize],
     batch: &mut [[f32; IMAGE_PIXELS]],
     labels: &mut Vec<u8>,
 ) -> usize {
+    let rows = indices.len().min(batch.len());
     labels.clear();
-    let mut rows = 0;
-    for (dst, index) in batch.iter_mut().zip(indices) {
-        to_unit(data.image(index), dst);
-        labels.push(data.labels[index]);
-        rows += 1;
-    }
+    labels.extend(indices[..rows].iter().map(|&i| data.labels[i]));
+    let chunk = rows.div_ceil(FILL_PARTS).max(1);
+    let mut parts: Vec<_> = batch[..rows]
+        .chunks_mut(chunk)
+        .zip(indices.chunks(chunk))
+        .collect();
+    par.run(&mut parts, &|_, (dst, indices)| {
+        for (dst, &index) in dst.iter_mut().zip(indices.iter()) {
+            to_unit(data.image(index), dst);
+        }
+    });
     rows
 }
+
+/// Pieces a batch is converted in (claimed by whichever thread is free).
+const FILL_PARTS: usize = 4;
 
 /// `pixels / 255` as Keras's example scales them.
 pub fn to_unit(pixels: &[u8], out: &mut [f32]) {
@@ -55,6 +68,8 @@ pub fn to_unit(pixels: &[u8], out: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::compute::Threads;
+    use picodense_core::Serial;
 
     #[test]
     fn order_is_a_seeded_permutation_that_changes_each_epoch() {
@@ -76,10 +91,21 @@ mod tests {
         };
         let mut batch = vec![[0.0f32; IMAGE_PIXELS]; 4];
         let mut labels = Vec::new();
-        let rows = fill_batch(&data, [1usize, 0], &mut batch, &mut labels);
+        let rows = fill_batch(&Serial, &data, &[1, 0], &mut batch, &mut labels);
         assert_eq!(rows, 2);
         assert_eq!(labels, [7, 3]);
         assert_eq!(batch[1][255], 1.0);
         assert_eq!(batch[0][0], f32::from(data.images[IMAGE_PIXELS]) / 255.0);
+
+        // Shared between threads, the same rows land in the same places.
+        let indices: Vec<usize> = (0..9).map(|i| i % 2).collect();
+        let mut serial = vec![[0.0f32; IMAGE_PIXELS]; 9];
+        let mut threaded = vec![[0.0f32; IMAGE_PIXELS]; 9];
+        fill_batch(&Serial, &data, &indices, &mut serial, &mut labels);
+        let rows = fill_batch(&Threads::new(3), &data, &indices, &mut threaded, &mut labels);
+        assert_eq!(rows, 9);
+        assert_eq!(labels, [3, 7, 3, 7, 3, 7, 3, 7, 3]);
+        assert!(serial == threaded);
+        assert_eq!(threaded[3][0], f32::from(data.images[IMAGE_PIXELS]) / 255.0);
     }
 }

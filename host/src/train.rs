@@ -264,6 +264,8 @@ pub struct Trainer {
     threads: Threads,
     batch: Box<[[f32; IMAGE_PIXELS]; MAX_BATCH]>,
     labels: Vec<u8>,
+    /// The dataset rows of the batch being filled.
+    indices: Vec<usize>,
     kernel: Kernel,
     position: Position,
     resumed_rows: Option<usize>,
@@ -360,6 +362,7 @@ impl Trainer {
             threads: Threads::new(threads),
             batch: zeroed_box_batch(),
             labels: Vec::with_capacity(MAX_BATCH),
+            indices: Vec::with_capacity(MAX_BATCH),
             kernel,
             position: Position::default(),
             resumed_rows: None,
@@ -511,7 +514,15 @@ impl Trainer {
 
     /// One optimizer step on the rows at `indices`.
     fn step(&mut self, data: &Dataset, indices: impl Iterator<Item = usize>) -> StepStats {
-        let rows = fill_batch(data, indices, &mut self.batch[..], &mut self.labels);
+        self.indices.clear();
+        self.indices.extend(indices);
+        let rows = fill_batch(
+            &self.threads,
+            data,
+            &self.indices,
+            &mut self.batch[..],
+            &mut self.labels,
+        );
         let mut compute = Compute::new(self.kernel, &self.threads, &mut self.scratches);
         let images = &self.batch[..rows];
         let optimizer: &mut dyn StepOptimizer = match &mut self.optimizer {
@@ -545,7 +556,15 @@ impl Trainer {
     fn for_each_batch(&mut self, data: &Dataset, mut on_batch: impl FnMut(&[[f32; 10]], &[u8])) {
         for start in (0..data.len()).step_by(MAX_BATCH) {
             let end = (start + MAX_BATCH).min(data.len());
-            let rows = fill_batch(data, start..end, &mut self.batch[..], &mut self.labels);
+            self.indices.clear();
+            self.indices.extend(start..end);
+            let rows = fill_batch(
+                &self.threads,
+                data,
+                &self.indices,
+                &mut self.batch[..],
+                &mut self.labels,
+            );
             let mut compute = Compute::new(self.kernel, &self.threads, &mut self.scratches);
             let logits = self
                 .model
