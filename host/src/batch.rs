@@ -102,7 +102,13 @@ mod tests {
         let mut serial = vec![[0.0f32; IMAGE_PIXELS]; 9];
         let mut threaded = vec![[0.0f32; IMAGE_PIXELS]; 9];
         fill_batch(&Serial, &data, &indices, &mut serial, &mut labels);
-        let rows = fill_batch(&Threads::new(3), &data, &indices, &mut threaded, &mut labels);
+        let rows = fill_batch(
+            &Threads::new(3),
+            &data,
+            &indices,
+            &mut threaded,
+            &mut labels,
+        );
         assert_eq!(rows, 9);
         assert_eq!(labels, [3, 7, 3, 7, 3, 7, 3, 7, 3]);
         assert!(serial == threaded);
