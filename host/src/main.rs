@@ -273,14 +273,14 @@ fn run_evaluate(args: cli::EvaluateArgs) -> Result<()> {
         Dtype::F32 => {
             let (model, trained_on) = train::load_model(&args.model)?;
             let mut trainer = Trainer::with_model(model, threads, kernel);
-            let test = trainer.evaluate(&splits.test);
-            let details = wants_details.then(|| {
-                let probabilities = trainer.dataset_probabilities(&splits.test);
+            if wants_details {
+                let (test, probabilities) = trainer.evaluate_with_probabilities(&splits.test);
                 let predicted = predicted_classes(&probabilities);
                 let matrix = ConfusionMatrix::new(&splits.test.labels, &predicted);
-                (probabilities, matrix)
-            });
-            (test, details, trained_on)
+                (test, Some((probabilities, matrix)), trained_on)
+            } else {
+                (trainer.evaluate(&splits.test), None, trained_on)
+            }
         }
         Dtype::Int8 => {
             if wants_details {

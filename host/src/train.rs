@@ -540,12 +540,34 @@ impl Trainer {
 
     /// Loss and accuracy over a whole dataset, in batches, without training.
     pub fn evaluate(&mut self, data: &Dataset) -> StepStats {
+        self.scored_batches(data, |_| {})
+    }
+
+    /// Like [`Trainer::evaluate`], also returning every image's class probabilities, from the
+    /// same forward pass.
+    pub fn evaluate_with_probabilities(&mut self, data: &Dataset) -> (StepStats, Vec<[f32; 10]>) {
+        let mut probabilities = Vec::with_capacity(data.len());
+        let stats = self.scored_batches(data, |z| {
+            let mut p = [0.0; 10];
+            picodense_core::loss::softmax(z, &mut p);
+            probabilities.push(p);
+        });
+        (stats, probabilities)
+    }
+
+    /// Loss and accuracy over `data`, handing each image's logits to `on_logits` in order.
+    fn scored_batches(
+        &mut self,
+        data: &Dataset,
+        mut on_logits: impl FnMut(&[f32; 10]),
+    ) -> StepStats {
         let mut total = StepStats::default();
         self.for_each_batch(data, |logits, labels| {
             for (z, &label) in logits.iter().zip(labels) {
                 total.loss_sum += f64::from(picodense_core::loss::cross_entropy(z, label.into()));
                 total.correct += u32::from(picodense_core::loss::argmax(z) == usize::from(label));
                 total.rows += 1;
+                on_logits(z);
             }
         });
         total
@@ -583,19 +605,6 @@ impl Trainer {
         let mut p = [0.0; 10];
         picodense_core::loss::softmax(&logits[0], &mut p);
         p
-    }
-
-    /// Class probabilities of every image in `data`, computed in batches.
-    pub fn dataset_probabilities(&mut self, data: &Dataset) -> Vec<[f32; 10]> {
-        let mut out = Vec::with_capacity(data.len());
-        self.for_each_batch(data, |logits, _| {
-            for z in logits {
-                let mut p = [0.0; 10];
-                picodense_core::loss::softmax(z, &mut p);
-                out.push(p);
-            }
-        });
-        out
     }
 
     /// The model file bytes (weights only).

@@ -318,6 +318,18 @@ fn evaluate_prints_the_confusion_matrix_and_writes_the_report_images() {
     let correct: u64 = (0..10).map(|c| matrix[c][c]).sum();
     let accuracy = json["test_accuracy"].as_f64().unwrap();
     assert!((accuracy - correct as f64 / test_size as f64).abs() < 1e-9);
+    // The details come from the same forward pass as the plain figures.
+    let plain = run(&[
+        "evaluate",
+        "--model",
+        s(&model),
+        "--data",
+        s(&data),
+        "--json",
+    ]);
+    let plain: serde_json::Value = serde_json::from_slice(&plain.stdout).unwrap();
+    assert_eq!(plain["test_loss"], json["test_loss"]);
+    assert_eq!(plain["test_accuracy"], json["test_accuracy"]);
 
     let report = dir.path().join("report").join("nested");
     let printed = ok(&[
