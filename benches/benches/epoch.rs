@@ -12,7 +12,7 @@ use std::time::Duration;
 use criterion::measurement::Measurement;
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use picodense::batch::{init_rng, to_unit};
-use picodense::compute::{Threads, zeroed_box, zeroed_slice};
+use picodense::compute::{KernelChoice, Threads, select_kernel, zeroed_box, zeroed_slice};
 use picodense_benches::{PIXELS, ThreadCpuTime, synthetic_mnist};
 use picodense_core::{
     BATCH, Compute, Kernel, MnistMlp, MnistWorkspace, RmsProp, Scratch, StepStats,
@@ -65,16 +65,9 @@ impl Trainer {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
+/// The AVX2 kernel, if this CPU runs it.
 fn avx2() -> Option<Kernel> {
-    (is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
-        // SAFETY: both features were detected on this CPU.
-        .then(|| unsafe { Kernel::avx2_unchecked() })
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn avx2() -> Option<Kernel> {
-    None
+    select_kernel(KernelChoice::Avx2).ok()
 }
 
 /// The epochs of one thread count: 1 measured in the thread's CPU time, more in wall time.

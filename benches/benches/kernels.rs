@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use criterion::measurement::Measurement;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use picodense::compute::{Threads, zeroed_slice};
+use picodense::compute::{KernelChoice, Threads, select_kernel, zeroed_slice};
 use picodense_benches::{PIXELS, ThreadCpuTime, synthetic_mnist};
 use picodense_core::Scratch;
 use picodense_core::kernels::{Epilogue, Kernel, MatRef, Parallel, Serial, gemm_parallel};
@@ -222,16 +222,9 @@ fn strides(layout: Layout, is_a: bool, rows: usize, cols: usize) -> (isize, isiz
     }
 }
 
-#[cfg(target_arch = "x86_64")]
+/// The AVX2 kernel, if this CPU runs it.
 fn avx2() -> Option<Kernel> {
-    (is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
-        // SAFETY: both features were detected on this CPU.
-        .then(|| unsafe { Kernel::avx2_unchecked() })
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn avx2() -> Option<Kernel> {
-    None
+    select_kernel(KernelChoice::Avx2).ok()
 }
 
 fn one_thread(c: &mut Criterion<ThreadCpuTime>) {

@@ -512,17 +512,22 @@ impl Trainer {
         }
     }
 
-    /// One optimizer step on the rows at `indices`.
-    fn step(&mut self, data: &Dataset, indices: impl Iterator<Item = usize>) -> StepStats {
+    /// Loads the rows at `indices` into the batch and the labels; returns how many.
+    fn fill(&mut self, data: &Dataset, indices: impl IntoIterator<Item = usize>) -> usize {
         self.indices.clear();
         self.indices.extend(indices);
-        let rows = fill_batch(
+        fill_batch(
             &self.threads,
             data,
             &self.indices,
             &mut self.batch[..],
             &mut self.labels,
-        );
+        )
+    }
+
+    /// One optimizer step on the rows at `indices`.
+    fn step(&mut self, data: &Dataset, indices: impl Iterator<Item = usize>) -> StepStats {
+        let rows = self.fill(data, indices);
         let mut compute = Compute::new(self.kernel, &self.threads, &mut self.scratches);
         let images = &self.batch[..rows];
         let optimizer: &mut dyn StepOptimizer = match &mut self.optimizer {
@@ -578,15 +583,7 @@ impl Trainer {
     fn for_each_batch(&mut self, data: &Dataset, mut on_batch: impl FnMut(&[[f32; 10]], &[u8])) {
         for start in (0..data.len()).step_by(MAX_BATCH) {
             let end = (start + MAX_BATCH).min(data.len());
-            self.indices.clear();
-            self.indices.extend(start..end);
-            let rows = fill_batch(
-                &self.threads,
-                data,
-                &self.indices,
-                &mut self.batch[..],
-                &mut self.labels,
-            );
+            let rows = self.fill(data, start..end);
             let mut compute = Compute::new(self.kernel, &self.threads, &mut self.scratches);
             let logits = self
                 .model
