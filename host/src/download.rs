@@ -665,6 +665,13 @@ mod tests {
         fx.iter().map(|(n, _, s)| (*n, *s)).collect()
     }
 
+    /// Routes that serve every fixture under `prefix`.
+    fn serve_all(fx: &[(&'static str, Vec<u8>, [u8; 32])], prefix: &str) -> Vec<(String, Reply)> {
+        fx.iter()
+            .map(|(n, b, _)| (format!("{prefix}{n}"), Reply::ok(b)))
+            .collect()
+    }
+
     fn test_agent() -> ureq::Agent {
         agent(false)
     }
@@ -681,10 +688,7 @@ mod tests {
     #[test]
     fn downloads_and_verifies_every_file() {
         let fx = fixtures();
-        let routes = fx
-            .iter()
-            .map(|(n, b, _)| (format!("/m/{n}"), Reply::ok(b)))
-            .collect();
+        let routes = serve_all(&fx, "/m/");
         let (base, served) = serve(routes, 4);
         let dest = tempfile::tempdir().unwrap();
         let target = dest.path().join("nested/mnist");
@@ -755,10 +759,7 @@ mod tests {
     #[test]
     fn falls_back_to_the_next_mirror() {
         let fx = fixtures();
-        let routes = fx
-            .iter()
-            .map(|(n, b, _)| (format!("/good/{n}"), Reply::ok(b)))
-            .collect();
+        let routes = serve_all(&fx, "/good/");
         // Each file: a 404 from the first mirror, then the second.
         let (base, served) = serve(routes, 8);
         let dest = tempfile::tempdir().unwrap();
@@ -773,10 +774,7 @@ mod tests {
     #[test]
     fn refused_connection_then_good_mirror() {
         let fx = fixtures();
-        let routes = fx
-            .iter()
-            .map(|(n, b, _)| (format!("/{n}"), Reply::ok(b)))
-            .collect();
+        let routes = serve_all(&fx, "/");
         let (base, _) = serve(routes, 4);
         let dest = tempfile::tempdir().unwrap();
         let mirrors = ["http://127.0.0.1:1".to_owned(), base];
@@ -845,10 +843,7 @@ mod tests {
     #[test]
     fn existing_bad_file_is_replaced() {
         let fx = fixtures();
-        let routes = fx
-            .iter()
-            .map(|(n, b, _)| (format!("/{n}"), Reply::ok(b)))
-            .collect();
+        let routes = serve_all(&fx, "/");
         let (base, _) = serve(routes, 4);
         let dest = tempfile::tempdir().unwrap();
         fs::write(dest.path().join(FILES[2]), b"stale").unwrap();
