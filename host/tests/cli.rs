@@ -6,6 +6,23 @@ use common::*;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
+/// `picodense train --data DATA --epochs 1 --quiet --save MODEL EXTRA...`, which must succeed.
+fn train_epoch(data: &Path, model: &Path, extra: &[&str]) {
+    let mut args = vec![
+        "train",
+        "--data",
+        s(data),
+        "--epochs",
+        "1",
+        "--quiet",
+        "--save",
+        s(model),
+    ];
+    args.extend(extra);
+    let out = run(&args);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
 fn run(args: &[&str]) -> Output {
     bin().args(args).output().expect("binary runs")
 }
@@ -147,21 +164,7 @@ fn same_seed_gives_the_same_model_for_any_thread_count() {
     let mut files = Vec::new();
     for threads in ["1", "2", "3"] {
         let model = dir.path().join(format!("t{threads}.pdn"));
-        let out = run(&[
-            "train",
-            "--data",
-            data.to_str().unwrap(),
-            "--epochs",
-            "1",
-            "--threads",
-            threads,
-            "--seed",
-            "42",
-            "--quiet",
-            "--save",
-            model.to_str().unwrap(),
-        ]);
-        assert!(out.status.success(), "{}", text(&out));
+        train_epoch(&data, &model, &["--threads", threads, "--seed", "42"]);
         files.push(std::fs::read(&model).unwrap());
     }
     assert!(
@@ -169,19 +172,7 @@ fn same_seed_gives_the_same_model_for_any_thread_count() {
         "models differ"
     );
     let other = dir.path().join("other.pdn");
-    let out = run(&[
-        "train",
-        "--data",
-        data.to_str().unwrap(),
-        "--epochs",
-        "1",
-        "--seed",
-        "43",
-        "--quiet",
-        "--save",
-        other.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
+    train_epoch(&data, &other, &["--seed", "43"]);
     assert_ne!(std::fs::read(&other).unwrap(), files[0]);
 }
 
@@ -190,17 +181,7 @@ fn corrupted_model_files_are_refused_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     let data = dataset(dir.path(), 300, 50);
     let model = dir.path().join("m.pdn");
-    let out = run(&[
-        "train",
-        "--data",
-        data.to_str().unwrap(),
-        "--epochs",
-        "1",
-        "--quiet",
-        "--save",
-        model.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
+    train_epoch(&data, &model, &[]);
     let good = std::fs::read(&model).unwrap();
 
     let flipped = dir.path().join("flipped.pdn");
@@ -259,19 +240,9 @@ fn bad_arguments_fail_before_any_work() {
 fn exported_f32_and_int8_files_evaluate_like_the_model() {
     let dir = tempfile::tempdir().unwrap();
     let data = dataset(dir.path(), 2000, 400);
-    let data = data.to_str().unwrap();
     let model = dir.path().join("m.pdn");
-    let out = run(&[
-        "train",
-        "--data",
-        data,
-        "--epochs",
-        "1",
-        "--quiet",
-        "--save",
-        model.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
+    train_epoch(&data, &model, &[]);
+    let data = data.to_str().unwrap();
     let accuracy = |path: &Path| {
         let out = run(&[
             "evaluate",
