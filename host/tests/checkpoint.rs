@@ -35,15 +35,6 @@ fn images(count: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
     (pixels, labels)
 }
 
-fn idx_images(pixels: &[u8]) -> Vec<u8> {
-    let mut out = vec![0, 0, 8, 3];
-    out.extend(((pixels.len() / 784) as u32).to_be_bytes());
-    out.extend(28u32.to_be_bytes());
-    out.extend(28u32.to_be_bytes());
-    out.extend(pixels);
-    out
-}
-
 /// Training rows: 47 steps of 128 per epoch after the 10% validation split.
 const TRAIN_ROWS: usize = 6600;
 

@@ -50,15 +50,6 @@ fn images(count: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
     (pixels, labels)
 }
 
-fn idx_images(pixels: &[u8]) -> Vec<u8> {
-    let mut out = vec![0, 0, 8, 3];
-    out.extend(((pixels.len() / 784) as u32).to_be_bytes());
-    out.extend(28u32.to_be_bytes());
-    out.extend(28u32.to_be_bytes());
-    out.extend(pixels);
-    out
-}
-
 /// A dataset folder: training files gzipped, test files raw, to cover both.
 fn dataset(dir: &Path, train: usize, test: usize) -> PathBuf {
     let data = dir.join("synthetic");

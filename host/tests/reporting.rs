@@ -111,15 +111,6 @@ fn centred_box(class: u8) -> (i32, i32) {
     (place(sr / n), place(sc / n))
 }
 
-fn idx_images(pixels: &[u8]) -> Vec<u8> {
-    let mut out = vec![0, 0, 8, 3];
-    out.extend(((pixels.len() / 784) as u32).to_be_bytes());
-    out.extend(28u32.to_be_bytes());
-    out.extend(28u32.to_be_bytes());
-    out.extend(pixels);
-    out
-}
-
 /// A dataset folder. A name with "fashion" in it makes models trained on it Fashion-MNIST
 /// ones, which print its class names and prepare pictures its way.
 fn dataset_named(dir: &Path, name: &str, train: usize, test: usize) -> PathBuf {

@@ -37,6 +37,16 @@ impl Noise {
     }
 }
 
+/// An IDX image file of 28 x 28 images.
+pub fn idx_images(pixels: &[u8]) -> Vec<u8> {
+    let mut out = vec![0, 0, 8, 3];
+    out.extend(((pixels.len() / 784) as u32).to_be_bytes());
+    out.extend(28u32.to_be_bytes());
+    out.extend(28u32.to_be_bytes());
+    out.extend(pixels);
+    out
+}
+
 /// An IDX label file.
 pub fn idx_labels(labels: &[u8]) -> Vec<u8> {
     let mut out = vec![0, 0, 8, 1];
