@@ -104,6 +104,23 @@ fn start(extra: &[&str]) -> Child {
         .unwrap()
 }
 
+/// A run that checkpoints to `dir/run.ckpt` every 5 steps (and would save `dir/never.pdn`),
+/// once its first checkpoint is on disk.
+fn start_checkpointing(dir: &Path) -> (Child, PathBuf) {
+    let ckpt = dir.join("run.ckpt");
+    let never = dir.join("never.pdn");
+    let mut child = start(&[
+        "--save",
+        s(&never),
+        "--checkpoint",
+        s(&ckpt),
+        "--checkpoint-every",
+        "5",
+    ]);
+    wait_for(&mut child, &ckpt);
+    (child, ckpt)
+}
+
 /// Polls until `path` exists (a bounded wait: the run has hundreds of steps to go). Panics if
 /// the run ends first.
 fn wait_for(child: &mut Child, path: &Path) {
@@ -167,16 +184,7 @@ fn temp_files(dir: &Path) -> Vec<String> {
 fn killed_run_resumes_to_the_same_bytes() {
     let (_, expected) = reference();
     let dir = tempfile::tempdir().unwrap();
-    let ckpt = dir.path().join("run.ckpt");
-    let mut child = start(&[
-        "--save",
-        s(&dir.path().join("never.pdn")),
-        "--checkpoint",
-        s(&ckpt),
-        "--checkpoint-every",
-        "5",
-    ]);
-    wait_for(&mut child, &ckpt);
+    let (mut child, ckpt) = start_checkpointing(dir.path());
     child.kill().unwrap(); // SIGKILL: no handler runs
     let status = child.wait().unwrap();
     assert!(!status.success(), "the run ended before it was killed");
@@ -195,20 +203,8 @@ fn killed_run_resumes_to_the_same_bytes() {
 fn interrupted_run_writes_a_checkpoint_exits_130_and_resumes_to_the_same_bytes() {
     let (_, expected) = reference();
     let dir = tempfile::tempdir().unwrap();
-    let ckpt = dir.path().join("run.ckpt");
-    let child = {
-        let mut child = start(&[
-            "--save",
-            s(&dir.path().join("never.pdn")),
-            "--checkpoint",
-            s(&ckpt),
-            "--checkpoint-every",
-            "5",
-        ]);
-        wait_for(&mut child, &ckpt);
-        sigint(&child);
-        child
-    };
+    let (child, ckpt) = start_checkpointing(dir.path());
+    sigint(&child);
     let out = child.wait_with_output().unwrap();
     let printed = text(&out);
     assert_eq!(out.status.code(), Some(130), "{printed}");
@@ -232,16 +228,7 @@ fn interrupted_run_writes_a_checkpoint_exits_130_and_resumes_to_the_same_bytes()
 #[test]
 fn second_interrupt_exits_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let ckpt = dir.path().join("run.ckpt");
-    let mut child = start(&[
-        "--save",
-        s(&dir.path().join("never.pdn")),
-        "--checkpoint",
-        s(&ckpt),
-        "--checkpoint-every",
-        "5",
-    ]);
-    wait_for(&mut child, &ckpt);
+    let (child, ckpt) = start_checkpointing(dir.path());
     sigint(&child);
     sigint(&child);
     let out = child.wait_with_output().unwrap();
