@@ -24,6 +24,9 @@
 use core::marker::PhantomData;
 use core::ops::Range;
 
+/// Longest row order [`MatRef::row_order`] takes.
+pub const MAX_ORDERED_ROWS: usize = 4096;
+
 /// Deepest K block (784 inputs = 3 blocks of 262, measured faster than 2 x 392 or 4 x 196).
 pub const KC: usize = 264;
 
@@ -44,6 +47,8 @@ pub struct MatRef<'a> {
     cols: usize,
     row_stride: usize,
     col_stride: usize,
+    /// The order in which the blocked kernels group rows into panels (empty: 0, 1, 2...).
+    order: &'a [u16],
 }
 
 impl<'a> MatRef<'a> {
@@ -59,18 +64,49 @@ impl<'a> MatRef<'a> {
             cols,
             row_stride: cols,
             col_stride: 1,
+            order: &[],
         }
     }
 
-    /// The transposed view (no data moves).
+    /// The transposed view (no data moves; a row order is dropped).
     pub fn t(self) -> Self {
         Self {
             rows: self.cols,
             cols: self.rows,
             row_stride: self.col_stride,
             col_stride: self.row_stride,
+            order: &[],
             ..self
         }
+    }
+
+    /// The same view, its rows grouped into the kernels' panels in `order` (a permutation of
+    /// the row numbers). Only the speed changes: rows whose zeros fall on the same K steps,
+    /// grouped together, let a panel skip more steps, and every element of a product is still
+    /// summed by itself in K order, so the result is the same bit for bit.
+    ///
+    /// # Panics
+    /// If `order` is not a permutation of `0..rows`, or has more than [`MAX_ORDERED_ROWS`].
+    pub fn row_order(self, order: &'a [u16]) -> Self {
+        assert!(
+            order.len() == self.rows && order.len() <= MAX_ORDERED_ROWS,
+            "row order of the wrong length"
+        );
+        let mut seen = [0u64; MAX_ORDERED_ROWS / 64];
+        for &row in order {
+            let row = usize::from(row);
+            assert!(row < self.rows, "row order outside the rows");
+            let (word, bit) = (row / 64, 1u64 << (row % 64));
+            assert!(seen[word] & bit == 0, "row order repeats a row");
+            seen[word] |= bit;
+        }
+        Self { order, ..self }
+    }
+
+    /// The row at position `pos` of the panel order.
+    #[inline(always)]
+    fn row_index(&self, pos: usize) -> usize {
+        self.order.get(pos).map_or(pos, |&row| usize::from(row))
     }
 
     /// Number of rows.
@@ -89,6 +125,7 @@ impl<'a> MatRef<'a> {
             // Empty only when there is nothing to read (k = 0).
             data: self.data.get(rows.start * self.row_stride..).unwrap_or(&[]),
             rows: rows.len(),
+            order: &[],
             ..self
         }
     }
@@ -700,6 +737,7 @@ fn run_strip<M: Tiles<NR>, const R: usize, const NR: usize>(
     epilogue: Epilogue,
 ) {
     let panel = APanel::<R>::new(a, strip.row, strip.rows, strip.pc, strip.kc);
+    let c_rows: [usize; R] = core::array::from_fn(|ii| a.row_index(strip.row + ii));
     for j in (0..strip.width).step_by(NR) {
         let b_panel = &b_panels[j * strip.kc..(j + NR) * strip.kc];
         let acc = match strip.steps {
@@ -707,9 +745,8 @@ fn run_strip<M: Tiles<NR>, const R: usize, const NR: usize>(
             None => M::dense::<R>(&panel, b_panel),
         };
         let tile = Tile {
-            row: strip.row,
+            rows: &c_rows[..strip.rows],
             col: strip.col + j,
-            rows: strip.rows,
             cols: NR.min(strip.width - j),
         };
         store(&acc, out, tile, strip.first, strip.last, epilogue);
@@ -729,11 +766,13 @@ struct APanel<'a, const R: usize> {
 }
 
 impl<'a, const R: usize> APanel<'a, R> {
-    /// Rows `i0..i0 + height` (`1 <= height <= R`) of A, K steps `pc..pc + kc`.
+    /// The rows at positions `i0..i0 + height` (`1 <= height <= R`) of A's panel order, K steps
+    /// `pc..pc + kc`.
     #[inline(always)]
     fn new(a: &MatRef<'a>, i0: usize, height: usize, pc: usize, kc: usize) -> Self {
-        let starts: [usize; R] =
-            core::array::from_fn(|ii| (i0 + ii.min(height - 1)) * a.row_stride + pc * a.col_stride);
+        let starts: [usize; R] = core::array::from_fn(|ii| {
+            a.row_index(i0 + ii.min(height - 1)) * a.row_stride + pc * a.col_stride
+        });
         // The panel's only bounds check: every value `at` reads lies inside `a.data`.
         let last_step = kc.saturating_sub(1) * a.col_stride;
         assert!(
@@ -783,11 +822,11 @@ unsafe fn rank1<M: MulAdd, const R: usize, const NR: usize>(
     }
 }
 
+/// Where a tile goes in C: its rows (in panel order) and columns.
 #[derive(Clone, Copy)]
-struct Tile {
-    row: usize,
+struct Tile<'r> {
+    rows: &'r [usize],
     col: usize,
-    rows: usize,
     cols: usize,
 }
 
@@ -959,8 +998,7 @@ fn store<const R: usize, const NR: usize>(
     last: bool,
     epilogue: Epilogue,
 ) {
-    for (ii, acc_row) in acc.iter().enumerate().take(tile.rows) {
-        let i = tile.row + ii;
+    for (acc_row, &i) in acc.iter().zip(tile.rows) {
         // SAFETY: the tile lies inside C and inside this job's column range, and this is the
         // only live reference to that row segment.
         let c_row = unsafe { out.row_mut(i, tile.col, tile.cols) };
@@ -1140,6 +1178,17 @@ mod tests {
     }
 
     fn compute(kernel: Kernel, case: Case, jobs: usize, abs: bool) -> Vec<f32> {
+        compute_in_order(kernel, case, jobs, abs, None)
+    }
+
+    /// [`compute`] with A's rows grouped in a random order drawn from `order_seed`.
+    fn compute_in_order(
+        kernel: Kernel,
+        case: Case,
+        jobs: usize,
+        abs: bool,
+        order_seed: Option<u64>,
+    ) -> Vec<f32> {
         let Case { m, k, n, seed, .. } = case;
         let mut a_data = values(seed, m * k);
         // B by position, so that a narrower product has the first columns of a wider one.
@@ -1187,6 +1236,19 @@ mod tests {
                 MatRef::row_major(&a_data, m, k),
                 MatRef::row_major(&b_data, n, k).t(),
             ),
+        };
+        let mut order: Vec<u16> = (0..m as u16).collect();
+        let a = match order_seed {
+            Some(order_seed) => {
+                // Fisher-Yates with the test's generator.
+                let draws = values(order_seed, m);
+                for i in (1..m).rev() {
+                    let j = ((draws[i] + 1.0) / 2.0 * (i + 1) as f32) as usize;
+                    order.swap(i, j.min(i));
+                }
+                a.row_order(&order)
+            }
+            None => a,
         };
         let epilogue = match case.epi {
             0 => Epilogue::Store,
@@ -1282,6 +1344,36 @@ mod tests {
                     wide_c.chunks(wide.n).flat_map(|row| &row[..narrow]).copied().collect();
                 prop_assert_eq!(bits(&wide_first), bits(&thin_c));
             }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+        /// Grouping A's rows in any order changes no bit of the product, whatever the jobs.
+        #[test]
+        fn row_order_changes_no_bit(
+            m in 1usize..80, k in prop::sample::select(&EDGES[..]), n in 1usize..100,
+            jobs in 1usize..4,
+            layout in prop::sample::select(&LAYOUTS[..]),
+            sparse in 0u8..3, epi in 0u8..4, seed in any::<u64>(), order_seed in any::<u64>(),
+        ) {
+            let case = Case { layout, m, k, n, seed, epi, sparse };
+            for kernel in kernels() {
+                let natural = product(kernel, case, 1);
+                let grouped = compute_in_order(kernel, case, jobs, false, Some(order_seed));
+                prop_assert_eq!(bits(&natural), bits(&grouped));
+            }
+        }
+    }
+
+    #[test]
+    fn row_orders_must_be_permutations() {
+        let data = [0.0f32; 12];
+        let a = MatRef::row_major(&data, 4, 3);
+        let _ = a.row_order(&[3, 1, 0, 2]);
+        for bad in [&[0u16, 1, 2][..], &[0, 1, 2, 2], &[0, 1, 2, 4]] {
+            let refused = std::panic::catch_unwind(|| a.row_order(bad));
+            assert!(refused.is_err(), "{bad:?} accepted");
         }
     }
 
