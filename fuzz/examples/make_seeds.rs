@@ -101,6 +101,7 @@ fn main() {
             optimizer,
             learning_rate: 1e-3,
             train_rows: 3,
+            history: Vec::new(),
         };
         let json = serde_json::to_vec(&record).expect("plain fields serialise");
         let mode = if optimizer == OptimizerKind::Rmsprop {

@@ -198,7 +198,8 @@ fn run_train(args: cli::TrainArgs) -> Result<ExitCode> {
     let mut progress = Progress::new(config.epochs, args.quiet);
     let started = Instant::now();
     let mut log_error = None;
-    let mut history = Vec::new();
+    // After a resume, the epochs before it too: `--plot` draws the whole run.
+    let mut history = trainer.history().to_vec();
     let outcome = trainer.fit(
         &config,
         &splits.train,

@@ -89,7 +89,7 @@ pub enum TrainError {
 }
 
 /// What one epoch scored.
-#[derive(Clone, Copy, Debug, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EpochReport {
     /// 1-based epoch number.
     pub epoch: usize,
@@ -187,6 +187,9 @@ pub struct CheckpointRecord {
     pub learning_rate: f32,
     /// Training rows (after any validation split): resuming on other data is refused.
     pub train_rows: usize,
+    /// Reports of the epochs finished so far (absent from checkpoints of earlier versions).
+    #[serde(default)]
+    pub history: Vec<EpochReport>,
 }
 
 /// How often to write checkpoints.
@@ -269,6 +272,8 @@ pub struct Trainer {
     kernel: Kernel,
     position: Position,
     resumed_rows: Option<usize>,
+    /// Reports of the run's finished epochs, those before a resume included.
+    history: Vec<EpochReport>,
     /// Dataset recorded in saved files.
     pub dataset: Option<DatasetKind>,
 }
@@ -339,12 +344,18 @@ impl Trainer {
             kernel,
         };
         trainer.resumed_rows = Some(record.train_rows);
+        trainer.history = record.history;
         Ok((trainer, config))
     }
 
     /// Training rows the resumed checkpoint was made with.
     pub fn resumed_rows(&self) -> Option<usize> {
         self.resumed_rows
+    }
+
+    /// Reports of the run's finished epochs, those before a resume included.
+    pub fn history(&self) -> &[EpochReport] {
+        &self.history
     }
 
     /// Where the run stands.
@@ -366,6 +377,7 @@ impl Trainer {
             kernel,
             position: Position::default(),
             resumed_rows: None,
+            history: Vec::new(),
             dataset: None,
         }
     }
@@ -387,6 +399,7 @@ impl Trainer {
         }
         let steps = train.len().div_ceil(config.batch_size);
         let start = self.position;
+        self.history.truncate(start.epoch);
         // Not sized by `config.epochs`: any count is allowed, and one report per epoch is small.
         let mut reports = Vec::new();
         for epoch in start.epoch..config.epochs {
@@ -453,6 +466,7 @@ impl Trainer {
             };
             on_event(Event::EpochEnd(&report));
             reports.push(report);
+            self.history.push(report);
             if matches!(control.every, Every::Epochs(n) if (epoch + 1).is_multiple_of(n)) {
                 self.write_checkpoint(config, train, control.checkpoint.as_deref())?;
             }
@@ -480,6 +494,7 @@ impl Trainer {
             optimizer: config.optimizer,
             learning_rate: config.learning_rate,
             train_rows: train.len(),
+            history: self.history.clone(),
         };
         let extra = serde_json::to_vec(&record).expect("plain fields serialise");
         let optimizer = match &self.optimizer {
@@ -655,6 +670,13 @@ fn check_record(r: &CheckpointRecord) -> Result<(), String> {
     let at = &r.position;
     let steps = r.train_rows.div_ceil(r.batch_size);
     let rows = u64::from(at.stats.rows);
+    if r.history.len() > at.epoch {
+        return Err(format!(
+            "{} epoch reports for a run at epoch {}",
+            r.history.len(),
+            at.epoch
+        ));
+    }
     if at.epoch > r.epochs
         || at.step > steps
         || rows > r.train_rows as u64

@@ -378,6 +378,14 @@ fn impossible_training_records_are_refused() {
         ("epochs", record(0, 0, 0, 0, "0", 128, "0.001"), "epochs"),
         ("lr", record(0, 0, 0, 0, "2", 128, "-1.0"), "learning rate"),
         ("json", "{\"position\":".to_owned(), "EOF"),
+        (
+            "history",
+            record(0, 0, 0, 0, "2", 128, "0.001").replace(
+                "}}",
+                r#"}},"history":[{"epoch":1,"loss":0.5,"accuracy":0.8,"seconds":1.0}]"#,
+            ),
+            "1 epoch reports for a run at epoch 0",
+        ),
     ] {
         let path = dir.path().join(format!("{name}.ckpt"));
         std::fs::write(&path, checkpoint_with_record(text.as_bytes())).unwrap();
@@ -405,9 +413,64 @@ fn impossible_training_records_are_refused() {
     assert!(!out.status.success(), "{printed}");
     assert!(printed.contains("bad training record"), "{printed}");
     assert!(!printed.contains("panicked"), "{printed}");
-    // A record the run could have written is accepted.
+    // A record the run could have written is accepted, also without epoch reports (as
+    // checkpoints of earlier versions are).
     let good = dir.path().join("good.ckpt");
     let text = record(1, 2, 100, 256, "2", 128, "0.001");
     std::fs::write(&good, checkpoint_with_record(text.as_bytes())).unwrap();
-    Trainer::resume(&good, 1, Kernel::PORTABLE).expect("a possible record resumes");
+    let (resumed, _) = Trainer::resume(&good, 1, Kernel::PORTABLE).expect("a possible record");
+    assert!(resumed.history().is_empty());
+}
+
+/// A run stopped in its second epoch and resumed reports every epoch from the first, so that
+/// `--plot` after `--resume` draws the whole run.
+#[test]
+fn resumed_run_keeps_the_reports_of_earlier_epochs() {
+    use picodense::train::{Event, Outcome, RunControl, TrainConfig};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let (pixels, labels) = images(400, 11);
+    let data = picodense::data::Dataset {
+        images: pixels,
+        labels,
+    };
+    let config = TrainConfig {
+        epochs: 3,
+        batch_size: 100,
+        ..TrainConfig::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("run.ckpt");
+    let stop = AtomicBool::new(false);
+    let control = RunControl {
+        checkpoint: Some(ckpt.clone()),
+        stop: Some(&stop),
+        ..RunControl::none()
+    };
+    let mut first = Trainer::new(&config).unwrap();
+    let outcome = first
+        .fit(&config, &data, None, &control, &mut |event| {
+            if let Event::EpochEnd(_) = event {
+                stop.store(true, Ordering::Relaxed);
+            }
+        })
+        .unwrap();
+    assert!(
+        matches!(outcome, Outcome::Interrupted { .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(first.history().len(), 1);
+
+    let (mut resumed, config) = Trainer::resume(&ckpt, 1, Kernel::PORTABLE).unwrap();
+    assert_eq!(resumed.history(), first.history());
+    let outcome = resumed
+        .fit(&config, &data, None, &RunControl::none(), &mut |_| {})
+        .unwrap();
+    let Outcome::Finished(ran) = outcome else {
+        panic!("the resumed run stopped early")
+    };
+    assert_eq!(ran.len(), 2);
+    let epochs: Vec<usize> = resumed.history().iter().map(|r| r.epoch).collect();
+    assert_eq!(epochs, [1, 2, 3]);
+    assert_eq!(resumed.history()[1..], ran[..]);
 }
