@@ -305,7 +305,7 @@ impl Default for Scratch {
 }
 
 /// Runs independent jobs, possibly on several threads. The core has no threads of its own;
-/// a host implements this with scoped threads.
+/// a host implements this with its thread pool.
 pub trait Parallel {
     /// Calls `job(i, &mut items[i])` once for every item, in any order or concurrently.
     fn run<T: Send>(&self, items: &mut [T], job: &(impl Fn(usize, &mut T) + Sync));
@@ -346,8 +346,9 @@ pub fn gemm(
     );
 }
 
-/// Like [`gemm`], with the columns of C split between `scratches.len()` jobs run by `par`.
-/// The result is bitwise the same for any number of jobs.
+/// Like [`gemm`], with the columns of C (the rows, when it is too narrow to share) split
+/// between `scratches.len()` jobs run by `par`. The result is bitwise the same for any number
+/// of jobs.
 pub fn gemm_parallel<P: Parallel>(
     par: &P,
     kernel: Kernel,
@@ -675,17 +676,16 @@ fn blocked<M: Tiles<NR>, const MR: usize, const NR: usize>(
                     pack_b(&b, pc, jc + j, NR.min(width - j), &mut panel[..kc], used);
                 }
                 for (q, ir) in (0..mc).step_by(MR).enumerate() {
-                    let steps = if skip_zeros {
-                        &scratch.steps[q * kc..q * kc + usize::from(scratch.counts[q])]
-                    } else {
-                        &[]
-                    };
+                    // A panel that keeps every step runs dense.
+                    let steps = skip_zeros
+                        .then(|| &scratch.steps[q * kc..q * kc + usize::from(scratch.counts[q])])
+                        .filter(|steps| steps.len() < kc);
                     let strip = Strip {
                         row: ic + ir,
                         rows: MR.min(mc - ir),
                         pc,
                         kc,
-                        steps: (skip_zeros && steps.len() < kc).then_some(steps),
+                        steps,
                         col: jc,
                         width,
                         first,
@@ -712,7 +712,7 @@ fn blocked<M: Tiles<NR>, const MR: usize, const NR: usize>(
 /// One panel of A rows against a group of B panels: a row of tiles of C.
 #[derive(Clone, Copy)]
 struct Strip<'a> {
-    /// First row of C and A.
+    /// Position of the panel's first row in A's panel order.
     row: usize,
     /// Rows of A in the panel (at most the tile's R).
     rows: usize,
@@ -737,7 +737,6 @@ fn run_strip<M: Tiles<NR>, const R: usize, const NR: usize>(
     epilogue: Epilogue,
 ) {
     let panel = APanel::<R>::new(a, strip.row, strip.rows, strip.pc, strip.kc);
-    let c_rows: [usize; R] = core::array::from_fn(|ii| a.row_index(strip.row + ii));
     for j in (0..strip.width).step_by(NR) {
         let b_panel = &b_panels[j * strip.kc..(j + NR) * strip.kc];
         let acc = match strip.steps {
@@ -745,7 +744,7 @@ fn run_strip<M: Tiles<NR>, const R: usize, const NR: usize>(
             None => M::dense::<R>(&panel, b_panel),
         };
         let tile = Tile {
-            rows: &c_rows[..strip.rows],
+            rows: &panel.numbers[..strip.rows],
             col: strip.col + j,
             cols: NR.min(strip.width - j),
         };
@@ -758,6 +757,8 @@ struct APanel<'a, const R: usize> {
     /// Each row's value at the block's first K step. Rows past the panel's last are that row
     /// again: their sums are computed and never stored.
     rows: [*const f32; R],
+    /// The rows' numbers in A, which are also the rows of C their sums go to.
+    numbers: [usize; R],
     /// Distance from one K step to the next.
     stride: usize,
     /// K steps in the block.
@@ -770,9 +771,8 @@ impl<'a, const R: usize> APanel<'a, R> {
     /// `pc..pc + kc`.
     #[inline(always)]
     fn new(a: &MatRef<'a>, i0: usize, height: usize, pc: usize, kc: usize) -> Self {
-        let starts: [usize; R] = core::array::from_fn(|ii| {
-            a.row_index(i0 + ii.min(height - 1)) * a.row_stride + pc * a.col_stride
-        });
+        let numbers: [usize; R] = core::array::from_fn(|ii| a.row_index(i0 + ii.min(height - 1)));
+        let starts = numbers.map(|i| i * a.row_stride + pc * a.col_stride);
         // The panel's only bounds check: every value `at` reads lies inside `a.data`.
         let last_step = kc.saturating_sub(1) * a.col_stride;
         assert!(
@@ -782,6 +782,7 @@ impl<'a, const R: usize> APanel<'a, R> {
         Self {
             // `wrapping_add`: with kc == 0 a start may lie past the data; it is never read.
             rows: starts.map(|s| a.data.as_ptr().wrapping_add(s)),
+            numbers,
             stride: a.col_stride,
             kc,
             _a: PhantomData,
