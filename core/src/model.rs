@@ -211,7 +211,6 @@ impl<const IN: usize, const HIDDEN: usize, const OUT: usize> Mlp<IN, HIDDEN, OUT
 
         let x = MatRef::row_major(images.as_flattened(), rows, IN);
         let h = MatRef::row_major(ws.hidden[..rows].as_flattened(), rows, HIDDEN);
-
         let d_logits = MatRef::row_major(ws.logits[..rows].as_flattened(), rows, OUT);
         let grads = &mut ws.grads;
         // Output layer: dW2 = Hᵀ·dZ, db2 = column sums of dZ.

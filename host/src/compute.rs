@@ -76,7 +76,7 @@ pub fn default_threads() -> usize {
 /// any other runnable thread) before it sleeps on a condition variable: during training the next
 /// product always comes sooner, and an idle pool costs nothing. Jobs are claimed from a shared
 /// counter, so a worker the OS has not scheduled yet never holds the others up; which thread
-/// runs a job never changes its result, because each job owns whole output columns.
+/// runs a job never changes its result, because each job owns whole columns (or rows) of C.
 pub struct Threads {
     shared: Arc<Shared>,
     workers: Vec<std::thread::JoinHandle<()>>,
@@ -254,16 +254,12 @@ impl Parallel for Threads {
         let own = catch_unwind(AssertUnwindSafe(claim));
         // Every job is claimed by now; those still running belong to active workers, and no
         // worker can join once the task is cleared.
-        let worker_panicked = {
-            let mut state = self.shared.lock();
-            state.task = None;
-            std::mem::take(&mut state.panicked)
-        };
+        self.shared.lock().task = None;
         // The rest of a job that is already running: yield the core while waiting for it.
         watch(Duration::MAX, || {
             self.shared.active.load(Ordering::Acquire) == 0
         });
-        let worker_panicked = worker_panicked || std::mem::take(&mut self.shared.lock().panicked);
+        let worker_panicked = std::mem::take(&mut self.shared.lock().panicked);
         if let Err(payload) = own {
             resume_unwind(payload);
         }
