@@ -193,7 +193,7 @@ impl Epilogue<'_> {
 }
 
 #[inline(always)]
-fn relu(v: f32) -> f32 {
+pub(crate) fn relu(v: f32) -> f32 {
     if v > 0.0 { v } else { 0.0 }
 }
 

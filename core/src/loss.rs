@@ -6,7 +6,7 @@
 //! `softmax(z) - onehot(label)`.
 
 /// Index of the largest value (the first one on ties), as `argmax` does.
-pub fn argmax(values: &[f32]) -> usize {
+pub fn argmax<T: PartialOrd + Copy>(values: &[T]) -> usize {
     let mut best = 0;
     for (i, &v) in values.iter().enumerate() {
         if v > values[best] {

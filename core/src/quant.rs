@@ -637,24 +637,13 @@ impl<'a> Int8View<'a> {
                 *z = v;
             }
         });
-        argmax_i32(logits)
+        argmax(logits)
     }
 }
 
 /// Words of scratch the int8 inference of an `inputs`-`hidden` network needs.
 pub const fn scratch_words(inputs: usize, hidden: usize) -> usize {
     (inputs.next_multiple_of(8) + hidden.next_multiple_of(8)) / 2
-}
-
-/// Index of the largest value, the first on ties (0 when empty).
-fn argmax_i32(values: &[i32]) -> usize {
-    let mut best = 0;
-    for (i, &v) in values.iter().enumerate() {
-        if v > values[best] {
-            best = i;
-        }
-    }
-    best
 }
 
 /// Packs pixels (`q - zero_point`, 0..=255) as the kernel reads them: for every 4 inputs,
@@ -971,12 +960,8 @@ fn dense_f32(w: &F32Matrix, input: &[f32], bias: F32Le, out: &mut [f32], relu: b
         };
         for (t, v) in out[o..o + n].iter_mut().enumerate() {
             let z = *v + bias.get(o + t);
-            // As the kernels' epilogue: NaN and -0.0 become 0.0 too.
-            *v = if relu && z.partial_cmp(&0.0) != Some(core::cmp::Ordering::Greater) {
-                0.0
-            } else {
-                z
-            };
+            // The kernels' epilogue: NaN and -0.0 become 0.0 too.
+            *v = if relu { crate::kernels::relu(z) } else { z };
         }
         o += n;
     }
@@ -1234,7 +1219,7 @@ mod tests {
             let mut logits = [0i32; O];
             let class = view.predict(image, &mut scratch, &mut logits);
             assert_eq!(logits.to_vec(), reference_int8(&view, image));
-            assert_eq!(class, argmax_i32(&logits));
+            assert_eq!(class, argmax(&logits));
             let mut unaligned_logits = [0i32; O];
             let unaligned_class =
                 unaligned_view.predict(image, &mut scratch, &mut unaligned_logits);
