@@ -198,8 +198,6 @@ fn run_train(args: cli::TrainArgs) -> Result<ExitCode> {
     let mut progress = Progress::new(config.epochs, args.quiet);
     let started = Instant::now();
     let mut log_error = None;
-    // After a resume, the epochs before it too: `--plot` draws the whole run.
-    let mut history = trainer.history().to_vec();
     let outcome = trainer.fit(
         &config,
         &splits.train,
@@ -207,9 +205,6 @@ fn run_train(args: cli::TrainArgs) -> Result<ExitCode> {
         &control,
         &mut |event| {
             progress.on_event(&event);
-            if let train::Event::EpochEnd(report) = &event {
-                history.push(**report);
-            }
             if let (train::Event::EpochEnd(report), Some(log)) = (&event, log.as_mut())
                 && let Err(e) = log.write(report)
             {
@@ -255,7 +250,8 @@ fn run_train(args: cli::TrainArgs) -> Result<ExitCode> {
     }
     // Drawn after the model is saved, so a figure that cannot be written costs no training.
     if let Some(path) = &args.plot {
-        plot::training_curves(path, &history)?;
+        // After a resume, the epochs before it too: the whole run.
+        plot::training_curves(path, trainer.history())?;
         if !args.quiet {
             println!("plotted {}", path.display());
         }

@@ -400,8 +400,7 @@ impl Trainer {
         let steps = train.len().div_ceil(config.batch_size);
         let start = self.position;
         self.history.truncate(start.epoch);
-        // Not sized by `config.epochs`: any count is allowed, and one report per epoch is small.
-        let mut reports = Vec::new();
+        let earlier = self.history.len();
         for epoch in start.epoch..config.epochs {
             let started = Instant::now();
             let order = epoch_order(config.seed, epoch, train.len());
@@ -465,13 +464,12 @@ impl Trainer {
                 ..Position::default()
             };
             on_event(Event::EpochEnd(&report));
-            reports.push(report);
             self.history.push(report);
             if matches!(control.every, Every::Epochs(n) if (epoch + 1).is_multiple_of(n)) {
                 self.write_checkpoint(config, train, control.checkpoint.as_deref())?;
             }
         }
-        Ok(Outcome::Finished(reports))
+        Ok(Outcome::Finished(self.history[earlier..].to_vec()))
     }
 
     /// Writes a checkpoint (model, optimizer state, position) to `path` if there is one.

@@ -4,7 +4,6 @@ mod common;
 use common::*;
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
 /// `picodense train --data DATA --epochs 1 --quiet --save MODEL EXTRA...`, which must succeed.
 fn train_epoch(data: &Path, model: &Path, extra: &[&str]) {
@@ -21,10 +20,6 @@ fn train_epoch(data: &Path, model: &Path, extra: &[&str]) {
     args.extend(extra);
     let out = run(&args);
     assert!(out.status.success(), "{}", text(&out));
-}
-
-fn run(args: &[&str]) -> Output {
-    bin().args(args).output().expect("binary runs")
 }
 
 /// Class `c` draws a bright 4x4 block at a class-specific place, plus faint noise: learnable.

@@ -5,39 +5,15 @@ mod common;
 use common::*;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 const TRAIN_COLOUR: &str = "stroke=\"#1F77B4\"";
 const VALIDATION_COLOUR: &str = "stroke=\"#FF7F0E\"";
-
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_picodense"))
-        .args(args)
-        .output()
-        .expect("binary runs")
-}
 
 fn ok(args: &[&str]) -> String {
     let out = run(args);
     let printed = text(&out);
     assert!(out.status.success(), "{args:?} failed: {printed}");
     printed
-}
-
-fn s(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
-
-/// Pseudo-random numbers from a seed (no dependency on the code under test).
-struct Noise(u64);
-
-impl Noise {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
 }
 
 /// Whether the point (u, v) (row, column, both in 0..1) of a shape's box is ink for class

@@ -10,6 +10,11 @@ pub fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_picodense"))
 }
 
+/// Runs the binary with `args` to the end.
+pub fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("binary runs")
+}
+
 /// Everything the binary printed, stdout then stderr.
 pub fn text(out: &Output) -> String {
     format!(
