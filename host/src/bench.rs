@@ -20,8 +20,8 @@ pub fn peak_rss_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
-/// What a reference implementation reported.
-#[derive(Debug, serde::Deserialize)]
+/// What a timed training run reported.
+#[derive(Clone, Debug, serde::Deserialize)]
 pub struct Reference {
     /// Wall time of `fit`.
     pub fit_seconds: f64,
@@ -31,6 +31,16 @@ pub struct Reference {
     pub epoch_losses: Vec<f64>,
     /// Peak resident memory of the Python process.
     pub peak_rss_mb: f64,
+}
+
+/// The run with the median fit time (the later of the middle two for an even count).
+///
+/// # Panics
+/// If `runs` is empty.
+pub fn median_run(runs: &[Reference]) -> &Reference {
+    let mut sorted: Vec<&Reference> = runs.iter().collect();
+    sorted.sort_by(|a, b| a.fit_seconds.total_cmp(&b.fit_seconds));
+    sorted[sorted.len() / 2]
 }
 
 /// Why a reference run failed.
@@ -133,6 +143,22 @@ mod tests {
         // 2 * 60000 * (2 * 401408 + 3 * 5120) = 98.18 GFLOP.
         let f = super::training_flops(60_000);
         assert!((f / 1e9 - 98.181).abs() < 0.001, "{f}");
+    }
+
+    #[test]
+    fn the_median_run_is_the_middle_by_fit_time() {
+        let run = |fit_seconds| super::Reference {
+            fit_seconds,
+            test_accuracy: fit_seconds / 10.0,
+            epoch_losses: vec![],
+            peak_rss_mb: 1.0,
+        };
+        let runs = [run(3.0), run(9.0), run(1.0)];
+        assert_eq!(super::median_run(&runs).fit_seconds, 3.0);
+        // The accuracy comes from the same run as the time.
+        assert_eq!(super::median_run(&runs).test_accuracy, 0.3);
+        assert_eq!(super::median_run(&runs[..2]).fit_seconds, 9.0);
+        assert_eq!(super::median_run(&runs[2..]).fit_seconds, 1.0);
     }
 
     #[test]

@@ -188,6 +188,10 @@ pub struct BenchArgs {
     /// tensorflow-cpu and numpy in the user cache when missing; $PICODENSE_VENV overrides).
     #[arg(long)]
     pub compare: bool,
+    /// Rounds to run (with --compare, each round runs all three in turn); the table gives
+    /// each one's median, so a burst of load on a shared machine skews no ratio.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub repeat: u32,
 }
 
 #[derive(Args, Debug)]

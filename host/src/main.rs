@@ -474,7 +474,8 @@ fn run_bench(args: cli::BenchArgs) -> Result<()> {
         kernel,
         ..TrainConfig::default()
     };
-    let mut trainer = Trainer::new(&config)?;
+    // Built first so that a bad setting fails before the data is read.
+    let mut first_trainer = Some(Trainer::new(&config)?);
     let (splits, kind, source) = load_data(&args.data, false)?;
     if args.compare && !source.is_dir() {
         bail!(
@@ -483,7 +484,7 @@ fn run_bench(args: cli::BenchArgs) -> Result<()> {
         );
     }
     println!(
-        "picodense bench: {} ({} training images), {} epoch{}, batch {}, kernel {}, {} thread{}",
+        "picodense bench: {} ({} training images), {} epoch{}, batch {}, kernel {}, {} thread{}{}",
         kind.map_or("data", |k| k.name()),
         splits.train.len(),
         config.epochs,
@@ -491,70 +492,107 @@ fn run_bench(args: cli::BenchArgs) -> Result<()> {
         config.batch_size,
         kernel.name(),
         threads,
-        if threads == 1 { "" } else { "s" }
+        if threads == 1 { "" } else { "s" },
+        if args.repeat > 1 {
+            format!(", median of {} rounds", args.repeat)
+        } else {
+            String::new()
+        }
     );
-    let started = Instant::now();
-    let outcome = trainer.fit(
-        &config,
-        &splits.train,
-        None,
-        &RunControl::none(),
-        &mut |_| {},
-    )?;
-    let seconds = started.elapsed().as_secs_f64();
-    let Outcome::Finished(reports) = outcome else {
-        bail!("training stopped early");
+    let python = if args.compare {
+        let cache = data::cache_dir(kind.unwrap_or(DatasetKind::Mnist))
+            .and_then(|d| d.parent().map(PathBuf::from))
+            .context("no cache directory: set $PICODENSE_VENV")?;
+        Some(bench::python_env(&cache)?)
+    } else {
+        None
     };
-    let test = trainer.evaluate(&splits.test);
+    let modes: &[&str] = if args.compare {
+        &["keras", "numpy"]
+    } else {
+        &[]
+    };
+    // Rounds interleave the implementations, so slow spells of a shared machine fall on all.
+    let mut ours = Vec::new();
+    let mut references: Vec<Vec<bench::Reference>> = modes.iter().map(|_| Vec::new()).collect();
+    for _ in 0..args.repeat {
+        let mut trainer = match first_trainer.take() {
+            Some(trainer) => trainer,
+            None => Trainer::new(&config)?,
+        };
+        let started = Instant::now();
+        let outcome = trainer.fit(
+            &config,
+            &splits.train,
+            None,
+            &RunControl::none(),
+            &mut |_| {},
+        )?;
+        let seconds = started.elapsed().as_secs_f64();
+        let Outcome::Finished(reports) = outcome else {
+            bail!("training stopped early");
+        };
+        let test = trainer.evaluate(&splits.test);
+        ours.push(bench::Reference {
+            fit_seconds: seconds,
+            test_accuracy: test.accuracy(),
+            epoch_losses: reports.iter().map(|r| r.loss).collect(),
+            peak_rss_mb: bench::peak_rss_mib().unwrap_or(f64::NAN),
+        });
+        for (mode, runs) in modes.iter().zip(&mut references) {
+            let python = python.as_deref().expect("set with --compare");
+            runs.push(bench::run_reference(
+                python,
+                mode,
+                &source,
+                config.epochs,
+                config.batch_size,
+                config.seed,
+            )?);
+        }
+    }
     let images = (splits.train.len() * config.epochs) as f64;
-    let rss = bench::peak_rss_mib().unwrap_or(f64::NAN);
-    let losses: Vec<String> = reports.iter().map(|r| format!("{:.4}", r.loss)).collect();
+    let flops = bench::training_flops(splits.train.len()) * config.epochs as f64;
     println!(
         "{:<10} {:>9} {:>12} {:>9} {:>9} {:>9}  epoch losses",
         "", "fit (s)", "samples/s", "GFLOP/s", "test acc", "peak MiB"
     );
-    println!(
-        "{:<10} {:>9.2} {:>12.0} {:>9.1} {:>9.4} {:>9.0}  {}",
-        "picodense",
-        seconds,
-        images / seconds,
-        bench::training_flops(splits.train.len()) * config.epochs as f64 / seconds / 1e9,
-        test.accuracy(),
-        rss,
-        losses.join(" ")
-    );
-    if !args.compare {
-        return Ok(());
-    }
-    let cache = data::cache_dir(kind.unwrap_or(DatasetKind::Mnist))
-        .and_then(|d| d.parent().map(PathBuf::from))
-        .context("no cache directory: set $PICODENSE_VENV")?;
-    let python = bench::python_env(&cache)?;
-    for mode in ["keras", "numpy"] {
-        let r = bench::run_reference(
-            &python,
-            mode,
-            &source,
-            config.epochs,
-            config.batch_size,
-            config.seed,
-        )?;
-        let losses: Vec<String> = r.epoch_losses.iter().map(|l| format!("{l:.4}")).collect();
+    let row = |name: &str, runs: &[bench::Reference]| {
+        let median = bench::median_run(runs);
+        let losses: Vec<String> = median
+            .epoch_losses
+            .iter()
+            .map(|l| format!("{l:.4}"))
+            .collect();
         println!(
             "{:<10} {:>9.2} {:>12.0} {:>9.1} {:>9.4} {:>9.0}  {}",
-            mode,
-            r.fit_seconds,
-            images / r.fit_seconds,
-            bench::training_flops(splits.train.len()) * config.epochs as f64 / r.fit_seconds / 1e9,
-            r.test_accuracy,
-            r.peak_rss_mb,
+            name,
+            median.fit_seconds,
+            images / median.fit_seconds,
+            flops / median.fit_seconds / 1e9,
+            median.test_accuracy,
+            median.peak_rss_mb,
             losses.join(" ")
         );
+        if runs.len() > 1 {
+            let times: Vec<String> = runs
+                .iter()
+                .map(|r| format!("{:.2}", r.fit_seconds))
+                .collect();
+            println!("{:<10} rounds (s): {}", "", times.join(" "));
+        }
+        median.fit_seconds
+    };
+    // The process's peak: the largest of all its rounds.
+    let peak_rss = bench::peak_rss_mib().unwrap_or(f64::NAN);
+    let ours = row("picodense", &ours);
+    for (mode, runs) in modes.iter().zip(&references) {
+        let seconds = row(mode, runs);
         println!(
             "{:<10} picodense is {:.1}x faster and uses {:.1}x less memory",
             "",
-            r.fit_seconds / seconds,
-            r.peak_rss_mb / rss
+            seconds / ours,
+            bench::median_run(runs).peak_rss_mb / peak_rss
         );
     }
     Ok(())

@@ -443,3 +443,50 @@ fn predict_takes_an_image_or_an_index_but_not_both() {
         assert!(!printed.contains("panicked"), "{printed}");
     }
 }
+
+#[test]
+fn bench_reports_the_median_of_its_rounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 600, 100);
+    let out = ok(&[
+        "bench",
+        "--data",
+        s(&data),
+        "--epochs",
+        "2",
+        "--repeat",
+        "3",
+    ]);
+    assert!(out.contains("2 epochs, batch 128"), "{out}");
+    assert!(out.contains("median of 3 rounds"), "{out}");
+    // The words of the first line whose first word is `first` and second a number.
+    let field = |first: &str| -> Vec<String> {
+        let words = out
+            .lines()
+            .map(|l| l.split_whitespace().map(String::from).collect());
+        words
+            .filter(|w: &Vec<String>| w.len() > 1 && w[0] == first)
+            .find(|w| w[1].parse::<f64>().is_ok() || w[1] == "(s):")
+            .unwrap_or_else(|| panic!("no {first} line in {out}"))
+    };
+    let rounds: Vec<f64> = field("rounds")[2..]
+        .iter()
+        .map(|v| v.parse().unwrap())
+        .collect();
+    assert_eq!(rounds.len(), 3, "{out}");
+    let mut sorted = rounds.clone();
+    sorted.sort_by(f64::total_cmp);
+    let ours = field("picodense");
+    let fit: f64 = ours[1].parse().unwrap();
+    assert_eq!(fit, sorted[1], "{out}");
+    let accuracy: f64 = ours[4].parse().unwrap();
+    assert!((0.0..=1.0).contains(&accuracy), "{out}");
+    // Two epoch losses, one per epoch, both finite.
+    let losses: Vec<f64> = ours[6..].iter().map(|v| v.parse().unwrap()).collect();
+    assert_eq!(losses.len(), 2, "{out}");
+    assert!(losses.iter().all(|l| l.is_finite()), "{out}");
+
+    let refused = run(&["bench", "--data", s(&data), "--repeat", "0"]);
+    assert!(!refused.status.success());
+    assert!(text(&refused).contains("--repeat"), "{}", text(&refused));
+}
