@@ -149,7 +149,13 @@ mod tests {
         let run = |kernel: Kernel, parts: usize| {
             // Some weights are -0.0, which `w - (+0.0)` keeps and `w - (-0.0)` does not.
             let mut w: Vec<f32> = (0..n)
-                .map(|i| if i % 5 == 0 { -0.0 } else { (i % 97) as f32 * 0.01 })
+                .map(|i| {
+                    if i % 5 == 0 {
+                        -0.0
+                    } else {
+                        (i % 97) as f32 * 0.01
+                    }
+                })
                 .collect();
             let mut v: Vec<f32> = (0..n).map(|i| (i % 13) as f32 * 1e-4).collect();
             rmsprop(kernel, &Serial, parts, &mut w, &g, &mut v, h);

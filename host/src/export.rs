@@ -3,9 +3,10 @@
 use picodense_core::format::{Dtype, FormatError, ModelView};
 use picodense_core::loss::cross_entropy;
 use picodense_core::quant::{self, Calibration, Int8View};
-use picodense_core::{MnistMlp, StepStats};
+use picodense_core::{MnistMlp, Parallel, StepStats};
 
 use crate::batch::epoch_rng;
+use crate::compute::Threads;
 use crate::data::{Dataset, IMAGE_PIXELS};
 use crate::train::{ModelFileError, dataset_byte, model_bytes};
 
@@ -72,32 +73,20 @@ pub fn evaluate_int8(
             expected,
         });
     }
-    let chunk = data.len().div_ceil(threads.max(1)).max(1);
-    let indices: Vec<usize> = (0..data.len()).collect();
-    let parts: Vec<StepStats> = std::thread::scope(|scope| {
-        let handles: Vec<_> = indices
-            .chunks(chunk)
-            .map(|part| {
-                scope.spawn(move || {
-                    let mut scratch = vec![0u32; view.scratch_words()];
-                    let mut logits = [0i32; 10];
-                    let mut stats = StepStats::default();
-                    for &i in part {
-                        let class = view.predict(data.image(i), &mut scratch, &mut logits);
-                        let real = logits.map(|z| z as f32 * view.logit_scale());
-                        let label = data.labels[i];
-                        stats.loss_sum += f64::from(cross_entropy(&real, label as usize));
-                        stats.correct += u32::from(class == label as usize);
-                        stats.rows += 1;
-                    }
-                    stats
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("evaluation thread"))
-            .collect()
+    let threads = Threads::new(threads);
+    let mut parts = vec![StepStats::default(); threads.count()];
+    let chunk = data.len().div_ceil(parts.len()).max(1);
+    threads.run(&mut parts, &|part, stats: &mut StepStats| {
+        let mut scratch = vec![0u32; view.scratch_words()];
+        let mut logits = [0i32; 10];
+        for i in part * chunk..((part + 1) * chunk).min(data.len()) {
+            let class = view.predict(data.image(i), &mut scratch, &mut logits);
+            let real = logits.map(|z| z as f32 * view.logit_scale());
+            let label = data.labels[i];
+            stats.loss_sum += f64::from(cross_entropy(&real, label as usize));
+            stats.correct += u32::from(class == label as usize);
+            stats.rows += 1;
+        }
     });
     let mut total = StepStats::default();
     for p in parts {

@@ -268,7 +268,7 @@ fn run_evaluate(args: cli::EvaluateArgs) -> Result<()> {
     let wants_details = args.confusion || args.report.is_some();
     let (test, details, trained_on) = match dtype {
         Dtype::F32 => {
-            let (model, trained_on) = train::load_model(&args.model)?;
+            let (model, trained_on) = train::model_from_bytes(&args.model, &bytes)?;
             let mut trainer = Trainer::with_model(model, threads, kernel);
             if wants_details {
                 let (test, probabilities) = trainer.evaluate_with_probabilities(&splits.test);

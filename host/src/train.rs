@@ -782,12 +782,19 @@ fn read_file(path: &Path) -> Result<Vec<u8>, ModelFileError> {
 
 /// Reads an f32 model file into a boxed model; also returns the dataset it was trained on.
 pub fn load_model(path: &Path) -> Result<(Box<MnistMlp>, Option<DatasetKind>), ModelFileError> {
-    let bytes = read_file(path)?;
+    model_from_bytes(path, &read_file(path)?)
+}
+
+/// [`load_model`] on the bytes of `path`, already read.
+pub fn model_from_bytes(
+    path: &Path,
+    bytes: &[u8],
+) -> Result<(Box<MnistMlp>, Option<DatasetKind>), ModelFileError> {
     let format_err = |error| ModelFileError::Format {
         path: path.to_owned(),
         error,
     };
-    let view = ModelView::parse(&bytes).map_err(format_err)?;
+    let view = ModelView::parse(bytes).map_err(format_err)?;
     let mut model: Box<MnistMlp> = zeroed_box();
     view.load_into(&mut model).map_err(format_err)?;
     Ok((model, dataset_from_byte(view.header().dataset)))
