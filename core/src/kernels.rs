@@ -13,7 +13,9 @@
 //!
 //! Zero skipping: before the tiles of a panel of A rows run, the K steps where all its values
 //! are zero are left out of its step list (MNIST pixels are mostly zero, in both X and Xᵀ), and
-//! rows of B that no panel needs are not packed. Adding `0·b` to a sum never changes it, so for
+//! rows of B that no panel needs are not packed. When A's rows are strided (Xᵀ), the listing,
+//! which reads every value anyway, also packs the listed steps' values, so the tiles read them
+//! in a row rather than one scattered cache line per step. Adding `0·b` to a sum never changes it, so for
 //! finite B the result is the dense result bit for bit (with FMA, a sum that underflowed to -0
 //! may stay -0 where the dense sum would turn it into +0). A NaN or infinity in B that only ever
 //! meets zeros of A is skipped rather than turned into NaN.
@@ -35,6 +37,8 @@ pub const KC: usize = 264;
 const MAX_PANELS: usize = 256;
 /// K steps listed per block, all panels together.
 const STEPS_LEN: usize = 1 << 15;
+/// Most rows of a panel whose values are packed beside its steps.
+const PACKED_ROWS: usize = 4;
 /// Widest micro-kernel tile.
 const NR_MAX: usize = 32;
 /// Floats of packed B: a group of NR-wide panels, together a quarter of a typical L2.
@@ -285,12 +289,15 @@ const NEON_MR: usize = 8;
 #[cfg(target_arch = "aarch64")]
 const NEON_NR: usize = 8;
 
-/// Working memory of the blocked kernels (about 200 KB: keep it on the heap or in a static).
+/// Working memory of the blocked kernels (about 700 KB: keep it on the heap or in a static).
 pub struct Scratch {
     /// A group of NR-wide panels of B, `kc` rows each.
     b: [f32; B_LEN],
     /// Per panel of A rows, the K steps of the block where some row is nonzero.
     steps: [u16; STEPS_LEN],
+    /// Beside each listed step, the panel's values there, when A's rows are strided (Xᵀ):
+    /// the tiles then read them in a row instead of one scattered cache line per step.
+    packed_a: [[f32; PACKED_ROWS]; STEPS_LEN],
     /// Per panel, how many steps are listed.
     counts: [u16; MAX_PANELS],
     /// Per K step of the block, whether any panel lists it (rows of B no panel reads are not
@@ -304,6 +311,7 @@ impl Scratch {
         Self {
             b: [0.0; B_LEN],
             steps: [0; STEPS_LEN],
+            packed_a: [[0.0; PACKED_ROWS]; STEPS_LEN],
             counts: [0; MAX_PANELS],
             used: [false; KC],
         }
@@ -527,6 +535,12 @@ trait Tiles<const NR: usize> {
     fn dense<const R: usize>(a: &APanel<R>, b_panel: &[f32]) -> [[f32; NR]; R];
     /// The listed K steps of the block.
     fn sparse<const R: usize>(a: &APanel<R>, steps: &[u16], b_panel: &[f32]) -> [[f32; NR]; R];
+    /// The listed K steps, A's values packed beside them.
+    fn packed<const R: usize>(
+        a: &[[f32; PACKED_ROWS]],
+        steps: &[u16],
+        b_panel: &[f32],
+    ) -> [[f32; NR]; R];
 }
 
 /// `a * b + c` with two roundings: what every target can do quickly.
@@ -548,6 +562,15 @@ impl<const NR: usize> Tiles<NR> for Plain {
     #[inline(never)]
     fn sparse<const R: usize>(a: &APanel<R>, steps: &[u16], b_panel: &[f32]) -> [[f32; NR]; R] {
         sparse_kernel::<Self, R, NR>(a, steps, b_panel)
+    }
+
+    #[inline(never)]
+    fn packed<const R: usize>(
+        a: &[[f32; PACKED_ROWS]],
+        steps: &[u16],
+        b_panel: &[f32],
+    ) -> [[f32; NR]; R] {
+        packed_kernel::<Self, R, NR>(a, steps, b_panel)
     }
 }
 
@@ -578,6 +601,15 @@ impl<const NR: usize> Tiles<NR> for Fused {
     fn sparse<const R: usize>(a: &APanel<R>, steps: &[u16], b_panel: &[f32]) -> [[f32; NR]; R] {
         sparse_kernel::<Self, R, NR>(a, steps, b_panel)
     }
+
+    #[inline(never)]
+    fn packed<const R: usize>(
+        a: &[[f32; PACKED_ROWS]],
+        steps: &[u16],
+        b_panel: &[f32],
+    ) -> [[f32; NR]; R] {
+        packed_kernel::<Self, R, NR>(a, steps, b_panel)
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -605,12 +637,21 @@ impl<const NR: usize> Tiles<NR> for Fused {
     fn sparse<const R: usize>(a: &APanel<R>, steps: &[u16], b_panel: &[f32]) -> [[f32; NR]; R] {
         unsafe { avx2::sparse::<R, NR>(a, steps, b_panel) }
     }
+
+    #[inline(always)]
+    fn packed<const R: usize>(
+        a: &[[f32; PACKED_ROWS]],
+        steps: &[u16],
+        b_panel: &[f32],
+    ) -> [[f32; NR]; R] {
+        unsafe { avx2::packed::<R, NR>(a, steps, b_panel) }
+    }
 }
 
 /// The tile loops compiled for AVX2 + FMA.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{APanel, Fused, Tiles, dense_kernel, sparse_kernel};
+    use super::{APanel, Fused, PACKED_ROWS, Tiles, dense_kernel, packed_kernel, sparse_kernel};
     use core::arch::x86_64::{
         __m256, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_set1_ps, _mm256_setzero_ps,
         _mm256_storeu_ps,
@@ -647,11 +688,23 @@ mod avx2 {
         ) -> [[f32; WIDTH]; R] {
             unsafe { wide_sparse::<R>(a, steps, b_panel) }
         }
+
+        #[inline(never)]
+        fn packed<const R: usize>(
+            a: &[[f32; PACKED_ROWS]],
+            steps: &[u16],
+            b_panel: &[f32],
+        ) -> [[f32; WIDTH]; R] {
+            unsafe { wide_packed::<R>(a, steps, b_panel) }
+        }
     }
 
     #[target_feature(enable = "avx2,fma")]
     fn wide_dense<const R: usize>(a: &APanel<R>, b_panel: &[f32]) -> [[f32; WIDTH]; R] {
-        unsafe { wide::<R>(a, 0..b_panel.len() / WIDTH, b_panel) }
+        let kc = (b_panel.len() / WIDTH).min(a.kc);
+        // SAFETY: p < kc.
+        let steps = (0..kc).map(|p| (p, core::array::from_fn(|ii| unsafe { a.at(ii, p) })));
+        unsafe { wide::<R>(steps, b_panel) }
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -660,30 +713,46 @@ mod avx2 {
         steps: &[u16],
         b_panel: &[f32],
     ) -> [[f32; WIDTH]; R] {
-        unsafe { wide::<R>(a, steps.iter().map(|&p| usize::from(p)), b_panel) }
+        let kc = (b_panel.len() / WIDTH).min(a.kc);
+        let steps = steps.iter().map(|&p| {
+            let p = usize::from(p);
+            assert!(p < kc, "step outside the block");
+            // SAFETY: p < kc, just checked.
+            (p, core::array::from_fn(|ii| unsafe { a.at(ii, p) }))
+        });
+        unsafe { wide::<R>(steps, b_panel) }
     }
 
-    /// The `R x 32` register tile over K steps `steps` of the block: the same sums, in the
-    /// same order, as `dense_kernel` with `Fused`.
+    #[target_feature(enable = "avx2,fma")]
+    fn wide_packed<const R: usize>(
+        a: &[[f32; PACKED_ROWS]],
+        steps: &[u16],
+        b_panel: &[f32],
+    ) -> [[f32; WIDTH]; R] {
+        let steps = steps
+            .iter()
+            .zip(a)
+            .map(|(&p, a)| (usize::from(p), core::array::from_fn(|ii| a[ii])));
+        unsafe { wide::<R>(steps, b_panel) }
+    }
+
+    /// The `R x 32` register tile over `steps` (K step, A's values there) of the block: the
+    /// same sums, in the same order, as `dense_kernel` with `Fused`.
     ///
     /// # Safety
     /// Only inlined into functions compiled with AVX2 and FMA.
     #[inline(always)]
     unsafe fn wide<const R: usize>(
-        a: &APanel<R>,
-        steps: impl Iterator<Item = usize>,
+        steps: impl Iterator<Item = (usize, [f32; R])>,
         b_panel: &[f32],
     ) -> [[f32; WIDTH]; R] {
         let b_rows = b_panel.as_chunks::<WIDTH>().0;
-        assert!(b_rows.len() <= a.kc, "B panel deeper than the block");
         // SAFETY (all intrinsics): the caller runs with AVX2 and FMA; every load and store
-        // covers exactly 8 floats of a checked slice, and `at` reads step p < kc (checked by
-        // indexing `b_rows`).
+        // covers exactly 8 floats of a checked slice.
         let mut acc = [[unsafe { _mm256_setzero_ps() }; VECTORS]; R];
-        for p in steps {
+        for (p, a) in steps {
             let b_row = &b_rows[p];
-            let a_v: [__m256; R] =
-                core::array::from_fn(|ii| unsafe { _mm256_set1_ps(a.at(ii, p)) });
+            let a_v: [__m256; R] = a.map(|v| unsafe { _mm256_set1_ps(v) });
             for (v, b_v) in b_row.as_chunks::<8>().0.iter().enumerate() {
                 let b_v = unsafe { _mm256_loadu_ps(b_v.as_ptr()) };
                 for (acc_row, &a_v) in acc.iter_mut().zip(&a_v) {
@@ -717,6 +786,16 @@ mod avx2 {
         b_panel: &[f32],
     ) -> [[f32; NR]; R] {
         sparse_kernel::<Fused, R, NR>(a, steps, b_panel)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[inline(never)]
+    pub(super) fn packed<const R: usize, const NR: usize>(
+        a: &[[f32; PACKED_ROWS]],
+        steps: &[u16],
+        b_panel: &[f32],
+    ) -> [[f32; NR]; R] {
+        packed_kernel::<Fused, R, NR>(a, steps, b_panel)
     }
 }
 
@@ -759,6 +838,9 @@ fn blocked<M: Tiles<NR>, const MR: usize, const NR: usize>(
     // With one or two panels of B (n = 10), a step list would serve one or two tiles: listing
     // costs about what skipping saves. Decided by n alone, never by the job's columns.
     let skip_zeros = b.cols > 2 * NR;
+    // A's rows strided (Xᵀ: each step of a panel is a cache line of its own): the listing
+    // reads every value anyway, so it packs the listed ones for the tiles.
+    let pack_a = skip_zeros && a.col_stride != 1 && MR <= PACKED_ROWS;
     // k == 0 still runs one (empty) block so the epilogue is applied.
     let mut pc = 0;
     loop {
@@ -768,7 +850,7 @@ fn blocked<M: Tiles<NR>, const MR: usize, const NR: usize>(
         while ic < m {
             let mc = mc_step.min(m - ic);
             if skip_zeros {
-                list_block_steps::<MR>(&a, ic..ic + mc, pc, kc, scratch);
+                list_block_steps::<MR>(&a, ic..ic + mc, pc, kc, pack_a, scratch);
             }
             // Rows of B that no panel reads are not packed (blank image margins).
             let used =
@@ -789,12 +871,18 @@ fn blocked<M: Tiles<NR>, const MR: usize, const NR: usize>(
                 for pass in (0..width).step_by(pass_width) {
                     let b_panels = &scratch.b[pass * kc..];
                     for (q, ir) in (0..mc).step_by(MR).enumerate() {
-                        // A panel that keeps every step runs dense.
-                        let steps = skip_zeros
-                            .then(|| {
-                                &scratch.steps[q * kc..q * kc + usize::from(scratch.counts[q])]
-                            })
-                            .filter(|steps| steps.len() < kc);
+                        let listed = q * kc..q * kc + usize::from(scratch.counts[q]);
+                        let steps = match (skip_zeros, pack_a) {
+                            (true, true) => Steps::Packed(
+                                &scratch.steps[listed.clone()],
+                                &scratch.packed_a[listed],
+                            ),
+                            // A panel that keeps every step runs dense.
+                            (true, false) if listed.len() < kc => {
+                                Steps::Listed(&scratch.steps[listed])
+                            }
+                            _ => Steps::All,
+                        };
                         let strip = Strip {
                             row: ic + ir,
                             rows: MR.min(mc - ir),
@@ -827,6 +915,17 @@ fn blocked<M: Tiles<NR>, const MR: usize, const NR: usize>(
     }
 }
 
+/// Which K steps of a block a panel runs, and where its values of A come from.
+#[derive(Clone, Copy)]
+enum Steps<'a> {
+    /// Every step, values read in A.
+    All,
+    /// The listed steps, values read in A.
+    Listed(&'a [u16]),
+    /// The listed steps, values packed beside them.
+    Packed(&'a [u16], &'a [[f32; PACKED_ROWS]]),
+}
+
 /// One panel of A rows against a group of B panels: a row of tiles of C.
 #[derive(Clone, Copy)]
 struct Strip<'a> {
@@ -837,8 +936,8 @@ struct Strip<'a> {
     /// The K block.
     pc: usize,
     kc: usize,
-    /// The K steps to run, when some are skipped.
-    steps: Option<&'a [u16]>,
+    /// The K steps to run and where A's values come from.
+    steps: Steps<'a>,
     /// First column of C and width of the group.
     col: usize,
     width: usize,
@@ -858,8 +957,9 @@ fn run_strip<M: Tiles<NR>, const R: usize, const NR: usize>(
     for j in (0..strip.width).step_by(NR) {
         let b_panel = &b_panels[j * strip.kc..(j + NR) * strip.kc];
         let acc = match strip.steps {
-            Some(steps) => M::sparse::<R>(&panel, steps, b_panel),
-            None => M::dense::<R>(&panel, b_panel),
+            Steps::All => M::dense::<R>(&panel, b_panel),
+            Steps::Listed(steps) => M::sparse::<R>(&panel, steps, b_panel),
+            Steps::Packed(steps, values) => M::packed::<R>(values, steps, b_panel),
         };
         let tile = Tile {
             rows: &panel.numbers[..strip.rows],
@@ -984,6 +1084,26 @@ fn sparse_kernel<M: MulAdd, const R: usize, const NR: usize>(
     acc
 }
 
+/// The register tile over the listed K steps, A's values packed beside them.
+#[inline(always)]
+fn packed_kernel<M: MulAdd, const R: usize, const NR: usize>(
+    a: &[[f32; PACKED_ROWS]],
+    steps: &[u16],
+    b_panel: &[f32],
+) -> [[f32; NR]; R] {
+    let mut acc = [[0.0f32; NR]; R];
+    let b_rows = b_panel.as_chunks::<NR>().0;
+    for (&step, a) in steps.iter().zip(a) {
+        let b_row = &b_rows[usize::from(step)];
+        for (acc_row, &a_v) in acc.iter_mut().zip(a) {
+            for (acc_v, &b_v) in acc_row.iter_mut().zip(b_row) {
+                *acc_v = M::mul_add(a_v, b_v, *acc_v);
+            }
+        }
+    }
+    acc
+}
+
 /// For each MR-row panel of A rows `rows`, K steps `pc..pc+kc`: lists the steps where some
 /// row is nonzero (NaN counts as nonzero) in `steps`, their number in `counts`, and marks in
 /// `used` every step some panel lists.
@@ -993,6 +1113,7 @@ fn list_block_steps<const MR: usize>(
     rows: Range<usize>,
     pc: usize,
     kc: usize,
+    pack_a: bool,
     scratch: &mut Scratch,
 ) {
     let used = &mut scratch.used[..kc];
@@ -1000,7 +1121,11 @@ fn list_block_steps<const MR: usize>(
     for (q, i0) in rows.clone().step_by(MR).enumerate() {
         let steps = &mut scratch.steps[q * kc..(q + 1) * kc];
         let panel = APanel::<MR>::new(a, i0, MR.min(rows.end - i0), pc, kc);
-        let count = list_steps(&panel, steps);
+        let count = if pack_a {
+            list_and_pack_steps(&panel, steps, &mut scratch.packed_a[q * kc..(q + 1) * kc])
+        } else {
+            list_steps(&panel, steps)
+        };
         scratch.counts[q] = count as u16;
         if count == kc {
             used.fill(true);
@@ -1046,6 +1171,34 @@ fn list_steps<const R: usize>(panel: &APanel<R>, steps: &mut [u16]) -> usize {
             steps[count] = p as u16;
             count += usize::from(flag);
         }
+    }
+    count
+}
+
+/// Lists in `steps` the K steps where some row of the panel is nonzero, and the panel's values
+/// there in `packed` (zero past its R rows); returns how many.
+#[inline(always)]
+fn list_and_pack_steps<const R: usize>(
+    panel: &APanel<R>,
+    steps: &mut [u16],
+    packed: &mut [[f32; PACKED_ROWS]],
+) -> usize {
+    assert!(R <= PACKED_ROWS && packed.len() >= steps.len());
+    let mut count = 0;
+    for p in 0..steps.len() {
+        // SAFETY: p < steps.len() == kc.
+        let values: [f32; PACKED_ROWS] = core::array::from_fn(|ii| {
+            if ii < R {
+                unsafe { panel.at(ii, p) }
+            } else {
+                0.0
+            }
+        });
+        let bits = values.iter().fold(0, |any, v| any | v.to_bits());
+        // Branch-free: every step is written, and kept when nonzero (NaN counts as nonzero).
+        steps[count] = p as u16;
+        packed[count] = values;
+        count += usize::from(bits & 0x7fff_ffff != 0);
     }
     count
 }
