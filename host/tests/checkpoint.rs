@@ -14,42 +14,17 @@ use picodense::train::{Trainer, load_model};
 use picodense_core::Kernel;
 use picodense_core::format::ModelView;
 
-/// Class `c` lights a class-specific 4x4 block over faint noise: learnable, so the weights
-/// keep changing from step to step.
-fn images(count: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
-    let mut noise = Noise(seed | 1);
-    let mut pixels = vec![0u8; count * 784];
-    let mut labels = Vec::with_capacity(count);
-    for image in pixels.chunks_mut(784) {
-        let label = (noise.next() % 10) as u8;
-        labels.push(label);
-        let (row0, col0) = (2 + 10 * (label as usize / 5), 2 + 5 * (label as usize % 5));
-        for (p, v) in image.iter_mut().enumerate() {
-            *v = (noise.next() % 60) as u8;
-            let (r, c) = (p / 28, p % 28);
-            if (row0..row0 + 4).contains(&r) && (col0..col0 + 4).contains(&c) {
-                *v = 220;
-            }
-        }
-    }
-    (pixels, labels)
-}
-
 /// Training rows: 47 steps of 128 per epoch after the 10% validation split.
 const TRAIN_ROWS: usize = 6600;
 
 /// A dataset folder with enough rows that a run takes many steps.
 fn dataset(dir: &Path) -> PathBuf {
-    let data = dir.join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    let (x, y) = images(TRAIN_ROWS, 11);
-    let write = |name: &str, bytes: Vec<u8>| std::fs::write(data.join(name), bytes).unwrap();
-    write("train-images-idx3-ubyte.gz", gzip(&idx_images(&x)));
-    write("train-labels-idx1-ubyte", idx_labels(&y));
-    let (x, y) = images(300, 12);
-    write("t10k-images-idx3-ubyte", idx_images(&x));
-    write("t10k-labels-idx1-ubyte", idx_labels(&y));
-    data
+    write_dataset(
+        dir,
+        "data",
+        block_images(TRAIN_ROWS, 11),
+        block_images(300, 12),
+    )
 }
 
 /// Settings every run here shares; a resumed run takes them from its checkpoint instead.
@@ -429,7 +404,7 @@ fn resumed_run_keeps_the_reports_of_earlier_epochs() {
     use picodense::train::{Event, Outcome, RunControl, TrainConfig};
     use std::sync::atomic::{AtomicBool, Ordering};
 
-    let (pixels, labels) = images(400, 11);
+    let (pixels, labels) = block_images(400, 11);
     let data = picodense::data::Dataset {
         images: pixels,
         labels,

@@ -22,48 +22,14 @@ fn train_epoch(data: &Path, model: &Path, extra: &[&str]) {
     assert!(out.status.success(), "{}", text(&out));
 }
 
-/// Class `c` draws a bright 4x4 block at a class-specific place, plus faint noise: learnable.
-fn images(count: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
-    let mut noise = Noise(seed | 1);
-    let mut pixels = vec![0u8; count * 784];
-    let mut labels = Vec::with_capacity(count);
-    for (i, image) in pixels.chunks_mut(784).enumerate() {
-        let label = (noise.next() % 10) as u8;
-        labels.push(label);
-        let (row0, col0) = (
-            2 + 5 * (label as usize / 5) * 2,
-            2 + 5 * (label as usize % 5),
-        );
-        for (p, v) in image.iter_mut().enumerate() {
-            *v = (noise.next() % 60) as u8;
-            let (r, c) = (p / 28, p % 28);
-            if (row0..row0 + 4).contains(&r) && (col0..col0 + 4).contains(&c) {
-                *v = 200 + (i % 50) as u8;
-            }
-        }
-    }
-    (pixels, labels)
-}
-
 /// A dataset folder: training files gzipped, test files raw, to cover both.
 fn dataset(dir: &Path, train: usize, test: usize) -> PathBuf {
-    let data = dir.join("synthetic");
-    std::fs::create_dir_all(&data).unwrap();
-    let (x, y) = images(train, 1);
-    std::fs::write(
-        data.join("train-images-idx3-ubyte.gz"),
-        gzip(&idx_images(&x)),
+    write_dataset(
+        dir,
+        "synthetic",
+        block_images(train, 1),
+        block_images(test, 2),
     )
-    .unwrap();
-    std::fs::write(
-        data.join("train-labels-idx1-ubyte.gz"),
-        gzip(&idx_labels(&y)),
-    )
-    .unwrap();
-    let (x, y) = images(test, 2);
-    std::fs::write(data.join("t10k-images-idx3-ubyte"), idx_images(&x)).unwrap();
-    std::fs::write(data.join("t10k-labels-idx1-ubyte"), idx_labels(&y)).unwrap();
-    data
 }
 
 fn json_lines(path: &Path) -> Vec<serde_json::Value> {

@@ -90,16 +90,13 @@ fn centred_box(class: u8) -> (i32, i32) {
 /// A dataset folder. A name with "fashion" in it makes models trained on it Fashion-MNIST
 /// ones, which print its class names and prepare pictures its way.
 fn dataset_named(dir: &Path, name: &str, train: usize, test: usize) -> PathBuf {
-    let data = dir.join(name);
     let fashion = name.contains("fashion");
-    std::fs::create_dir_all(&data).unwrap();
-    let (x, y) = images(train, 1, fashion);
-    std::fs::write(data.join("train-images-idx3-ubyte"), idx_images(&x)).unwrap();
-    std::fs::write(data.join("train-labels-idx1-ubyte"), idx_labels(&y)).unwrap();
-    let (x, y) = images(test, 2, fashion);
-    std::fs::write(data.join("t10k-images-idx3-ubyte"), idx_images(&x)).unwrap();
-    std::fs::write(data.join("t10k-labels-idx1-ubyte"), idx_labels(&y)).unwrap();
-    data
+    write_dataset(
+        dir,
+        name,
+        images(train, 1, fashion),
+        images(test, 2, fashion),
+    )
 }
 
 /// A Fashion-MNIST-like dataset folder.

@@ -66,3 +66,42 @@ pub fn gzip(bytes: &[u8]) -> Vec<u8> {
     enc.write_all(bytes).unwrap();
     enc.finish().unwrap()
 }
+
+/// `count` images where class `c` draws a bright 4x4 block at a class-specific place over faint
+/// noise (learnable, so the weights keep changing from step to step), and their labels.
+pub fn block_images(count: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
+    let mut noise = Noise(seed | 1);
+    let mut pixels = vec![0u8; count * 784];
+    let mut labels = Vec::with_capacity(count);
+    for (i, image) in pixels.chunks_mut(784).enumerate() {
+        let label = (noise.next() % 10) as u8;
+        labels.push(label);
+        let (row0, col0) = (2 + 10 * (label as usize / 5), 2 + 5 * (label as usize % 5));
+        for (p, v) in image.iter_mut().enumerate() {
+            *v = (noise.next() % 60) as u8;
+            let (r, c) = (p / 28, p % 28);
+            if (row0..row0 + 4).contains(&r) && (col0..col0 + 4).contains(&c) {
+                *v = 200 + (i % 50) as u8;
+            }
+        }
+    }
+    (pixels, labels)
+}
+
+/// Writes the dataset folder `dir/name` from (pixels, labels) pairs: the training files
+/// gzipped and the test files raw, so that every run reads both forms.
+pub fn write_dataset(
+    dir: &Path,
+    name: &str,
+    train: (Vec<u8>, Vec<u8>),
+    test: (Vec<u8>, Vec<u8>),
+) -> std::path::PathBuf {
+    let data = dir.join(name);
+    std::fs::create_dir_all(&data).unwrap();
+    let write = |file: &str, bytes: Vec<u8>| std::fs::write(data.join(file), bytes).unwrap();
+    write("train-images-idx3-ubyte.gz", gzip(&idx_images(&train.0)));
+    write("train-labels-idx1-ubyte.gz", gzip(&idx_labels(&train.1)));
+    write("t10k-images-idx3-ubyte", idx_images(&test.0));
+    write("t10k-labels-idx1-ubyte", idx_labels(&test.1));
+    data
+}
