@@ -366,8 +366,8 @@ pub fn gemm(
     );
 }
 
-/// Like [`gemm`], with the columns of C (the rows, when it is too narrow to share) split
-/// between `scratches.len()` jobs run by `par`. The result is bitwise the same for any number
+/// Like [`gemm`], with the columns of C (the rows, when it is too narrow to share or taller
+/// than wide) split between `scratches.len()` jobs run by `par`. The result is bitwise the same for any number
 /// of jobs.
 pub fn gemm_parallel<P: Parallel>(
     par: &P,
@@ -392,14 +392,15 @@ pub fn gemm_parallel<P: Parallel>(
         _c: PhantomData,
     };
     let tiles = n.div_ceil(kernel.tile_width(n));
-    // Too few columns to share (n = 10): the jobs split the rows instead. Either way each
-    // element of C is summed by one job, in the same order.
-    let by_rows = tiles < scratches.len();
+    // Too few columns to share (n = 10), or more rows than columns (Xᵀ·dH, 784 x 512): the
+    // jobs split the rows instead, and each lists the zero steps of its own panels of A only.
+    // Either way each element of C is summed by one job, in the same order.
+    let by_rows = tiles < scratches.len() || m > n;
     let parts = if by_rows { m.div_ceil(ROWS_MIN) } else { tiles };
     let parts = parts.min(scratches.len()).max(1);
     let job = |part: usize, scratch: &mut Scratch| {
         if by_rows {
-            let rows = part_range(m, parts, part, 1);
+            let rows = part_range(m, parts, part, ROWS_ALIGN);
             if !rows.is_empty() {
                 let out = Out {
                     // In bounds: rows.start * n < m * n <= c.len().
@@ -421,6 +422,8 @@ pub fn gemm_parallel<P: Parallel>(
 
 /// Fewest rows of C a job gets when jobs split rows.
 const ROWS_MIN: usize = 32;
+/// Row splits fall on whole panels of every tile height (3, 4 and 6).
+const ROWS_ALIGN: usize = 12;
 
 /// Part `part` of `parts` of `0..n`, in whole blocks of `align`.
 fn part_range(n: usize, parts: usize, part: usize, align: usize) -> Range<usize> {
