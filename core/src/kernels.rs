@@ -15,10 +15,10 @@
 //! are zero are left out of its step list (MNIST pixels are mostly zero, in both X and Xᵀ), and
 //! rows of B that no panel needs are not packed. When A's rows are strided (Xᵀ), the listing,
 //! which reads every value anyway, also packs the listed steps' values, so the tiles read them
-//! in a row rather than one scattered cache line per step. Adding `0·b` to a sum never changes it, so for
-//! finite B the result is the dense result bit for bit (with FMA, a sum that underflowed to -0
-//! may stay -0 where the dense sum would turn it into +0). A NaN or infinity in B that only ever
-//! meets zeros of A is skipped rather than turned into NaN.
+//! in a row rather than one scattered cache line per step. Adding `0·b` to a sum never changes
+//! it, so for finite B the result is the dense result bit for bit (with FMA, a sum that
+//! underflowed to -0 may stay -0 where the dense sum would turn it into +0). A NaN or infinity
+//! in B that only ever meets zeros of A is skipped rather than turned into NaN.
 //!
 //! Determinism: each element of C is summed over K in one fixed order (K blocks in order,
 //! sequentially inside a block), and neither the blocking nor the skipping depends on which
@@ -253,6 +253,8 @@ impl Kernel {
     }
 
     /// Width of the tile a product `n` columns wide runs on; thread column splits align to it.
+    // Only AVX2 has two widths.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
     fn tile_width(self, n: usize) -> usize {
         match self.0 {
             Variant::Naive => 1,
@@ -367,8 +369,8 @@ pub fn gemm(
 }
 
 /// Like [`gemm`], with the columns of C (the rows, when it is too narrow to share or taller
-/// than wide) split between `scratches.len()` jobs run by `par`. The result is bitwise the same for any number
-/// of jobs.
+/// than wide) split between `scratches.len()` jobs run by `par`. The result is bitwise the
+/// same for any number of jobs.
 pub fn gemm_parallel<P: Parallel>(
     par: &P,
     kernel: Kernel,
@@ -556,7 +558,16 @@ impl MulAdd for Plain {
     }
 }
 
-impl<const NR: usize> Tiles<NR> for Plain {
+/// Variants whose tiles are the generic loops, with nothing but their multiply-add.
+trait GenericTiles: MulAdd {}
+
+impl GenericTiles for Plain {}
+
+// NEON is part of the aarch64 baseline, so the generic loops vectorise with `fmla` there.
+#[cfg(target_arch = "aarch64")]
+impl GenericTiles for Fused {}
+
+impl<M: GenericTiles, const NR: usize> Tiles<NR> for M {
     #[inline(never)]
     fn dense<const R: usize>(a: &APanel<R>, b_panel: &[f32]) -> [[f32; NR]; R] {
         dense_kernel::<Self, R, NR>(a, b_panel)
@@ -590,28 +601,6 @@ impl MulAdd for Fused {
         // SAFETY: NEON is part of the aarch64 baseline. LLVM turns this one-lane FMA into `fmla`
         // on whole vectors when it vectorises the tile.
         unsafe { vgetq_lane_f32::<0>(vfmaq_f32(vdupq_n_f32(c), vdupq_n_f32(a), vdupq_n_f32(b))) }
-    }
-}
-
-#[cfg(target_arch = "aarch64")]
-impl<const NR: usize> Tiles<NR> for Fused {
-    #[inline(never)]
-    fn dense<const R: usize>(a: &APanel<R>, b_panel: &[f32]) -> [[f32; NR]; R] {
-        dense_kernel::<Self, R, NR>(a, b_panel)
-    }
-
-    #[inline(never)]
-    fn sparse<const R: usize>(a: &APanel<R>, steps: &[u16], b_panel: &[f32]) -> [[f32; NR]; R] {
-        sparse_kernel::<Self, R, NR>(a, steps, b_panel)
-    }
-
-    #[inline(never)]
-    fn packed<const R: usize>(
-        a: &[[f32; PACKED_ROWS]],
-        steps: &[u16],
-        b_panel: &[f32],
-    ) -> [[f32; NR]; R] {
-        packed_kernel::<Self, R, NR>(a, steps, b_panel)
     }
 }
 
@@ -1146,8 +1135,7 @@ fn list_block_steps<const MR: usize>(
 fn list_steps<const R: usize>(panel: &APanel<R>, steps: &mut [u16]) -> usize {
     let kc = steps.len();
     // First a nonzero flag per step (in `steps`), then the list of nonzero steps, in place.
-    // Flags test the bits without the sign: no float compares, so the loops vectorise.
-    let nonzero = |v: f32| u16::from(v.to_bits() & 0x7fff_ffff != 0);
+    let nonzero = |v: f32| u16::from(nonzero_bits(v.to_bits()));
     if panel.stride == 1 {
         // Rows lie along K (X, dZ): one pass per row.
         steps.fill(0);
@@ -1162,7 +1150,7 @@ fn list_steps<const R: usize>(panel: &APanel<R>, steps: &mut [u16]) -> usize {
         for (p, flag) in steps.iter_mut().enumerate() {
             // SAFETY: p < steps.len() == kc.
             let bits = (0..R).fold(0, |any, ii| any | unsafe { panel.at(ii, p) }.to_bits());
-            *flag = nonzero(f32::from_bits(bits));
+            *flag = u16::from(nonzero_bits(bits));
         }
     }
     let mut count = steps.iter().map(|&f| usize::from(f)).sum::<usize>();
@@ -1201,9 +1189,16 @@ fn list_and_pack_steps<const R: usize>(
         // Branch-free: every step is written, and kept when nonzero (NaN counts as nonzero).
         steps[count] = p as u16;
         packed[count] = values;
-        count += usize::from(bits & 0x7fff_ffff != 0);
+        count += usize::from(nonzero_bits(bits));
     }
     count
+}
+
+/// Whether the bits of a float (or several, OR-ed together) are not all ±0 (NaN is nonzero).
+/// A test on the bits without the sign: no float compares, so the listing loops vectorise.
+#[inline(always)]
+fn nonzero_bits(bits: u32) -> bool {
+    bits & 0x7fff_ffff != 0
 }
 
 /// Packs rows `pc..pc+rows.len()`, columns `jc..jc+width` of B into one NR-wide panel,

@@ -162,6 +162,7 @@ mod tests {
             (w, v)
         };
         let reference = run(Kernel::PORTABLE, 1);
+        #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
         let mut kernels = std::vec![Kernel::PORTABLE];
         #[cfg(target_arch = "x86_64")]
         if std::is_x86_feature_detected!("avx2") {

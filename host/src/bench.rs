@@ -21,8 +21,8 @@ pub fn peak_rss_mib() -> Option<f64> {
 }
 
 /// What a timed training run reported.
-#[derive(Clone, Debug, serde::Deserialize)]
-pub struct Reference {
+#[derive(Debug, serde::Deserialize)]
+pub struct TimedRun {
     /// Wall time of `fit`.
     pub fit_seconds: f64,
     /// Accuracy on the test set.
@@ -37,8 +37,8 @@ pub struct Reference {
 ///
 /// # Panics
 /// If `runs` is empty.
-pub fn median_run(runs: &[Reference]) -> &Reference {
-    let mut sorted: Vec<&Reference> = runs.iter().collect();
+pub fn median_run(runs: &[TimedRun]) -> &TimedRun {
+    let mut sorted: Vec<&TimedRun> = runs.iter().collect();
     sorted.sort_by(|a, b| a.fit_seconds.total_cmp(&b.fit_seconds));
     sorted[sorted.len() / 2]
 }
@@ -107,7 +107,7 @@ pub fn run_reference(
     epochs: usize,
     batch_size: usize,
     seed: u64,
-) -> Result<Reference, BenchError> {
+) -> Result<TimedRun, BenchError> {
     let dir = std::env::temp_dir().join(format!("picodense-bench-{}", std::process::id()));
     let script = dir.join("compare.py");
     let io = |e: std::io::Error| BenchError::Python {
@@ -147,7 +147,7 @@ mod tests {
 
     #[test]
     fn the_median_run_is_the_middle_by_fit_time() {
-        let run = |fit_seconds| super::Reference {
+        let run = |fit_seconds| super::TimedRun {
             fit_seconds,
             test_accuracy: fit_seconds / 10.0,
             epoch_losses: vec![],

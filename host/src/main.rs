@@ -514,7 +514,7 @@ fn run_bench(args: cli::BenchArgs) -> Result<()> {
     };
     // Rounds interleave the implementations, so slow spells of a shared machine fall on all.
     let mut ours = Vec::new();
-    let mut references: Vec<Vec<bench::Reference>> = modes.iter().map(|_| Vec::new()).collect();
+    let mut references: Vec<Vec<bench::TimedRun>> = modes.iter().map(|_| Vec::new()).collect();
     for _ in 0..args.repeat {
         let mut trainer = match first_trainer.take() {
             Some(trainer) => trainer,
@@ -533,7 +533,7 @@ fn run_bench(args: cli::BenchArgs) -> Result<()> {
             bail!("training stopped early");
         };
         let test = trainer.evaluate(&splits.test);
-        ours.push(bench::Reference {
+        ours.push(bench::TimedRun {
             fit_seconds: seconds,
             test_accuracy: test.accuracy(),
             epoch_losses: reports.iter().map(|r| r.loss).collect(),
@@ -551,51 +551,66 @@ fn run_bench(args: cli::BenchArgs) -> Result<()> {
             )?);
         }
     }
-    let images = (splits.train.len() * config.epochs) as f64;
-    let flops = bench::training_flops(splits.train.len()) * config.epochs as f64;
+    let totals = Totals {
+        images: (splits.train.len() * config.epochs) as f64,
+        flops: bench::training_flops(splits.train.len()) * config.epochs as f64,
+    };
     println!(
         "{:<10} {:>9} {:>12} {:>9} {:>9} {:>9}  epoch losses",
         "", "fit (s)", "samples/s", "GFLOP/s", "test acc", "peak MiB"
     );
-    let row = |name: &str, runs: &[bench::Reference]| {
-        let median = bench::median_run(runs);
-        let losses: Vec<String> = median
-            .epoch_losses
-            .iter()
-            .map(|l| format!("{l:.4}"))
-            .collect();
-        println!(
-            "{:<10} {:>9.2} {:>12.0} {:>9.1} {:>9.4} {:>9.0}  {}",
-            name,
-            median.fit_seconds,
-            images / median.fit_seconds,
-            flops / median.fit_seconds / 1e9,
-            median.test_accuracy,
-            median.peak_rss_mb,
-            losses.join(" ")
-        );
-        if runs.len() > 1 {
-            let times: Vec<String> = runs
-                .iter()
-                .map(|r| format!("{:.2}", r.fit_seconds))
-                .collect();
-            println!("{:<10} rounds (s): {}", "", times.join(" "));
-        }
-        median.fit_seconds
-    };
     // The process's peak: the largest of all its rounds.
     let peak_rss = bench::peak_rss_mib().unwrap_or(f64::NAN);
-    let ours = row("picodense", &ours);
+    let ours = print_median(&totals, "picodense", &ours);
     for (mode, runs) in modes.iter().zip(&references) {
-        let seconds = row(mode, runs);
+        let theirs = print_median(&totals, mode, runs);
         println!(
             "{:<10} picodense is {:.1}x faster and uses {:.1}x less memory",
             "",
-            seconds / ours,
-            bench::median_run(runs).peak_rss_mb / peak_rss
+            theirs.fit_seconds / ours.fit_seconds,
+            theirs.peak_rss_mb / peak_rss
         );
     }
     Ok(())
+}
+
+/// Work of one timed `fit`, for the rates of the bench table.
+struct Totals {
+    images: f64,
+    flops: f64,
+}
+
+/// Prints the bench table row of `runs`' median run (and every round's time when there are
+/// several); returns that run.
+fn print_median<'r>(
+    totals: &Totals,
+    name: &str,
+    runs: &'r [picodense::bench::TimedRun],
+) -> &'r picodense::bench::TimedRun {
+    let median = picodense::bench::median_run(runs);
+    let losses: Vec<String> = median
+        .epoch_losses
+        .iter()
+        .map(|l| format!("{l:.4}"))
+        .collect();
+    println!(
+        "{:<10} {:>9.2} {:>12.0} {:>9.1} {:>9.4} {:>9.0}  {}",
+        name,
+        median.fit_seconds,
+        totals.images / median.fit_seconds,
+        totals.flops / median.fit_seconds / 1e9,
+        median.test_accuracy,
+        median.peak_rss_mb,
+        losses.join(" ")
+    );
+    if runs.len() > 1 {
+        let times: Vec<String> = runs
+            .iter()
+            .map(|r| format!("{:.2}", r.fit_seconds))
+            .collect();
+        println!("{:<10} rounds (s): {}", "", times.join(" "));
+    }
+    median
 }
 
 fn run_export(args: cli::ExportArgs) -> Result<()> {
