@@ -3,7 +3,7 @@
 //! `u8` to `f32 / 255`, then `Mlp::train_step` runs forward, backward and the update. Portable
 //! and AVX2 kernels, on 1 and 2 threads. Few samples: one iteration is a whole epoch. One thread
 //! is measured in the thread's CPU time (other processes on a shared machine do not count), two
-//! threads in wall time.
+//! threads in wall time. Large buffers sit on huge pages, as in the `picodense` binary.
 
 use std::hint::black_box;
 use std::sync::OnceLock;
@@ -17,6 +17,9 @@ use picodense_benches::{PIXELS, ThreadCpuTime, synthetic_mnist};
 use picodense_core::{
     BATCH, Compute, Kernel, MnistMlp, MnistWorkspace, RmsProp, Scratch, StepStats,
 };
+
+#[global_allocator]
+static ALLOCATOR: picodense::memory::LargePages = picodense::memory::LargePages;
 
 const IMAGES: usize = 60_000;
 

@@ -9,6 +9,7 @@ pub mod download;
 pub mod evaluation;
 pub mod export;
 pub mod image_input;
+pub mod memory;
 pub mod plot;
 pub mod report;
 pub mod train;

@@ -21,6 +21,9 @@ use picodense_core::format::{Dtype, ModelView};
 
 use cli::{Cli, Command, ComputeArgs, DataArgs};
 
+#[global_allocator]
+static ALLOCATOR: picodense::memory::LargePages = picodense::memory::LargePages;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
