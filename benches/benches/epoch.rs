@@ -1,9 +1,10 @@
 //! One training epoch of the 784-512-10 network (RMSprop, batches of 128) on 60,000 synthetic
 //! MNIST-like images, through the core API as the host drives it: each batch is converted from
-//! `u8` to `f32 / 255`, then `Mlp::train_step` runs forward, backward and the update. Portable
-//! and AVX2 kernels, on 1 and 2 threads. Few samples: one iteration is a whole epoch. One thread
-//! is measured in the thread's CPU time (other processes on a shared machine do not count), two
-//! threads in wall time. Large buffers sit on huge pages, as in the `picodense` binary.
+//! `u8` to `f32 / 255` (with each image's ink-box key), then `Mlp::train_step_with_keys` runs
+//! forward, backward and the update. Portable and AVX2 kernels, on 1 and 2 threads. Few
+//! samples: one iteration is a whole epoch. One thread is measured in the thread's CPU time
+//! (other processes on a shared machine do not count), two threads in wall time. Large buffers
+//! sit on huge pages, as in the `picodense` binary.
 
 use std::hint::black_box;
 use std::sync::OnceLock;
@@ -11,7 +12,7 @@ use std::time::Duration;
 
 use criterion::measurement::Measurement;
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
-use picodense::batch::{init_rng, to_unit};
+use picodense::batch::{init_rng, ink_box_area, to_unit};
 use picodense::compute::{KernelChoice, Threads, select_kernel, zeroed_box, zeroed_slice};
 use picodense_benches::{PIXELS, ThreadCpuTime, synthetic_mnist};
 use picodense_core::{
@@ -29,6 +30,7 @@ struct Trainer {
     optimizer: Box<RmsProp<784, 512, 10>>,
     workspace: Box<MnistWorkspace>,
     batch: Vec<[f32; PIXELS]>,
+    keys: Vec<u16>,
     scratches: Box<[Scratch]>,
     threads: Threads,
 }
@@ -44,6 +46,7 @@ impl Trainer {
             optimizer,
             workspace: zeroed_box(),
             batch: vec![[0.0; PIXELS]; BATCH],
+            keys: Vec::with_capacity(BATCH),
             scratches: zeroed_slice(threads),
             threads: Threads::new(threads),
         }
@@ -53,13 +56,16 @@ impl Trainer {
         let mut compute = Compute::new(kernel, &self.threads, &mut self.scratches);
         let mut stats = StepStats::default();
         for (pixels, labels) in images.chunks(BATCH * PIXELS).zip(labels.chunks(BATCH)) {
+            self.keys.clear();
             for (row, image) in self.batch.iter_mut().zip(pixels.chunks_exact(PIXELS)) {
                 to_unit(image, row);
+                self.keys.push(ink_box_area(image));
             }
-            stats.merge(self.model.train_step(
+            stats.merge(self.model.train_step_with_keys(
                 &mut *self.optimizer,
                 &self.batch[..labels.len()],
                 labels,
+                &self.keys,
                 &mut self.workspace,
                 &mut compute,
             ));

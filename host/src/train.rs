@@ -9,7 +9,7 @@ use picodense_core::{
     Compute, Kernel, MnistMlp, Optimizer, RmsProp, Scratch, Sgd, StepStats, Workspace,
 };
 
-use crate::batch::{epoch_order, fill_batch, init_rng};
+use crate::batch::{BatchInfo, epoch_order, fill_batch, init_rng};
 use crate::compute::{Threads, zeroed_box, zeroed_slice};
 use crate::data::{Dataset, DatasetKind, IMAGE_PIXELS};
 
@@ -266,7 +266,8 @@ pub struct Trainer {
     scratches: Box<[Scratch]>,
     threads: Threads,
     batch: Box<[[f32; IMAGE_PIXELS]; MAX_BATCH]>,
-    labels: Vec<u8>,
+    /// The batch's labels and grouping keys.
+    info: BatchInfo,
     /// The dataset rows of the batch being filled.
     indices: Vec<usize>,
     kernel: Kernel,
@@ -372,7 +373,7 @@ impl Trainer {
             scratches: zeroed_slice(threads.max(1)),
             threads: Threads::new(threads),
             batch: zeroed_box_batch(),
-            labels: Vec::with_capacity(MAX_BATCH),
+            info: BatchInfo::default(),
             indices: Vec::with_capacity(MAX_BATCH),
             kernel,
             position: Position::default(),
@@ -525,7 +526,7 @@ impl Trainer {
         }
     }
 
-    /// Loads the rows at `indices` into the batch and the labels; returns how many.
+    /// Loads the rows at `indices` into the batch, their labels and keys; returns how many.
     fn fill(&mut self, data: &Dataset, indices: impl IntoIterator<Item = usize>) -> usize {
         self.indices.clear();
         self.indices.extend(indices);
@@ -534,7 +535,7 @@ impl Trainer {
             data,
             &self.indices,
             &mut self.batch[..],
-            &mut self.labels,
+            &mut self.info,
         )
     }
 
@@ -550,7 +551,8 @@ impl Trainer {
         optimizer.train_step(
             &mut self.model,
             images,
-            &self.labels,
+            &self.info.labels,
+            &self.info.keys,
             &mut self.workspace,
             &mut compute,
         )
@@ -601,7 +603,7 @@ impl Trainer {
             let logits = self
                 .model
                 .forward(&self.batch[..rows], &mut self.workspace, &mut compute);
-            on_batch(logits, &self.labels);
+            on_batch(logits, &self.info.labels);
         }
     }
 
@@ -630,6 +632,7 @@ trait StepOptimizer {
         model: &mut MnistMlp,
         images: &[[f32; IMAGE_PIXELS]],
         labels: &[u8],
+        keys: &[u16],
         ws: &mut HostWorkspace,
         compute: &mut Compute<Threads>,
     ) -> StepStats;
@@ -641,10 +644,11 @@ impl<T: Optimizer<784, 512, 10>> StepOptimizer for T {
         model: &mut MnistMlp,
         images: &[[f32; IMAGE_PIXELS]],
         labels: &[u8],
+        keys: &[u16],
         ws: &mut HostWorkspace,
         compute: &mut Compute<Threads>,
     ) -> StepStats {
-        model.train_step(self, images, labels, ws, compute)
+        model.train_step_with_keys(self, images, labels, keys, ws, compute)
     }
 }
 
