@@ -37,16 +37,18 @@ pub fn cross_entropy(logits: &[f32], label: usize) -> f32 {
 }
 
 /// Loss of one row, and whether it was classified correctly; replaces the logits with the
-/// gradient of the batch-mean loss (`(softmax - onehot) / rows`).
+/// gradient of the batch-mean loss (`(softmax - onehot) / rows`). The exponentials are taken
+/// once for both, in the order [`cross_entropy`] sums them, so the loss has the same bits.
 pub fn loss_and_gradient(logits: &mut [f32], label: usize, rows: usize) -> (f32, bool) {
-    let loss = cross_entropy(logits, label);
     let correct = argmax(logits) == label;
     let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let z_label = logits[label];
     let mut sum = 0.0;
     for z in logits.iter_mut() {
         *z = libm::expf(*z - max);
         sum += *z;
     }
+    let loss = libm::logf(sum) + max - z_label;
     let scale = 1.0 / (sum * rows as f32);
     for (i, g) in logits.iter_mut().enumerate() {
         *g *= scale;
@@ -76,8 +78,10 @@ mod tests {
         let mut z = [1.0f32, 2.0, 3.0];
         let mut p = [0.0; 3];
         softmax(&z, &mut p);
+        let before = z;
         let (loss, correct) = loss_and_gradient(&mut z, 1, 4);
         assert!(!correct);
+        assert_eq!(loss.to_bits(), cross_entropy(&before, 1).to_bits());
         assert!((loss + libm::logf(p[1])).abs() < 1e-6);
         for i in 0..3 {
             let want = (p[i] - if i == 1 { 1.0 } else { 0.0 }) / 4.0;
