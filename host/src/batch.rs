@@ -38,33 +38,40 @@ pub struct BatchInfo {
     pub keys: Vec<u16>,
 }
 
-/// Converts the images at `indices` into `batch` (pixels / 255), their labels and keys into
-/// `info`. The conversion is shared between `par`'s threads: its time goes into reading the
-/// images' bytes from scattered places in memory.
+/// Converts the images at `indices` into `batch` (pixels / 255), their labels into `info`, and
+/// with `keyed` (training, whose forward groups rows by them) their keys. The conversion is
+/// shared between `par`'s threads: its time goes into reading the images' bytes from
+/// scattered places in memory.
 pub fn fill_batch(
     par: &impl Parallel,
     data: &Dataset,
     indices: &[usize],
     batch: &mut [[f32; IMAGE_PIXELS]],
     info: &mut BatchInfo,
+    keyed: bool,
 ) -> usize {
     let rows = indices.len().min(batch.len());
     info.labels.clear();
     info.labels
         .extend(indices[..rows].iter().map(|&i| data.labels[i]));
     info.keys.clear();
-    info.keys.resize(rows, 0);
+    if keyed {
+        info.keys.resize(rows, 0);
+    }
     let chunk = rows.div_ceil(FILL_PARTS).max(1);
+    let mut key_chunks = info.keys.chunks_mut(chunk);
     let mut parts: Vec<_> = batch[..rows]
         .chunks_mut(chunk)
-        .zip(info.keys.chunks_mut(chunk))
         .zip(indices.chunks(chunk))
+        .map(|(dst, indices)| (dst, key_chunks.next().unwrap_or_default(), indices))
         .collect();
-    par.run(&mut parts, &|_, ((dst, keys), indices)| {
-        for ((dst, key), &index) in dst.iter_mut().zip(keys.iter_mut()).zip(indices.iter()) {
+    par.run(&mut parts, &|_, (dst, keys, indices)| {
+        for (row, (dst, &index)) in dst.iter_mut().zip(indices.iter()).enumerate() {
             let image = data.image(index);
             to_unit(image, dst);
-            *key = ink_box_area(image);
+            if let Some(key) = keys.get_mut(row) {
+                *key = ink_box_area(image);
+            }
         }
     });
     rows
@@ -126,7 +133,7 @@ mod tests {
         };
         let mut batch = vec![[0.0f32; IMAGE_PIXELS]; 4];
         let mut info = BatchInfo::default();
-        let rows = fill_batch(&Serial, &data, &[1, 0], &mut batch, &mut info);
+        let rows = fill_batch(&Serial, &data, &[1, 0], &mut batch, &mut info, true);
         assert_eq!(rows, 2);
         assert_eq!(info.labels, [7, 3]);
         assert_eq!(info.keys[1], ink_box_area(&data.images[..IMAGE_PIXELS]));
@@ -137,9 +144,16 @@ mod tests {
         let indices: Vec<usize> = (0..9).map(|i| i % 2).collect();
         let mut serial = vec![[0.0f32; IMAGE_PIXELS]; 9];
         let mut threaded = vec![[0.0f32; IMAGE_PIXELS]; 9];
-        fill_batch(&Serial, &data, &indices, &mut serial, &mut info);
+        fill_batch(&Serial, &data, &indices, &mut serial, &mut info, true);
         let serial_keys = info.keys.clone();
-        let rows = fill_batch(&Threads::new(3), &data, &indices, &mut threaded, &mut info);
+        let rows = fill_batch(
+            &Threads::new(3),
+            &data,
+            &indices,
+            &mut threaded,
+            &mut info,
+            true,
+        );
         assert_eq!(rows, 9);
         assert_eq!(info.labels, [3, 7, 3, 7, 3, 7, 3, 7, 3]);
         assert_eq!(info.keys, serial_keys);

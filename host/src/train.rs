@@ -526,8 +526,14 @@ impl Trainer {
         }
     }
 
-    /// Loads the rows at `indices` into the batch, their labels and keys; returns how many.
-    fn fill(&mut self, data: &Dataset, indices: impl IntoIterator<Item = usize>) -> usize {
+    /// Loads the rows at `indices` into the batch and their labels (and, `keyed`, their
+    /// grouping keys); returns how many.
+    fn fill(
+        &mut self,
+        data: &Dataset,
+        indices: impl IntoIterator<Item = usize>,
+        keyed: bool,
+    ) -> usize {
         self.indices.clear();
         self.indices.extend(indices);
         fill_batch(
@@ -536,12 +542,13 @@ impl Trainer {
             &self.indices,
             &mut self.batch[..],
             &mut self.info,
+            keyed,
         )
     }
 
     /// One optimizer step on the rows at `indices`.
     fn step(&mut self, data: &Dataset, indices: impl Iterator<Item = usize>) -> StepStats {
-        let rows = self.fill(data, indices);
+        let rows = self.fill(data, indices, true);
         let mut compute = Compute::new(self.kernel, &self.threads, &mut self.scratches);
         let images = &self.batch[..rows];
         let optimizer: &mut dyn StepOptimizer = match &mut self.optimizer {
@@ -598,7 +605,7 @@ impl Trainer {
     fn for_each_batch(&mut self, data: &Dataset, mut on_batch: impl FnMut(&[[f32; 10]], &[u8])) {
         for start in (0..data.len()).step_by(MAX_BATCH) {
             let end = (start + MAX_BATCH).min(data.len());
-            let rows = self.fill(data, start..end);
+            let rows = self.fill(data, start..end, false);
             let mut compute = Compute::new(self.kernel, &self.threads, &mut self.scratches);
             let logits = self
                 .model
