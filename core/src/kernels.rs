@@ -400,9 +400,16 @@ pub fn gemm_parallel<P: Parallel>(
     let by_rows = tiles < scratches.len() || m > n;
     let parts = if by_rows { m.div_ceil(ROWS_MIN) } else { tiles };
     let parts = parts.min(scratches.len()).max(1);
+    // The blocked kernels skip A's zero K steps when C is wide (see `blocked`): rows with more
+    // zeros then cost less, and an even split of them would leave one job waiting.
+    let skips_zeros = n > 2 * kernel.tile_width(n);
     let job = |part: usize, scratch: &mut Scratch| {
         if by_rows {
-            let rows = part_range(m, parts, part, ROWS_ALIGN);
+            let rows = if skips_zeros {
+                rows_by_work(&a, parts, part)
+            } else {
+                part_range(m, parts, part, ROWS_ALIGN)
+            };
             if !rows.is_empty() {
                 let out = Out {
                     // In bounds: rows.start * n < m * n <= c.len().
@@ -426,6 +433,55 @@ pub fn gemm_parallel<P: Parallel>(
 const ROWS_MIN: usize = 32;
 /// Row splits fall on whole panels of every tile height (3, 4 and 6).
 const ROWS_ALIGN: usize = 12;
+
+/// Most blocks of rows that [`rows_by_work`] weighs; taller products split evenly.
+const WEIGHED_BLOCKS: usize = 128;
+/// [`rows_by_work`] samples every this many K steps.
+const WEIGHT_STRIDE: usize = 16;
+
+/// Part `part` of `parts` of A's rows, in whole blocks of [`ROWS_ALIGN`], sized so that the
+/// parts have about as many nonzero values to multiply: each block weighs its nonzeros on a
+/// sample of the K steps. Every job computes the same split by itself, so none waits for
+/// another, and no split changes a bit of the result.
+fn rows_by_work(a: &MatRef, parts: usize, part: usize) -> Range<usize> {
+    let m = a.rows;
+    let blocks = m.div_ceil(ROWS_ALIGN);
+    if blocks > WEIGHED_BLOCKS {
+        return part_range(m, parts, part, ROWS_ALIGN);
+    }
+    // One each, so that blank blocks still count for their rows' stores.
+    let mut weights = [1u32; WEIGHED_BLOCKS];
+    for p in (0..a.cols).step_by(WEIGHT_STRIDE) {
+        for (block, weight) in weights[..blocks].iter_mut().enumerate() {
+            let rows = block * ROWS_ALIGN..(block * ROWS_ALIGN + ROWS_ALIGN).min(m);
+            *weight += rows
+                .map(|i| u32::from(nonzero_bits(a.at(i, p).to_bits())))
+                .sum::<u32>();
+        }
+    }
+    let weights = &weights[..blocks];
+    let total = u64::from(weights.iter().sum::<u32>());
+    // The first row of part `k`: where the weight before it reaches k / parts of the total.
+    let start = |k: usize| {
+        let target = total * k as u64 / parts as u64;
+        let mut before = 0;
+        let block = weights
+            .iter()
+            .position(|&w| {
+                let reached = before >= target;
+                before += u64::from(w);
+                reached
+            })
+            .unwrap_or(blocks);
+        (block * ROWS_ALIGN).min(m)
+    };
+    let end = if part + 1 == parts {
+        m
+    } else {
+        start(part + 1)
+    };
+    start(part)..end
+}
 
 /// Part `part` of `parts` of `0..n`, in whole blocks of `align`.
 fn part_range(n: usize, parts: usize, part: usize, align: usize) -> Range<usize> {
@@ -1819,5 +1875,34 @@ mod tests {
                 assert_eq!(next, n);
             }
         }
+    }
+
+    #[test]
+    fn row_parts_follow_the_nonzeros() {
+        // Xᵀ-like: 784 rows, nonzero only in the first 300 (dense top, blank bottom).
+        let (m, k) = (784, 128);
+        let mut x = std::vec![0.0f32; k * m];
+        for row in x.chunks_mut(m) {
+            row[..300].fill(0.5);
+        }
+        let a = MatRef::row_major(&x, k, m).t();
+        for parts in 1..5 {
+            let ranges: Vec<Range<usize>> =
+                (0..parts).map(|p| rows_by_work(&a, parts, p)).collect();
+            assert_eq!(ranges[0].start, 0);
+            assert_eq!(ranges[parts - 1].end, m);
+            for (r, next) in ranges.iter().zip(&ranges[1..]) {
+                assert_eq!(r.end, next.start);
+                assert_eq!(r.end % ROWS_ALIGN, 0);
+            }
+            if parts == 2 {
+                // Equal rows would give the first part all the work.
+                assert!(ranges[0].end < 300 && ranges[0].end > 100, "{ranges:?}");
+            }
+        }
+        // Blank A: even parts.
+        let blank = std::vec![0.0f32; k * m];
+        let a = MatRef::row_major(&blank, k, m).t();
+        assert_eq!(rows_by_work(&a, 2, 0), part_range(m, 2, 0, ROWS_ALIGN));
     }
 }
