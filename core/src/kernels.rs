@@ -26,6 +26,7 @@
 
 use core::marker::PhantomData;
 use core::ops::Range;
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 /// Longest row order [`MatRef::row_order`] takes.
 pub const MAX_ORDERED_ROWS: usize = 4096;
@@ -417,17 +418,40 @@ pub fn gemm_parallel<P: Parallel>(
                     ..out
                 };
                 let epilogue = epilogue.rows_after(rows.start, n);
-                run_kernel(kernel, a.row_range(rows), b, &out, 0..n, epilogue, scratch);
+                let cols = Columns::range(0..n);
+                run_kernel(kernel, a.row_range(rows), b, &out, cols, epilogue, scratch);
             }
         } else {
             let cols = part_range(n, parts, part, kernel.tile_width(n));
             if !cols.is_empty() {
-                run_kernel(kernel, a, b, &out, cols, epilogue, scratch);
+                run_kernel(kernel, a, b, &out, Columns::range(cols), epilogue, scratch);
             }
         }
     };
+    let units = n.div_ceil(UNIT_WIDTH);
+    // Worth a claim: a unit of the forward is 3 million multiply-adds, one of dZ·W2ᵀ 40,000.
+    let deep = m * a.cols >= CLAIM_MIN;
+    if !by_rows && skips_zeros && deep && parts > 1 && units <= 64 {
+        // Jobs claim units of columns one at a time (see `Units`).
+        let counter = AtomicUsize::new(0);
+        let job = |_: usize, scratch: &mut Scratch| {
+            let cols = Columns {
+                range: 0..n,
+                claims: Some(&counter),
+            };
+            run_kernel(kernel, a, b, &out, cols, epilogue, scratch);
+        };
+        par.run(&mut scratches[..parts.min(units)], &job);
+        return;
+    }
     par.run(&mut scratches[..parts], &job);
 }
+
+/// Columns of C in a unit that a job claims: whole tiles of every width, 16 units for n = 512.
+const UNIT_WIDTH: usize = 32;
+
+/// Fewest values of A for which jobs claim units of columns rather than take equal ranges.
+const CLAIM_MIN: usize = 1 << 14;
 
 /// Fewest rows of C a job gets when jobs split rows.
 const ROWS_MIN: usize = 32;
@@ -530,22 +554,33 @@ fn run_kernel(
     a: MatRef,
     b: MatRef,
     out: &Out,
-    cols: Range<usize>,
+    cols: Columns,
     epilogue: Epilogue,
     scratch: &mut Scratch,
 ) {
-    match kernel.0 {
-        Variant::Naive => naive(a, b, out, cols, epilogue),
-        Variant::Portable => {
+    match (kernel.0, cols.claims) {
+        (Variant::Naive, None) => naive(a, b, out, cols.range, epilogue),
+        (Variant::Naive, Some(counter)) => {
+            let mut claimed = 0;
+            let units = Units::Claim {
+                counter,
+                end: cols.range.end,
+                claimed: &mut claimed,
+            };
+            for (col, width) in units {
+                naive(a, b, out, col..col + width, epilogue);
+            }
+        }
+        (Variant::Portable, _) => {
             blocked::<Plain, PORTABLE_MR, PORTABLE_NR>(a, b, out, cols, epilogue, scratch)
         }
         // SAFETY: an `Avx2` kernel is only constructed through `avx2_unchecked`, whose caller
         // vouches for the CPU.
         #[cfg(target_arch = "x86_64")]
-        Variant::Avx2 => unsafe { blocked_avx2(a, b, out, cols, epilogue, scratch) },
+        (Variant::Avx2, _) => unsafe { blocked_avx2(a, b, out, cols, epilogue, scratch) },
         // SAFETY: NEON is part of the aarch64 baseline.
         #[cfg(target_arch = "aarch64")]
-        Variant::Neon => unsafe { blocked_neon(a, b, out, cols, epilogue, scratch) },
+        (Variant::Neon, _) => unsafe { blocked_neon(a, b, out, cols, epilogue, scratch) },
     }
 }
 
@@ -555,7 +590,7 @@ fn blocked_avx2(
     a: MatRef,
     b: MatRef,
     out: &Out,
-    cols: Range<usize>,
+    cols: Columns,
     epilogue: Epilogue,
     scratch: &mut Scratch,
 ) {
@@ -573,7 +608,7 @@ fn blocked_neon(
     a: MatRef,
     b: MatRef,
     out: &Out,
-    cols: Range<usize>,
+    cols: Columns,
     epilogue: Epilogue,
     scratch: &mut Scratch,
 ) {
@@ -867,11 +902,15 @@ fn blocked<M: Tiles<NR>, const MR: usize, const NR: usize>(
     a: MatRef,
     b: MatRef,
     out: &Out,
-    cols: Range<usize>,
+    cols: Columns,
     epilogue: Epilogue,
     scratch: &mut Scratch,
 ) {
     const { assert!(MR >= 2 && NR <= NR_MAX) };
+    let Columns {
+        range: cols,
+        claims,
+    } = cols;
     let (m, k) = (a.rows, a.cols);
     // Equal K blocks: 784 = 3 x 262 rather than 2 x 264 + 256, and never a thin last block that
     // pays a full pass over C for little work. Only k decides the blocks, never the columns.
@@ -889,6 +928,8 @@ fn blocked<M: Tiles<NR>, const MR: usize, const NR: usize>(
     // A's rows strided (Xᵀ: each step of a panel is a cache line of its own): the listing
     // reads every value anyway, so it packs the listed ones for the tiles.
     let pack_a = skip_zeros && a.col_stride != 1 && MR <= PACKED_ROWS;
+    // The units of columns this job claimed in the first block (with `claims`).
+    let mut claimed = 0u64;
     // k == 0 still runs one (empty) block so the epilogue is applied.
     let mut pc = 0;
     loop {
@@ -903,9 +944,23 @@ fn blocked<M: Tiles<NR>, const MR: usize, const NR: usize>(
             // Rows of B that no panel reads are not packed (blank image margins).
             let used = &scratch.used[..kc.div_ceil(8)];
             let used = (skip_zeros && !every_step_used(used, kc)).then_some(used);
-            let mut jc = cols.start;
-            while jc < cols.end {
-                let width = (group * NR).min(cols.end - jc);
+            let units = match claims {
+                None => Units::Range {
+                    next: cols.start,
+                    end: cols.end,
+                    step: group * NR,
+                },
+                Some(counter) if pc == 0 && ic == 0 => Units::Claim {
+                    counter,
+                    end: cols.end,
+                    claimed: &mut claimed,
+                },
+                Some(_) => Units::Replay {
+                    left: claimed,
+                    end: cols.end,
+                },
+            };
+            for (jc, width) in units {
                 let b_rows = scratch.b.as_chunks_mut::<NR>().0;
                 for (panel, j) in b_rows
                     .chunks_exact_mut(kc.max(1))
@@ -952,7 +1007,6 @@ fn blocked<M: Tiles<NR>, const MR: usize, const NR: usize>(
                         }
                     }
                 }
-                jc += width;
             }
             ic += mc;
         }
@@ -960,6 +1014,76 @@ fn blocked<M: Tiles<NR>, const MR: usize, const NR: usize>(
         if pc >= k {
             break;
         }
+    }
+}
+
+/// The columns of C a job computes: its range, or units of it claimed from `claims`.
+struct Columns<'a> {
+    range: Range<usize>,
+    claims: Option<&'a AtomicUsize>,
+}
+
+impl Columns<'_> {
+    fn range(range: Range<usize>) -> Self {
+        Self {
+            range,
+            claims: None,
+        }
+    }
+}
+
+/// The groups of columns (first, width) a job runs in one K block and row block.
+enum Units<'a> {
+    /// Its fixed range, a group at a time.
+    Range {
+        next: usize,
+        end: usize,
+        step: usize,
+    },
+    /// Units claimed from a counter that all the product's jobs share, until none are left:
+    /// a job that the OS holds up takes fewer. Each is recorded in `claimed`.
+    Claim {
+        counter: &'a AtomicUsize,
+        end: usize,
+        claimed: &'a mut u64,
+    },
+    /// The units claimed in the first block again: every K block of a column stays with the
+    /// job that started it.
+    Replay { left: u64, end: usize },
+}
+
+impl Iterator for Units<'_> {
+    type Item = (usize, usize);
+
+    #[inline(always)]
+    fn next(&mut self) -> Option<(usize, usize)> {
+        let (start, end, width) = match self {
+            Units::Range { next, end, step } => {
+                let start = *next;
+                *next += *step;
+                (start, *end, *step)
+            }
+            Units::Claim {
+                counter,
+                end,
+                claimed,
+            } => {
+                let unit = counter.fetch_add(1, Ordering::Relaxed);
+                if unit * UNIT_WIDTH < *end {
+                    **claimed |= 1 << unit;
+                }
+                (unit * UNIT_WIDTH, *end, UNIT_WIDTH)
+            }
+            Units::Replay { left, end } => {
+                if *left == 0 {
+                    return None;
+                }
+                let unit = left.trailing_zeros() as usize;
+                *left &= *left - 1;
+                (unit * UNIT_WIDTH, *end, UNIT_WIDTH)
+            }
+        };
+        (start < end).then(|| (start, width.min(end - start)))
     }
 }
 
@@ -1873,6 +1997,69 @@ mod tests {
                     next = r.end;
                 }
                 assert_eq!(next, n);
+            }
+        }
+    }
+
+    /// Runs every job on a thread of its own, so that jobs claim columns concurrently.
+    struct Spawned;
+
+    impl Parallel for Spawned {
+        fn run<T: Send>(&self, items: &mut [T], job: &(impl Fn(usize, &mut T) + Sync)) {
+            std::thread::scope(|scope| {
+                for (i, item) in items.iter_mut().enumerate() {
+                    scope.spawn(move || job(i, item));
+                }
+            });
+        }
+    }
+
+    #[test]
+    fn jobs_claiming_columns_change_no_bit() {
+        // The forward's shape, a third of A zero: three K blocks, 16 units of columns.
+        let (m, k, n) = (128, 784, 512);
+        let a_data: Vec<f32> = values(11, m * k)
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| {
+                if (i % k) % 3 == 0 || (i / k) % 5 == 0 {
+                    0.0
+                } else {
+                    v
+                }
+            })
+            .collect();
+        let b_data = values(12, k * n);
+        let bias = values(13, n);
+        let (a, b) = (
+            MatRef::row_major(&a_data, m, k),
+            MatRef::row_major(&b_data, k, n),
+        );
+        for kernel in kernels() {
+            let mut alone = std::vec![f32::NAN; m * n];
+            gemm(
+                kernel,
+                a,
+                b,
+                &mut alone,
+                Epilogue::BiasRelu(&bias),
+                &mut scratches(1)[0],
+            );
+            for jobs in [2, 3] {
+                for _ in 0..3 {
+                    let mut c = std::vec![f32::NAN; m * n];
+                    let epilogue = Epilogue::BiasRelu(&bias);
+                    gemm_parallel(
+                        &Spawned,
+                        kernel,
+                        a,
+                        b,
+                        &mut c,
+                        epilogue,
+                        &mut scratches(jobs),
+                    );
+                    assert_eq!(bits(&c), bits(&alone), "{} with {jobs} jobs", kernel.name());
+                }
             }
         }
     }
