@@ -401,9 +401,25 @@ pub fn gemm_parallel<P: Parallel>(
     let by_rows = tiles < scratches.len() || m > n;
     let parts = if by_rows { m.div_ceil(ROWS_MIN) } else { tiles };
     let parts = parts.min(scratches.len()).max(1);
-    // The blocked kernels skip A's zero K steps when C is wide (see `blocked`): rows with more
-    // zeros then cost less, and an even split of them would leave one job waiting.
-    let skips_zeros = n > 2 * kernel.tile_width(n);
+    // Rows (or columns) with more zeros in A cost less, so equal splits would leave a job
+    // waiting.
+    let skips_zeros = skips_zeros(n, kernel.tile_width(n));
+    let units = n.div_ceil(UNIT_WIDTH);
+    // Worth a claim: a unit of the forward is 3 million multiply-adds, one of dZ·W2ᵀ 40,000.
+    let deep = m * a.cols >= CLAIM_MIN;
+    if !by_rows && skips_zeros && deep && parts > 1 && units <= u64::BITS as usize {
+        // Jobs claim units of columns one at a time (see `Units`).
+        let counter = AtomicUsize::new(0);
+        let job = |_: usize, scratch: &mut Scratch| {
+            let cols = Columns {
+                range: 0..n,
+                claims: Some(&counter),
+            };
+            run_kernel(kernel, a, b, &out, cols, epilogue, scratch);
+        };
+        par.run(&mut scratches[..parts.min(units)], &job);
+        return;
+    }
     let job = |part: usize, scratch: &mut Scratch| {
         if by_rows {
             let rows = if skips_zeros {
@@ -428,23 +444,16 @@ pub fn gemm_parallel<P: Parallel>(
             }
         }
     };
-    let units = n.div_ceil(UNIT_WIDTH);
-    // Worth a claim: a unit of the forward is 3 million multiply-adds, one of dZ·W2ᵀ 40,000.
-    let deep = m * a.cols >= CLAIM_MIN;
-    if !by_rows && skips_zeros && deep && parts > 1 && units <= 64 {
-        // Jobs claim units of columns one at a time (see `Units`).
-        let counter = AtomicUsize::new(0);
-        let job = |_: usize, scratch: &mut Scratch| {
-            let cols = Columns {
-                range: 0..n,
-                claims: Some(&counter),
-            };
-            run_kernel(kernel, a, b, &out, cols, epilogue, scratch);
-        };
-        par.run(&mut scratches[..parts.min(units)], &job);
-        return;
-    }
     par.run(&mut scratches[..parts], &job);
+}
+
+/// Whether the blocked kernels list and skip A's zero K steps for a product `n` columns wide,
+/// on tiles `tile_width` wide. With one or two panels of B (n = 10) a step list would serve one
+/// or two tiles: listing costs about what skipping saves. Decided by n alone, never by a job's
+/// columns.
+#[inline(always)]
+fn skips_zeros(n: usize, tile_width: usize) -> bool {
+    n > 2 * tile_width
 }
 
 /// Columns of C in a unit that a job claims: whole tiles of every width, 16 units for n = 512.
@@ -922,9 +931,7 @@ fn blocked<M: Tiles<NR>, const MR: usize, const NR: usize>(
     // As many panels of B as fit in `B_LEN`: each A panel then sweeps a wide strip of C's rows,
     // which keeps the write-back of a large C (Xᵀ·dH is 1.6 MB) streaming.
     let group = (B_LEN / (kc_step.max(1) * NR)).max(1);
-    // With one or two panels of B (n = 10), a step list would serve one or two tiles: listing
-    // costs about what skipping saves. Decided by n alone, never by the job's columns.
-    let skip_zeros = b.cols > 2 * NR;
+    let skip_zeros = skips_zeros(b.cols, NR);
     // A's rows strided (Xᵀ: each step of a panel is a cache line of its own): the listing
     // reads every value anyway, so it packs the listed ones for the tiles.
     let pack_a = skip_zeros && a.col_stride != 1 && MR <= PACKED_ROWS;
