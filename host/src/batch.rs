@@ -4,7 +4,7 @@ use picodense_core::Parallel;
 use rand_core::{Rng, SeedableRng};
 use rand_xorshift::XorShiftRng;
 
-use crate::data::{Dataset, IMAGE_PIXELS, IMAGE_SIDE};
+use crate::data::{Dataset, IMAGE_PIXELS};
 
 /// Generator that initialises the weights for `seed`.
 pub fn init_rng(seed: u64) -> XorShiftRng {
@@ -66,6 +66,7 @@ pub fn fill_batch(
         .map(|(dst, indices)| (dst, key_chunks.next().unwrap_or_default(), indices))
         .collect();
     par.run(&mut parts, &|_, (dst, keys, indices)| {
+        prefetch_images(data, indices);
         for (row, (dst, &index)) in dst.iter_mut().zip(indices.iter()).enumerate() {
             let image = data.image(index);
             to_unit(image, dst);
@@ -77,24 +78,37 @@ pub fn fill_batch(
     rows
 }
 
+/// Asks the CPU to start loading the images at `indices` into its caches, without waiting for
+/// them: a batch's images lie scattered over the dataset, and converted one by one each waits
+/// for memory in turn; asked for together, their loads overlap.
+fn prefetch_images(data: &Dataset, indices: &[usize]) {
+    #[cfg(target_arch = "x86_64")]
+    for &index in indices {
+        let image = data.image(index);
+        // Images are not aligned to cache lines: the last byte may start one more.
+        for line in image.iter().step_by(64).chain(image.last()) {
+            // SAFETY: a prefetch never faults, and the address lies in the image anyway.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(
+                    std::ptr::from_ref(line).cast(),
+                )
+            };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (data, indices);
+}
+
 /// Area of the smallest box around an image's nonzero pixels (0 for a blank image). Images of
 /// one class with boxes of about the same size share more of their blank margins: grouped by
 /// it within each class, a Fashion-MNIST batch's forward skips 4% more steps.
 pub fn ink_box_area(pixels: &[u8]) -> u16 {
-    let (mut rows, mut cols) = (0u32, 0u32);
-    for (r, row) in pixels.chunks_exact(IMAGE_SIDE).enumerate() {
-        let inked = row
-            .iter()
-            .enumerate()
-            .fold(0u32, |bits, (c, &p)| bits | u32::from(p != 0) << c);
-        cols |= inked;
-        rows |= u32::from(inked != 0) << r;
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2.
+        return unsafe { avx2::ink_box_area(pixels) };
     }
-    let span = |bits: u32| match bits {
-        0 => 0,
-        _ => 32 - bits.leading_zeros() - bits.trailing_zeros(),
-    };
-    (span(rows) * span(cols)) as u16
+    plain::ink_box_area(pixels)
 }
 
 /// Pieces a batch is converted in (claimed by whichever thread is free).
@@ -102,8 +116,58 @@ const FILL_PARTS: usize = 4;
 
 /// `pixels / 255` as Keras's example scales them.
 pub fn to_unit(pixels: &[u8], out: &mut [f32]) {
-    for (o, &p) in out.iter_mut().zip(pixels) {
-        *o = f32::from(p) / 255.0;
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2.
+        return unsafe { avx2::to_unit(pixels, out) };
+    }
+    plain::to_unit(pixels, out)
+}
+
+/// The conversions as plain loops, which the compiler vectorises for whatever target it
+/// compiles them for. A division is exact whatever the instructions, so every variant gives
+/// the same bits.
+mod plain {
+    use crate::data::IMAGE_SIDE;
+
+    #[inline(always)]
+    pub(super) fn to_unit(pixels: &[u8], out: &mut [f32]) {
+        for (o, &p) in out.iter_mut().zip(pixels) {
+            *o = f32::from(p) / 255.0;
+        }
+    }
+
+    #[inline(always)]
+    pub(super) fn ink_box_area(pixels: &[u8]) -> u16 {
+        let (mut rows, mut cols) = (0u32, 0u32);
+        for (r, row) in pixels.chunks_exact(IMAGE_SIDE).enumerate() {
+            let inked = row
+                .iter()
+                .enumerate()
+                .fold(0u32, |bits, (c, &p)| bits | u32::from(p != 0) << c);
+            cols |= inked;
+            rows |= u32::from(inked != 0) << r;
+        }
+        let span = |bits: u32| match bits {
+            0 => 0,
+            _ => 32 - bits.leading_zeros() - bits.trailing_zeros(),
+        };
+        (span(rows) * span(cols)) as u16
+    }
+}
+
+/// The same loops compiled for AVX2, twice as fast as the baseline build (eight divisions at a
+/// time instead of four, and byte widening that SSE2 lacks): a batch is converted every step.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    #[target_feature(enable = "avx2")]
+    pub(super) fn to_unit(pixels: &[u8], out: &mut [f32]) {
+        super::plain::to_unit(pixels, out)
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub(super) fn ink_box_area(pixels: &[u8]) -> u16 {
+        super::plain::ink_box_area(pixels)
     }
 }
 
@@ -111,6 +175,7 @@ pub fn to_unit(pixels: &[u8], out: &mut [f32]) {
 mod tests {
     use super::*;
     use crate::compute::Threads;
+    use crate::data::IMAGE_SIDE;
     use picodense_core::Serial;
 
     #[test]
@@ -159,6 +224,16 @@ mod tests {
         assert_eq!(info.keys, serial_keys);
         assert!(serial == threaded);
         assert_eq!(threaded[3][0], f32::from(data.images[IMAGE_PIXELS]) / 255.0);
+    }
+
+    #[test]
+    fn every_byte_scales_as_a_plain_division() {
+        let bytes: Vec<u8> = (0..=255).collect();
+        let mut scaled = [0.0f32; 256];
+        to_unit(&bytes, &mut scaled);
+        for (&p, v) in bytes.iter().zip(scaled) {
+            assert_eq!(v.to_bits(), (f32::from(p) / 255.0).to_bits(), "pixel {p}");
+        }
     }
 
     #[test]
