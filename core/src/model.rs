@@ -1,7 +1,7 @@
 //! Training and inference of an [`Mlp`] on a batch, inside a caller-owned [`Workspace`].
 
 use crate::kernels::{
-    Epilogue, Kernel, MAX_ORDERED_ROWS, MatRef, Parallel, Scratch, gemm_parallel,
+    Epilogue, Kernel, MAX_ORDERED_ROWS, MatRef, Parallel, Scratch, gemm, gemm_parallel,
 };
 use crate::layers::Mlp;
 use crate::loss;
@@ -20,6 +20,9 @@ pub struct Workspace<const BATCH: usize, const IN: usize, const HIDDEN: usize, c
     pub grads: Mlp<IN, HIDDEN, OUT>,
     /// The batch's rows sorted by label and key: the order the forward product groups them in.
     row_order: [u16; BATCH],
+    /// Each row's loss in the last training step, and whether it was classified correctly.
+    row_loss: [f32; BATCH],
+    row_correct: [bool; BATCH],
 }
 
 impl<const B: usize, const I: usize, const H: usize, const O: usize> Workspace<B, I, H, O> {
@@ -31,6 +34,8 @@ impl<const B: usize, const I: usize, const H: usize, const O: usize> Workspace<B
             hidden_grad: [[0.0; H]; B],
             grads: Mlp::zeroed(),
             row_order: [0; B],
+            row_loss: [0.0; B],
+            row_correct: [false; B],
         }
     }
 }
@@ -116,17 +121,26 @@ impl<const IN: usize, const HIDDEN: usize, const OUT: usize> Mlp<IN, HIDDEN, OUT
         ws: &'w mut Workspace<BATCH, IN, HIDDEN, OUT>,
         compute: &mut Compute<P>,
     ) -> &'w [[f32; OUT]] {
-        self.forward_grouped(images, false, ws, compute)
+        let rows = images.len();
+        self.hidden_layer(images, false, ws, compute);
+        compute.gemm(
+            MatRef::row_major(ws.hidden[..rows].as_flattened(), rows, HIDDEN),
+            MatRef::row_major(self.output.weights.as_flattened(), HIDDEN, OUT),
+            ws.logits[..rows].as_flattened_mut(),
+            Epilogue::Bias(&self.output.bias),
+        );
+        &ws.logits[..rows]
     }
 
-    /// [`Mlp::forward`], the rows of X grouped in `ws.row_order` when `grouped`.
-    fn forward_grouped<'w, const BATCH: usize, P: Parallel>(
+    /// The hidden layer's activations of `images` into `ws.hidden`, the rows of X grouped in
+    /// `ws.row_order` when `grouped`.
+    fn hidden_layer<const BATCH: usize, P: Parallel>(
         &self,
         images: &[[f32; IN]],
         grouped: bool,
-        ws: &'w mut Workspace<BATCH, IN, HIDDEN, OUT>,
+        ws: &mut Workspace<BATCH, IN, HIDDEN, OUT>,
         compute: &mut Compute<P>,
-    ) -> &'w [[f32; OUT]] {
+    ) {
         let rows = images.len();
         assert!(
             rows <= BATCH,
@@ -136,20 +150,80 @@ impl<const IN: usize, const HIDDEN: usize, const OUT: usize> Mlp<IN, HIDDEN, OUT
         if grouped {
             x = x.row_order(&ws.row_order[..rows]);
         }
-        let hidden = &mut ws.hidden[..rows];
         compute.gemm(
             x,
             MatRef::row_major(self.hidden.weights.as_flattened(), IN, HIDDEN),
-            hidden.as_flattened_mut(),
+            ws.hidden[..rows].as_flattened_mut(),
             Epilogue::BiasRelu(&self.hidden.bias),
         );
-        compute.gemm(
-            MatRef::row_major(ws.hidden[..rows].as_flattened(), rows, HIDDEN),
-            MatRef::row_major(self.output.weights.as_flattened(), HIDDEN, OUT),
-            ws.logits[..rows].as_flattened_mut(),
-            Epilogue::Bias(&self.output.bias),
-        );
-        &ws.logits[..rows]
+    }
+
+    /// From the hidden activations to the gradient that reaches them: the logits, each row's
+    /// loss (into `ws.row_loss` and `ws.row_correct`), the logits' gradient (over the logits)
+    /// and `dH = (dZ·W2ᵀ)` where `H > 0` (into `ws.hidden_grad`). No row needs another, so the
+    /// rows are split between the jobs, in one call where three would wait for each other.
+    fn output_and_back<const BATCH: usize, P: Parallel>(
+        &self,
+        labels: &[u8],
+        ws: &mut Workspace<BATCH, IN, HIDDEN, OUT>,
+        compute: &mut Compute<P>,
+    ) {
+        let rows = labels.len();
+        let parts = compute
+            .scratches
+            .len()
+            .min(rows.div_ceil(HEAD_ROWS_MIN))
+            .clamp(1, MAX_HEAD_PARTS);
+        let chunk = rows.div_ceil(parts).max(1);
+        let mut pieces: heapless::Vec<HeadRows<HIDDEN, OUT>, MAX_HEAD_PARTS> = heapless::Vec::new();
+        let rows_of = ws.hidden[..rows]
+            .chunks(chunk)
+            .zip(ws.logits[..rows].chunks_mut(chunk))
+            .zip(ws.hidden_grad[..rows].chunks_mut(chunk))
+            .zip(ws.row_loss[..rows].chunks_mut(chunk))
+            .zip(ws.row_correct[..rows].chunks_mut(chunk))
+            .zip(labels.chunks(chunk))
+            .zip(compute.scratches.iter_mut());
+        for ((((((hidden, logits), hidden_grad), loss), correct), labels), scratch) in rows_of {
+            // At most `parts` <= MAX_HEAD_PARTS chunks, so this never fails.
+            let _ = pieces.push(HeadRows {
+                hidden,
+                logits,
+                hidden_grad,
+                loss,
+                correct,
+                labels,
+                scratch,
+            });
+        }
+        let kernel = compute.kernel;
+        let w2 = MatRef::row_major(self.output.weights.as_flattened(), HIDDEN, OUT);
+        compute.parallel.run(&mut pieces, &|_, part| {
+            let n = part.labels.len();
+            let h = part.hidden.as_flattened();
+            gemm(
+                kernel,
+                MatRef::row_major(h, n, HIDDEN),
+                w2,
+                part.logits.as_flattened_mut(),
+                Epilogue::Bias(&self.output.bias),
+                part.scratch,
+            );
+            let scored = part.logits.iter_mut().zip(part.labels);
+            for ((z, &label), (loss, correct)) in
+                scored.zip(part.loss.iter_mut().zip(&mut *part.correct))
+            {
+                (*loss, *correct) = loss::loss_and_gradient(z, usize::from(label), rows);
+            }
+            gemm(
+                kernel,
+                MatRef::row_major(part.logits.as_flattened(), n, OUT),
+                w2.t(),
+                part.hidden_grad.as_flattened_mut(),
+                Epilogue::ReluMask(h),
+                part.scratch,
+            );
+        });
     }
 
     /// Loss and accuracy of a batch, without training.
@@ -220,16 +294,19 @@ impl<const IN: usize, const HIDDEN: usize, const OUT: usize> Mlp<IN, HIDDEN, OUT
         if grouped {
             order_rows::<OUT>(labels, keys, &mut ws.row_order[..rows]);
         }
-        self.forward_grouped(images, grouped, ws, compute);
+        for &label in labels {
+            assert!(usize::from(label) < OUT, "label {label} out of range");
+        }
+        self.hidden_layer(images, grouped, ws, compute);
+        self.output_and_back(labels, ws, compute);
 
         let mut stats = StepStats {
             rows: rows as u32,
             ..StepStats::default()
         };
-        for (z, &label) in ws.logits[..rows].iter_mut().zip(labels) {
-            assert!((label as usize) < OUT, "label {label} out of range");
-            let (row_loss, correct) = loss::loss_and_gradient(z, label as usize, rows);
-            stats.loss_sum += f64::from(row_loss);
+        // In row order, whatever the split: the same sum for any number of jobs.
+        for (&loss, &correct) in ws.row_loss[..rows].iter().zip(&ws.row_correct[..rows]) {
+            stats.loss_sum += f64::from(loss);
             stats.correct += u32::from(correct);
         }
 
@@ -245,13 +322,6 @@ impl<const IN: usize, const HIDDEN: usize, const OUT: usize> Mlp<IN, HIDDEN, OUT
             Epilogue::Store,
         );
         column_sums(&ws.logits[..rows], &mut grads.output.bias);
-        // Back through W2 and the ReLU: dH = (dZ·W2ᵀ) where H > 0.
-        compute.gemm(
-            d_logits,
-            MatRef::row_major(self.output.weights.as_flattened(), HIDDEN, OUT).t(),
-            ws.hidden_grad[..rows].as_flattened_mut(),
-            Epilogue::ReluMask(ws.hidden[..rows].as_flattened()),
-        );
         // Hidden layer: dW1 = Xᵀ·dH, db1 = column sums of dH.
         compute.gemm(
             x.t(),
@@ -270,6 +340,22 @@ impl<const IN: usize, const HIDDEN: usize, const OUT: usize> Mlp<IN, HIDDEN, OUT
         );
         stats
     }
+}
+
+/// Fewest rows a job of [`Mlp::output_and_back`] gets.
+const HEAD_ROWS_MIN: usize = 32;
+/// Most jobs [`Mlp::output_and_back`] splits a batch into.
+const MAX_HEAD_PARTS: usize = 8;
+
+/// One job's rows in [`Mlp::output_and_back`].
+struct HeadRows<'a, const HIDDEN: usize, const OUT: usize> {
+    hidden: &'a [[f32; HIDDEN]],
+    logits: &'a mut [[f32; OUT]],
+    hidden_grad: &'a mut [[f32; HIDDEN]],
+    loss: &'a mut [f32],
+    correct: &'a mut [bool],
+    labels: &'a [u8],
+    scratch: &'a mut Scratch,
 }
 
 /// Writes the row numbers of `labels` into `order`, sorted by label (labels of `OUT` or more

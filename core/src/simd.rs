@@ -36,11 +36,12 @@ pub(crate) fn rmsprop<P: Parallel>(
         w.len() == g.len() && w.len() == v.len(),
         "tensor lengths differ"
     );
-    let parts = parts.clamp(1, MAX_PARTS);
-    if parts == 1 || w.len() < SPLIT_MIN {
+    if parts <= 1 || w.len() < SPLIT_MIN {
         return rmsprop_slice(kernel, w, g, v, h);
     }
-    let chunk = w.len().div_ceil(parts);
+    // Pieces are claimed by whichever thread is free: with four a job, a thread that the OS
+    // holds up leaves its share to the others.
+    let chunk = w.len().div_ceil((4 * parts).min(MAX_PARTS));
     let mut pieces: heapless::Vec<(&mut [f32], &[f32], &mut [f32]), MAX_PARTS> =
         heapless::Vec::new();
     for ((w, g), v) in w
@@ -48,7 +49,7 @@ pub(crate) fn rmsprop<P: Parallel>(
         .zip(g.chunks(chunk))
         .zip(v.chunks_mut(chunk))
     {
-        // At most `parts` <= MAX_PARTS chunks, so this never fails.
+        // At most MAX_PARTS chunks, so this never fails.
         let _ = pieces.push((w, g, v));
     }
     par.run(&mut pieces, &|_, (w, g, v)| {
