@@ -31,13 +31,17 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 /// Longest row order [`MatRef::row_order`] takes.
 pub const MAX_ORDERED_ROWS: usize = 4096;
 
-/// Deepest K block (784 inputs = 3 blocks of 262, measured faster than 2 x 392 or 4 x 196).
-pub const KC: usize = 264;
+/// Deepest K block: the forward's 784 inputs in one. Three blocks of 262 keep a B panel in L1,
+/// but each block then adds its sums into C, and with the zero steps skipped the tiles wait on
+/// those passes more than on L2: one block measured 6% faster on one thread.
+pub const KC: usize = 784;
 
 /// Most panels of A rows in one block (sizes the per-panel step counts).
 const MAX_PANELS: usize = 256;
-/// K steps listed per block, all panels together.
-const STEPS_LEN: usize = 1 << 15;
+/// K steps listed per block, all panels together (a block of 784 steps for 128 rows).
+const STEPS_LEN: usize = 1 << 16;
+/// Listed steps whose values are packed beside them, all panels together (Xᵀ·dH: 128 steps).
+const PACKED_LEN: usize = 1 << 15;
 /// Most rows of a panel whose values are packed beside its steps.
 const PACKED_ROWS: usize = 4;
 /// Widest micro-kernel tile.
@@ -292,7 +296,7 @@ const NEON_MR: usize = 8;
 #[cfg(target_arch = "aarch64")]
 const NEON_NR: usize = 8;
 
-/// Working memory of the blocked kernels (about 700 KB: keep it on the heap or in a static).
+/// Working memory of the blocked kernels (about 800 KB: keep it on the heap or in a static).
 pub struct Scratch {
     /// A group of NR-wide panels of B, `kc` rows each.
     b: [f32; B_LEN],
@@ -300,7 +304,7 @@ pub struct Scratch {
     steps: [u16; STEPS_LEN + 8],
     /// Beside each listed step, the panel's values there, when A's rows are strided (Xᵀ):
     /// the tiles then read them in a row instead of one scattered cache line per step.
-    packed_a: [[f32; PACKED_ROWS]; STEPS_LEN + 8],
+    packed_a: [[f32; PACKED_ROWS]; PACKED_LEN + 8],
     /// Per panel, how many steps are listed.
     counts: [u16; MAX_PANELS],
     /// A bit per K step of the block, set when any panel lists it (rows of B no panel reads
@@ -314,7 +318,7 @@ impl Scratch {
         Self {
             b: [0.0; B_LEN],
             steps: [0; STEPS_LEN + 8],
-            packed_a: [[0.0; PACKED_ROWS]; STEPS_LEN + 8],
+            packed_a: [[0.0; PACKED_ROWS]; PACKED_LEN + 8],
             counts: [0; MAX_PANELS],
             used: [0; KC.div_ceil(8)],
         }
@@ -763,8 +767,8 @@ mod avx2 {
     // SAFETY (both): `Wide` is only used by `blocked_avx2`, whose caller vouches for AVX2 and
     // FMA (see `Kernel::avx2_unchecked`).
     impl Tiles<WIDTH> for Wide {
-        // A 32-wide panel of 262 steps (33 KB) no longer stays in L1 while the next two of
-        // its group pass: measured 5% faster in training.
+        // A 32-wide panel of B does not stay in L1 while the next ones of its group pass:
+        // measured 5% faster in training (with blocks of 262 steps; at 784 a group holds one).
         const ONE_B_PANEL_AT_A_TIME: bool = true;
 
         #[inline(never)]
@@ -921,13 +925,9 @@ fn blocked<M: Tiles<NR>, const MR: usize, const NR: usize>(
         claims,
     } = cols;
     let (m, k) = (a.rows, a.cols);
-    // Equal K blocks: 784 = 3 x 262 rather than 2 x 264 + 256, and never a thin last block that
+    // Equal K blocks: 1024 = 2 x 512 rather than 784 + 240, and never a thin last block that
     // pays a full pass over C for little work. Only k decides the blocks, never the columns.
     let kc_step = k.div_ceil(k.div_ceil(KC).max(1));
-    // Rows of A per block: as many panels as the step lists hold.
-    let max_panels = (STEPS_LEN / kc_step.max(1)).min(MAX_PANELS);
-    let panels = m.div_ceil(MR);
-    let mc_step = panels.div_ceil(panels.div_ceil(max_panels).max(1)) * MR;
     // As many panels of B as fit in `B_LEN`: each A panel then sweeps a wide strip of C's rows,
     // which keeps the write-back of a large C (Xᵀ·dH is 1.6 MB) streaming.
     let group = (B_LEN / (kc_step.max(1) * NR)).max(1);
@@ -935,6 +935,11 @@ fn blocked<M: Tiles<NR>, const MR: usize, const NR: usize>(
     // A's rows strided (Xᵀ: each step of a panel is a cache line of its own): the listing
     // reads every value anyway, so it packs the listed ones for the tiles.
     let pack_a = skip_zeros && a.col_stride != 1 && MR <= PACKED_ROWS;
+    // Rows of A per block: as many panels as the step lists (and packed values) hold.
+    let listed_len = if pack_a { PACKED_LEN } else { STEPS_LEN };
+    let max_panels = (listed_len / kc_step.max(1)).min(MAX_PANELS);
+    let panels = m.div_ceil(MR);
+    let mc_step = panels.div_ceil(panels.div_ceil(max_panels).max(1)) * MR;
     // The units of columns this job claimed in the first block (with `claims`).
     let mut claimed = 0u64;
     // k == 0 still runs one (empty) block so the epilogue is applied.
@@ -1425,7 +1430,7 @@ fn list_and_pack_neighbours<const R: usize>(
     kc: usize,
     scratch: &mut Scratch,
 ) {
-    assert!(R <= PACKED_ROWS && panels * kc <= STEPS_LEN);
+    assert!(R <= PACKED_ROWS && panels * kc <= PACKED_LEN);
     let counts = &mut scratch.counts[..panels];
     counts.fill(0);
     for p in 0..kc {
@@ -2023,8 +2028,9 @@ mod tests {
 
     #[test]
     fn jobs_claiming_columns_change_no_bit() {
-        // The forward's shape, a third of A zero: three K blocks, 16 units of columns.
-        let (m, k, n) = (128, 784, 512);
+        // The forward's width, a third of A zero, deep enough for three K blocks (the later
+        // blocks replay the units claimed in the first): 16 units of columns.
+        let (m, k, n) = (64, 2 * KC + 16, 512);
         let a_data: Vec<f32> = values(11, m * k)
             .into_iter()
             .enumerate()
