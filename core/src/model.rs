@@ -20,8 +20,9 @@ pub struct Workspace<const BATCH: usize, const IN: usize, const HIDDEN: usize, c
     pub grads: Mlp<IN, HIDDEN, OUT>,
     /// The batch's rows sorted by label and key: the order the forward product groups them in.
     row_order: [u16; BATCH],
-    /// Each row's loss in the last training step, and whether it was classified correctly.
+    /// Each row's loss in the last training step.
     row_loss: [f32; BATCH],
+    /// Whether each row was classified correctly in the last training step.
     row_correct: [bool; BATCH],
 }
 
@@ -160,8 +161,9 @@ impl<const IN: usize, const HIDDEN: usize, const OUT: usize> Mlp<IN, HIDDEN, OUT
 
     /// From the hidden activations to the gradient that reaches them: the logits, each row's
     /// loss (into `ws.row_loss` and `ws.row_correct`), the logits' gradient (over the logits)
-    /// and `dH = (dZ·W2ᵀ)` where `H > 0` (into `ws.hidden_grad`). No row needs another, so the
-    /// rows are split between the jobs, in one call where three would wait for each other.
+    /// and `dH = (dZ·W2ᵀ)` where `H > 0` (into `ws.hidden_grad`). No row needs another, so each
+    /// job takes a share of the rows through all three, in one call rather than one per product
+    /// with the loss in between on one thread.
     fn output_and_back<const BATCH: usize, P: Parallel>(
         &self,
         labels: &[u8],
