@@ -46,8 +46,9 @@ const PACKED_LEN: usize = 1 << 15;
 const PACKED_ROWS: usize = 4;
 /// Widest micro-kernel tile.
 const NR_MAX: usize = 32;
-/// Floats of packed B: a group of NR-wide panels, together a quarter of a typical L2.
-const B_LEN: usize = 1 << 15;
+/// Floats of packed B: a group of NR-wide panels, half a typical L2. Enough for all of dH
+/// (128 x 512) in one group, which jobs that claim rows of Xᵀ·dH then pack only once.
+const B_LEN: usize = 1 << 16;
 
 /// A read-only strided matrix view: element `(i, j)` is `data[i * row_stride + j * col_stride]`.
 #[derive(Clone, Copy, Debug)]
@@ -405,32 +406,41 @@ pub fn gemm_parallel<P: Parallel>(
     let by_rows = tiles < scratches.len() || m > n;
     let parts = if by_rows { m.div_ceil(ROWS_MIN) } else { tiles };
     let parts = parts.min(scratches.len()).max(1);
-    // Rows (or columns) with more zeros in A cost less, so equal splits would leave a job
-    // waiting.
-    let skips_zeros = skips_zeros(n, kernel.tile_width(n));
-    let units = n.div_ceil(UNIT_WIDTH);
-    // Worth a claim: a unit of the forward is 3 million multiply-adds, one of dZ·W2ᵀ 40,000.
+    let nr = kernel.tile_width(n);
+    let skips_zeros = skips_zeros(n, nr);
+    // Rows (or columns) with more zeros in A cost less, and the OS may hold a thread up: equal
+    // ranges would leave a job waiting, so jobs claim units of work until none are left. Worth
+    // a claim: a unit of the forward is 3 million multiply-adds, one of dZ·W2ᵀ 40,000.
     let deep = m * a.cols >= CLAIM_MIN;
-    if !by_rows && skips_zeros && deep && parts > 1 && units <= u64::BITS as usize {
-        // Jobs claim units of columns one at a time (see `Units`).
+    // Columns: later K blocks replay the units claimed in the first (at most 64 of them).
+    // Rows: only where each job packs all of B once (one K block, one group of B panels).
+    let units = n.div_ceil(UNIT_WIDTH);
+    let one_b_group = a.cols <= KC && (B_LEN / (a.cols.max(1) * nr)).max(1) * nr >= n;
+    let claims = match (by_rows, skips_zeros && deep && parts > 1) {
+        (false, true) if units <= u64::BITS as usize => Some(Claims::Columns),
+        (true, true) if one_b_group => Some(Claims::Rows),
+        _ => None,
+    };
+    if let Some(claims) = claims {
+        // Jobs claim units of columns (or rows) one at a time (see `Units` and `RowBlocks`).
         let counter = AtomicUsize::new(0);
         let job = |_: usize, scratch: &mut Scratch| {
             let cols = Columns {
                 range: 0..n,
-                claims: Some(&counter),
+                claims: Some((claims, &counter)),
             };
             run_kernel(kernel, a, b, &out, cols, epilogue, scratch);
         };
-        par.run(&mut scratches[..parts.min(units)], &job);
+        let jobs = match claims {
+            Claims::Columns => parts.min(units),
+            Claims::Rows => parts,
+        };
+        par.run(&mut scratches[..jobs], &job);
         return;
     }
     let job = |part: usize, scratch: &mut Scratch| {
         if by_rows {
-            let rows = if skips_zeros {
-                rows_by_work(&a, parts, part)
-            } else {
-                part_range(m, parts, part, ROWS_ALIGN)
-            };
+            let rows = part_range(m, parts, part, ROWS_ALIGN);
             if !rows.is_empty() {
                 let out = Out {
                     // In bounds: rows.start * n < m * n <= c.len().
@@ -442,7 +452,7 @@ pub fn gemm_parallel<P: Parallel>(
                 run_kernel(kernel, a.row_range(rows), b, &out, cols, epilogue, scratch);
             }
         } else {
-            let cols = part_range(n, parts, part, kernel.tile_width(n));
+            let cols = part_range(n, parts, part, nr);
             if !cols.is_empty() {
                 run_kernel(kernel, a, b, &out, Columns::range(cols), epilogue, scratch);
             }
@@ -462,6 +472,11 @@ fn skips_zeros(n: usize, tile_width: usize) -> bool {
 
 /// Columns of C in a unit that a job claims: whole tiles of every width, 16 units for n = 512.
 const UNIT_WIDTH: usize = 32;
+/// Rows of C in a unit that a job claims: whole panels of every tile height, 17 units for
+/// Xᵀ·dH (784 rows).
+const UNIT_HEIGHT: usize = 48;
+// A claimed unit is one row block: its panels (2 rows or more) fit the step lists of a K block.
+const _: () = assert!(UNIT_HEIGHT / 2 <= MAX_PANELS && UNIT_HEIGHT / 2 * KC <= PACKED_LEN);
 
 /// Fewest values of A for which jobs claim units of columns rather than take equal ranges.
 const CLAIM_MIN: usize = 1 << 14;
@@ -470,55 +485,6 @@ const CLAIM_MIN: usize = 1 << 14;
 const ROWS_MIN: usize = 32;
 /// Row splits fall on whole panels of every tile height (3, 4 and 6).
 const ROWS_ALIGN: usize = 12;
-
-/// Most blocks of rows that [`rows_by_work`] weighs; taller products split evenly.
-const WEIGHED_BLOCKS: usize = 128;
-/// [`rows_by_work`] samples every this many K steps.
-const WEIGHT_STRIDE: usize = 16;
-
-/// Part `part` of `parts` of A's rows, in whole blocks of [`ROWS_ALIGN`], sized so that the
-/// parts have about as many nonzero values to multiply: each block weighs its nonzeros on a
-/// sample of the K steps. Every job computes the same split by itself, so none waits for
-/// another, and no split changes a bit of the result.
-fn rows_by_work(a: &MatRef, parts: usize, part: usize) -> Range<usize> {
-    let m = a.rows;
-    let blocks = m.div_ceil(ROWS_ALIGN);
-    if blocks > WEIGHED_BLOCKS {
-        return part_range(m, parts, part, ROWS_ALIGN);
-    }
-    // One each, so that blank blocks still count for their rows' stores.
-    let mut weights = [1u32; WEIGHED_BLOCKS];
-    for p in (0..a.cols).step_by(WEIGHT_STRIDE) {
-        for (block, weight) in weights[..blocks].iter_mut().enumerate() {
-            let rows = block * ROWS_ALIGN..(block * ROWS_ALIGN + ROWS_ALIGN).min(m);
-            *weight += rows
-                .map(|i| u32::from(nonzero_bits(a.at(i, p).to_bits())))
-                .sum::<u32>();
-        }
-    }
-    let weights = &weights[..blocks];
-    let total = u64::from(weights.iter().sum::<u32>());
-    // The first row of part `k`: where the weight before it reaches k / parts of the total.
-    let start = |k: usize| {
-        let target = total * k as u64 / parts as u64;
-        let mut before = 0;
-        let block = weights
-            .iter()
-            .position(|&w| {
-                let reached = before >= target;
-                before += u64::from(w);
-                reached
-            })
-            .unwrap_or(blocks);
-        (block * ROWS_ALIGN).min(m)
-    };
-    let end = if part + 1 == parts {
-        m
-    } else {
-        start(part + 1)
-    };
-    start(part)..end
-}
 
 /// Part `part` of `parts` of `0..n`, in whole blocks of `align`.
 fn part_range(n: usize, parts: usize, part: usize, align: usize) -> Range<usize> {
@@ -573,7 +539,7 @@ fn run_kernel(
 ) {
     match (kernel.0, cols.claims) {
         (Variant::Naive, None) => naive(a, b, out, cols.range, epilogue),
-        (Variant::Naive, Some(counter)) => {
+        (Variant::Naive, Some((Claims::Columns, counter))) => {
             let mut claimed = 0;
             let units = Units::Claim {
                 counter,
@@ -582,6 +548,21 @@ fn run_kernel(
             };
             for (col, width) in units {
                 naive(a, b, out, col..col + width, epilogue);
+            }
+        }
+        (Variant::Naive, Some((Claims::Rows, counter))) => {
+            let units = RowBlocks::Claim {
+                counter,
+                end: a.rows,
+            };
+            for (row, height) in units {
+                let out = Out {
+                    // In bounds: row * ld < m * ld <= c.len().
+                    ptr: out.ptr.wrapping_add(row * out.ld),
+                    ..*out
+                };
+                let rows = a.row_range(row..row + height);
+                naive(rows, b, &out, cols.range.clone(), epilogue.rows_after(row, out.ld));
             }
         }
         (Variant::Portable, _) => {
@@ -940,45 +921,66 @@ fn blocked<M: Tiles<NR>, const MR: usize, const NR: usize>(
     let max_panels = (listed_len / kc_step.max(1)).min(MAX_PANELS);
     let panels = m.div_ceil(MR);
     let mc_step = panels.div_ceil(panels.div_ceil(max_panels).max(1)) * MR;
-    // The units of columns this job claimed in the first block (with `claims`).
+    let row_claims = match claims {
+        Some((Claims::Rows, counter)) => {
+            // A row's sum would otherwise be split between jobs, in no fixed order.
+            assert!(kc_step >= k, "rows are claimed only in products of one K block");
+            Some(counter)
+        }
+        _ => None,
+    };
+    // The units of columns this job claimed in the first block (with column claims).
     let mut claimed = 0u64;
+    // The group of B that `scratch.b` holds with every row packed: (pc, jc, width).
+    let mut packed_b = None;
     // k == 0 still runs one (empty) block so the epilogue is applied.
     let mut pc = 0;
     loop {
         let kc = kc_step.min(k - pc);
         let (first, last) = (pc == 0, pc + kc == k);
-        let mut ic = 0;
-        while ic < m {
-            let mc = mc_step.min(m - ic);
+        let row_blocks = match row_claims {
+            None => RowBlocks::Range {
+                next: 0,
+                end: m,
+                step: mc_step,
+            },
+            Some(counter) => RowBlocks::Claim { counter, end: m },
+        };
+        for (ic, mc) in row_blocks {
             if skip_zeros {
                 list_block_steps::<MR>(&a, ic..ic + mc, pc, kc, pack_a, scratch);
             }
-            // Rows of B that no panel reads are not packed (blank image margins).
+            // Rows of B that no panel reads are not packed (blank image margins), unless later
+            // row blocks will read the same packing.
             let used = &scratch.used[..kc.div_ceil(8)];
-            let used = (skip_zeros && !every_step_used(used, kc)).then_some(used);
+            let used = (skip_zeros && row_claims.is_none() && !every_step_used(used, kc))
+                .then_some(used);
             let units = match claims {
-                None => Units::Range {
+                None | Some((Claims::Rows, _)) => Units::Range {
                     next: cols.start,
                     end: cols.end,
                     step: group * NR,
                 },
-                Some(counter) if pc == 0 && ic == 0 => Units::Claim {
+                Some((Claims::Columns, counter)) if pc == 0 && ic == 0 => Units::Claim {
                     counter,
                     end: cols.end,
                     claimed: &mut claimed,
                 },
-                Some(_) => Units::Replay {
+                Some((Claims::Columns, _)) => Units::Replay {
                     left: claimed,
                     end: cols.end,
                 },
             };
             for (jc, width) in units {
-                let b_rows = scratch.b.as_chunks_mut::<NR>().0;
-                for (panel, j) in b_rows
-                    .chunks_exact_mut(kc.max(1))
-                    .zip((0..width).step_by(NR))
-                {
-                    pack_b(&b, pc, jc + j, NR.min(width - j), &mut panel[..kc], used);
+                if used.is_some() || packed_b != Some((pc, jc, width)) {
+                    let b_rows = scratch.b.as_chunks_mut::<NR>().0;
+                    for (panel, j) in b_rows
+                        .chunks_exact_mut(kc.max(1))
+                        .zip((0..width).step_by(NR))
+                    {
+                        pack_b(&b, pc, jc + j, NR.min(width - j), &mut panel[..kc], used);
+                    }
+                    packed_b = used.is_none().then_some((pc, jc, width));
                 }
                 // Wide tiles keep one B panel close while every A panel passes over it; with
                 // narrow ones each A panel sweeps the whole group, writing C along its rows.
@@ -1020,7 +1022,6 @@ fn blocked<M: Tiles<NR>, const MR: usize, const NR: usize>(
                     }
                 }
             }
-            ic += mc;
         }
         pc += kc;
         if pc >= k {
@@ -1029,10 +1030,20 @@ fn blocked<M: Tiles<NR>, const MR: usize, const NR: usize>(
     }
 }
 
-/// The columns of C a job computes: its range, or units of it claimed from `claims`.
+/// The columns of C a job computes: its range, or units of it claimed from a counter; or
+/// with row claims, its range for each unit of rows it claims.
 struct Columns<'a> {
     range: Range<usize>,
-    claims: Option<&'a AtomicUsize>,
+    claims: Option<(Claims, &'a AtomicUsize)>,
+}
+
+/// What the jobs of a product claim, one unit at a time, from a counter they share.
+#[derive(Clone, Copy)]
+enum Claims {
+    /// Units of [`UNIT_WIDTH`] columns, every row.
+    Columns,
+    /// Units of [`UNIT_HEIGHT`] rows, every column (products of one K block only).
+    Rows,
 }
 
 impl Columns<'_> {
@@ -1096,6 +1107,39 @@ impl Iterator for Units<'_> {
             }
         };
         (start < end).then(|| (start, width.min(end - start)))
+    }
+}
+
+/// The blocks of rows (first, height) a job runs in one K block.
+enum RowBlocks<'a> {
+    /// All rows, a fixed number at a time.
+    Range {
+        next: usize,
+        end: usize,
+        step: usize,
+    },
+    /// Units of [`UNIT_HEIGHT`] rows claimed from a counter that all the product's jobs
+    /// share, until none are left.
+    Claim { counter: &'a AtomicUsize, end: usize },
+}
+
+impl Iterator for RowBlocks<'_> {
+    type Item = (usize, usize);
+
+    #[inline(always)]
+    fn next(&mut self) -> Option<(usize, usize)> {
+        let (start, end, height) = match self {
+            RowBlocks::Range { next, end, step } => {
+                let start = *next;
+                *next += *step;
+                (start, *end, *step)
+            }
+            RowBlocks::Claim { counter, end } => {
+                let unit = counter.fetch_add(1, Ordering::Relaxed);
+                (unit.saturating_mul(UNIT_HEIGHT), *end, UNIT_HEIGHT)
+            }
+        };
+        (start < end).then(|| (start, height.min(end - start)))
     }
 }
 
@@ -2027,82 +2071,61 @@ mod tests {
     }
 
     #[test]
-    fn jobs_claiming_columns_change_no_bit() {
-        // The forward's width, a third of A zero, deep enough for three K blocks (the later
-        // blocks replay the units claimed in the first): 16 units of columns.
-        let (m, k, n) = (64, 2 * KC + 16, 512);
-        let a_data: Vec<f32> = values(11, m * k)
-            .into_iter()
-            .enumerate()
-            .map(|(i, v)| {
-                if (i % k) % 3 == 0 || (i / k) % 5 == 0 {
-                    0.0
-                } else {
-                    v
+    fn jobs_claiming_units_change_no_bit() {
+        // Columns: the forward's width, deep enough for three K blocks (the later blocks replay
+        // the units claimed in the first), 16 units. Rows: Xᵀ·dH-like, 17 units of rows.
+        let products = [
+            (Layout::Nn, 64, 2 * KC + 16, 512),
+            (Layout::Tn, 784, 128, 512),
+        ];
+        for (layout, m, k, n) in products {
+            // A third of A zero, in scattered steps and whole rows.
+            let a_data: Vec<f32> = values(11, m * k)
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    let (row, step) = match layout {
+                        Layout::Tn => (i % m, i / m),
+                        _ => (i / k, i % k),
+                    };
+                    if step % 3 == 0 || row % 5 == 0 { 0.0 } else { v }
+                })
+                .collect();
+            let b_data = values(12, k * n);
+            let bias = values(13, n);
+            let a = match layout {
+                Layout::Tn => MatRef::row_major(&a_data, k, m).t(),
+                _ => MatRef::row_major(&a_data, m, k),
+            };
+            let b = MatRef::row_major(&b_data, k, n);
+            for kernel in kernels().into_iter().chain([Kernel::NAIVE]) {
+                let mut alone = std::vec![f32::NAN; m * n];
+                gemm(
+                    kernel,
+                    a,
+                    b,
+                    &mut alone,
+                    Epilogue::BiasRelu(&bias),
+                    &mut scratches(1)[0],
+                );
+                for jobs in [2, 3] {
+                    for _ in 0..3 {
+                        let mut c = std::vec![f32::NAN; m * n];
+                        let epilogue = Epilogue::BiasRelu(&bias);
+                        gemm_parallel(
+                            &Spawned,
+                            kernel,
+                            a,
+                            b,
+                            &mut c,
+                            epilogue,
+                            &mut scratches(jobs),
+                        );
+                        let name = kernel.name();
+                        assert_eq!(bits(&c), bits(&alone), "{name}, {m} rows, {jobs} jobs");
+                    }
                 }
-            })
-            .collect();
-        let b_data = values(12, k * n);
-        let bias = values(13, n);
-        let (a, b) = (
-            MatRef::row_major(&a_data, m, k),
-            MatRef::row_major(&b_data, k, n),
-        );
-        for kernel in kernels() {
-            let mut alone = std::vec![f32::NAN; m * n];
-            gemm(
-                kernel,
-                a,
-                b,
-                &mut alone,
-                Epilogue::BiasRelu(&bias),
-                &mut scratches(1)[0],
-            );
-            for jobs in [2, 3] {
-                for _ in 0..3 {
-                    let mut c = std::vec![f32::NAN; m * n];
-                    let epilogue = Epilogue::BiasRelu(&bias);
-                    gemm_parallel(
-                        &Spawned,
-                        kernel,
-                        a,
-                        b,
-                        &mut c,
-                        epilogue,
-                        &mut scratches(jobs),
-                    );
-                    assert_eq!(bits(&c), bits(&alone), "{} with {jobs} jobs", kernel.name());
-                }
             }
         }
-    }
-
-    #[test]
-    fn row_parts_follow_the_nonzeros() {
-        // Xᵀ-like: 784 rows, nonzero only in the first 300 (dense top, blank bottom).
-        let (m, k) = (784, 128);
-        let mut x = std::vec![0.0f32; k * m];
-        for row in x.chunks_mut(m) {
-            row[..300].fill(0.5);
-        }
-        let a = MatRef::row_major(&x, k, m).t();
-        for parts in 1..5 {
-            let ranges: Vec<Range<usize>> =
-                (0..parts).map(|p| rows_by_work(&a, parts, p)).collect();
-            assert_eq!(ranges[0].start, 0);
-            assert_eq!(ranges[parts - 1].end, m);
-            for (r, next) in ranges.iter().zip(&ranges[1..]) {
-                assert_eq!(r.end, next.start);
-                assert_eq!(r.end % ROWS_ALIGN, 0);
-            }
-            if parts == 2 {
-                // Equal rows would give the first part all the work.
-                assert!(ranges[0].end < 300 && ranges[0].end > 100, "{ranges:?}");
-            }
-        }
-        // Blank A: even parts.
-        let blank = std::vec![0.0f32; k * m];
-        let a = MatRef::row_major(&blank, k, m).t();
-        assert_eq!(rows_by_work(&a, 2, 0), part_range(m, 2, 0, ROWS_ALIGN));
     }
 }
