@@ -24,9 +24,10 @@
 //! sequentially inside a block), and neither the blocking nor the skipping depends on which
 //! columns a call covers, so splitting columns between threads never changes a bit of the result.
 
+use core::cell::UnsafeCell;
 use core::marker::PhantomData;
 use core::ops::Range;
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// Longest row order [`MatRef::row_order`] takes.
 pub const MAX_ORDERED_ROWS: usize = 4096;
@@ -386,14 +387,33 @@ pub fn gemm_parallel<P: Parallel>(
     epilogue: Epilogue,
     scratches: &mut [Scratch],
 ) {
+    gemm_parallel_beside(par, kernel, a, b, c, epilogue, scratches, |_| {});
+}
+
+/// Like [`gemm_parallel`], and `beside` runs once, on the first job to start, with that job's
+/// scratch, before its share of the product. Small work that would otherwise be a call of its
+/// own, or run on one thread while the others wait, joins a product whose jobs claim units
+/// of it: the other jobs take more of those.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_parallel_beside<P: Parallel>(
+    par: &P,
+    kernel: Kernel,
+    a: MatRef,
+    b: MatRef,
+    c: &mut [f32],
+    epilogue: Epilogue,
+    scratches: &mut [Scratch],
+    beside: impl FnOnce(&mut Scratch) + Send,
+) {
     let (m, n) = (a.rows, b.cols);
     assert_eq!(a.cols, b.rows, "inner dimensions differ");
     assert!(c.len() >= m * n, "output too short");
     assert!(!scratches.is_empty(), "no scratch");
     epilogue.check(m, n);
     if m == 0 || n == 0 {
-        return;
+        return beside(&mut scratches[0]);
     }
+    let beside = Once::new(beside);
     let out = Out {
         ptr: c.as_mut_ptr(),
         ld: n,
@@ -425,6 +445,7 @@ pub fn gemm_parallel<P: Parallel>(
         // Jobs claim units of columns (or rows) one at a time (see `Units` and `RowBlocks`).
         let counter = AtomicUsize::new(0);
         let job = |_: usize, scratch: &mut Scratch| {
+            beside.run(scratch);
             let cols = Columns {
                 range: 0..n,
                 claims: Some((claims, &counter)),
@@ -439,6 +460,7 @@ pub fn gemm_parallel<P: Parallel>(
         return;
     }
     let job = |part: usize, scratch: &mut Scratch| {
+        beside.run(scratch);
         if by_rows {
             let rows = part_range(m, parts, part, ROWS_ALIGN);
             if !rows.is_empty() {
@@ -459,6 +481,33 @@ pub fn gemm_parallel<P: Parallel>(
         }
     };
     par.run(&mut scratches[..parts], &job);
+}
+
+/// A job that runs once, on whichever thread asks first.
+struct Once<F> {
+    job: UnsafeCell<Option<F>>,
+    taken: AtomicBool,
+}
+
+// SAFETY: only the thread that flips `taken` touches `job`, and it may move `F` there.
+unsafe impl<F: Send> Sync for Once<F> {}
+
+impl<F: FnOnce(&mut Scratch)> Once<F> {
+    fn new(job: F) -> Self {
+        Self {
+            job: UnsafeCell::new(Some(job)),
+            taken: AtomicBool::new(false),
+        }
+    }
+
+    fn run(&self, scratch: &mut Scratch) {
+        if !self.taken.swap(true, Ordering::Acquire) {
+            // SAFETY: the swap above returned false to this thread alone.
+            if let Some(job) = unsafe { (*self.job.get()).take() } {
+                job(scratch);
+            }
+        }
+    }
 }
 
 /// Whether the blocked kernels list and skip A's zero K steps for a product `n` columns wide,
@@ -562,7 +611,13 @@ fn run_kernel(
                     ..*out
                 };
                 let rows = a.row_range(row..row + height);
-                naive(rows, b, &out, cols.range.clone(), epilogue.rows_after(row, out.ld));
+                naive(
+                    rows,
+                    b,
+                    &out,
+                    cols.range.clone(),
+                    epilogue.rows_after(row, out.ld),
+                );
             }
         }
         (Variant::Portable, _) => {
@@ -924,7 +979,10 @@ fn blocked<M: Tiles<NR>, const MR: usize, const NR: usize>(
     let row_claims = match claims {
         Some((Claims::Rows, counter)) => {
             // A row's sum would otherwise be split between jobs, in no fixed order.
-            assert!(kc_step >= k, "rows are claimed only in products of one K block");
+            assert!(
+                kc_step >= k,
+                "rows are claimed only in products of one K block"
+            );
             Some(counter)
         }
         _ => None,
@@ -953,8 +1011,8 @@ fn blocked<M: Tiles<NR>, const MR: usize, const NR: usize>(
             // Rows of B that no panel reads are not packed (blank image margins), unless later
             // row blocks will read the same packing.
             let used = &scratch.used[..kc.div_ceil(8)];
-            let used = (skip_zeros && row_claims.is_none() && !every_step_used(used, kc))
-                .then_some(used);
+            let used =
+                (skip_zeros && row_claims.is_none() && !every_step_used(used, kc)).then_some(used);
             let units = match claims {
                 None | Some((Claims::Rows, _)) => Units::Range {
                     next: cols.start,
@@ -1120,7 +1178,10 @@ enum RowBlocks<'a> {
     },
     /// Units of [`UNIT_HEIGHT`] rows claimed from a counter that all the product's jobs
     /// share, until none are left.
-    Claim { counter: &'a AtomicUsize, end: usize },
+    Claim {
+        counter: &'a AtomicUsize,
+        end: usize,
+    },
 }
 
 impl Iterator for RowBlocks<'_> {
@@ -2071,6 +2132,33 @@ mod tests {
     }
 
     #[test]
+    fn work_beside_a_product_runs_once() {
+        let (a_data, b_data) = (values(21, 784 * 128), values(22, 128 * 512));
+        let a = MatRef::row_major(&a_data, 128, 784).t();
+        let b = MatRef::row_major(&b_data, 128, 512);
+        for (m, jobs) in [(784, 1), (784, 2), (784, 3), (0, 2)] {
+            let runs = AtomicUsize::new(0);
+            let mut c = std::vec![0.0; m * 512];
+            let beside = |_: &mut Scratch| {
+                runs.fetch_add(1, Ordering::Relaxed);
+            };
+            let a = a.row_range(0..m);
+            let scratches = &mut scratches(jobs);
+            gemm_parallel_beside(
+                &Spawned,
+                Kernel::PORTABLE,
+                a,
+                b,
+                &mut c,
+                Epilogue::Store,
+                scratches,
+                beside,
+            );
+            assert_eq!(runs.load(Ordering::Relaxed), 1, "{m} rows, {jobs} jobs");
+        }
+    }
+
+    #[test]
     fn jobs_claiming_units_change_no_bit() {
         // Columns: the forward's width, deep enough for three K blocks (the later blocks replay
         // the units claimed in the first), 16 units. Rows: Xᵀ·dH-like, 17 units of rows.
@@ -2088,7 +2176,11 @@ mod tests {
                         Layout::Tn => (i % m, i / m),
                         _ => (i / k, i % k),
                     };
-                    if step % 3 == 0 || row % 5 == 0 { 0.0 } else { v }
+                    if step % 3 == 0 || row % 5 == 0 {
+                        0.0
+                    } else {
+                        v
+                    }
                 })
                 .collect();
             let b_data = values(12, k * n);

@@ -2,6 +2,7 @@
 
 use crate::kernels::{
     Epilogue, Kernel, MAX_ORDERED_ROWS, MatRef, Parallel, Scratch, gemm, gemm_parallel,
+    gemm_parallel_beside,
 };
 use crate::layers::Mlp;
 use crate::loss;
@@ -315,27 +316,35 @@ impl<const IN: usize, const HIDDEN: usize, const OUT: usize> Mlp<IN, HIDDEN, OUT
         let x = MatRef::row_major(images.as_flattened(), rows, IN);
         let h = MatRef::row_major(ws.hidden[..rows].as_flattened(), rows, HIDDEN);
         let d_logits = MatRef::row_major(ws.logits[..rows].as_flattened(), rows, OUT);
-        let grads = &mut ws.grads;
-        // Output layer: dW2 = Hᵀ·dZ, db2 = column sums of dZ.
-        compute.gemm(
-            h.t(),
-            d_logits,
-            grads.output.weights.as_flattened_mut(),
-            Epilogue::Store,
-        );
-        column_sums(&ws.logits[..rows], &mut grads.output.bias);
-        // Hidden layer: dW1 = Xᵀ·dH, db1 = column sums of dH.
-        compute.gemm(
+        let d_hidden = &ws.hidden_grad[..rows];
+        let Mlp {
+            hidden: hidden_grads,
+            output: output_grads,
+        } = &mut ws.grads;
+        let hidden_bias = &mut hidden_grads.bias;
+        let (logits, kernel) = (&ws.logits[..rows], compute.kernel);
+        // Beside dW1 = Xᵀ·dH, on one job: the output layer's dW2 = Hᵀ·dZ and db2 = column
+        // sums of dZ, and db1 = column sums of dH.
+        let beside = |scratch: &mut Scratch| {
+            let dw2 = output_grads.weights.as_flattened_mut();
+            gemm(kernel, h.t(), d_logits, dw2, Epilogue::Store, scratch);
+            column_sums(logits, &mut output_grads.bias);
+            column_sums(d_hidden, hidden_bias);
+        };
+        gemm_parallel_beside(
+            compute.parallel,
+            kernel,
             x.t(),
-            MatRef::row_major(ws.hidden_grad[..rows].as_flattened(), rows, HIDDEN),
-            grads.hidden.weights.as_flattened_mut(),
+            MatRef::row_major(d_hidden.as_flattened(), rows, HIDDEN),
+            hidden_grads.weights.as_flattened_mut(),
             Epilogue::Store,
+            compute.scratches,
+            beside,
         );
-        column_sums(&ws.hidden_grad[..rows], &mut grads.hidden.bias);
 
         optimizer.step_with(
             self,
-            grads,
+            &ws.grads,
             compute.kernel,
             compute.parallel,
             compute.scratches.len(),
