@@ -298,7 +298,7 @@ const NEON_MR: usize = 8;
 #[cfg(target_arch = "aarch64")]
 const NEON_NR: usize = 8;
 
-/// Working memory of the blocked kernels (about 800 KB: keep it on the heap or in a static).
+/// Working memory of the blocked kernels (about 900 KB: keep it on the heap or in a static).
 pub struct Scratch {
     /// A group of NR-wide panels of B, `kc` rows each.
     b: [f32; B_LEN],
