@@ -4,7 +4,7 @@
 //! layouts training needs (X·W, Xᵀ·dY, dY·Wᵀ) are one routine: a transpose is a swap of strides.
 //! The blocked routine follows the usual GEMM loop nest around a register-tiled micro-kernel
 //! that holds an `R x NR` block of C in a fixed-size array of accumulators: K blocks of at most
-//! [`KC`]; a group of NR-wide panels of B packed together (about 128 KB, in L2); then for each
+//! [`KC`]; a group of NR-wide panels of B packed together (up to 256 KB, in L2); then for each
 //! panel of R rows of A every B panel of the group, so C is written along its rows (AVX2's wide
 //! 3 x 32 tiles turn the last two loops round: their B panels are twice as large). A is read
 //! where it lies, whatever its layout: each value is broadcast once per tile straight from
@@ -22,7 +22,8 @@
 //!
 //! Determinism: each element of C is summed over K in one fixed order (K blocks in order,
 //! sequentially inside a block), and neither the blocking nor the skipping depends on which
-//! columns a call covers, so splitting columns between threads never changes a bit of the result.
+//! columns or rows a call covers, so splitting them between threads never changes a bit of the
+//! result.
 
 use core::cell::UnsafeCell;
 use core::marker::PhantomData;
