@@ -443,7 +443,7 @@ pub fn gemm_parallel_beside<P: Parallel>(
         _ => None,
     };
     if let Some(claims) = claims {
-        // Jobs claim units of columns (or rows) one at a time (see `Units` and `RowBlocks`).
+        // Jobs claim units of columns (or rows) one at a time (see `Units`).
         let counter = AtomicUsize::new(0);
         let job = |_: usize, scratch: &mut Scratch| {
             beside.run(scratch);
@@ -465,14 +465,7 @@ pub fn gemm_parallel_beside<P: Parallel>(
         if by_rows {
             let rows = part_range(m, parts, part, ROWS_ALIGN);
             if !rows.is_empty() {
-                let out = Out {
-                    // In bounds: rows.start * n < m * n <= c.len().
-                    ptr: out.ptr.wrapping_add(rows.start * n),
-                    ..out
-                };
-                let epilogue = epilogue.rows_after(rows.start, n);
-                let cols = Columns::range(0..n);
-                run_kernel(kernel, a.row_range(rows), b, &out, cols, epilogue, scratch);
+                run_rows(kernel, a, b, &out, rows, 0..n, epilogue, scratch);
             }
         } else {
             let cols = part_range(n, parts, part, nr);
@@ -578,6 +571,28 @@ impl Out<'_> {
     }
 }
 
+/// Rows `rows` of the product, columns `cols`, as a product of its own.
+#[allow(clippy::too_many_arguments)]
+fn run_rows(
+    kernel: Kernel,
+    a: MatRef,
+    b: MatRef,
+    out: &Out,
+    rows: Range<usize>,
+    cols: Range<usize>,
+    epilogue: Epilogue,
+    scratch: &mut Scratch,
+) {
+    let out = Out {
+        // In bounds: rows.start < m, so rows.start * ld < m * ld <= c.len().
+        ptr: out.ptr.wrapping_add(rows.start * out.ld),
+        ..*out
+    };
+    let epilogue = epilogue.rows_after(rows.start, out.ld);
+    let cols = Columns::range(cols);
+    run_kernel(kernel, a.row_range(rows), b, &out, cols, epilogue, scratch);
+}
+
 fn run_kernel(
     kernel: Kernel,
     a: MatRef,
@@ -590,34 +605,28 @@ fn run_kernel(
     match (kernel.0, cols.claims) {
         (Variant::Naive, None) => naive(a, b, out, cols.range, epilogue),
         (Variant::Naive, Some((Claims::Columns, counter))) => {
-            let mut claimed = 0;
             let units = Units::Claim {
                 counter,
                 end: cols.range.end,
-                claimed: &mut claimed,
+                size: UNIT_WIDTH,
+                claimed: None,
             };
             for (col, width) in units {
                 naive(a, b, out, col..col + width, epilogue);
             }
         }
         (Variant::Naive, Some((Claims::Rows, counter))) => {
-            let units = RowBlocks::Claim {
-                counter,
-                end: a.rows,
-            };
-            for (row, height) in units {
-                let out = Out {
-                    // In bounds: row * ld < m * ld <= c.len().
-                    ptr: out.ptr.wrapping_add(row * out.ld),
-                    ..*out
-                };
-                let rows = a.row_range(row..row + height);
-                naive(
-                    rows,
+            for (row, height) in Units::claim_rows(counter, a.rows) {
+                let rows = row..row + height;
+                run_rows(
+                    kernel,
+                    a,
                     b,
-                    &out,
+                    out,
+                    rows,
                     cols.range.clone(),
-                    epilogue.rows_after(row, out.ld),
+                    epilogue,
+                    scratch,
                 );
             }
         }
@@ -998,12 +1007,12 @@ fn blocked<M: Tiles<NR>, const MR: usize, const NR: usize>(
         let kc = kc_step.min(k - pc);
         let (first, last) = (pc == 0, pc + kc == k);
         let row_blocks = match row_claims {
-            None => RowBlocks::Range {
+            None => Units::Range {
                 next: 0,
                 end: m,
                 step: mc_step,
             },
-            Some(counter) => RowBlocks::Claim { counter, end: m },
+            Some(counter) => Units::claim_rows(counter, m),
         };
         for (ic, mc) in row_blocks {
             if skip_zeros {
@@ -1023,7 +1032,8 @@ fn blocked<M: Tiles<NR>, const MR: usize, const NR: usize>(
                 Some((Claims::Columns, counter)) if pc == 0 && ic == 0 => Units::Claim {
                     counter,
                     end: cols.end,
-                    claimed: &mut claimed,
+                    size: UNIT_WIDTH,
+                    claimed: Some(&mut claimed),
                 },
                 Some((Claims::Columns, _)) => Units::Replay {
                     left: claimed,
@@ -1114,7 +1124,8 @@ impl Columns<'_> {
     }
 }
 
-/// The groups of columns (first, width) a job runs in one K block and row block.
+/// The groups of columns (first, width) a job runs in one K block and row block, or the
+/// blocks of rows (first, height) it runs in one K block.
 enum Units<'a> {
     /// Its fixed range, a group at a time.
     Range {
@@ -1122,16 +1133,30 @@ enum Units<'a> {
         end: usize,
         step: usize,
     },
-    /// Units claimed from a counter that all the product's jobs share, until none are left:
-    /// a job that the OS holds up takes fewer. Each is recorded in `claimed`.
+    /// Units of `size` claimed from a counter that all the product's jobs share, until none
+    /// are left: a job that the OS holds up takes fewer. Columns record each in `claimed`, for
+    /// the later K blocks to replay.
     Claim {
         counter: &'a AtomicUsize,
         end: usize,
-        claimed: &'a mut u64,
+        size: usize,
+        claimed: Option<&'a mut u64>,
     },
-    /// The units claimed in the first block again: every K block of a column stays with the
-    /// job that started it.
+    /// The units of columns claimed in the first block again: every K block of a column stays
+    /// with the job that started it.
     Replay { left: u64, end: usize },
+}
+
+impl<'a> Units<'a> {
+    /// Units of [`UNIT_HEIGHT`] rows of `0..end`, claimed from `counter`.
+    fn claim_rows(counter: &'a AtomicUsize, end: usize) -> Self {
+        Units::Claim {
+            counter,
+            end,
+            size: UNIT_HEIGHT,
+            claimed: None,
+        }
+    }
 }
 
 impl Iterator for Units<'_> {
@@ -1148,13 +1173,15 @@ impl Iterator for Units<'_> {
             Units::Claim {
                 counter,
                 end,
+                size,
                 claimed,
             } => {
                 let unit = counter.fetch_add(1, Ordering::Relaxed);
-                if unit * UNIT_WIDTH < *end {
-                    **claimed |= 1 << unit;
+                let start = unit.saturating_mul(*size);
+                if let Some(claimed) = claimed.as_deref_mut().filter(|_| start < *end) {
+                    *claimed |= 1 << unit;
                 }
-                (unit * UNIT_WIDTH, *end, UNIT_WIDTH)
+                (start, *end, *size)
             }
             Units::Replay { left, end } => {
                 if *left == 0 {
@@ -1166,42 +1193,6 @@ impl Iterator for Units<'_> {
             }
         };
         (start < end).then(|| (start, width.min(end - start)))
-    }
-}
-
-/// The blocks of rows (first, height) a job runs in one K block.
-enum RowBlocks<'a> {
-    /// All rows, a fixed number at a time.
-    Range {
-        next: usize,
-        end: usize,
-        step: usize,
-    },
-    /// Units of [`UNIT_HEIGHT`] rows claimed from a counter that all the product's jobs
-    /// share, until none are left.
-    Claim {
-        counter: &'a AtomicUsize,
-        end: usize,
-    },
-}
-
-impl Iterator for RowBlocks<'_> {
-    type Item = (usize, usize);
-
-    #[inline(always)]
-    fn next(&mut self) -> Option<(usize, usize)> {
-        let (start, end, height) = match self {
-            RowBlocks::Range { next, end, step } => {
-                let start = *next;
-                *next += *step;
-                (start, *end, *step)
-            }
-            RowBlocks::Claim { counter, end } => {
-                let unit = counter.fetch_add(1, Ordering::Relaxed);
-                (unit.saturating_mul(UNIT_HEIGHT), *end, UNIT_HEIGHT)
-            }
-        };
-        (start < end).then(|| (start, height.min(end - start)))
     }
 }
 
