@@ -1,7 +1,7 @@
 //! One training epoch of the 784-512-10 network (RMSprop, batches of 128) on 60,000 synthetic
 //! MNIST-like images, through the core API as the host drives it: each batch is converted from
-//! `u8` to `f32 / 255` (with each image's ink-box key), then `Mlp::train_step_with_keys` runs
-//! forward, backward and the update. Portable and AVX2 kernels, on 1 and 2 threads. Few
+//! `u8` to `f32 / 255` (with each image's ink-box key), then `Mlp::train_step_with_panels` runs
+//! forward, backward and the update (the hidden weights in the kernel's panels for the epoch). Portable and AVX2 kernels, on 1 and 2 threads. Few
 //! samples: one iteration is a whole epoch. One thread is measured in the thread's CPU time
 //! (other processes on a shared machine do not count), two threads in wall time. Large buffers
 //! sit on huge pages, as in the `picodense` binary.
@@ -16,7 +16,7 @@ use picodense::batch::{init_rng, ink_box_area, to_unit};
 use picodense::compute::{KernelChoice, Threads, select_kernel, zeroed_box, zeroed_slice};
 use picodense_benches::{PIXELS, ThreadCpuTime, synthetic_mnist};
 use picodense_core::{
-    BATCH, Compute, Kernel, MnistMlp, MnistWorkspace, RmsProp, Scratch, StepStats,
+    BATCH, Compute, HiddenPanels, Kernel, MnistMlp, MnistWorkspace, RmsProp, Scratch, StepStats,
 };
 
 #[global_allocator]
@@ -29,6 +29,7 @@ struct Trainer {
     model: Box<MnistMlp>,
     optimizer: Box<RmsProp<784, 512, 10>>,
     workspace: Box<MnistWorkspace>,
+    panels: Box<HiddenPanels<784, 512>>,
     batch: Vec<[f32; PIXELS]>,
     keys: Vec<u16>,
     scratches: Box<[Scratch]>,
@@ -45,6 +46,7 @@ impl Trainer {
             model,
             optimizer,
             workspace: zeroed_box(),
+            panels: zeroed_box(),
             batch: vec![[0.0; PIXELS]; BATCH],
             keys: Vec::with_capacity(BATCH),
             scratches: zeroed_slice(threads),
@@ -55,21 +57,24 @@ impl Trainer {
     fn epoch(&mut self, kernel: Kernel, images: &[u8], labels: &[u8]) -> StepStats {
         let mut compute = Compute::new(kernel, &self.threads, &mut self.scratches);
         let mut stats = StepStats::default();
+        self.panels.copy_from(&self.model, kernel);
         for (pixels, labels) in images.chunks(BATCH * PIXELS).zip(labels.chunks(BATCH)) {
             self.keys.clear();
             for (row, image) in self.batch.iter_mut().zip(pixels.chunks_exact(PIXELS)) {
                 to_unit(image, row);
                 self.keys.push(ink_box_area(image));
             }
-            stats.merge(self.model.train_step_with_keys(
+            stats.merge(self.model.train_step_with_panels(
                 &mut *self.optimizer,
                 &self.batch[..labels.len()],
                 labels,
                 &self.keys,
+                &mut self.panels,
                 &mut self.workspace,
                 &mut compute,
             ));
         }
+        self.panels.copy_to(&mut self.model);
         stats
     }
 }

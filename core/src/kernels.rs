@@ -9,7 +9,8 @@
 //! 3 x 32 tiles turn the last two loops round: their B panels are twice as large). A is read
 //! where it lies, whatever its layout: each value is broadcast once per tile straight from
 //! memory, so copying A first would only add a pass over it (and, with several threads, one
-//! pass per thread).
+//! pass per thread). A B already in the kernel's panels ([`MatRef::panels`]: the training step
+//! keeps W1 so between steps) is read where it lies too.
 //!
 //! Zero skipping: before the tiles of a panel of A rows run, the K steps where all its values
 //! are zero are left out of its step list (MNIST pixels are mostly zero, in both X and Xᵀ), and
@@ -62,6 +63,8 @@ pub struct MatRef<'a> {
     col_stride: usize,
     /// The order in which the blocked kernels group rows into panels (empty: 0, 1, 2...).
     order: &'a [u16],
+    /// Columns per panel in the panel layout of [`MatRef::panels`] (0: the strided layout).
+    panel_width: usize,
 }
 
 impl<'a> MatRef<'a> {
@@ -78,11 +81,44 @@ impl<'a> MatRef<'a> {
             row_stride: cols,
             col_stride: 1,
             order: &[],
+            panel_width: 0,
+        }
+    }
+
+    /// A `rows x cols` matrix stored as panels of `width` columns one after another, each
+    /// row-major (`rows x width`; a last, narrower panel is padded to `width`): the layout the
+    /// blocked kernels pack B into. A kernel whose tiles are `width` wide
+    /// ([`Kernel::panel_width`]) reads such a B in place instead of packing it; the others read
+    /// it element by element. Either way the product is the same bits as with B row-major.
+    ///
+    /// # Panics
+    /// If `width` is 0 or `data` is shorter than the panels.
+    pub fn panels(data: &'a [f32], rows: usize, cols: usize, width: usize) -> Self {
+        assert!(width > 0, "panels of no columns");
+        assert!(
+            data.len() >= cols.div_ceil(width) * rows * width,
+            "matrix data too short"
+        );
+        Self {
+            data,
+            rows,
+            cols,
+            row_stride: width,
+            col_stride: 1,
+            order: &[],
+            panel_width: width,
         }
     }
 
     /// The transposed view (no data moves; a row order is dropped).
+    ///
+    /// # Panics
+    /// If the view is in panel layout.
     pub fn t(self) -> Self {
+        assert_eq!(
+            self.panel_width, 0,
+            "a matrix in panels has no transposed view"
+        );
         Self {
             rows: self.cols,
             cols: self.rows,
@@ -145,7 +181,10 @@ impl<'a> MatRef<'a> {
 
     #[inline(always)]
     fn at(&self, i: usize, j: usize) -> f32 {
-        self.data[i * self.row_stride + j * self.col_stride]
+        match self.panel_width {
+            0 => self.data[i * self.row_stride + j * self.col_stride],
+            w => self.data[(j / w) * self.rows * w + i * w + j % w],
+        }
     }
 
     /// Elements `(i, j..j + len)`, for a view with unit column stride.
@@ -260,10 +299,12 @@ impl Kernel {
         }
     }
 
-    /// Width of the tile a product `n` columns wide runs on; thread column splits align to it.
+    /// Width of the tiles, and of the packed panels of B, of a product `n` columns wide: a B
+    /// given in panels of this width ([`MatRef::panels`]) is read in place. Thread column
+    /// splits align to it.
     // Only AVX2 has two widths.
     #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
-    fn tile_width(self, n: usize) -> usize {
+    pub fn panel_width(self, n: usize) -> usize {
         match self.0 {
             Variant::Naive => 1,
             Variant::Portable => PORTABLE_NR,
@@ -408,6 +449,7 @@ pub fn gemm_parallel_beside<P: Parallel>(
 ) {
     let (m, n) = (a.rows, b.cols);
     assert_eq!(a.cols, b.rows, "inner dimensions differ");
+    assert_eq!(a.panel_width, 0, "A is read where it lies, not in panels");
     assert!(c.len() >= m * n, "output too short");
     assert!(!scratches.is_empty(), "no scratch");
     epilogue.check(m, n);
@@ -420,14 +462,14 @@ pub fn gemm_parallel_beside<P: Parallel>(
         ld: n,
         _c: PhantomData,
     };
-    let tiles = n.div_ceil(kernel.tile_width(n));
+    let tiles = n.div_ceil(kernel.panel_width(n));
     // Too few columns to share (n = 10), or more rows than columns (Xᵀ·dH, 784 x 512): the
     // jobs split the rows instead, and each lists the zero steps of its own panels of A only.
     // Either way each element of C is summed by one job, in the same order.
     let by_rows = tiles < scratches.len() || m > n;
     let parts = if by_rows { m.div_ceil(ROWS_MIN) } else { tiles };
     let parts = parts.min(scratches.len()).max(1);
-    let nr = kernel.tile_width(n);
+    let nr = kernel.panel_width(n);
     let skips_zeros = skips_zeros(n, nr);
     // Rows (or columns) with more zeros in A cost less, and the OS may hold a thread up: equal
     // ranges would leave a job waiting, so jobs claim units of work until none are left. Worth
@@ -986,6 +1028,8 @@ fn blocked<M: Tiles<NR>, const MR: usize, const NR: usize>(
     let max_panels = (listed_len / kc_step.max(1)).min(MAX_PANELS);
     let panels = m.div_ceil(MR);
     let mc_step = panels.div_ceil(panels.div_ceil(max_panels).max(1)) * MR;
+    // B already in this kernel's panels (the training step's copy of W1): read in place.
+    let b_in_place = b.panel_width == NR;
     let row_claims = match claims {
         Some((Claims::Rows, counter)) => {
             // A row's sum would otherwise be split between jobs, in no fixed order.
@@ -1041,7 +1085,7 @@ fn blocked<M: Tiles<NR>, const MR: usize, const NR: usize>(
                 },
             };
             for (jc, width) in units {
-                if used.is_some() || packed_b != Some((pc, jc, width)) {
+                if !b_in_place && (used.is_some() || packed_b != Some((pc, jc, width))) {
                     let b_rows = scratch.b.as_chunks_mut::<NR>().0;
                     for (panel, j) in b_rows
                         .chunks_exact_mut(kc.max(1))
@@ -1055,7 +1099,14 @@ fn blocked<M: Tiles<NR>, const MR: usize, const NR: usize>(
                 // narrow ones each A panel sweeps the whole group, writing C along its rows.
                 let pass_width = if M::ONE_B_PANEL_AT_A_TIME { NR } else { width };
                 for pass in (0..width).step_by(pass_width) {
-                    let b_panels = &scratch.b[pass * kc..];
+                    let (b_panels, panel_stride) = if b_in_place {
+                        // Units and column ranges start on whole tiles.
+                        debug_assert_eq!((jc + pass) % NR, 0);
+                        let panel = (jc + pass) / NR * b.rows * NR;
+                        (&b.data[panel + pc * NR..], b.rows * NR)
+                    } else {
+                        (&scratch.b[pass * kc..], kc * NR)
+                    };
                     for (q, ir) in (0..mc).step_by(MR).enumerate() {
                         let listed = q * kc..q * kc + usize::from(scratch.counts[q]);
                         let steps = match (skip_zeros, pack_a) {
@@ -1077,6 +1128,7 @@ fn blocked<M: Tiles<NR>, const MR: usize, const NR: usize>(
                             steps,
                             col: jc + pass,
                             width: pass_width.min(width - pass),
+                            panel_stride,
                             first,
                             last,
                         };
@@ -1222,6 +1274,8 @@ struct Strip<'a> {
     /// First column of C and width of the group.
     col: usize,
     width: usize,
+    /// Distance between the group's B panels.
+    panel_stride: usize,
     first: bool,
     last: bool,
 }
@@ -1236,7 +1290,7 @@ fn run_strip<M: Tiles<NR>, const R: usize, const NR: usize>(
 ) {
     let panel = APanel::<R>::new(a, strip.row, strip.rows, strip.pc, strip.kc);
     for j in (0..strip.width).step_by(NR) {
-        let b_panel = &b_panels[j * strip.kc..(j + NR) * strip.kc];
+        let b_panel = &b_panels[j / NR * strip.panel_stride..][..NR * strip.kc];
         let acc = match strip.steps {
             Steps::All => M::dense::<R>(&panel, b_panel),
             Steps::Listed(steps) => M::sparse::<R>(&panel, steps, b_panel),
@@ -1607,7 +1661,17 @@ fn pack_b<const NR: usize>(
     used: Option<&[u8]>,
 ) {
     let kc = rows.len();
-    if b.col_stride == 1 && width == NR {
+    if b.panel_width != 0 {
+        for (p, row) in rows.iter_mut().enumerate() {
+            for (jj, v) in row.iter_mut().enumerate() {
+                *v = if jj < width {
+                    b.at(pc + p, jc + jj)
+                } else {
+                    0.0
+                };
+            }
+        }
+    } else if b.col_stride == 1 && width == NR {
         match used {
             Some(used) => {
                 for (p, row) in rows.iter_mut().enumerate() {
@@ -1852,6 +1916,18 @@ mod tests {
         abs: bool,
         order_seed: Option<u64>,
     ) -> Vec<f32> {
+        compute_with(kernel, case, jobs, abs, order_seed, None)
+    }
+
+    /// [`compute_in_order`], with B (not transposed) given in panels of `b_panels` columns.
+    fn compute_with(
+        kernel: Kernel,
+        case: Case,
+        jobs: usize,
+        abs: bool,
+        order_seed: Option<u64>,
+        b_panels: Option<usize>,
+    ) -> Vec<f32> {
         let Case { m, k, n, seed, .. } = case;
         let mut a_data = values(seed, m * k);
         // B by position, so that a narrower product has the first columns of a wider one.
@@ -1886,7 +1962,24 @@ mod tests {
             a_data.iter_mut().for_each(|v| *v = v.abs());
             b_data.iter_mut().for_each(|v| *v = v.abs());
         }
+        let mut paneled = Vec::new();
+        if let Some(w) = b_panels {
+            // NaN padding: a kernel that read past the last column would show it.
+            paneled = std::vec![f32::NAN; n.div_ceil(w) * k * w];
+            for p in 0..k {
+                for j in 0..n {
+                    paneled[(j / w) * k * w + p * w + j % w] = b_data[p * n + j];
+                }
+            }
+        }
         let (a, b) = match case.layout {
+            Layout::Nn | Layout::Tn if b_panels.is_some() => {
+                let a = match case.layout {
+                    Layout::Nn => MatRef::row_major(&a_data, m, k),
+                    _ => MatRef::row_major(&a_data, k, m).t(),
+                };
+                (a, MatRef::panels(&paneled, k, n, b_panels.unwrap_or(1)))
+            }
             Layout::Nn => (
                 MatRef::row_major(&a_data, m, k),
                 MatRef::row_major(&b_data, k, n),
@@ -1998,7 +2091,7 @@ mod tests {
             sparse in 1u8..4, seed in any::<u64>(),
         ) {
             for kernel in kernels() {
-                let narrow = kernel.tile_width(1);
+                let narrow = kernel.panel_width(1);
                 let wide = Case { layout, m, k, n: 4 * narrow, seed, epi: 0, sparse };
                 let thin = Case { n: narrow, ..wide };
                 let wide_c = product(kernel, wide, 1);
@@ -2025,6 +2118,29 @@ mod tests {
                 let natural = product(kernel, case, 1);
                 let grouped = compute_in_order(kernel, case, jobs, false, Some(order_seed));
                 prop_assert_eq!(bits(&natural), bits(&grouped));
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+        /// B given in panels, of the kernel's own width (read in place) or another, gives the
+        /// bits of B row-major, whatever the jobs.
+        #[test]
+        fn b_in_panels_changes_no_bit(
+            m in 1usize..80, k in prop::sample::select(&EDGES[..]),
+            n in prop::sample::select(&[1usize, 10, 33, 64, 100, 512][..]),
+            jobs in 1usize..4, other_width in 1usize..40,
+            layout in prop::sample::select(&[Layout::Nn, Layout::Tn][..]),
+            sparse in 0u8..3, epi in 0u8..4, seed in any::<u64>(),
+        ) {
+            let case = Case { layout, m, k, n, seed, epi, sparse };
+            for kernel in kernels().into_iter().chain([Kernel::NAIVE]) {
+                let plain = bits(&product(kernel, case, jobs));
+                for width in [kernel.panel_width(n), other_width] {
+                    let paneled = compute_with(kernel, case, jobs, false, None, Some(width));
+                    prop_assert_eq!(&plain, &bits(&paneled), "panels of {}", width);
+                }
             }
         }
     }

@@ -35,7 +35,7 @@ mod simd;
 pub use crc::crc32;
 pub use kernels::{Kernel, Parallel, Scratch, Serial};
 pub use layers::{Dense, Mlp};
-pub use model::{Compute, StepStats, Workspace};
+pub use model::{Compute, HiddenPanels, StepStats, Workspace};
 pub use optim::{Optimizer, RmsProp, Sgd};
 
 /// The network of the Keras example: 784 inputs, 512 hidden ReLU units, 10 classes.
@@ -63,6 +63,8 @@ unsafe impl<const B: usize, const I: usize, const H: usize, const O: usize> Zero
     for Workspace<B, I, H, O>
 {
 }
+// SAFETY: an f32 array and two counters (width 0: not filled yet).
+unsafe impl<const I: usize, const H: usize> Zeroable for HiddenPanels<I, H> {}
 // SAFETY: f32 hyper-parameters (zero is a valid, if useless, value) and an `Mlp`.
 unsafe impl<const I: usize, const H: usize, const O: usize> Zeroable for RmsProp<I, H, O> {}
 

@@ -7,6 +7,7 @@ use crate::kernels::{
 use crate::layers::Mlp;
 use crate::loss;
 use crate::optim::Optimizer;
+use crate::simd::PanelMatrix;
 
 /// Activations and gradients for batches of up to `BATCH` rows. Owned by the caller so a
 /// training step allocates nothing.
@@ -39,6 +40,108 @@ impl<const B: usize, const I: usize, const H: usize, const O: usize> Workspace<B
             row_loss: [0.0; B],
             row_correct: [false; B],
         }
+    }
+}
+
+/// A model's hidden weights in the panels a kernel packs B into ([`MatRef::panels`]), where
+/// training steps through [`Mlp::train_step_with_panels`] keep them: the forward product reads
+/// them in place rather than packing W1 again every step, and the optimizer updates them
+/// there. Owned by the caller (1.6 MB for the Keras example: keep it on the heap).
+pub struct HiddenPanels<const IN: usize, const HIDDEN: usize> {
+    values: [[f32; HIDDEN]; IN],
+    /// Columns per panel; 0 until filled.
+    width: usize,
+    /// Address of the weights copied: which model the panels belong to.
+    source: usize,
+}
+
+impl<const IN: usize, const HIDDEN: usize> HiddenPanels<IN, HIDDEN> {
+    /// Empty panels (a big value: prefer a zeroed heap allocation, which is the same).
+    pub const fn zeroed() -> Self {
+        Self {
+            values: [[0.0; HIDDEN]; IN],
+            width: 0,
+            source: 0,
+        }
+    }
+
+    /// Takes `model`'s hidden weights into `kernel`'s panels, before the first step with this
+    /// model and kernel (and again after changing the model's weights).
+    pub fn copy_from<const OUT: usize>(&mut self, model: &Mlp<IN, HIDDEN, OUT>, kernel: Kernel) {
+        self.width = Self::width_for(kernel);
+        self.source = model.hidden.weights.as_ptr() as usize;
+        self.refresh(model);
+    }
+
+    /// The kernel's panel width, or a single panel (row-major) when that does not divide the
+    /// hidden units (the panels would need padding).
+    fn width_for(kernel: Kernel) -> usize {
+        match kernel.panel_width(HIDDEN) {
+            w if HIDDEN.is_multiple_of(w) => w,
+            _ => HIDDEN,
+        }
+    }
+
+    /// Writes the weights back into `model` (the one they were taken from), whose own copy the
+    /// steps leave behind.
+    ///
+    /// # Panics
+    /// If the panels were taken from another model, or never filled.
+    pub fn copy_to<const OUT: usize>(&self, model: &mut Mlp<IN, HIDDEN, OUT>) {
+        assert!(
+            self.width > 0 && self.source == model.hidden.weights.as_ptr() as usize,
+            "panels of another model"
+        );
+        let w = self.width;
+        let panels = self.values.as_flattened();
+        for (r, row) in model.hidden.weights.iter_mut().enumerate() {
+            for (c, v) in row.iter_mut().enumerate() {
+                *v = panels[(c / w) * IN * w + r * w + c % w];
+            }
+        }
+    }
+
+    /// Takes the weights again, in the same layout.
+    pub(crate) fn refresh<const OUT: usize>(&mut self, model: &Mlp<IN, HIDDEN, OUT>) {
+        assert!(
+            self.width > 0,
+            "panels never filled: call HiddenPanels::copy_from"
+        );
+        let w = self.width;
+        let panels = self.values.as_flattened_mut();
+        for (r, row) in model.hidden.weights.iter().enumerate() {
+            for (c, &v) in row.iter().enumerate() {
+                panels[(c / w) * IN * w + r * w + c % w] = v;
+            }
+        }
+    }
+
+    /// The weights, for an update in place.
+    pub(crate) fn values(&mut self) -> PanelMatrix<'_> {
+        PanelMatrix::new(self.values.as_flattened_mut(), IN, HIDDEN, self.width)
+    }
+
+    fn view(&self) -> MatRef<'_> {
+        MatRef::panels(self.values.as_flattened(), IN, HIDDEN, self.width)
+    }
+
+    /// Whether these are `model`'s weights in `kernel`'s layout (as far as can be told without
+    /// reading them all).
+    fn belong_to<const OUT: usize>(&self, model: &Mlp<IN, HIDDEN, OUT>, kernel: Kernel) -> bool {
+        self.width == Self::width_for(kernel)
+            && self.source == model.hidden.weights.as_ptr() as usize
+    }
+
+    /// Whether they hold exactly `model`'s hidden weights.
+    #[cfg(test)]
+    fn hold<const OUT: usize>(&self, model: &Mlp<IN, HIDDEN, OUT>) -> bool {
+        let w = self.width;
+        let panels = self.values.as_flattened();
+        model.hidden.weights.iter().enumerate().all(|(r, row)| {
+            row.iter()
+                .enumerate()
+                .all(|(c, v)| panels[(c / w) * IN * w + r * w + c % w].to_bits() == v.to_bits())
+        })
     }
 }
 
@@ -124,7 +227,7 @@ impl<const IN: usize, const HIDDEN: usize, const OUT: usize> Mlp<IN, HIDDEN, OUT
         compute: &mut Compute<P>,
     ) -> &'w [[f32; OUT]] {
         let rows = images.len();
-        self.hidden_layer(images, false, ws, compute);
+        self.hidden_layer(images, false, None, ws, compute);
         compute.gemm(
             MatRef::row_major(ws.hidden[..rows].as_flattened(), rows, HIDDEN),
             MatRef::row_major(self.output.weights.as_flattened(), HIDDEN, OUT),
@@ -140,6 +243,7 @@ impl<const IN: usize, const HIDDEN: usize, const OUT: usize> Mlp<IN, HIDDEN, OUT
         &self,
         images: &[[f32; IN]],
         grouped: bool,
+        panels: Option<&HiddenPanels<IN, HIDDEN>>,
         ws: &mut Workspace<BATCH, IN, HIDDEN, OUT>,
         compute: &mut Compute<P>,
     ) {
@@ -152,9 +256,13 @@ impl<const IN: usize, const HIDDEN: usize, const OUT: usize> Mlp<IN, HIDDEN, OUT
         if grouped {
             x = x.row_order(&ws.row_order[..rows]);
         }
+        let w1 = match panels {
+            Some(panels) => panels.view(),
+            None => MatRef::row_major(self.hidden.weights.as_flattened(), IN, HIDDEN),
+        };
         compute.gemm(
             x,
-            MatRef::row_major(self.hidden.weights.as_flattened(), IN, HIDDEN),
+            w1,
             ws.hidden[..rows].as_flattened_mut(),
             Epilogue::BiasRelu(&self.hidden.bias),
         );
@@ -285,6 +393,47 @@ impl<const IN: usize, const HIDDEN: usize, const OUT: usize> Mlp<IN, HIDDEN, OUT
         ws: &mut Workspace<BATCH, IN, HIDDEN, OUT>,
         compute: &mut Compute<P>,
     ) -> StepStats {
+        self.step(optimizer, images, labels, keys, None, ws, compute)
+    }
+
+    /// [`Mlp::train_step_with_keys`] with the hidden weights in `panels`: the forward product
+    /// reads them there in place and the optimizer updates them there, the same bits without
+    /// packing W1 each step. `self.hidden.weights` fall behind: [`HiddenPanels::copy_to`]
+    /// brings them up to date (before saving or evaluating the model); to change the weights
+    /// between steps, change the model's and take them again with [`HiddenPanels::copy_from`].
+    ///
+    /// # Panics
+    /// As [`Mlp::train_step`], and if `panels` were not filled from this model for this
+    /// kernel by [`HiddenPanels::copy_from`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn train_step_with_panels<const BATCH: usize, P: Parallel>(
+        &mut self,
+        optimizer: &mut impl Optimizer<IN, HIDDEN, OUT>,
+        images: &[[f32; IN]],
+        labels: &[u8],
+        keys: &[u16],
+        panels: &mut HiddenPanels<IN, HIDDEN>,
+        ws: &mut Workspace<BATCH, IN, HIDDEN, OUT>,
+        compute: &mut Compute<P>,
+    ) -> StepStats {
+        assert!(
+            panels.belong_to(self, compute.kernel),
+            "panels of another model or kernel: fill them with HiddenPanels::copy_from"
+        );
+        self.step(optimizer, images, labels, keys, Some(panels), ws, compute)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn step<const BATCH: usize, P: Parallel>(
+        &mut self,
+        optimizer: &mut impl Optimizer<IN, HIDDEN, OUT>,
+        images: &[[f32; IN]],
+        labels: &[u8],
+        keys: &[u16],
+        panels: Option<&mut HiddenPanels<IN, HIDDEN>>,
+        ws: &mut Workspace<BATCH, IN, HIDDEN, OUT>,
+        compute: &mut Compute<P>,
+    ) -> StepStats {
         assert_eq!(images.len(), labels.len(), "one label per image");
         assert!(
             keys.is_empty() || keys.len() == labels.len(),
@@ -300,7 +449,7 @@ impl<const IN: usize, const HIDDEN: usize, const OUT: usize> Mlp<IN, HIDDEN, OUT
         for &label in labels {
             assert!(usize::from(label) < OUT, "label {label} out of range");
         }
-        self.hidden_layer(images, grouped, ws, compute);
+        self.hidden_layer(images, grouped, panels.as_deref(), ws, compute);
         self.output_and_back(labels, ws, compute);
 
         let mut stats = StepStats {
@@ -342,13 +491,11 @@ impl<const IN: usize, const HIDDEN: usize, const OUT: usize> Mlp<IN, HIDDEN, OUT
             beside,
         );
 
-        optimizer.step_with(
-            self,
-            &ws.grads,
-            compute.kernel,
-            compute.parallel,
-            compute.scratches.len(),
-        );
+        let (kernel, par, parts) = (compute.kernel, compute.parallel, compute.scratches.len());
+        match panels {
+            Some(panels) => optimizer.step_with_panels(self, &ws.grads, kernel, par, parts, panels),
+            None => optimizer.step_with(self, &ws.grads, kernel, par, parts),
+        }
         stats
     }
 }
@@ -623,6 +770,127 @@ mod tests {
             "{first:?} -> {second:?}"
         );
         assert!(model.is_finite());
+    }
+
+    fn all_kernels() -> Vec<Kernel> {
+        #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
+        let mut kernels = std::vec![Kernel::NAIVE, Kernel::PORTABLE];
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: detected just above.
+            kernels.push(unsafe { Kernel::avx2_unchecked() });
+        }
+        kernels
+    }
+
+    /// Three steps with and without panels, for an optimizer that updates them in place
+    /// (RMSprop) and one that copies them over (SGD): the same scores, and the same model once
+    /// the panels are copied back.
+    fn panels_give_the_same_bits<const IN: usize, const HIDDEN: usize>() {
+        // Images with blank columns of pixels, so that the forward skips steps.
+        let mut rng = XorShiftRng::seed_from_u64(4);
+        let images: Vec<[f32; IN]> = (0..32)
+            .map(|_| {
+                core::array::from_fn(|p| match p % 3 {
+                    0 => 0.0,
+                    _ => (rng.next_u32() % 256) as f32 / 255.0,
+                })
+            })
+            .collect();
+        let labels: Vec<u8> = (0..32).map(|i| (i % 10) as u8).collect();
+        let bits = |m: &Mlp<IN, HIDDEN, 10>| {
+            m.tensors()
+                .map(|t| t.iter().map(|v| v.to_bits()).collect::<Vec<_>>())
+        };
+        for kernel in all_kernels() {
+            for jobs in [1, 2] {
+                for sgd in [false, true] {
+                    let run = |with_panels: bool| {
+                        let mut model = zeroed_box::<Mlp<IN, HIDDEN, 10>>();
+                        model.init_glorot(&mut XorShiftRng::seed_from_u64(5));
+                        let mut rms = zeroed_box::<RmsProp<IN, HIDDEN, 10>>();
+                        rms.reset(1e-3);
+                        let mut plain = Sgd { learning_rate: 0.1 };
+                        let mut ws = zeroed_box::<Workspace<32, IN, HIDDEN, 10>>();
+                        let mut panels = zeroed_box::<HiddenPanels<IN, HIDDEN>>();
+                        let mut scratch = zeroed_slice::<Scratch>(jobs);
+                        let mut compute = Compute::new(kernel, &Serial, &mut scratch);
+                        panels.copy_from(&model, kernel);
+                        let mut scores = Vec::new();
+                        for _ in 0..3 {
+                            let (m, ws, c) = (&mut *model, &mut *ws, &mut compute);
+                            let p = &mut *panels;
+                            scores.push(match (sgd, with_panels) {
+                                (false, false) => m.train_step(&mut *rms, &images, &labels, ws, c),
+                                (true, false) => m.train_step(&mut plain, &images, &labels, ws, c),
+                                (false, true) => m.train_step_with_panels(
+                                    &mut *rms,
+                                    &images,
+                                    &labels,
+                                    &[],
+                                    p,
+                                    ws,
+                                    c,
+                                ),
+                                (true, true) => m.train_step_with_panels(
+                                    &mut plain,
+                                    &images,
+                                    &labels,
+                                    &[],
+                                    p,
+                                    ws,
+                                    c,
+                                ),
+                            });
+                        }
+                        if with_panels {
+                            panels.copy_to(&mut model);
+                            assert!(panels.hold(&model));
+                        }
+                        (bits(&model), scores)
+                    };
+                    assert_eq!(run(false), run(true), "{kernel:?}, {jobs} jobs, sgd {sgd}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn steps_through_panels_give_the_same_bits() {
+        // Panels of every kernel's width.
+        panels_give_the_same_bits::<50, 96>();
+        // 100 hidden units: AVX2's and the portable kernel's panels would need padding, so
+        // the copy is one row-major panel, packed like W1 itself.
+        panels_give_the_same_bits::<50, 100>();
+    }
+
+    #[test]
+    fn panels_of_another_model_or_kernel_are_refused() {
+        let (mut model, mut opt, mut ws, mut scratch) = mnist_sized();
+        let other = mnist_sized().0;
+        let mut panels = zeroed_box::<HiddenPanels<784, 512>>();
+        let images = std::vec![[0.5f32; 784]; 4];
+        let labels = [1u8, 2, 3, 4];
+        for kernel in [Kernel::PORTABLE, Kernel::NAIVE] {
+            // Another model for the right kernel, then this model for another kernel.
+            match kernel {
+                Kernel::PORTABLE => panels.copy_from(&*other, kernel),
+                _ => panels.copy_from(&*model, kernel),
+            }
+            let refused = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let mut compute = Compute::new(Kernel::PORTABLE, &Serial, &mut scratch);
+                model.train_step_with_panels(
+                    &mut *opt,
+                    &images,
+                    &labels,
+                    &[],
+                    &mut panels,
+                    &mut ws,
+                    &mut compute,
+                )
+            }));
+            assert!(refused.is_err(), "panels from {kernel:?} accepted");
+        }
     }
 
     #[test]

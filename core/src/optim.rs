@@ -2,6 +2,7 @@
 
 use crate::kernels::{Kernel, Parallel, Serial};
 use crate::layers::Mlp;
+use crate::model::HiddenPanels;
 use crate::simd::{self, RmsHyper};
 
 /// Updates parameters from their gradients.
@@ -16,6 +17,25 @@ pub trait Optimizer<const IN: usize, const HIDDEN: usize, const OUT: usize> {
         par: &P,
         parts: usize,
     );
+
+    /// [`Optimizer::step_with`] for a model whose hidden weights are held in `panels` (see
+    /// [`Mlp::train_step_with_panels`]): they are updated there, and `params.hidden.weights`
+    /// are left unspecified. This copies them into `params` for the step and back after it;
+    /// an optimizer that updates the panels in place saves both passes.
+    #[allow(clippy::too_many_arguments)]
+    fn step_with_panels<P: Parallel>(
+        &mut self,
+        params: &mut Mlp<IN, HIDDEN, OUT>,
+        grads: &Mlp<IN, HIDDEN, OUT>,
+        kernel: Kernel,
+        par: &P,
+        parts: usize,
+        panels: &mut HiddenPanels<IN, HIDDEN>,
+    ) {
+        panels.copy_to(params);
+        self.step_with(params, grads, kernel, par, parts);
+        panels.refresh(params);
+    }
 
     /// One step on the calling thread with portable code.
     fn step(&mut self, params: &mut Mlp<IN, HIDDEN, OUT>, grads: &Mlp<IN, HIDDEN, OUT>) {
@@ -81,16 +101,16 @@ impl<const I: usize, const H: usize, const O: usize> RmsProp<I, H, O> {
         self.epsilon = 1e-7;
         self.velocity.clear();
     }
-}
 
-impl<const I: usize, const H: usize, const O: usize> Optimizer<I, H, O> for RmsProp<I, H, O> {
-    fn step_with<P: Parallel>(
+    /// The step, the hidden weights in `panels` when there are any.
+    fn update<P: Parallel>(
         &mut self,
         params: &mut Mlp<I, H, O>,
         grads: &Mlp<I, H, O>,
         kernel: Kernel,
         par: &P,
         parts: usize,
+        mut panels: Option<&mut HiddenPanels<I, H>>,
     ) {
         let hyper = RmsHyper {
             learning_rate: self.learning_rate,
@@ -104,9 +124,41 @@ impl<const I: usize, const H: usize, const O: usize> Optimizer<I, H, O> for RmsP
             .into_iter()
             .zip(grads.tensors())
             .zip(self.velocity.tensors_mut());
-        for ((w, g), v) in tensors {
-            simd::rmsprop(kernel, par, parts, w, g, v, hyper);
+        for (i, ((w, g), v)) in tensors.enumerate() {
+            match panels.as_deref_mut() {
+                // The hidden weights come first.
+                Some(panels) if i == 0 => {
+                    simd::rmsprop_panels(kernel, par, parts, &panels.values(), g, v, hyper);
+                }
+                _ => simd::rmsprop(kernel, par, parts, w, g, v, hyper),
+            }
         }
+    }
+}
+
+impl<const I: usize, const H: usize, const O: usize> Optimizer<I, H, O> for RmsProp<I, H, O> {
+    fn step_with<P: Parallel>(
+        &mut self,
+        params: &mut Mlp<I, H, O>,
+        grads: &Mlp<I, H, O>,
+        kernel: Kernel,
+        par: &P,
+        parts: usize,
+    ) {
+        self.update(params, grads, kernel, par, parts, None);
+    }
+
+    /// Updates the panels in place.
+    fn step_with_panels<P: Parallel>(
+        &mut self,
+        params: &mut Mlp<I, H, O>,
+        grads: &Mlp<I, H, O>,
+        kernel: Kernel,
+        par: &P,
+        parts: usize,
+        panels: &mut HiddenPanels<I, H>,
+    ) {
+        self.update(params, grads, kernel, par, parts, Some(panels));
     }
 }
 

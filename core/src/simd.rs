@@ -5,6 +5,8 @@
 //! division and the separate multiplies and adds are all correctly rounded, so every variant
 //! gives the same bits.
 
+use core::marker::PhantomData;
+
 use crate::kernels::{Kernel, Parallel};
 
 /// RMSprop hyper-parameters as the update uses them.
@@ -67,6 +69,139 @@ fn rmsprop_slice(kernel: Kernel, w: &mut [f32], g: &[f32], v: &mut [f32], h: Rms
     rmsprop_scalar(w, g, v, h);
 }
 
+/// A weight matrix held in panels (the layout of `MatRef::panels`): `rows x cols` values in
+/// panels of `width` columns.
+pub(crate) struct PanelMatrix<'a> {
+    ptr: *mut f32,
+    rows: usize,
+    cols: usize,
+    width: usize,
+    _values: PhantomData<&'a mut [f32]>,
+}
+
+// SAFETY: the jobs of an update own disjoint ranges of the matrix's elements, and distinct
+// elements have distinct places in the panels, so no two threads touch the same float.
+unsafe impl Send for PanelMatrix<'_> {}
+unsafe impl Sync for PanelMatrix<'_> {}
+
+impl<'a> PanelMatrix<'a> {
+    /// # Panics
+    /// If `values` cannot hold the panels.
+    pub(crate) fn new(values: &'a mut [f32], rows: usize, cols: usize, width: usize) -> Self {
+        assert!(width > 0 && values.len() >= cols.div_ceil(width) * rows * width);
+        Self {
+            ptr: values.as_mut_ptr(),
+            rows,
+            cols,
+            width,
+            _values: PhantomData,
+        }
+    }
+
+    /// Where element `flat` of the matrix (in row-major order) lies.
+    fn cursor(&self, flat: usize) -> Cursor {
+        let (row, col) = (flat / self.cols, flat % self.cols);
+        Cursor {
+            at: (col / self.width) * self.rows * self.width + row * self.width + col % self.width,
+            row,
+            col,
+            in_panel: col % self.width,
+        }
+    }
+
+    /// Moves `cursor` `n` elements on in row-major order, `n` dividing both the row length and
+    /// the panel width (no division on the way: the update runs this for every vector).
+    #[inline(always)]
+    fn advance(&self, cursor: &mut Cursor, n: usize) {
+        cursor.col += n;
+        cursor.in_panel += n;
+        cursor.at += n;
+        if cursor.col == self.cols {
+            cursor.row += 1;
+            cursor.col = 0;
+            cursor.in_panel = 0;
+            cursor.at = cursor.row * self.width;
+        } else if cursor.in_panel == self.width {
+            // The same row of the next panel.
+            cursor.in_panel = 0;
+            cursor.at += (self.rows - 1) * self.width;
+        }
+    }
+}
+
+/// An element's place in a [`PanelMatrix`], with its row and column in the matrix.
+#[derive(Clone, Copy)]
+struct Cursor {
+    at: usize,
+    row: usize,
+    col: usize,
+    in_panel: usize,
+}
+
+/// [`rmsprop`] for a weight matrix held in panels, `g` and `v` row-major.
+pub(crate) fn rmsprop_panels<P: Parallel>(
+    kernel: Kernel,
+    par: &P,
+    parts: usize,
+    w: &PanelMatrix,
+    g: &[f32],
+    v: &mut [f32],
+    h: RmsHyper,
+) {
+    assert!(
+        g.len() == w.rows * w.cols && g.len() == v.len(),
+        "tensor lengths differ"
+    );
+    // Whole vectors per piece, so that a piece's vectors fall on whole vectors of the panels.
+    let chunk = if parts <= 1 || g.len() < SPLIT_MIN {
+        g.len().max(1)
+    } else {
+        g.len()
+            .div_ceil((4 * parts).min(MAX_PARTS))
+            .next_multiple_of(8)
+    };
+    let mut pieces: heapless::Vec<(usize, &[f32], &mut [f32]), MAX_PARTS> = heapless::Vec::new();
+    for (i, (g, v)) in g.chunks(chunk).zip(v.chunks_mut(chunk)).enumerate() {
+        // At most MAX_PARTS chunks, so this never fails.
+        let _ = pieces.push((i * chunk, g, v));
+    }
+    par.run(&mut pieces, &|_, (flat, g, v)| {
+        #[cfg(target_arch = "x86_64")]
+        if kernel == AVX2 {
+            // SAFETY: an AVX2 kernel exists only when its creator vouched for the CPU; the
+            // piece's elements are its own.
+            return unsafe { x86::rmsprop_panels_avx2(w, *flat, g, v, h) };
+        }
+        let _ = kernel;
+        // SAFETY: as above.
+        unsafe { rmsprop_panels_scalar(w, w.cursor(*flat), g, v, h) }
+    });
+}
+
+/// # Safety
+/// No other thread touches the elements from `cursor` on, `g.len()` of them.
+#[inline(always)]
+unsafe fn rmsprop_panels_scalar(
+    w: &PanelMatrix,
+    mut cursor: Cursor,
+    g: &[f32],
+    v: &mut [f32],
+    h: RmsHyper,
+) {
+    for (&g, v) in g.iter().zip(v) {
+        // SAFETY: inside the panels (`new` checked them) and the caller's own.
+        let weight = unsafe { &mut *w.ptr.add(cursor.at) };
+        rmsprop_one(weight, g, v, h);
+        w.advance(&mut cursor, 1);
+    }
+}
+
+#[inline(always)]
+fn rmsprop_one(w: &mut f32, g: f32, v: &mut f32, h: RmsHyper) {
+    *v = h.rho * *v + h.one_minus_rho * (g * g);
+    *w -= h.learning_rate * g / libm::sqrtf(*v + h.epsilon);
+}
+
 #[cfg(target_arch = "x86_64")]
 // SAFETY: this value is only compared with, never used to run code.
 const AVX2: Kernel = unsafe { Kernel::avx2_unchecked() };
@@ -74,51 +209,108 @@ const AVX2: Kernel = unsafe { Kernel::avx2_unchecked() };
 #[inline(always)]
 fn rmsprop_scalar(w: &mut [f32], g: &[f32], v: &mut [f32], h: RmsHyper) {
     for ((w, &g), v) in w.iter_mut().zip(g).zip(v.iter_mut()) {
-        *v = h.rho * *v + h.one_minus_rho * (g * g);
-        *w -= h.learning_rate * g / libm::sqrtf(*v + h.epsilon);
+        rmsprop_one(w, g, v, h);
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{RmsHyper, rmsprop_scalar};
+    use super::{PanelMatrix, RmsHyper, rmsprop_panels_scalar, rmsprop_scalar};
     use core::arch::x86_64::*;
+
+    /// The update's constants, broadcast.
+    struct Lanes {
+        lr: __m256,
+        rho: __m256,
+        one_minus_rho: __m256,
+        eps: __m256,
+    }
+
+    impl Lanes {
+        #[inline(always)]
+        fn new(h: RmsHyper) -> Self {
+            // SAFETY: only inlined into functions compiled with AVX2.
+            unsafe {
+                Self {
+                    lr: _mm256_set1_ps(h.learning_rate),
+                    rho: _mm256_set1_ps(h.rho),
+                    one_minus_rho: _mm256_set1_ps(h.one_minus_rho),
+                    eps: _mm256_set1_ps(h.epsilon),
+                }
+            }
+        }
+    }
+
+    /// Eight weights at `w`, their gradients and velocities: the operations of the scalar
+    /// loop, in its order.
+    ///
+    /// # Safety
+    /// Each pointer addresses 8 floats; compiled with AVX2.
+    #[inline(always)]
+    unsafe fn update8(w: *mut f32, g: *const f32, v: *mut f32, c: &Lanes) {
+        unsafe {
+            let gv = _mm256_loadu_ps(g);
+            let g_bits = _mm256_castps_si256(gv);
+            if _mm256_testz_si256(g_bits, g_bits) != 0 {
+                // Eight +0.0 gradients (pixels blank in the whole batch): the formula gives
+                // v = rho*v + 0 and w - 0, the same bits without the root and the division.
+                let vv = _mm256_mul_ps(c.rho, _mm256_loadu_ps(v));
+                _mm256_storeu_ps(v, _mm256_add_ps(vv, _mm256_setzero_ps()));
+                return;
+            }
+            let vv = _mm256_add_ps(
+                _mm256_mul_ps(c.rho, _mm256_loadu_ps(v)),
+                _mm256_mul_ps(c.one_minus_rho, _mm256_mul_ps(gv, gv)),
+            );
+            _mm256_storeu_ps(v, vv);
+            let step = _mm256_div_ps(
+                _mm256_mul_ps(c.lr, gv),
+                _mm256_sqrt_ps(_mm256_add_ps(vv, c.eps)),
+            );
+            _mm256_storeu_ps(w, _mm256_sub_ps(_mm256_loadu_ps(w), step));
+        }
+    }
+
+    /// [`super::rmsprop_panels`]'s piece from element `flat`, eight lanes at a time when its
+    /// vectors fall on whole vectors of the panels.
+    ///
+    /// # Safety
+    /// No other thread touches the piece's elements.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn rmsprop_panels_avx2(
+        w: &PanelMatrix,
+        flat: usize,
+        g: &[f32],
+        v: &mut [f32],
+        h: RmsHyper,
+    ) {
+        let mut cursor = w.cursor(flat);
+        if !(w.cols | w.width | flat).is_multiple_of(8) {
+            // SAFETY: the caller's promise.
+            return unsafe { rmsprop_panels_scalar(w, cursor, g, v, h) };
+        }
+        let lanes = Lanes::new(h);
+        let (g8, g_tail) = g.as_chunks::<8>();
+        let (v8, v_tail) = v.as_chunks_mut::<8>();
+        for (g, v) in g8.iter().zip(v8.iter_mut()) {
+            // SAFETY: 8 floats of one panel row (whole vectors, checked above), the piece's.
+            unsafe { update8(w.ptr.add(cursor.at), g.as_ptr(), v.as_mut_ptr(), &lanes) };
+            w.advance(&mut cursor, 8);
+        }
+        // SAFETY: the caller's promise.
+        unsafe { rmsprop_panels_scalar(w, cursor, g_tail, v_tail, h) }
+    }
 
     /// Eight lanes at a time; the same operations, in the same order, as the scalar loop.
     #[target_feature(enable = "avx2")]
     pub(super) fn rmsprop_avx2(w: &mut [f32], g: &[f32], v: &mut [f32], h: RmsHyper) {
-        let lr = _mm256_set1_ps(h.learning_rate);
-        let rho = _mm256_set1_ps(h.rho);
-        let one_minus_rho = _mm256_set1_ps(h.one_minus_rho);
-        let eps = _mm256_set1_ps(h.epsilon);
+        let lanes = Lanes::new(h);
         let (w8, w_tail) = w.as_chunks_mut::<8>();
         let (g8, g_tail) = g.as_chunks::<8>();
         let (v8, v_tail) = v.as_chunks_mut::<8>();
         for ((w, g), v) in w8.iter_mut().zip(g8).zip(v8.iter_mut()) {
-            // SAFETY: each pointer addresses a whole [f32; 8]; unaligned loads and stores.
-            unsafe {
-                let gv = _mm256_loadu_ps(g.as_ptr());
-                let g_bits = _mm256_castps_si256(gv);
-                if _mm256_testz_si256(g_bits, g_bits) != 0 {
-                    // Eight +0.0 gradients (pixels blank in the whole batch): the formula
-                    // gives v = rho*v + 0 and w - 0, the same bits without the root and the
-                    // division.
-                    let vv = _mm256_mul_ps(rho, _mm256_loadu_ps(v.as_ptr()));
-                    _mm256_storeu_ps(v.as_mut_ptr(), _mm256_add_ps(vv, _mm256_setzero_ps()));
-                    continue;
-                }
-                let vv = _mm256_add_ps(
-                    _mm256_mul_ps(rho, _mm256_loadu_ps(v.as_ptr())),
-                    _mm256_mul_ps(one_minus_rho, _mm256_mul_ps(gv, gv)),
-                );
-                _mm256_storeu_ps(v.as_mut_ptr(), vv);
-                let step = _mm256_div_ps(
-                    _mm256_mul_ps(lr, gv),
-                    _mm256_sqrt_ps(_mm256_add_ps(vv, eps)),
-                );
-                let wv = _mm256_sub_ps(_mm256_loadu_ps(w.as_ptr()), step);
-                _mm256_storeu_ps(w.as_mut_ptr(), wv);
-            }
+            // SAFETY: each pointer addresses a whole [f32; 8].
+            unsafe { update8(w.as_mut_ptr(), g.as_ptr(), v.as_mut_ptr(), &lanes) };
         }
         rmsprop_scalar(w_tail, g_tail, v_tail, h);
     }
@@ -175,6 +367,72 @@ mod tests {
                 let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
                 assert!(bits(&w) == bits(&reference.0), "{kernel:?} x{parts}");
                 assert!(bits(&v) == bits(&reference.1), "{kernel:?} x{parts}");
+            }
+        }
+    }
+
+    /// A matrix in panels gets the bits of the same matrix row-major, for panel widths and
+    /// rows made of whole vectors or not.
+    #[test]
+    fn panels_get_the_same_bits() {
+        let h = RmsHyper {
+            learning_rate: 1e-3,
+            rho: 0.9,
+            one_minus_rho: 0.1,
+            epsilon: 1e-7,
+        };
+        #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
+        let mut kernels = std::vec![Kernel::PORTABLE];
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") {
+            kernels.push(AVX2);
+        }
+        for (rows, cols, width) in [
+            (392, 256, 32),
+            (331, 302, 32),
+            (97, 1031, 7),
+            (4, 25_000, 8),
+        ] {
+            let n = rows * cols;
+            // Runs of zero gradients, as for blank pixels.
+            let g: Vec<f32> = (0..n)
+                .map(|i| match (i / 16) % 5 {
+                    0 => 0.0,
+                    _ => ((i * 7919 % 1000) as f32 - 500.0) * 1e-3,
+                })
+                .collect();
+            let w0: Vec<f32> = (0..n).map(|i| (i % 97) as f32 * 0.01 - 0.3).collect();
+            let v0: Vec<f32> = (0..n).map(|i| (i % 13) as f32 * 1e-4).collect();
+            let (mut want_w, mut want_v) = (w0.clone(), v0.clone());
+            rmsprop(
+                Kernel::PORTABLE,
+                &Serial,
+                1,
+                &mut want_w,
+                &g,
+                &mut want_v,
+                h,
+            );
+            let place = |flat: usize| {
+                let (r, c) = (flat / cols, flat % cols);
+                (c / width) * rows * width + r * width + c % width
+            };
+            for &kernel in &kernels {
+                for parts in [1, 2, 3, 16] {
+                    let mut panels = std::vec![f32::NAN; cols.div_ceil(width) * rows * width];
+                    for (flat, &value) in w0.iter().enumerate() {
+                        panels[place(flat)] = value;
+                    }
+                    let mut v = v0.clone();
+                    let copy = PanelMatrix::new(&mut panels, rows, cols, width);
+                    rmsprop_panels(kernel, &Serial, parts, &copy, &g, &mut v, h);
+                    let case = (rows, cols, width, kernel, parts);
+                    for flat in 0..n {
+                        let got = panels[place(flat)];
+                        assert_eq!(got.to_bits(), want_w[flat].to_bits(), "{case:?} {flat}");
+                        assert_eq!(v[flat].to_bits(), want_v[flat].to_bits(), "{case:?} {flat}");
+                    }
+                }
             }
         }
     }

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use picodense_core::format::{self, ModelView};
 use picodense_core::{
-    Compute, Kernel, MnistMlp, Optimizer, RmsProp, Scratch, Sgd, StepStats, Workspace,
+    Compute, HiddenPanels, Kernel, MnistMlp, Optimizer, RmsProp, Scratch, Sgd, StepStats, Workspace,
 };
 
 use crate::batch::{BatchInfo, epoch_order, fill_batch, init_rng};
@@ -263,6 +263,10 @@ pub struct Trainer {
     pub model: Box<MnistMlp>,
     optimizer: OptimizerState,
     workspace: Box<HostWorkspace>,
+    /// The hidden weights while `fit` runs, in the kernel's panels: the forward product reads
+    /// them in place instead of packing W1 every step, and the optimizer updates them there.
+    /// `fit` copies them back into `model` before anything reads it and when it returns.
+    panels: Box<HiddenPanels<784, 512>>,
     scratches: Box<[Scratch]>,
     threads: Threads,
     batch: Box<[[f32; IMAGE_PIXELS]; MAX_BATCH]>,
@@ -370,6 +374,7 @@ impl Trainer {
             model,
             optimizer: OptimizerState::Sgd(Sgd { learning_rate: 0.0 }),
             workspace: zeroed_box(),
+            panels: zeroed_box(),
             scratches: zeroed_slice(threads.max(1)),
             threads: Threads::new(threads),
             batch: zeroed_box_batch(),
@@ -398,6 +403,22 @@ impl Trainer {
         if train.is_empty() {
             return Err(TrainError::Invalid("the training set is empty".into()));
         }
+        // The model is a public field: it may have changed since the last fit.
+        self.panels.copy_from(&self.model, self.kernel);
+        let outcome = self.run_epochs(config, train, validation, control, on_event);
+        self.panels.copy_to(&mut self.model);
+        outcome
+    }
+
+    /// `fit`'s epochs, the hidden weights in `panels`.
+    fn run_epochs(
+        &mut self,
+        config: &TrainConfig,
+        train: &Dataset,
+        validation: Option<&Dataset>,
+        control: &RunControl,
+        on_event: &mut dyn FnMut(Event),
+    ) -> Result<Outcome, TrainError> {
         let steps = train.len().div_ceil(config.batch_size);
         let start = self.position;
         self.history.truncate(start.epoch);
@@ -448,6 +469,8 @@ impl Trainer {
                     self.write_checkpoint(config, train, control.checkpoint.as_deref())?;
                 }
             }
+            // Validation and checkpoints read the model.
+            self.panels.copy_to(&mut self.model);
             if !self.model.is_finite() {
                 return Err(self.diverged(epoch, steps - 1, "weights"));
             }
@@ -475,12 +498,13 @@ impl Trainer {
 
     /// Writes a checkpoint (model, optimizer state, position) to `path` if there is one.
     fn write_checkpoint(
-        &self,
+        &mut self,
         config: &TrainConfig,
         train: &Dataset,
         path: Option<&Path>,
     ) -> Result<Option<PathBuf>, TrainError> {
         let Some(path) = path else { return Ok(None) };
+        self.panels.copy_to(&mut self.model);
         // A checkpoint must always be a state worth resuming from.
         if !self.model.is_finite() {
             return Err(self.diverged(self.position.epoch, self.position.step, "weights"));
@@ -560,6 +584,7 @@ impl Trainer {
             images,
             &self.info.labels,
             &self.info.keys,
+            &mut self.panels,
             &mut self.workspace,
             &mut compute,
         )
@@ -634,12 +659,14 @@ impl Trainer {
 
 /// Object-safe wrapper so the step can pick the optimizer at run time.
 trait StepOptimizer {
+    #[allow(clippy::too_many_arguments)]
     fn train_step(
         &mut self,
         model: &mut MnistMlp,
         images: &[[f32; IMAGE_PIXELS]],
         labels: &[u8],
         keys: &[u16],
+        panels: &mut HiddenPanels<784, 512>,
         ws: &mut HostWorkspace,
         compute: &mut Compute<Threads>,
     ) -> StepStats;
@@ -652,10 +679,11 @@ impl<T: Optimizer<784, 512, 10>> StepOptimizer for T {
         images: &[[f32; IMAGE_PIXELS]],
         labels: &[u8],
         keys: &[u16],
+        panels: &mut HiddenPanels<784, 512>,
         ws: &mut HostWorkspace,
         compute: &mut Compute<Threads>,
     ) -> StepStats {
-        model.train_step_with_keys(self, images, labels, keys, ws, compute)
+        model.train_step_with_panels(self, images, labels, keys, panels, ws, compute)
     }
 }
 
