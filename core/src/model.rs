@@ -92,13 +92,18 @@ impl<const IN: usize, const HIDDEN: usize> HiddenPanels<IN, HIDDEN> {
             self.width > 0 && self.source == model.hidden.weights.as_ptr() as usize,
             "panels of another model"
         );
-        let w = self.width;
-        let panels = self.values.as_flattened();
         for (r, row) in model.hidden.weights.iter_mut().enumerate() {
             for (c, v) in row.iter_mut().enumerate() {
-                *v = panels[(c / w) * IN * w + r * w + c % w];
+                *v = self.values.as_flattened()[self.place(r, c)];
             }
         }
+    }
+
+    /// Where weight `(r, c)` lies in the panels.
+    #[inline(always)]
+    fn place(&self, r: usize, c: usize) -> usize {
+        let w = self.width;
+        (c / w) * IN * w + r * w + c % w
     }
 
     /// Takes the weights again, in the same layout.
@@ -107,11 +112,10 @@ impl<const IN: usize, const HIDDEN: usize> HiddenPanels<IN, HIDDEN> {
             self.width > 0,
             "panels never filled: call HiddenPanels::copy_from"
         );
-        let w = self.width;
-        let panels = self.values.as_flattened_mut();
         for (r, row) in model.hidden.weights.iter().enumerate() {
             for (c, &v) in row.iter().enumerate() {
-                panels[(c / w) * IN * w + r * w + c % w] = v;
+                let at = self.place(r, c);
+                self.values.as_flattened_mut()[at] = v;
             }
         }
     }
@@ -135,12 +139,10 @@ impl<const IN: usize, const HIDDEN: usize> HiddenPanels<IN, HIDDEN> {
     /// Whether they hold exactly `model`'s hidden weights.
     #[cfg(test)]
     fn hold<const OUT: usize>(&self, model: &Mlp<IN, HIDDEN, OUT>) -> bool {
-        let w = self.width;
-        let panels = self.values.as_flattened();
         model.hidden.weights.iter().enumerate().all(|(r, row)| {
             row.iter()
                 .enumerate()
-                .all(|(c, v)| panels[(c / w) * IN * w + r * w + c % w].to_bits() == v.to_bits())
+                .all(|(c, v)| self.values.as_flattened()[self.place(r, c)].to_bits() == v.to_bits())
         })
     }
 }
