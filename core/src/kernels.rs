@@ -183,7 +183,7 @@ impl<'a> MatRef<'a> {
     fn at(&self, i: usize, j: usize) -> f32 {
         match self.panel_width {
             0 => self.data[i * self.row_stride + j * self.col_stride],
-            w => self.data[(j / w) * self.rows * w + i * w + j % w],
+            w => self.data[panel_index(i, j, self.rows, w)],
         }
     }
 
@@ -200,6 +200,13 @@ impl<'a> MatRef<'a> {
         let start = i + j * self.col_stride;
         &self.data[start..start + len]
     }
+}
+
+/// Where element `(i, j)` of a matrix of `rows` rows lies in panels of `width` columns
+/// ([`MatRef::panels`]).
+#[inline(always)]
+pub(crate) fn panel_index(i: usize, j: usize, rows: usize, width: usize) -> usize {
+    (j / width) * rows * width + i * width + j % width
 }
 
 /// What happens to each element of C after its last K block: the fused epilogue saves a pass
@@ -1661,17 +1668,9 @@ fn pack_b<const NR: usize>(
     used: Option<&[u8]>,
 ) {
     let kc = rows.len();
-    if b.panel_width != 0 {
-        for (p, row) in rows.iter_mut().enumerate() {
-            for (jj, v) in row.iter_mut().enumerate() {
-                *v = if jj < width {
-                    b.at(pc + p, jc + jj)
-                } else {
-                    0.0
-                };
-            }
-        }
-    } else if b.col_stride == 1 && width == NR {
+    // Panels of another width go element by element, through the last branch.
+    let strided = b.panel_width == 0;
+    if strided && b.col_stride == 1 && width == NR {
         match used {
             Some(used) => {
                 for (p, row) in rows.iter_mut().enumerate() {
@@ -1686,12 +1685,12 @@ fn pack_b<const NR: usize>(
                 }
             }
         }
-    } else if b.col_stride == 1 {
+    } else if strided && b.col_stride == 1 {
         for (p, row) in rows.iter_mut().enumerate() {
             row[..width].copy_from_slice(b.row(pc + p, jc, width));
             row[width..].fill(0.0);
         }
-    } else if b.row_stride == 1 {
+    } else if strided && b.row_stride == 1 {
         // Bᵀ stored row-major (W2ᵀ): a column of B is contiguous.
         for jj in 0..NR {
             if jj < width {
@@ -1968,27 +1967,28 @@ mod tests {
             paneled = std::vec![f32::NAN; n.div_ceil(w) * k * w];
             for p in 0..k {
                 for j in 0..n {
-                    paneled[(j / w) * k * w + p * w + j % w] = b_data[p * n + j];
+                    paneled[panel_index(p, j, k, w)] = b_data[p * n + j];
                 }
             }
         }
-        let (a, b) = match case.layout {
-            Layout::Nn | Layout::Tn if b_panels.is_some() => {
-                let a = match case.layout {
-                    Layout::Nn => MatRef::row_major(&a_data, m, k),
-                    _ => MatRef::row_major(&a_data, k, m).t(),
-                };
-                (a, MatRef::panels(&paneled, k, n, b_panels.unwrap_or(1)))
-            }
-            Layout::Nn => (
+        let (a, b) = match (case.layout, b_panels) {
+            (Layout::Nn, Some(w)) => (
+                MatRef::row_major(&a_data, m, k),
+                MatRef::panels(&paneled, k, n, w),
+            ),
+            (Layout::Tn, Some(w)) => (
+                MatRef::row_major(&a_data, k, m).t(),
+                MatRef::panels(&paneled, k, n, w),
+            ),
+            (Layout::Nn, _) => (
                 MatRef::row_major(&a_data, m, k),
                 MatRef::row_major(&b_data, k, n),
             ),
-            Layout::Tn => (
+            (Layout::Tn, _) => (
                 MatRef::row_major(&a_data, k, m).t(),
                 MatRef::row_major(&b_data, k, n),
             ),
-            Layout::Nt => (
+            (Layout::Nt, _) => (
                 MatRef::row_major(&a_data, m, k),
                 MatRef::row_major(&b_data, n, k).t(),
             ),

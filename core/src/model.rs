@@ -2,7 +2,7 @@
 
 use crate::kernels::{
     Epilogue, Kernel, MAX_ORDERED_ROWS, MatRef, Parallel, Scratch, gemm, gemm_parallel,
-    gemm_parallel_beside,
+    gemm_parallel_beside, panel_index,
 };
 use crate::layers::Mlp;
 use crate::loss;
@@ -102,8 +102,7 @@ impl<const IN: usize, const HIDDEN: usize> HiddenPanels<IN, HIDDEN> {
     /// Where weight `(r, c)` lies in the panels.
     #[inline(always)]
     fn place(&self, r: usize, c: usize) -> usize {
-        let w = self.width;
-        (c / w) * IN * w + r * w + c % w
+        panel_index(r, c, IN, self.width)
     }
 
     /// Takes the weights again, in the same layout.
@@ -812,39 +811,21 @@ mod tests {
                         model.init_glorot(&mut XorShiftRng::seed_from_u64(5));
                         let mut rms = zeroed_box::<RmsProp<IN, HIDDEN, 10>>();
                         rms.reset(1e-3);
-                        let mut plain = Sgd { learning_rate: 0.1 };
                         let mut ws = zeroed_box::<Workspace<32, IN, HIDDEN, 10>>();
                         let mut panels = zeroed_box::<HiddenPanels<IN, HIDDEN>>();
                         let mut scratch = zeroed_slice::<Scratch>(jobs);
                         let mut compute = Compute::new(kernel, &Serial, &mut scratch);
                         panels.copy_from(&model, kernel);
-                        let mut scores = Vec::new();
-                        for _ in 0..3 {
-                            let (m, ws, c) = (&mut *model, &mut *ws, &mut compute);
-                            let p = &mut *panels;
-                            scores.push(match (sgd, with_panels) {
-                                (false, false) => m.train_step(&mut *rms, &images, &labels, ws, c),
-                                (true, false) => m.train_step(&mut plain, &images, &labels, ws, c),
-                                (false, true) => m.train_step_with_panels(
-                                    &mut *rms,
-                                    &images,
-                                    &labels,
-                                    &[],
-                                    p,
-                                    ws,
-                                    c,
-                                ),
-                                (true, true) => m.train_step_with_panels(
-                                    &mut plain,
-                                    &images,
-                                    &labels,
-                                    &[],
-                                    p,
-                                    ws,
-                                    c,
-                                ),
-                            });
-                        }
+                        let (m, p, w, c) = (&mut *model, &mut *panels, &mut *ws, &mut compute);
+                        let scores = match sgd {
+                            false => {
+                                three_steps(&mut *rms, m, with_panels, p, &images, &labels, w, c)
+                            }
+                            true => {
+                                let mut plain = Sgd { learning_rate: 0.1 };
+                                three_steps(&mut plain, m, with_panels, p, &images, &labels, w, c)
+                            }
+                        };
                         if with_panels {
                             panels.copy_to(&mut model);
                             assert!(panels.hold(&model));
@@ -855,6 +836,34 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Three steps of `optimizer` on `images`, through the panels or not.
+    #[allow(clippy::too_many_arguments)]
+    fn three_steps<const IN: usize, const HIDDEN: usize>(
+        optimizer: &mut impl Optimizer<IN, HIDDEN, 10>,
+        model: &mut Mlp<IN, HIDDEN, 10>,
+        with_panels: bool,
+        panels: &mut HiddenPanels<IN, HIDDEN>,
+        images: &[[f32; IN]],
+        labels: &[u8],
+        ws: &mut Workspace<32, IN, HIDDEN, 10>,
+        compute: &mut Compute<Serial>,
+    ) -> Vec<StepStats> {
+        (0..3)
+            .map(|_| match with_panels {
+                true => model.train_step_with_panels(
+                    optimizer,
+                    images,
+                    labels,
+                    &[],
+                    panels,
+                    ws,
+                    compute,
+                ),
+                false => model.train_step(optimizer, images, labels, ws, compute),
+            })
+            .collect()
     }
 
     #[test]

@@ -7,7 +7,7 @@
 
 use core::marker::PhantomData;
 
-use crate::kernels::{Kernel, Parallel};
+use crate::kernels::{Kernel, Parallel, panel_index};
 
 /// RMSprop hyper-parameters as the update uses them.
 #[derive(Clone, Copy, Debug)]
@@ -38,12 +38,10 @@ pub(crate) fn rmsprop<P: Parallel>(
         w.len() == g.len() && w.len() == v.len(),
         "tensor lengths differ"
     );
-    if parts <= 1 || w.len() < SPLIT_MIN {
+    let chunk = piece_len(w.len(), parts);
+    if chunk >= w.len() {
         return rmsprop_slice(kernel, w, g, v, h);
     }
-    // Pieces are claimed by whichever thread is free: with four a job, a thread that the OS
-    // holds up leaves its share to the others.
-    let chunk = w.len().div_ceil((4 * parts).min(MAX_PARTS));
     let mut pieces: heapless::Vec<(&mut [f32], &[f32], &mut [f32]), MAX_PARTS> =
         heapless::Vec::new();
     for ((w, g), v) in w
@@ -57,6 +55,18 @@ pub(crate) fn rmsprop<P: Parallel>(
     par.run(&mut pieces, &|_, (w, g, v)| {
         rmsprop_slice(kernel, w, g, v, h)
     });
+}
+
+/// Elements in each piece of an update of `len` split between `parts` jobs: all of them when
+/// the tensor is small. Pieces are claimed by whichever thread is free: with four a job, a
+/// thread that the OS holds up leaves its share to the others. Whole vectors, so that a
+/// piece's vectors also fall on whole vectors of a matrix in panels.
+fn piece_len(len: usize, parts: usize) -> usize {
+    if parts <= 1 || len < SPLIT_MIN {
+        len.max(1)
+    } else {
+        len.div_ceil((4 * parts).min(MAX_PARTS)).next_multiple_of(8)
+    }
 }
 
 fn rmsprop_slice(kernel: Kernel, w: &mut [f32], g: &[f32], v: &mut [f32], h: RmsHyper) {
@@ -102,7 +112,7 @@ impl<'a> PanelMatrix<'a> {
     fn cursor(&self, flat: usize) -> Cursor {
         let (row, col) = (flat / self.cols, flat % self.cols);
         Cursor {
-            at: (col / self.width) * self.rows * self.width + row * self.width + col % self.width,
+            at: panel_index(row, col, self.rows, self.width),
             row,
             col,
             in_panel: col % self.width,
@@ -152,14 +162,7 @@ pub(crate) fn rmsprop_panels<P: Parallel>(
         g.len() == w.rows * w.cols && g.len() == v.len(),
         "tensor lengths differ"
     );
-    // Whole vectors per piece, so that a piece's vectors fall on whole vectors of the panels.
-    let chunk = if parts <= 1 || g.len() < SPLIT_MIN {
-        g.len().max(1)
-    } else {
-        g.len()
-            .div_ceil((4 * parts).min(MAX_PARTS))
-            .next_multiple_of(8)
-    };
+    let chunk = piece_len(g.len(), parts);
     let mut pieces: heapless::Vec<(usize, &[f32], &mut [f32]), MAX_PARTS> = heapless::Vec::new();
     for (i, (g, v)) in g.chunks(chunk).zip(v.chunks_mut(chunk)).enumerate() {
         // At most MAX_PARTS chunks, so this never fails.
@@ -413,10 +416,7 @@ mod tests {
                 &mut want_v,
                 h,
             );
-            let place = |flat: usize| {
-                let (r, c) = (flat / cols, flat % cols);
-                (c / width) * rows * width + r * width + c % width
-            };
+            let place = |flat: usize| panel_index(flat / cols, flat % cols, rows, width);
             for &kernel in &kernels {
                 for parts in [1, 2, 3, 16] {
                     let mut panels = std::vec![f32::NAN; cols.div_ceil(width) * rows * width];
