@@ -31,6 +31,8 @@ use core::marker::PhantomData;
 use core::ops::Range;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+pub(crate) mod pairs;
+
 /// Longest row order [`MatRef::row_order`] takes.
 pub const MAX_ORDERED_ROWS: usize = 4096;
 

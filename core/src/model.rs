@@ -1,5 +1,6 @@
 //! Training and inference of an [`Mlp`] on a batch, inside a caller-owned [`Workspace`].
 
+use crate::kernels::pairs::{self, GradientSteps};
 use crate::kernels::{
     Epilogue, Kernel, MAX_ORDERED_ROWS, MatRef, Parallel, Scratch, gemm, gemm_parallel,
     gemm_parallel_beside, panel_index,
@@ -26,6 +27,27 @@ pub struct Workspace<const BATCH: usize, const IN: usize, const HIDDEN: usize, c
     row_loss: [f32; BATCH],
     /// Whether each row was classified correctly in the last training step.
     row_correct: [bool; BATCH],
+    /// `hidden_grad` in panels of two columns, and a mask of the rows where each pair is
+    /// nonzero, for the paired weight gradient.
+    hidden_grad_pairs: [[f32; HIDDEN]; BATCH],
+    pair_masks: [u128; HIDDEN],
+    /// How the weight gradient is computed (tests choose).
+    weight_gradient: WeightGradient,
+}
+
+/// Which product computes `dW1 = Xᵀ·dH`: the same bits either way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+// Zero bytes are `Cheaper` (the workspace is `Zeroable`).
+#[repr(u8)]
+enum WeightGradient {
+    /// The cheaper by the batch's counts, where the paired product is fast.
+    Cheaper = 0,
+    /// The blocked product.
+    #[cfg(test)]
+    Blocked,
+    /// The paired product wherever it fits.
+    #[cfg(test)]
+    Paired,
 }
 
 impl<const B: usize, const I: usize, const H: usize, const O: usize> Workspace<B, I, H, O> {
@@ -39,6 +61,9 @@ impl<const B: usize, const I: usize, const H: usize, const O: usize> Workspace<B
             row_order: [0; B],
             row_loss: [0.0; B],
             row_correct: [false; B],
+            hidden_grad_pairs: [[0.0; H]; B],
+            pair_masks: [0; H],
+            weight_gradient: WeightGradient::Cheaper,
         }
     }
 }
@@ -273,13 +298,16 @@ impl<const IN: usize, const HIDDEN: usize, const OUT: usize> Mlp<IN, HIDDEN, OUT
     /// loss (into `ws.row_loss` and `ws.row_correct`), the logits' gradient (over the logits)
     /// and `dH = (dZ·W2ᵀ)` where `H > 0` (into `ws.hidden_grad`). No row needs another, so each
     /// job takes a share of the rows through all three, in one call rather than one per product
-    /// with the loss in between on one thread.
+    /// with the loss in between on one thread. With `count`, also counts each way's steps for
+    /// the weight gradient from the rows' `images` and `dH`, while both are at hand.
     fn output_and_back<const BATCH: usize, P: Parallel>(
         &self,
+        images: &[[f32; IN]],
         labels: &[u8],
+        count: bool,
         ws: &mut Workspace<BATCH, IN, HIDDEN, OUT>,
         compute: &mut Compute<P>,
-    ) {
+    ) -> GradientSteps {
         let rows = labels.len();
         let parts = compute
             .scratches
@@ -287,16 +315,19 @@ impl<const IN: usize, const HIDDEN: usize, const OUT: usize> Mlp<IN, HIDDEN, OUT
             .min(rows.div_ceil(HEAD_ROWS_MIN))
             .clamp(1, MAX_HEAD_PARTS);
         let chunk = rows.div_ceil(parts).max(1);
-        let mut pieces: heapless::Vec<HeadRows<HIDDEN, OUT>, MAX_HEAD_PARTS> = heapless::Vec::new();
+        let mut pieces: heapless::Vec<HeadRows<IN, HIDDEN, OUT>, MAX_HEAD_PARTS> =
+            heapless::Vec::new();
         let rows_of = ws.hidden[..rows]
             .chunks(chunk)
             .zip(ws.logits[..rows].chunks_mut(chunk))
             .zip(ws.hidden_grad[..rows].chunks_mut(chunk))
             .zip(ws.row_loss[..rows].chunks_mut(chunk))
             .zip(ws.row_correct[..rows].chunks_mut(chunk))
-            .zip(labels.chunks(chunk))
+            .zip(labels.chunks(chunk).zip(images.chunks(chunk)))
             .zip(compute.scratches.iter_mut());
-        for ((((((hidden, logits), hidden_grad), loss), correct), labels), scratch) in rows_of {
+        for ((((((hidden, logits), hidden_grad), loss), correct), (labels, images)), scratch) in
+            rows_of
+        {
             // At most `parts` <= MAX_HEAD_PARTS chunks, so this never fails.
             let _ = pieces.push(HeadRows {
                 hidden,
@@ -305,6 +336,8 @@ impl<const IN: usize, const HIDDEN: usize, const OUT: usize> Mlp<IN, HIDDEN, OUT
                 loss,
                 correct,
                 labels,
+                images,
+                steps: GradientSteps::default(),
                 scratch,
             });
         }
@@ -335,7 +368,16 @@ impl<const IN: usize, const HIDDEN: usize, const OUT: usize> Mlp<IN, HIDDEN, OUT
                 Epilogue::ReluMask(h),
                 part.scratch,
             );
+            if count {
+                // A quarter of the rows tells which product is cheaper well enough.
+                for (x, d) in part.images.iter().zip(&*part.hidden_grad).step_by(4) {
+                    part.steps.add_row(kernel, x, d);
+                }
+            }
         });
+        pieces
+            .iter()
+            .fold(GradientSteps::default(), |sum, part| sum.merge(part.steps))
     }
 
     /// Loss and accuracy of a batch, without training.
@@ -451,7 +493,17 @@ impl<const IN: usize, const HIDDEN: usize, const OUT: usize> Mlp<IN, HIDDEN, OUT
             assert!(usize::from(label) < OUT, "label {label} out of range");
         }
         self.hidden_layer(images, grouped, panels.as_deref(), ws, compute);
-        self.output_and_back(labels, ws, compute);
+        let fits = pairs::fits(rows, HIDDEN);
+        let count =
+            fits && ws.weight_gradient == WeightGradient::Cheaper && pairs::fast_on(compute.kernel);
+        let steps = self.output_and_back(images, labels, count, ws, compute);
+        let paired = match ws.weight_gradient {
+            WeightGradient::Cheaper => count && steps.prefer_pairs(),
+            #[cfg(test)]
+            WeightGradient::Blocked => false,
+            #[cfg(test)]
+            WeightGradient::Paired => fits,
+        };
 
         let mut stats = StepStats {
             rows: rows as u32,
@@ -481,16 +533,32 @@ impl<const IN: usize, const HIDDEN: usize, const OUT: usize> Mlp<IN, HIDDEN, OUT
             column_sums(logits, &mut output_grads.bias);
             column_sums(d_hidden, hidden_bias);
         };
-        gemm_parallel_beside(
-            compute.parallel,
-            kernel,
-            x.t(),
-            MatRef::row_major(d_hidden.as_flattened(), rows, HIDDEN),
-            hidden_grads.weights.as_flattened_mut(),
-            Epilogue::Store,
-            compute.scratches,
-            beside,
-        );
+        let dw1 = hidden_grads.weights.as_flattened_mut();
+        if paired {
+            pairs::weight_gradient(
+                compute.parallel,
+                kernel,
+                images.as_flattened(),
+                d_hidden.as_flattened(),
+                (rows, IN, HIDDEN),
+                ws.hidden_grad_pairs.as_flattened_mut(),
+                &mut ws.pair_masks,
+                dw1,
+                compute.scratches,
+                beside,
+            );
+        } else {
+            gemm_parallel_beside(
+                compute.parallel,
+                kernel,
+                x.t(),
+                MatRef::row_major(d_hidden.as_flattened(), rows, HIDDEN),
+                dw1,
+                Epilogue::Store,
+                compute.scratches,
+                beside,
+            );
+        }
 
         let (kernel, par, parts) = (compute.kernel, compute.parallel, compute.scratches.len());
         match panels {
@@ -507,13 +575,15 @@ const HEAD_ROWS_MIN: usize = 32;
 const MAX_HEAD_PARTS: usize = 8;
 
 /// One job's rows in [`Mlp::output_and_back`].
-struct HeadRows<'a, const HIDDEN: usize, const OUT: usize> {
+struct HeadRows<'a, const IN: usize, const HIDDEN: usize, const OUT: usize> {
     hidden: &'a [[f32; HIDDEN]],
     logits: &'a mut [[f32; OUT]],
     hidden_grad: &'a mut [[f32; HIDDEN]],
     loss: &'a mut [f32],
     correct: &'a mut [bool],
     labels: &'a [u8],
+    images: &'a [[f32; IN]],
+    steps: GradientSteps,
     scratch: &'a mut Scratch,
 }
 
@@ -834,6 +904,52 @@ mod tests {
                     };
                     assert_eq!(run(false), run(true), "{kernel:?}, {jobs} jobs, sgd {sgd}");
                 }
+            }
+        }
+    }
+
+    /// Steps whose weight gradient goes through pairs give the blocked product's bits, on
+    /// every kernel and any number of jobs (the naive kernel: its triple loop's).
+    #[test]
+    fn paired_weight_gradient_gives_the_same_bits() {
+        // Blank pixels, so that both products skip steps.
+        let mut rng = XorShiftRng::seed_from_u64(6);
+        let images: Vec<[f32; 50]> = (0..32)
+            .map(|_| {
+                core::array::from_fn(|p| match p % 4 {
+                    0 => 0.0,
+                    _ => (rng.next_u32() % 256) as f32 / 255.0,
+                })
+            })
+            .collect();
+        let labels: Vec<u8> = (0..32).map(|i| (i % 10) as u8).collect();
+        for kernel in all_kernels() {
+            for jobs in [1, 2, 3] {
+                let run = |how: WeightGradient| {
+                    let mut model = zeroed_box::<Mlp<50, 96, 10>>();
+                    model.init_glorot(&mut XorShiftRng::seed_from_u64(5));
+                    let mut rms = zeroed_box::<RmsProp<50, 96, 10>>();
+                    rms.reset(1e-3);
+                    let mut ws = zeroed_box::<Workspace<32, 50, 96, 10>>();
+                    ws.weight_gradient = how;
+                    let mut scratch = zeroed_slice::<Scratch>(jobs);
+                    let mut compute = Compute::new(kernel, &Serial, &mut scratch);
+                    let scores: Vec<StepStats> = (0..3)
+                        .map(|_| {
+                            model.train_step(&mut *rms, &images, &labels, &mut ws, &mut compute)
+                        })
+                        .collect();
+                    let bits = model
+                        .tensors()
+                        .map(|t| t.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+                    (bits, scores)
+                };
+                let blocked = run(WeightGradient::Blocked);
+                assert_eq!(
+                    blocked,
+                    run(WeightGradient::Paired),
+                    "{kernel:?}, {jobs} jobs"
+                );
             }
         }
     }
