@@ -2,9 +2,10 @@
 //! MNIST-like images, through the core API as the host drives it: each batch is converted from
 //! `u8` to `f32 / 255` (with each image's ink-box key), then `Mlp::train_step_with_panels` runs
 //! forward, backward and the update (the hidden weights in the kernel's panels for the epoch).
-//! Portable and AVX2 kernels, on 1 and 2 threads. Few samples: one iteration is a whole epoch. One thread is measured in the thread's CPU time
-//! (other processes on a shared machine do not count), two threads in wall time. Large buffers
-//! sit on huge pages, as in the `picodense` binary.
+//! Portable and AVX2 kernels, on 1 and 2 threads. Few samples: one iteration is a whole epoch.
+//! One thread is measured in the thread's CPU time (other processes on a shared machine do not
+//! count), two threads in wall time. Large buffers sit on huge pages, as in the `picodense`
+//! binary.
 
 use std::hint::black_box;
 use std::sync::OnceLock;

@@ -1828,19 +1828,10 @@ mod tests {
     use std::boxed::Box;
     use std::vec::Vec;
 
+    /// The blocked kernels (the naive one is their reference).
     fn kernels() -> Vec<Kernel> {
-        #[cfg_attr(
-            not(any(target_arch = "x86_64", target_arch = "aarch64")),
-            allow(unused_mut)
-        )]
-        let mut list = std::vec![Kernel::PORTABLE];
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            // SAFETY: detected just above.
-            list.push(unsafe { Kernel::avx2_unchecked() });
-        }
-        #[cfg(target_arch = "aarch64")]
-        list.push(Kernel::NEON);
+        let mut list = crate::every_kernel();
+        list.retain(|&kernel| kernel != Kernel::NAIVE);
         list
     }
 

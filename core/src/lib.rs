@@ -78,6 +78,24 @@ pub(crate) fn zeroed_box<T: Zeroable>() -> std::boxed::Box<T> {
     unsafe { std::boxed::Box::<T>::new_zeroed().assume_init() }
 }
 
+/// Every kernel this machine runs, the naive reference first (unit tests).
+#[cfg(test)]
+pub(crate) fn every_kernel() -> std::vec::Vec<Kernel> {
+    #[cfg_attr(
+        not(any(target_arch = "x86_64", target_arch = "aarch64")),
+        allow(unused_mut)
+    )]
+    let mut list = std::vec![Kernel::NAIVE, Kernel::PORTABLE];
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        // SAFETY: detected just above.
+        list.push(unsafe { Kernel::avx2_unchecked() });
+    }
+    #[cfg(target_arch = "aarch64")]
+    list.push(Kernel::NEON);
+    list
+}
+
 #[cfg(test)]
 pub(crate) fn zeroed_slice<T: Zeroable>(len: usize) -> std::boxed::Box<[T]> {
     // SAFETY: as above.

@@ -28,7 +28,8 @@ pub struct Workspace<const BATCH: usize, const IN: usize, const HIDDEN: usize, c
     /// Whether each row was classified correctly in the last training step.
     row_correct: [bool; BATCH],
     /// `hidden_grad` in panels of two columns, and a mask of the rows where each pair is
-    /// nonzero, for the paired weight gradient.
+    /// nonzero (the first `HIDDEN / 2`: a length cannot be computed from `HIDDEN` on stable),
+    /// for the paired weight gradient.
     hidden_grad_pairs: [[f32; HIDDEN]; BATCH],
     pair_masks: [u128; HIDDEN],
     /// How the weight gradient is computed (tests choose).
@@ -843,37 +844,32 @@ mod tests {
         assert!(model.is_finite());
     }
 
-    fn all_kernels() -> Vec<Kernel> {
-        #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
-        let mut kernels = std::vec![Kernel::NAIVE, Kernel::PORTABLE];
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            // SAFETY: detected just above.
-            kernels.push(unsafe { Kernel::avx2_unchecked() });
-        }
-        kernels
+    /// 32 images of which every `blank`-th pixel is zero (a blank column), the others random
+    /// bytes / 255: the products then skip steps.
+    fn blank_column_images<const IN: usize>(seed: u64, blank: usize) -> Vec<[f32; IN]> {
+        let mut rng = XorShiftRng::seed_from_u64(seed);
+        (0..32)
+            .map(|_| {
+                core::array::from_fn(|p| match p % blank {
+                    0 => 0.0,
+                    _ => (rng.next_u32() % 256) as f32 / 255.0,
+                })
+            })
+            .collect()
+    }
+
+    /// Each tensor's bits.
+    fn tensor_bits<const IN: usize, const HIDDEN: usize>(m: &Mlp<IN, HIDDEN, 10>) -> [Vec<u32>; 4] {
+        m.tensors().map(|t| t.iter().map(|v| v.to_bits()).collect())
     }
 
     /// Three steps with and without panels, for an optimizer that updates them in place
     /// (RMSprop) and one that copies them over (SGD): the same scores, and the same model once
     /// the panels are copied back.
     fn panels_give_the_same_bits<const IN: usize, const HIDDEN: usize>() {
-        // Images with blank columns of pixels, so that the forward skips steps.
-        let mut rng = XorShiftRng::seed_from_u64(4);
-        let images: Vec<[f32; IN]> = (0..32)
-            .map(|_| {
-                core::array::from_fn(|p| match p % 3 {
-                    0 => 0.0,
-                    _ => (rng.next_u32() % 256) as f32 / 255.0,
-                })
-            })
-            .collect();
+        let images = blank_column_images::<IN>(4, 3);
         let labels: Vec<u8> = (0..32).map(|i| (i % 10) as u8).collect();
-        let bits = |m: &Mlp<IN, HIDDEN, 10>| {
-            m.tensors()
-                .map(|t| t.iter().map(|v| v.to_bits()).collect::<Vec<_>>())
-        };
-        for kernel in all_kernels() {
+        for kernel in crate::every_kernel() {
             for jobs in [1, 2] {
                 for sgd in [false, true] {
                     let run = |with_panels: bool| {
@@ -900,7 +896,7 @@ mod tests {
                             panels.copy_to(&mut model);
                             assert!(panels.hold(&model));
                         }
-                        (bits(&model), scores)
+                        (tensor_bits(&model), scores)
                     };
                     assert_eq!(run(false), run(true), "{kernel:?}, {jobs} jobs, sgd {sgd}");
                 }
@@ -912,18 +908,9 @@ mod tests {
     /// every kernel and any number of jobs (the naive kernel: its triple loop's).
     #[test]
     fn paired_weight_gradient_gives_the_same_bits() {
-        // Blank pixels, so that both products skip steps.
-        let mut rng = XorShiftRng::seed_from_u64(6);
-        let images: Vec<[f32; 50]> = (0..32)
-            .map(|_| {
-                core::array::from_fn(|p| match p % 4 {
-                    0 => 0.0,
-                    _ => (rng.next_u32() % 256) as f32 / 255.0,
-                })
-            })
-            .collect();
+        let images = blank_column_images::<50>(6, 4);
         let labels: Vec<u8> = (0..32).map(|i| (i % 10) as u8).collect();
-        for kernel in all_kernels() {
+        for kernel in crate::every_kernel() {
             for jobs in [1, 2, 3] {
                 let run = |how: WeightGradient| {
                     let mut model = zeroed_box::<Mlp<50, 96, 10>>();
@@ -939,10 +926,7 @@ mod tests {
                             model.train_step(&mut *rms, &images, &labels, &mut ws, &mut compute)
                         })
                         .collect();
-                    let bits = model
-                        .tensors()
-                        .map(|t| t.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
-                    (bits, scores)
+                    (tensor_bits(&model), scores)
                 };
                 let blocked = run(WeightGradient::Blocked);
                 assert_eq!(

@@ -79,13 +79,25 @@ pub fn fill_batch(
 
 /// Converts the images at `indices` into `rows` (pixels / 255) and, as far as `keys` has room,
 /// their keys.
-#[inline(always)]
 fn convert(data: &Dataset, indices: &[usize], rows: &mut [[f32; IMAGE_PIXELS]], keys: &mut [u16]) {
+    convert_with(data, indices, rows, keys, scale, plain_ink_box_area);
+}
+
+/// [`convert`] with a given conversion and key.
+#[inline(always)]
+fn convert_with(
+    data: &Dataset,
+    indices: &[usize],
+    rows: &mut [[f32; IMAGE_PIXELS]],
+    keys: &mut [u16],
+    scale: impl Fn(&[u8], &mut [f32]),
+    key_of: impl Fn(&[u8]) -> u16,
+) {
     for (row, (dst, &index)) in rows.iter_mut().zip(indices).enumerate() {
         let image = data.image(index);
         scale(image, dst);
         if let Some(key) = keys.get_mut(row) {
-            *key = plain_ink_box_area(image);
+            *key = key_of(image);
         }
     }
 }
@@ -193,13 +205,12 @@ mod avx2 {
         rows: &mut [[f32; IMAGE_PIXELS]],
         keys: &mut [u16],
     ) {
-        for (row, (dst, &index)) in rows.iter_mut().zip(indices).enumerate() {
-            let image = data.image(index);
-            scale(image, dst);
-            if let Some(key) = keys.get_mut(row) {
-                *key = ink_box_area(image);
-            }
-        }
+        // Closures here inherit this function's features, so the calls inline.
+        let (scale, key_of) = (
+            |p: &[u8], out: &mut [f32]| scale(p, out),
+            |p: &[u8]| ink_box_area(p),
+        );
+        super::convert_with(data, indices, rows, keys, scale, key_of);
     }
 
     /// `pixels / 255`, eight at a time without dividing: `q = p·(1/255)`, corrected once by

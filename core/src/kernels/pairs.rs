@@ -149,7 +149,7 @@ pub(crate) fn weight_gradient<P: Parallel>(
     // The panels of pairs: pair q's values for every image, then the next pair's.
     let per_piece = PIECE_PAIRS.max((n / 2).div_ceil(MAX_PIECES));
     let mut pieces: heapless::Vec<_, MAX_PIECES> = heapless::Vec::new();
-    let chunks = pairs.chunks_mut(per_piece * 2 * rows.max(1));
+    let chunks = pairs.chunks_mut(per_piece * 2 * rows);
     for (i, piece) in chunks.zip(masks.chunks_mut(per_piece)).enumerate() {
         // At most MAX_PIECES chunks, by the choice of per_piece.
         let _ = pieces.push((i * per_piece, piece));
@@ -542,17 +542,6 @@ mod tests {
     use proptest::prelude::*;
     use std::vec::Vec;
 
-    fn kernels() -> Vec<Kernel> {
-        #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
-        let mut list = std::vec![Kernel::NAIVE, Kernel::PORTABLE];
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            // SAFETY: detected just above.
-            list.push(unsafe { Kernel::avx2_unchecked() });
-        }
-        list
-    }
-
     /// `len` values in [-1, 1), about `zeros` in 8 of them zero (some -0), from `seed`.
     fn sparse_values(seed: u64, len: usize, zeros: u64) -> Vec<f32> {
         let mut s = seed | 1;
@@ -618,7 +607,7 @@ mod tests {
             let n = 2 * half_n;
             let x = sparse_values(seed, rows * k, x_zeros);
             let d = sparse_values(seed ^ 0x5555, rows * n, d_zeros);
-            for kernel in kernels() {
+            for kernel in crate::every_kernel() {
                 let mut want = std::vec![0.0; k * n];
                 let mut scratch = crate::zeroed_box::<Scratch>();
                 let (xm, dm) = (MatRef::row_major(&x, rows, k), MatRef::row_major(&d, rows, n));
@@ -645,7 +634,7 @@ mod tests {
             // -0 counts as nonzero for the pairs' masks but not for the estimate: either way.
             let pairs = d.chunks(2).filter(|p| nonzero(p)).count() as u64;
             let want = GradientSteps { listed: panels * n.div_ceil(32) as u64, paired: blocks * pairs };
-            for kernel in kernels() {
+            for kernel in crate::every_kernel() {
                 let mut got = GradientSteps::default();
                 got.add_row(kernel, &x, &d);
                 prop_assert_eq!(got, want, "{:?}", kernel);
