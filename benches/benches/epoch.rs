@@ -17,7 +17,8 @@ use picodense::batch::{init_rng, ink_box_area, to_unit};
 use picodense::compute::{KernelChoice, Threads, select_kernel, zeroed_box, zeroed_slice};
 use picodense_benches::{PIXELS, ThreadCpuTime, synthetic_mnist};
 use picodense_core::{
-    BATCH, Compute, HiddenPanels, Kernel, MnistMlp, MnistWorkspace, RmsProp, Scratch, StepStats,
+    BATCH, Batch, Compute, HiddenPanels, Kernel, MnistMlp, MnistWorkspace, RmsProp, Scratch,
+    StepStats,
 };
 
 #[global_allocator]
@@ -65,12 +66,14 @@ impl Trainer {
                 to_unit(image, row);
                 self.keys.push(ink_box_area(image));
             }
-            stats.merge(self.model.train_step_with_panels(
+            let batch = Batch {
+                keys: &self.keys,
+                ..Batch::new(self.batch[..labels.len()].as_flattened(), labels)
+            };
+            stats.merge(self.model.train_step(
                 &mut *self.optimizer,
-                &self.batch[..labels.len()],
-                labels,
-                &self.keys,
-                &mut self.panels,
+                batch,
+                Some(&mut self.panels),
                 &mut self.workspace,
                 &mut compute,
             ));

@@ -3,12 +3,13 @@
 //! ```text
 //! offset size
 //!  0     4    magic "PDN1"
-//!  4     2    format version (1)
+//!  4     2    format version (1 or 2)
 //!  6     1    dtype: 0 = f32 (the trained model), 1 = int8 (quantised for microcontrollers)
-//!  7     1    flags: bit 0 = optimizer state follows, bit 1 = an extra record follows
-//!  8     4    inputs
-//! 12     4    hidden units
-//! 16     4    outputs
+//!  7     1    flags: bit 0 = optimizer state follows, bit 1 = an extra record follows,
+//!             bit 2 (version 2) = a metadata record follows
+//!  8     4    version 1: inputs; version 2: the number n of widths (3 to 6)
+//! 12     4    version 1: hidden units; version 2: zero
+//! 16     4    version 1: outputs; version 2: zero
 //! 20     1    dataset: 0 = unknown, 1 = MNIST, 2 = Fashion-MNIST
 //! 21     3    zero
 //! 24     4    payload length in bytes (from offset 32 to the checksum)
@@ -16,26 +17,31 @@
 //! 32     -    payload (every section a multiple of 4 bytes, so sections stay 4-byte aligned)
 //!  end   4    CRC-32 of every byte before it
 //! ```
-//! The f32 payload is the hidden weights (`inputs x hidden`, row-major), hidden bias, output
-//! weights (`hidden x outputs`), output bias; then, with flag 0, the RMSprop learning rate, rho,
-//! epsilon and the velocity of each tensor in the same order; then, with flag 1, a `u32` length
-//! and that many bytes of a record the host defines (a checkpoint's training position), padded
-//! with zeros to a multiple of 4.
+//! A version 2 payload starts with the n widths (`u32`: inputs, each hidden layer, classes).
+//! The f32 payload then holds each layer's weights (`inputs x outputs`, row-major) and bias,
+//! first layer first; then, with flag 0, the RMSprop learning rate, rho, epsilon and the
+//! velocity of each tensor in the same order; then, with flag 1, a `u32` length and that many
+//! bytes of a record the host defines (a checkpoint's training position), padded with zeros to
+//! a multiple of 4; then, with flag 2, a second such record (the host's metadata: class names,
+//! input scaling, where the data came from). Writers emit version 1 for a network of one
+//! hidden layer without metadata (the images firmware reads), version 2 otherwise.
 
 use byteorder::{ByteOrder, LittleEndian};
 
 use crate::crc::crc32;
-use crate::layers::Mlp;
-use crate::optim::RmsProp;
+use crate::layers::Layers;
+use crate::optim::RmsPropRule;
+use crate::shape::{MAX_LAYERS, Shape, ShapeError};
 
 /// First four bytes of every model file.
 pub const MAGIC: [u8; 4] = *b"PDN1";
-/// The format version this code reads and writes.
-pub const VERSION: u16 = 1;
+/// The newest format version this code reads and writes (it reads version 1 too).
+pub const VERSION: u16 = 2;
 /// Bytes before the payload.
 pub const HEADER_LEN: usize = 32;
 const FLAG_OPTIMIZER: u8 = 1;
 const FLAG_EXTRA: u8 = 2;
+const FLAG_META: u8 = 4;
 
 /// Why a model file was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,11 +76,15 @@ pub enum FormatError {
     },
     /// Layer sizes differ from the model being loaded.
     ShapeMismatch {
-        /// Inputs, hidden, outputs in the file.
-        file: [u32; 3],
-        /// Inputs, hidden, outputs expected.
-        expected: [u32; 3],
+        /// The file's layers.
+        file: Shape,
+        /// The layers expected.
+        expected: Shape,
     },
+    /// The layer list is not one a network can have.
+    BadShape(ShapeError),
+    /// A reader of networks of one hidden layer was given another.
+    OneHiddenLayerOnly(Shape),
     /// The operation needs the other dtype (an f32 reader given an int8 file, say).
     WrongDtype(Dtype),
     /// No optimizer state in the file.
@@ -106,7 +116,7 @@ impl core::fmt::Display for FormatError {
             FormatError::UnsupportedVersion(v) => {
                 write!(
                     f,
-                    "format version {v} is not supported (this build reads {VERSION})"
+                    "format version {v} is not supported (this build reads 1 to {VERSION})"
                 )
             }
             FormatError::UnknownDtype(d) => write!(f, "unknown dtype {d}"),
@@ -118,10 +128,13 @@ impl core::fmt::Display for FormatError {
                 f,
                 "checksum mismatch (stored {stored:08x}, computed {computed:08x}): file is corrupted"
             ),
-            FormatError::ShapeMismatch { file, expected } => write!(
+            FormatError::ShapeMismatch { file, expected } => {
+                write!(f, "model is {file}, expected {expected}")
+            }
+            FormatError::BadShape(e) => write!(f, "bad layer list: {e}"),
+            FormatError::OneHiddenLayerOnly(shape) => write!(
                 f,
-                "model is {}-{}-{}, expected {}-{}-{}",
-                file[0], file[1], file[2], expected[0], expected[1], expected[2]
+                "model is {shape}: this reader takes networks of one hidden layer"
             ),
             FormatError::WrongDtype(d) => write!(f, "model dtype is {}", d.name()),
             FormatError::NoOptimizerState => write!(f, "file holds no optimizer state"),
@@ -170,20 +183,24 @@ impl Dtype {
     }
 }
 
-/// The fixed-size header of a model file.
+/// The header of a model file (with a version 2 file's widths).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Header {
+    /// Format version: 1 (one hidden layer, no metadata) or 2.
+    pub version: u16,
     /// Weight storage.
     pub dtype: Dtype,
     /// Whether RMSprop state follows the weights.
     pub has_optimizer: bool,
     /// Whether a host-defined record follows.
     pub has_extra: bool,
-    /// Inputs, hidden units, outputs.
-    pub sizes: [u32; 3],
+    /// Whether a host-defined metadata record follows (version 2).
+    pub has_meta: bool,
+    /// The layers.
+    pub shape: Shape,
     /// Dataset the model was trained on (0 unknown, 1 MNIST, 2 Fashion-MNIST).
     pub dataset: u8,
-    /// Payload bytes between header and checksum.
+    /// Payload bytes between header and checksum (a version 2 file's widths included).
     pub payload_len: usize,
 }
 
@@ -201,53 +218,132 @@ impl Header {
             return Err(FormatError::BadMagic(magic));
         }
         let version = LittleEndian::read_u16(&bytes[4..6]);
-        if version != VERSION {
-            return Err(FormatError::UnsupportedVersion(version));
-        }
+        let word = |at: usize| LittleEndian::read_u32(&bytes[at..at + 4]) as usize;
+        let mut widths = [0usize; MAX_LAYERS + 1];
+        let count = match version {
+            1 => {
+                widths[..3].copy_from_slice(&[word(8), word(12), word(16)]);
+                3
+            }
+            2 => {
+                let n = word(8);
+                if !(3..=MAX_LAYERS + 1).contains(&n) {
+                    return Err(FormatError::BadShape(ShapeError::HiddenLayers(
+                        n.saturating_sub(2),
+                    )));
+                }
+                if bytes.len() < HEADER_LEN + 4 * n + 4 {
+                    return Err(FormatError::Truncated {
+                        needed: HEADER_LEN + 4 * n + 4,
+                        got: bytes.len(),
+                    });
+                }
+                for (i, w) in widths[..n].iter_mut().enumerate() {
+                    *w = word(HEADER_LEN + 4 * i);
+                }
+                n
+            }
+            _ => return Err(FormatError::UnsupportedVersion(version)),
+        };
+        let shape = Shape::from_widths(&widths[..count]).map_err(FormatError::BadShape)?;
         let flags = bytes[7];
         Ok(Header {
+            version,
             dtype: Dtype::from_byte(bytes[6])?,
             has_optimizer: flags & FLAG_OPTIMIZER != 0,
             has_extra: flags & FLAG_EXTRA != 0,
-            sizes: [
-                LittleEndian::read_u32(&bytes[8..12]),
-                LittleEndian::read_u32(&bytes[12..16]),
-                LittleEndian::read_u32(&bytes[16..20]),
-            ],
+            has_meta: version >= 2 && flags & FLAG_META != 0,
+            shape,
             dataset: bytes[20],
-            payload_len: LittleEndian::read_u32(&bytes[24..28]) as usize,
+            payload_len: word(24),
         })
     }
 
-    /// Writes the header into the first [`HEADER_LEN`] bytes of `out`.
+    /// A header for `shape`: version 1 when one hidden layer and no metadata allow it.
+    pub fn new(dtype: Dtype, shape: Shape, dataset: u8) -> Self {
+        Self {
+            version: 1,
+            dtype,
+            has_optimizer: false,
+            has_extra: false,
+            has_meta: false,
+            shape,
+            dataset,
+            payload_len: 0,
+        }
+        .with_version()
+    }
+
+    /// The same header with the oldest version that can hold it.
+    fn with_version(self) -> Self {
+        let version = if self.shape.layers() == 2 && !self.has_meta {
+            1
+        } else {
+            2
+        };
+        Self { version, ..self }
+    }
+
+    /// Payload bytes before the tensors: a version 2 file's widths.
+    pub fn widths_len(&self) -> usize {
+        match self.version {
+            1 => 0,
+            _ => 4 * self.shape.widths().len(),
+        }
+    }
+
+    /// Inputs, hidden units and outputs, for a network of one hidden layer.
+    pub fn sizes(&self) -> Option<[usize; 3]> {
+        match *self.shape.widths() {
+            [i, h, o] => Some([i, h, o]),
+            _ => None,
+        }
+    }
+
+    /// Writes the header (and a version 2 file's widths) into the start of `out`.
     pub fn write(&self, out: &mut [u8]) {
         out[..HEADER_LEN].fill(0);
         out[0..4].copy_from_slice(&MAGIC);
-        LittleEndian::write_u16(&mut out[4..6], VERSION);
+        LittleEndian::write_u16(&mut out[4..6], self.version);
         out[6] = self.dtype.byte();
-        out[7] = if self.has_optimizer {
-            FLAG_OPTIMIZER
-        } else {
-            0
-        } | if self.has_extra { FLAG_EXTRA } else { 0 };
-        for (i, &s) in self.sizes.iter().enumerate() {
-            LittleEndian::write_u32(&mut out[8 + 4 * i..12 + 4 * i], s);
+        out[7] = [
+            (self.has_optimizer, FLAG_OPTIMIZER),
+            (self.has_extra, FLAG_EXTRA),
+            (self.has_meta, FLAG_META),
+        ]
+        .iter()
+        .fold(0, |flags, &(on, bit)| if on { flags | bit } else { flags });
+        let widths = self.shape.widths();
+        match self.version {
+            1 => {
+                for (i, &w) in widths.iter().enumerate() {
+                    LittleEndian::write_u32(&mut out[8 + 4 * i..12 + 4 * i], w as u32);
+                }
+            }
+            _ => {
+                LittleEndian::write_u32(&mut out[8..12], widths.len() as u32);
+                for (i, &w) in widths.iter().enumerate() {
+                    let at = HEADER_LEN + 4 * i;
+                    LittleEndian::write_u32(&mut out[at..at + 4], w as u32);
+                }
+            }
         }
         out[20] = self.dataset;
         LittleEndian::write_u32(&mut out[24..28], self.payload_len as u32);
     }
 
     /// Number of parameters of each tensor, in file order.
-    pub fn tensor_lens(&self) -> Option<[usize; 4]> {
-        let [i, h, o] = self.sizes.map(|s| s as usize);
-        Some([i.checked_mul(h)?, h, h.checked_mul(o)?, o])
+    pub fn tensor_lens(&self) -> heapless::Vec<usize, { 2 * MAX_LAYERS }> {
+        (0..2 * self.shape.layers())
+            .map(|t| {
+                let (i, o) = self.shape.layer(t / 2);
+                if t % 2 == 0 { i * o } else { o }
+            })
+            .collect()
     }
 
-    fn f32_weight_bytes(&self) -> Option<usize> {
-        let lens = self.tensor_lens()?;
-        lens.iter()
-            .try_fold(0usize, |acc, &n| acc.checked_add(n))?
-            .checked_mul(4)
+    fn f32_weight_bytes(&self) -> usize {
+        4 * self.shape.parameters()
     }
 }
 
@@ -347,23 +443,33 @@ impl<'a> ModelView<'a> {
         if self.header.dtype != Dtype::F32 {
             return Err(FormatError::WrongDtype(self.header.dtype));
         }
-        let weights = self
-            .header
-            .f32_weight_bytes()
-            .ok_or(FormatError::TooLarge)?;
-        let mut end = weights;
+        let weights = self.header.f32_weight_bytes();
+        let mut end = self.header.widths_len() + weights;
         let optimizer = if self.header.has_optimizer {
             let start = end;
-            end = weights
-                .checked_mul(2)
-                .and_then(|n| n.checked_add(12))
-                .ok_or(FormatError::TooLarge)?;
+            end += weights + 12;
             Some(start)
         } else {
             None
         };
-        let extra = if self.header.has_extra {
-            let len_at = end;
+        let extra = self.record(&mut end, self.header.has_extra)?;
+        let meta = self.record(&mut end, self.header.has_meta)?;
+        Ok(F32Layout {
+            optimizer,
+            extra,
+            meta,
+            end,
+        })
+    }
+
+    /// The place of a host record that starts at `end` when `present`, moving `end` past it.
+    fn record(
+        &self,
+        end: &mut usize,
+        present: bool,
+    ) -> Result<Option<(usize, usize)>, FormatError> {
+        Ok(if present {
+            let len_at = *end;
             // Sizes near usize::MAX must fail here, not wrap to a small offset.
             let start = len_at.checked_add(4).ok_or(FormatError::TooLarge)?;
             if self.payload.len() < start {
@@ -373,37 +479,32 @@ impl<'a> ModelView<'a> {
                 });
             }
             let len = LittleEndian::read_u32(&self.payload[len_at..start]) as usize;
-            end = len
+            *end = len
                 .checked_next_multiple_of(4)
                 .and_then(|padded| start.checked_add(padded))
                 .ok_or(FormatError::TooLarge)?;
             Some((start, len))
         } else {
             None
-        };
-        Ok(F32Layout {
-            optimizer,
-            extra,
-            end,
         })
     }
 
-    /// The four f32 parameter tensors in file order.
-    pub fn f32_tensors(&self) -> Result<[F32Le<'a>; 4], FormatError> {
+    /// The f32 parameter tensors in file order.
+    pub fn f32_tensors(&self) -> Result<heapless::Vec<F32Le<'a>, { 2 * MAX_LAYERS }>, FormatError> {
         if self.header.dtype != Dtype::F32 {
             return Err(FormatError::WrongDtype(self.header.dtype));
         }
-        let lens = self.header.tensor_lens().ok_or(FormatError::TooLarge)?;
-        Ok(split_tensors(self.payload, lens))
+        let lens = self.header.tensor_lens();
+        Ok(split_tensors(
+            &self.payload[self.header.widths_len()..],
+            &lens,
+        ))
     }
 
-    /// Copies the weights into `model`, checking its sizes.
-    pub fn load_into<const I: usize, const H: usize, const O: usize>(
-        &self,
-        model: &mut Mlp<I, H, O>,
-    ) -> Result<(), FormatError> {
-        self.check_shape([I, H, O])?;
-        for (dst, src) in model.tensors_mut().into_iter().zip(self.f32_tensors()?) {
+    /// Copies the weights into `params`, checking their shape.
+    pub fn load_into(&self, params: &mut Layers<&mut [f32]>) -> Result<(), FormatError> {
+        self.check_shape(params.shape())?;
+        for (dst, src) in params.tensors_mut().iter_mut().zip(self.f32_tensors()?) {
             for (d, s) in dst.iter_mut().zip(src.iter()) {
                 *d = s;
             }
@@ -411,52 +512,61 @@ impl<'a> ModelView<'a> {
         Ok(())
     }
 
-    /// Copies the RMSprop state into `optimizer`, checking sizes.
-    pub fn load_optimizer<const I: usize, const H: usize, const O: usize>(
+    /// Copies the RMSprop velocity into `velocity`, checking its shape; returns the rule.
+    pub fn load_optimizer(
         &self,
-        optimizer: &mut RmsProp<I, H, O>,
-    ) -> Result<(), FormatError> {
-        self.check_shape([I, H, O])?;
+        velocity: &mut Layers<&mut [f32]>,
+    ) -> Result<RmsPropRule, FormatError> {
+        self.check_shape(velocity.shape())?;
         let start = self
             .f32_layout()?
             .optimizer
             .ok_or(FormatError::NoOptimizerState)?;
         let section = &self.payload[start..];
         let hyper = F32Le(&section[..12]);
-        optimizer.learning_rate = hyper.get(0);
-        optimizer.rho = hyper.get(1);
-        optimizer.epsilon = hyper.get(2);
-        let lens = self.header.tensor_lens().ok_or(FormatError::TooLarge)?;
-        for (dst, src) in optimizer
-            .velocity
+        let lens = self.header.tensor_lens();
+        for (dst, src) in velocity
             .tensors_mut()
-            .into_iter()
-            .zip(split_tensors(&section[12..], lens))
+            .iter_mut()
+            .zip(split_tensors(&section[12..], &lens))
         {
             for (d, s) in dst.iter_mut().zip(src.iter()) {
                 *d = s;
             }
         }
-        Ok(())
+        Ok(RmsPropRule {
+            learning_rate: hyper.get(0),
+            rho: hyper.get(1),
+            epsilon: hyper.get(2),
+        })
     }
 
     /// The host-defined record, if any.
     pub fn extra(&self) -> Result<Option<&'a [u8]>, FormatError> {
+        self.host_record(|layout| layout.extra)
+    }
+
+    /// The host-defined metadata record, if any.
+    pub fn meta(&self) -> Result<Option<&'a [u8]>, FormatError> {
+        self.host_record(|layout| layout.meta)
+    }
+
+    /// The record `which` picks from an f32 file's layout.
+    fn host_record(
+        &self,
+        which: impl Fn(&F32Layout) -> Option<(usize, usize)>,
+    ) -> Result<Option<&'a [u8]>, FormatError> {
         if self.header.dtype != Dtype::F32 {
             return Ok(None);
         }
-        Ok(self
-            .f32_layout()?
-            .extra
-            .map(|(start, len)| &self.payload[start..start + len]))
+        Ok(which(&self.f32_layout()?).map(|(start, len)| &self.payload[start..start + len]))
     }
 
-    /// Fails unless the file's sizes are `expected`.
-    pub fn check_shape(&self, expected: [usize; 3]) -> Result<(), FormatError> {
-        let expected = expected.map(|s| s as u32);
-        if self.header.sizes != expected {
+    /// Fails unless the file's layers are `expected`.
+    pub fn check_shape(&self, expected: Shape) -> Result<(), FormatError> {
+        if self.header.shape != expected {
             return Err(FormatError::ShapeMismatch {
-                file: self.header.sizes,
+                file: self.header.shape,
                 expected,
             });
         }
@@ -467,74 +577,112 @@ impl<'a> ModelView<'a> {
 struct F32Layout {
     optimizer: Option<usize>,
     extra: Option<(usize, usize)>,
+    meta: Option<(usize, usize)>,
     end: usize,
 }
 
-fn split_tensors(mut bytes: &[u8], lens: [usize; 4]) -> [F32Le<'_>; 4] {
-    lens.map(|len| {
-        let (head, rest) = bytes.split_at(4 * len);
-        bytes = rest;
-        F32Le(head)
-    })
+fn split_tensors<'a>(
+    mut bytes: &'a [u8],
+    lens: &[usize],
+) -> heapless::Vec<F32Le<'a>, { 2 * MAX_LAYERS }> {
+    lens.iter()
+        .map(|&len| {
+            let (head, rest) = bytes.split_at(4 * len);
+            bytes = rest;
+            F32Le(head)
+        })
+        .collect()
 }
 
-/// Bytes an f32 model file takes.
-pub fn encoded_len<const I: usize, const H: usize, const O: usize>(
-    with_optimizer: bool,
-    extra: Option<&[u8]>,
-) -> usize {
-    let weights = 4 * Mlp::<I, H, O>::PARAMETERS;
-    let optimizer = if with_optimizer { 12 + weights } else { 0 };
-    let extra = extra.map_or(0, |e| 4 + e.len().next_multiple_of(4));
-    HEADER_LEN + weights + optimizer + extra + 4
+/// What an f32 model file holds beside the weights.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Sections<'a> {
+    /// RMSprop's rule and velocity (a checkpoint).
+    pub optimizer: Option<(RmsPropRule, &'a Layers<&'a [f32]>)>,
+    /// A host record (a checkpoint's training position).
+    pub extra: Option<&'a [u8]>,
+    /// The host's metadata (class names, scaling, data source).
+    pub meta: Option<&'a [u8]>,
+    /// Dataset byte of the header.
+    pub dataset: u8,
 }
 
-/// Writes an f32 model file (with optimizer state and a host record when given) into `out`;
-/// returns the bytes written ([`encoded_len`]).
-pub fn encode<const I: usize, const H: usize, const O: usize>(
-    model: &Mlp<I, H, O>,
-    optimizer: Option<&RmsProp<I, H, O>>,
-    dataset: u8,
-    extra: Option<&[u8]>,
+/// The header an f32 file of `shape` with `sections` gets.
+fn f32_header(shape: Shape, sections: &Sections) -> Header {
+    let weights = 4 * shape.parameters();
+    let record = |r: Option<&[u8]>| r.map_or(0, |e| 4 + e.len().next_multiple_of(4));
+    let header = Header {
+        has_optimizer: sections.optimizer.is_some(),
+        has_extra: sections.extra.is_some(),
+        has_meta: sections.meta.is_some(),
+        ..Header::new(Dtype::F32, shape, sections.dataset)
+    }
+    .with_version();
+    let optimizer = if header.has_optimizer {
+        12 + weights
+    } else {
+        0
+    };
+    Header {
+        payload_len: header.widths_len()
+            + weights
+            + optimizer
+            + record(sections.extra)
+            + record(sections.meta),
+        ..header
+    }
+}
+
+/// Bytes an f32 model file of `shape` with `sections` takes.
+pub fn encoded_len(shape: Shape, sections: &Sections) -> usize {
+    HEADER_LEN + f32_header(shape, sections).payload_len + 4
+}
+
+/// Writes an f32 model file of `params` and `sections` into `out`; returns the bytes written
+/// ([`encoded_len`]).
+pub fn encode(
+    params: &Layers<&[f32]>,
+    sections: &Sections,
     out: &mut [u8],
 ) -> Result<usize, FormatError> {
-    let total = encoded_len::<I, H, O>(optimizer.is_some(), extra);
+    let header = f32_header(params.shape(), sections);
+    let total = HEADER_LEN + header.payload_len + 4;
     if out.len() < total {
         return Err(FormatError::BufferTooSmall {
             needed: total,
             got: out.len(),
         });
     }
-    let header = Header {
-        dtype: Dtype::F32,
-        has_optimizer: optimizer.is_some(),
-        has_extra: extra.is_some(),
-        sizes: [I as u32, H as u32, O as u32],
-        dataset,
-        payload_len: total - HEADER_LEN - 4,
-    };
+    if let Some((_, velocity)) = sections.optimizer
+        && velocity.shape() != params.shape()
+    {
+        return Err(FormatError::ShapeMismatch {
+            file: params.shape(),
+            expected: velocity.shape(),
+        });
+    }
     header.write(out);
-    let mut at = HEADER_LEN;
+    let mut at = HEADER_LEN + header.widths_len();
     let mut put = |values: &[f32], at: &mut usize| {
         let end = *at + 4 * values.len();
         LittleEndian::write_f32_into(values, &mut out[*at..end]);
         *at = end;
     };
-    for t in model.tensors() {
+    for t in params.tensors() {
         put(t, &mut at);
     }
-    if let Some(opt) = optimizer {
-        put(&[opt.learning_rate, opt.rho, opt.epsilon], &mut at);
-        for t in opt.velocity.tensors() {
+    if let Some((rule, velocity)) = sections.optimizer {
+        put(&[rule.learning_rate, rule.rho, rule.epsilon], &mut at);
+        for t in velocity.tensors() {
             put(t, &mut at);
         }
     }
-    if let Some(extra) = extra {
-        LittleEndian::write_u32(&mut out[at..at + 4], extra.len() as u32);
+    for record in [sections.extra, sections.meta].into_iter().flatten() {
+        LittleEndian::write_u32(&mut out[at..at + 4], record.len() as u32);
         at += 4;
-        out[at..at + extra.len()].copy_from_slice(extra);
-        let padded = at + extra.len().next_multiple_of(4);
-        out[at + extra.len()..padded].fill(0);
+        out[at..at + record.len()].copy_from_slice(record);
+        let padded = at + record.len().next_multiple_of(4);
+        out[at + record.len()..padded].fill(0);
         at = padded;
     }
     let crc = crc32(&out[..at]);
@@ -545,6 +693,8 @@ pub fn encode<const I: usize, const H: usize, const O: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::layers::Mlp;
+    use crate::optim::RmsProp;
     use rand_core::SeedableRng;
     use rand_xorshift::XorShiftRng;
     use std::vec;
@@ -559,10 +709,56 @@ mod tests {
     }
 
     fn encoded(opt: Option<&RmsProp<5, 7, 3>>, extra: Option<&[u8]>) -> std::vec::Vec<u8> {
-        let mut buf = vec![0u8; encoded_len::<5, 7, 3>(opt.is_some(), extra)];
-        let n = encode(&model(), opt, 2, extra, &mut buf).unwrap();
+        let velocity = opt.map(|o| o.velocity.layers());
+        let sections = Sections {
+            optimizer: opt.zip(velocity.as_ref()).map(|(o, v)| {
+                let rule = RmsPropRule {
+                    learning_rate: o.learning_rate,
+                    rho: o.rho,
+                    epsilon: o.epsilon,
+                };
+                (rule, v)
+            }),
+            extra,
+            meta: None,
+            dataset: 2,
+        };
+        let mut buf = vec![0u8; encoded_len(Small::shape(), &sections)];
+        let n = encode(&model().layers(), &sections, &mut buf).unwrap();
         assert_eq!(n, buf.len());
         buf
+    }
+
+    #[test]
+    fn deep_networks_and_metadata_take_version_2() {
+        let shape = Shape::new(6, &[5, 4, 3], 2).unwrap();
+        let mut flat = vec![0.0f32; shape.parameters()];
+        Layers::split_mut(shape, &mut flat)
+            .unwrap()
+            .init_glorot(&mut XorShiftRng::seed_from_u64(1));
+        let params = Layers::split(shape, &flat).unwrap();
+        let sections = Sections {
+            meta: Some(b"{\"classes\":[\"a\",\"b\"]}"),
+            ..Sections::default()
+        };
+        let mut buf = vec![0u8; encoded_len(shape, &sections)];
+        encode(&params, &sections, &mut buf).unwrap();
+        let view = ModelView::parse(&buf).unwrap();
+        assert_eq!(view.header().version, 2);
+        assert_eq!(view.header().shape, shape);
+        assert_eq!(view.meta().unwrap(), sections.meta);
+        let mut back = vec![1.0f32; shape.parameters()];
+        view.load_into(&mut Layers::split_mut(shape, &mut back).unwrap())
+            .unwrap();
+        assert_eq!(back, flat);
+        // One hidden layer without metadata stays version 1.
+        assert_eq!(
+            ModelView::parse(&encoded(None, None))
+                .unwrap()
+                .header()
+                .version,
+            1
+        );
     }
 
     #[test]
@@ -571,14 +767,17 @@ mod tests {
         opt.velocity = model();
         let bytes = encoded(Some(&opt), Some(b"epoch 3"));
         let view = ModelView::parse(&bytes).unwrap();
-        assert_eq!(view.header().sizes, [5, 7, 3]);
+        assert_eq!(view.header().sizes(), Some([5, 7, 3]));
         assert_eq!(view.header().dataset, 2);
         let mut back = Small::zeroed();
-        view.load_into(&mut back).unwrap();
+        view.load_into(&mut back.layers_mut()).unwrap();
         assert_eq!(back, model());
         let mut opt_back = RmsProp::<5, 7, 3>::new(0.0);
-        view.load_optimizer(&mut opt_back).unwrap();
-        assert_eq!(opt_back, opt);
+        let rule = view
+            .load_optimizer(&mut opt_back.velocity.layers_mut())
+            .unwrap();
+        assert_eq!(rule, RmsPropRule::keras(0.01));
+        assert_eq!(opt_back.velocity, opt.velocity);
         assert_eq!(view.extra().unwrap(), Some(&b"epoch 3"[..]));
     }
 
@@ -588,7 +787,7 @@ mod tests {
         let view = ModelView::parse(&bytes).unwrap();
         let mut opt = RmsProp::<5, 7, 3>::new(0.0);
         assert_eq!(
-            view.load_optimizer(&mut opt),
+            view.load_optimizer(&mut opt.velocity.layers_mut()),
             Err(FormatError::NoOptimizerState)
         );
         assert_eq!(view.extra().unwrap(), None);
@@ -643,7 +842,9 @@ mod tests {
         let bytes = encoded(None, None);
         let mut other = Mlp::<5, 8, 3>::zeroed();
         assert!(matches!(
-            ModelView::parse(&bytes).unwrap().load_into(&mut other),
+            ModelView::parse(&bytes)
+                .unwrap()
+                .load_into(&mut other.layers_mut()),
             Err(FormatError::ShapeMismatch { .. })
         ));
     }

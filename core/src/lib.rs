@@ -1,27 +1,32 @@
 //! picodense-core: a `#![no_std]`, allocation-free dense network.
 //!
-//! Everything is sized at compile time with const generics, so a model, its optimizer state and
-//! its training workspace are plain structs that can live in a `static`, on the stack (small
-//! nets) or in a zero-initialised heap allocation (the 784-512-10 network is megabytes).
+//! Every routine runs on storage the caller provides, with the network's [`Shape`] (1 to 4
+//! hidden ReLU layers and a softmax head) known at run time: parameters, gradients and
+//! optimizer state as [`Layers`] of `f32` slices, activations in a [`WorkspaceMut`]. Fixed-size
+//! owners sized with const generics ([`Mlp`], [`Workspace`], [`RmsProp`]) hold the same storage
+//! as plain structs that can live in a `static`, on the stack (small nets) or in a
+//! zero-initialised heap allocation (the 784-512-10 network is megabytes).
 //!
 //! ```
-//! use picodense_core::{Mlp, Workspace, Compute, Scratch, RmsProp, Kernel, Serial};
+//! use picodense_core::{Batch, Mlp, Workspace, Compute, Scratch, RmsProp, Kernel, Serial};
 //! use rand_xorshift::XorShiftRng;
 //! use rand_core::SeedableRng;
 //!
 //! let mut model: Mlp<4, 8, 2> = Mlp::zeroed();
 //! model.init_glorot(&mut XorShiftRng::seed_from_u64(1));
-//! let mut optimizer = RmsProp::new(1e-2);
+//! let mut optimizer = RmsProp::<4, 8, 2>::new(1e-2);
 //! let mut workspace: Workspace<16, 4, 8, 2> = Workspace::zeroed();
 //! let mut scratch = [Scratch::new()];
 //! let mut compute = Compute::new(Kernel::PORTABLE, &Serial, &mut scratch);
 //! let images = [[0.0, 0.0, 1.0, 1.0], [1.0, 1.0, 0.0, 0.0]];
-//! let stats = model.train_step(&mut optimizer, &images, &[1, 0], &mut workspace, &mut compute);
+//! let batch = Batch::new(images.as_flattened(), &[1, 0]);
+//! let stats = model.train_step(&mut optimizer, batch, None, &mut workspace, &mut compute);
 //! assert_eq!(stats.rows, 2);
 //! ```
 #![no_std]
 #![warn(missing_docs)]
 
+pub mod compute;
 mod crc;
 pub mod format;
 pub mod kernels;
@@ -29,14 +34,19 @@ pub mod layers;
 pub mod loss;
 pub mod model;
 pub mod optim;
+pub mod panels;
 pub mod quant;
+pub mod shape;
 mod simd;
 
+pub use compute::Compute;
 pub use crc::crc32;
 pub use kernels::{Kernel, Parallel, Scratch, Serial};
-pub use layers::{Dense, Mlp};
-pub use model::{Compute, HiddenPanels, StepStats, Workspace};
-pub use optim::{Optimizer, RmsProp, Sgd};
+pub use layers::{Dense, Layers, Mlp};
+pub use model::{Batch, StepStats, Workspace, WorkspaceLen, WorkspaceMut};
+pub use optim::{Optimizer, RmsProp, RmsPropRule, RmsPropState, Sgd};
+pub use panels::{HiddenPanels, PanelState, Panels};
+pub use shape::Shape;
 
 /// The network of the Keras example: 784 inputs, 512 hidden ReLU units, 10 classes.
 pub type MnistMlp = Mlp<784, 512, 10>;

@@ -1,17 +1,172 @@
-//! Training and inference of an [`Mlp`] on a batch, inside a caller-owned [`Workspace`].
+//! Training and inference of a network of Dense layers on a batch: forward, loss, backward and
+//! the optimizer step, on storage the caller provides ([`Layers`], [`WorkspaceMut`]) with sizes
+//! known at run time. [`Mlp`] and [`Workspace`] are fixed-size owners of the same storage.
+//!
+//! A network is `inputs -> hidden ReLU layers -> logits`; softmax is fused into the loss. A
+//! step runs:
+//! 1. the hidden layers, each `H_l = max(H_{l-1}·W_l + b_l, 0)` (`H_0` the inputs, whose rows
+//!    are grouped by label so that panels of them share more zeros);
+//! 2. the head, split by rows between the jobs: logits `Z = H·W + b`, each row's loss, its
+//!    gradient `dZ = (softmax(Z) - onehot) / rows`, and `dH = dZ·Wᵀ` where `H > 0`;
+//! 3. from the last hidden layer back to the first: `dW_l = H_{l-1}ᵀ·dH_l`, `db_l` the column
+//!    sums of `dH_l` and, above the first, `dH_{l-1} = dH_l·W_lᵀ` where `H_{l-1} > 0`; the
+//!    head's `dW = Hᵀ·dZ` and `db` run beside the last hidden layer's product;
+//! 4. the optimizer's update of every tensor.
+//!
+//! Each product skips the zero steps of its A (pixels, ReLU zeros) and sums each element over
+//! K in one fixed order on one thread, so the result is the same bits for any number of jobs.
 
+use crate::compute::Compute;
 use crate::kernels::pairs::{self, GradientSteps};
 use crate::kernels::{
-    Epilogue, Kernel, MAX_ORDERED_ROWS, MatRef, Parallel, Scratch, gemm, gemm_parallel,
-    gemm_parallel_beside, panel_index,
+    Epilogue, Kernel, MAX_ORDERED_ROWS, MatRef, Parallel, Scratch, gemm, gemm_parallel_beside,
 };
-use crate::layers::Mlp;
+use crate::layers::{Layers, Mlp};
 use crate::loss;
 use crate::optim::Optimizer;
-use crate::simd::PanelMatrix;
+use crate::panels::{HiddenPanels, Panels};
+use crate::shape::{MAX_HIDDEN_LAYERS, Shape};
 
-/// Activations and gradients for batches of up to `BATCH` rows. Owned by the caller so a
-/// training step allocates nothing.
+/// A batch of rows to learn from.
+#[derive(Clone, Copy, Debug)]
+pub struct Batch<'a> {
+    /// The rows' inputs, one after another.
+    pub inputs: &'a [f32],
+    /// One label per row, below the number of classes.
+    pub labels: &'a [u8],
+    /// One grouping key per row, or none: the forward product groups the rows by label, and
+    /// within a label by key, so that rows with close keys share panels. Keys that bring
+    /// together rows with the same blank regions (the host's: the area of the box around an
+    /// image's ink) let the panels skip more zeros. Only the speed depends on them.
+    pub keys: &'a [u16],
+}
+
+impl<'a> Batch<'a> {
+    /// Rows and labels, without keys.
+    pub fn new(inputs: &'a [f32], labels: &'a [u8]) -> Self {
+        Self {
+            inputs,
+            labels,
+            keys: &[],
+        }
+    }
+}
+
+/// Floats, pair masks and rows a [`WorkspaceMut`] needs for a shape and a batch size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WorkspaceLen {
+    /// `f32` values.
+    pub floats: usize,
+    /// `u128` masks.
+    pub masks: usize,
+    /// Rows (the length of the `u16` and `bool` buffers).
+    pub rows: usize,
+}
+
+impl WorkspaceLen {
+    /// What a workspace for batches of up to `batch` rows of `shape` needs.
+    pub fn of(shape: Shape, batch: usize) -> Self {
+        let widest = shape.widest_hidden();
+        Self {
+            floats: batch * (2 * shape.hidden_units() + shape.classes() + 1 + widest)
+                + shape.parameters(),
+            masks: widest,
+            rows: batch,
+        }
+    }
+}
+
+/// Activations and gradients for batches of up to `batch` rows, on storage the caller owns, so
+/// that a training step allocates nothing.
+pub struct WorkspaceMut<'a> {
+    shape: Shape,
+    batch: usize,
+    /// Each hidden layer's ReLU activations, `batch x width`.
+    acts: heapless::Vec<&'a mut [f32], MAX_HIDDEN_LAYERS>,
+    /// The loss's gradient at each hidden layer's activations.
+    act_grads: heapless::Vec<&'a mut [f32], MAX_HIDDEN_LAYERS>,
+    /// Logits (during training, overwritten by their gradient), `batch x classes`.
+    logits: &'a mut [f32],
+    /// Gradients of the last training step, shaped like the network.
+    grads: Layers<&'a mut [f32]>,
+    /// The batch's rows sorted by label and key: the order the first product groups them in.
+    row_order: &'a mut [u16],
+    /// Each row's loss in the last training step.
+    row_loss: &'a mut [f32],
+    /// Whether each row was classified correctly in the last training step.
+    row_correct: &'a mut [bool],
+    /// An activation gradient in panels of two columns, and a mask of the rows where each
+    /// pair is nonzero, for the paired weight gradient.
+    pairs: &'a mut [f32],
+    pair_masks: &'a mut [u128],
+    weight_gradient: WeightGradient,
+}
+
+impl<'a> WorkspaceMut<'a> {
+    /// A workspace for batches of up to `batch` rows of `shape` on buffers of at least the
+    /// lengths [`WorkspaceLen::of`] gives; `None` when one is shorter.
+    pub fn new(
+        shape: Shape,
+        batch: usize,
+        floats: &'a mut [f32],
+        masks: &'a mut [u128],
+        order: &'a mut [u16],
+        correct: &'a mut [bool],
+    ) -> Option<Self> {
+        let len = WorkspaceLen::of(shape, batch);
+        if floats.len() < len.floats
+            || masks.len() < len.masks
+            || order.len() < batch
+            || correct.len() < batch
+        {
+            return None;
+        }
+        let mut rest = floats;
+        let mut take = |n: usize| {
+            let (head, tail) = core::mem::take(&mut rest).split_at_mut(n);
+            rest = tail;
+            head
+        };
+        let mut acts = heapless::Vec::new();
+        let mut act_grads = heapless::Vec::new();
+        for &width in shape.hidden() {
+            acts.push(take(batch * width)).ok()?;
+        }
+        for &width in shape.hidden() {
+            act_grads.push(take(batch * width)).ok()?;
+        }
+        let logits = take(batch * shape.classes());
+        let row_loss = take(batch);
+        let pairs = take(batch * shape.widest_hidden());
+        let grads = Layers::split_mut(shape, take(shape.parameters()))?;
+        Some(Self {
+            shape,
+            batch,
+            acts,
+            act_grads,
+            logits,
+            grads,
+            row_order: &mut order[..batch],
+            row_loss,
+            row_correct: &mut correct[..batch],
+            pairs,
+            pair_masks: &mut masks[..len.masks],
+            weight_gradient: WeightGradient::Cheaper,
+        })
+    }
+
+    /// Gradients of the last training step.
+    pub fn grads(&self) -> Layers<&[f32]> {
+        self.grads.view()
+    }
+
+    /// The logits of the last forward pass (`rows x classes`).
+    pub fn logits(&self, rows: usize) -> &[f32] {
+        &self.logits[..rows * self.shape.classes()]
+    }
+}
+
+/// Fixed-size storage of a [`WorkspaceMut`] for an [`Mlp`] and batches of up to `BATCH` rows.
 pub struct Workspace<const BATCH: usize, const IN: usize, const HIDDEN: usize, const OUT: usize> {
     /// ReLU activations of the hidden layer.
     pub hidden: [[f32; HIDDEN]; BATCH],
@@ -21,22 +176,15 @@ pub struct Workspace<const BATCH: usize, const IN: usize, const HIDDEN: usize, c
     pub hidden_grad: [[f32; HIDDEN]; BATCH],
     /// Gradients of the last training step, shaped like the model.
     pub grads: Mlp<IN, HIDDEN, OUT>,
-    /// The batch's rows sorted by label and key: the order the forward product groups them in.
     row_order: [u16; BATCH],
-    /// Each row's loss in the last training step.
     row_loss: [f32; BATCH],
-    /// Whether each row was classified correctly in the last training step.
     row_correct: [bool; BATCH],
-    /// `hidden_grad` in panels of two columns, and a mask of the rows where each pair is
-    /// nonzero (the first `HIDDEN / 2`: a length cannot be computed from `HIDDEN` on stable),
-    /// for the paired weight gradient.
     hidden_grad_pairs: [[f32; HIDDEN]; BATCH],
     pair_masks: [u128; HIDDEN],
-    /// How the weight gradient is computed (tests choose).
     weight_gradient: WeightGradient,
 }
 
-/// Which product computes `dW1 = Xᵀ·dH`: the same bits either way.
+/// Which product computes a weight gradient `Xᵀ·dH`: the same bits either way.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 // Zero bytes are `Cheaper` (the workspace is `Zeroable`).
 #[repr(u8)]
@@ -67,147 +215,28 @@ impl<const B: usize, const I: usize, const H: usize, const O: usize> Workspace<B
             weight_gradient: WeightGradient::Cheaper,
         }
     }
-}
 
-/// A model's hidden weights in the panels a kernel packs B into ([`MatRef::panels`]), where
-/// training steps through [`Mlp::train_step_with_panels`] keep them: the forward product reads
-/// them in place rather than packing W1 again every step, and the optimizer updates them
-/// there. Owned by the caller (1.6 MB for the Keras example: keep it on the heap).
-pub struct HiddenPanels<const IN: usize, const HIDDEN: usize> {
-    values: [[f32; HIDDEN]; IN],
-    /// Columns per panel; 0 until filled.
-    width: usize,
-    /// Address of the weights copied: which model the panels belong to.
-    source: usize,
-}
-
-impl<const IN: usize, const HIDDEN: usize> HiddenPanels<IN, HIDDEN> {
-    /// Empty panels (a big value: prefer a zeroed heap allocation, which is the same).
-    pub const fn zeroed() -> Self {
-        Self {
-            values: [[0.0; HIDDEN]; IN],
-            width: 0,
-            source: 0,
+    /// The storage as a [`WorkspaceMut`].
+    pub fn view(&mut self) -> WorkspaceMut<'_> {
+        let mut acts = heapless::Vec::new();
+        let mut act_grads = heapless::Vec::new();
+        // One hidden layer: within the capacity.
+        let _ = acts.push(self.hidden.as_flattened_mut());
+        let _ = act_grads.push(self.hidden_grad.as_flattened_mut());
+        WorkspaceMut {
+            shape: Mlp::<I, H, O>::shape(),
+            batch: B,
+            acts,
+            act_grads,
+            logits: self.logits.as_flattened_mut(),
+            grads: self.grads.layers_mut(),
+            row_order: &mut self.row_order,
+            row_loss: &mut self.row_loss,
+            row_correct: &mut self.row_correct,
+            pairs: self.hidden_grad_pairs.as_flattened_mut(),
+            pair_masks: &mut self.pair_masks,
+            weight_gradient: self.weight_gradient,
         }
-    }
-
-    /// Takes `model`'s hidden weights into `kernel`'s panels, before the first step with this
-    /// model and kernel (and again after changing the model's weights).
-    pub fn copy_from<const OUT: usize>(&mut self, model: &Mlp<IN, HIDDEN, OUT>, kernel: Kernel) {
-        self.width = Self::width_for(kernel);
-        self.source = model.hidden.weights.as_ptr() as usize;
-        self.refresh(model);
-    }
-
-    /// The kernel's panel width, or a single panel (row-major) when that does not divide the
-    /// hidden units (the panels would need padding).
-    fn width_for(kernel: Kernel) -> usize {
-        match kernel.panel_width(HIDDEN) {
-            w if HIDDEN.is_multiple_of(w) => w,
-            _ => HIDDEN,
-        }
-    }
-
-    /// Writes the weights back into `model` (the one they were taken from), whose own copy the
-    /// steps leave behind.
-    ///
-    /// # Panics
-    /// If the panels were taken from another model, or never filled.
-    pub fn copy_to<const OUT: usize>(&self, model: &mut Mlp<IN, HIDDEN, OUT>) {
-        assert!(
-            self.width > 0 && self.source == model.hidden.weights.as_ptr() as usize,
-            "panels of another model"
-        );
-        for (r, row) in model.hidden.weights.iter_mut().enumerate() {
-            for (c, v) in row.iter_mut().enumerate() {
-                *v = self.values.as_flattened()[self.place(r, c)];
-            }
-        }
-    }
-
-    /// Where weight `(r, c)` lies in the panels.
-    #[inline(always)]
-    fn place(&self, r: usize, c: usize) -> usize {
-        panel_index(r, c, IN, self.width)
-    }
-
-    /// Takes the weights again, in the same layout.
-    pub(crate) fn refresh<const OUT: usize>(&mut self, model: &Mlp<IN, HIDDEN, OUT>) {
-        assert!(
-            self.width > 0,
-            "panels never filled: call HiddenPanels::copy_from"
-        );
-        for (r, row) in model.hidden.weights.iter().enumerate() {
-            for (c, &v) in row.iter().enumerate() {
-                let at = self.place(r, c);
-                self.values.as_flattened_mut()[at] = v;
-            }
-        }
-    }
-
-    /// The weights, for an update in place.
-    pub(crate) fn values(&mut self) -> PanelMatrix<'_> {
-        PanelMatrix::new(self.values.as_flattened_mut(), IN, HIDDEN, self.width)
-    }
-
-    fn view(&self) -> MatRef<'_> {
-        MatRef::panels(self.values.as_flattened(), IN, HIDDEN, self.width)
-    }
-
-    /// Whether these are `model`'s weights in `kernel`'s layout (as far as can be told without
-    /// reading them all).
-    fn belong_to<const OUT: usize>(&self, model: &Mlp<IN, HIDDEN, OUT>, kernel: Kernel) -> bool {
-        self.width == Self::width_for(kernel)
-            && self.source == model.hidden.weights.as_ptr() as usize
-    }
-
-    /// Whether they hold exactly `model`'s hidden weights.
-    #[cfg(test)]
-    fn hold<const OUT: usize>(&self, model: &Mlp<IN, HIDDEN, OUT>) -> bool {
-        model.hidden.weights.iter().enumerate().all(|(r, row)| {
-            row.iter()
-                .enumerate()
-                .all(|(c, v)| self.values.as_flattened()[self.place(r, c)].to_bits() == v.to_bits())
-        })
-    }
-}
-
-/// How products are computed: which kernel, on which threads, with one [`Scratch`] per job.
-pub struct Compute<'a, P: Parallel> {
-    kernel: Kernel,
-    parallel: &'a P,
-    scratches: &'a mut [Scratch],
-}
-
-impl<'a, P: Parallel> Compute<'a, P> {
-    /// Products split into `scratches.len()` column ranges, run by `parallel`.
-    ///
-    /// # Panics
-    /// If `scratches` is empty.
-    pub fn new(kernel: Kernel, parallel: &'a P, scratches: &'a mut [Scratch]) -> Self {
-        assert!(!scratches.is_empty(), "at least one scratch is needed");
-        Self {
-            kernel,
-            parallel,
-            scratches,
-        }
-    }
-
-    /// The kernel in use.
-    pub fn kernel(&self) -> Kernel {
-        self.kernel
-    }
-
-    fn gemm(&mut self, a: MatRef, b: MatRef, c: &mut [f32], epilogue: Epilogue) {
-        gemm_parallel(
-            self.parallel,
-            self.kernel,
-            a,
-            b,
-            c,
-            epilogue,
-            self.scratches,
-        );
     }
 }
 
@@ -241,361 +270,396 @@ impl StepStats {
     }
 }
 
-impl<const IN: usize, const HIDDEN: usize, const OUT: usize> Mlp<IN, HIDDEN, OUT> {
-    /// Computes the logits of `images` (at most `BATCH` rows) into `ws.logits`, the hidden
-    /// activations into `ws.hidden`, and returns the logits.
-    ///
-    /// # Panics
-    /// If there are more images than `BATCH`.
-    pub fn forward<'w, const BATCH: usize, P: Parallel>(
-        &self,
-        images: &[[f32; IN]],
-        ws: &'w mut Workspace<BATCH, IN, HIDDEN, OUT>,
-        compute: &mut Compute<P>,
-    ) -> &'w [[f32; OUT]] {
-        let rows = images.len();
-        self.hidden_layer(images, false, None, ws, compute);
-        compute.gemm(
-            MatRef::row_major(ws.hidden[..rows].as_flattened(), rows, HIDDEN),
-            MatRef::row_major(self.output.weights.as_flattened(), HIDDEN, OUT),
-            ws.logits[..rows].as_flattened_mut(),
-            Epilogue::Bias(&self.output.bias),
-        );
-        &ws.logits[..rows]
-    }
+/// Rows in `inputs` for a network of `shape`, checked against the workspace.
+fn rows_of(shape: Shape, inputs: &[f32], ws: &WorkspaceMut) -> usize {
+    assert_eq!(ws.shape, shape, "workspace of another shape");
+    assert!(
+        inputs.len().is_multiple_of(shape.inputs()),
+        "inputs are not whole rows of {}",
+        shape.inputs()
+    );
+    let rows = inputs.len() / shape.inputs();
+    assert!(
+        rows <= ws.batch,
+        "batch of {rows} rows exceeds workspace of {}",
+        ws.batch
+    );
+    rows
+}
 
-    /// The hidden layer's activations of `images` into `ws.hidden`, the rows of X grouped in
-    /// `ws.row_order` when `grouped`.
-    fn hidden_layer<const BATCH: usize, P: Parallel>(
-        &self,
-        images: &[[f32; IN]],
-        grouped: bool,
-        panels: Option<&HiddenPanels<IN, HIDDEN>>,
-        ws: &mut Workspace<BATCH, IN, HIDDEN, OUT>,
-        compute: &mut Compute<P>,
-    ) {
-        let rows = images.len();
-        assert!(
-            rows <= BATCH,
-            "batch of {rows} rows exceeds workspace of {BATCH}"
-        );
-        let mut x = MatRef::row_major(images.as_flattened(), rows, IN);
-        if grouped {
-            x = x.row_order(&ws.row_order[..rows]);
-        }
-        let w1 = match panels {
-            Some(panels) => panels.view(),
-            None => MatRef::row_major(self.hidden.weights.as_flattened(), IN, HIDDEN),
+/// The logits of `inputs` (whole rows), computed into `ws`, which also keeps the hidden
+/// activations.
+///
+/// # Panics
+/// If `inputs` is not whole rows, has more rows than the workspace, or the workspace is of
+/// another shape.
+pub fn forward<'w, P: Parallel>(
+    net: &Layers<&[f32]>,
+    inputs: &[f32],
+    ws: &'w mut WorkspaceMut,
+    compute: &mut Compute<P>,
+) -> &'w [f32] {
+    let shape = net.shape();
+    let rows = rows_of(shape, inputs, ws);
+    let x = MatRef::row_major(inputs, rows, shape.inputs());
+    let w0 = MatRef::row_major(net.weights(0), shape.inputs(), shape.hidden()[0]);
+    hidden_layers(net, x, w0, &mut ws.acts, compute);
+    let last = shape.layers() - 1;
+    let (width, classes) = shape.layer(last);
+    let h = &ws.acts[last - 1][..rows * width];
+    let logits = &mut ws.logits[..rows * classes];
+    compute.gemm(
+        MatRef::row_major(h, rows, width),
+        MatRef::row_major(net.weights(last), width, classes),
+        logits,
+        Epilogue::Bias(net.bias(last)),
+    );
+    logits
+}
+
+/// Loss and accuracy of a batch, without training.
+///
+/// # Panics
+/// As [`forward`], and if there is not one label per row or a label is not below the classes.
+pub fn evaluate<P: Parallel>(
+    net: &Layers<&[f32]>,
+    batch: Batch,
+    ws: &mut WorkspaceMut,
+    compute: &mut Compute<P>,
+) -> StepStats {
+    let classes = net.shape().classes();
+    let logits = forward(net, batch.inputs, ws, compute);
+    assert_eq!(
+        logits.len(),
+        batch.labels.len() * classes,
+        "one label per row"
+    );
+    let mut stats = StepStats {
+        rows: batch.labels.len() as u32,
+        ..StepStats::default()
+    };
+    for (z, &label) in logits.chunks_exact(classes).zip(batch.labels) {
+        stats.loss_sum += f64::from(loss::cross_entropy(z, usize::from(label)));
+        stats.correct += u32::from(loss::argmax(z) == usize::from(label));
+    }
+    stats
+}
+
+/// The hidden layers' activations of `x` into `acts`, the first layer's weights read through
+/// `w0`.
+fn hidden_layers<P: Parallel>(
+    net: &Layers<&[f32]>,
+    x: MatRef,
+    w0: MatRef,
+    acts: &mut [&mut [f32]],
+    compute: &mut Compute<P>,
+) {
+    let shape = net.shape();
+    let rows = x.rows();
+    for l in 0..shape.hidden().len() {
+        let (fan_in, width) = shape.layer(l);
+        let (below, here) = acts.split_at_mut(l);
+        let (a, b) = match l {
+            0 => (x, w0),
+            _ => (
+                MatRef::row_major(&below[l - 1][..rows * fan_in], rows, fan_in),
+                MatRef::row_major(net.weights(l), fan_in, width),
+            ),
         };
         compute.gemm(
-            x,
-            w1,
-            ws.hidden[..rows].as_flattened_mut(),
-            Epilogue::BiasRelu(&self.hidden.bias),
+            a,
+            b,
+            &mut here[0][..rows * width],
+            Epilogue::BiasRelu(net.bias(l)),
         );
     }
+}
 
-    /// From the hidden activations to the gradient that reaches them: the logits, each row's
-    /// loss (into `ws.row_loss` and `ws.row_correct`), the logits' gradient (over the logits)
-    /// and `dH = (dZ·W2ᵀ)` where `H > 0` (into `ws.hidden_grad`). No row needs another, so each
-    /// job takes a share of the rows through all three, in one call rather than one per product
-    /// with the loss in between on one thread. With `count`, also counts each way's steps for
-    /// the weight gradient from the rows' `images` and `dH`, while both are at hand.
-    fn output_and_back<const BATCH: usize, P: Parallel>(
-        &self,
-        images: &[[f32; IN]],
-        labels: &[u8],
-        count: bool,
-        ws: &mut Workspace<BATCH, IN, HIDDEN, OUT>,
-        compute: &mut Compute<P>,
-    ) -> GradientSteps {
-        let rows = labels.len();
-        let parts = compute
-            .scratches
-            .len()
-            .min(rows.div_ceil(HEAD_ROWS_MIN))
-            .clamp(1, MAX_HEAD_PARTS);
-        let chunk = rows.div_ceil(parts).max(1);
-        let mut pieces: heapless::Vec<HeadRows<IN, HIDDEN, OUT>, MAX_HEAD_PARTS> =
-            heapless::Vec::new();
-        let rows_of = ws.hidden[..rows]
-            .chunks(chunk)
-            .zip(ws.logits[..rows].chunks_mut(chunk))
-            .zip(ws.hidden_grad[..rows].chunks_mut(chunk))
-            .zip(ws.row_loss[..rows].chunks_mut(chunk))
-            .zip(ws.row_correct[..rows].chunks_mut(chunk))
-            .zip(labels.chunks(chunk).zip(images.chunks(chunk)))
-            .zip(compute.scratches.iter_mut());
-        for ((((((hidden, logits), hidden_grad), loss), correct), (labels, images)), scratch) in
-            rows_of
-        {
-            // At most `parts` <= MAX_HEAD_PARTS chunks, so this never fails.
-            let _ = pieces.push(HeadRows {
-                hidden,
-                logits,
-                hidden_grad,
-                loss,
-                correct,
-                labels,
-                images,
-                steps: GradientSteps::default(),
-                scratch,
-            });
+/// One training step: forward, mean cross-entropy, backward, optimizer update. Returns the
+/// loss and accuracy of the batch before the update. With `panels` (filled by
+/// [`Panels::copy_from`] from `net`'s first weights for this kernel), the first layer's weights
+/// are read and updated there, the same bits without packing them every step; `net`'s own copy
+/// then falls behind until [`Panels::copy_to`].
+///
+/// # Panics
+/// As [`evaluate`]; if `keys` is neither empty nor one per row; if `panels` belong to other
+/// weights or another kernel.
+pub fn train_step<P: Parallel>(
+    net: &mut Layers<&mut [f32]>,
+    optimizer: &mut impl Optimizer,
+    batch: Batch,
+    panels: Option<&mut Panels>,
+    ws: &mut WorkspaceMut,
+    compute: &mut Compute<P>,
+) -> StepStats {
+    let shape = net.shape();
+    let rows = rows_of(shape, batch.inputs, ws);
+    let Batch {
+        inputs,
+        labels,
+        keys,
+    } = batch;
+    assert_eq!(rows, labels.len(), "one label per row");
+    assert!(
+        keys.is_empty() || keys.len() == rows,
+        "one key per row, or none"
+    );
+    for &label in labels {
+        assert!(
+            usize::from(label) < shape.classes(),
+            "label {label} out of range"
+        );
+    }
+    let kernel = compute.kernel();
+    let (inputs_width, first_width) = shape.layer(0);
+    let w0 = match panels.as_deref() {
+        Some(p) => {
+            assert!(
+                p.belong_to(net.weights(0), kernel),
+                "panels of other weights or another kernel: fill them with Panels::copy_from"
+            );
+            p.view()
         }
-        let kernel = compute.kernel;
-        let w2 = MatRef::row_major(self.output.weights.as_flattened(), HIDDEN, OUT);
-        compute.parallel.run(&mut pieces, &|_, part| {
-            let n = part.labels.len();
-            let h = part.hidden.as_flattened();
-            gemm(
-                kernel,
-                MatRef::row_major(h, n, HIDDEN),
-                w2,
-                part.logits.as_flattened_mut(),
-                Epilogue::Bias(&self.output.bias),
-                part.scratch,
-            );
-            let scored = part.logits.iter_mut().zip(part.labels);
-            for ((z, &label), (loss, correct)) in
-                scored.zip(part.loss.iter_mut().zip(&mut *part.correct))
-            {
-                (*loss, *correct) = loss::loss_and_gradient(z, usize::from(label), rows);
-            }
-            gemm(
-                kernel,
-                MatRef::row_major(part.logits.as_flattened(), n, OUT),
-                w2.t(),
-                part.hidden_grad.as_flattened_mut(),
-                Epilogue::ReluMask(h),
-                part.scratch,
-            );
-            if count {
-                // A quarter of the rows tells which product is cheaper well enough.
-                for (x, d) in part.images.iter().zip(&*part.hidden_grad).step_by(4) {
-                    part.steps.add_row(kernel, x, d);
-                }
-            }
-        });
-        pieces
-            .iter()
-            .fold(GradientSteps::default(), |sum, part| sum.merge(part.steps))
+        None => MatRef::row_major(net.weights(0), inputs_width, first_width),
+    };
+    // Rows of one class share more of their blank background, so panels of them skip more
+    // pixels (the result is the same either way).
+    let mut x = MatRef::row_major(inputs, rows, inputs_width);
+    if rows <= MAX_ORDERED_ROWS {
+        order_rows(labels, keys, shape.classes(), &mut ws.row_order[..rows]);
+        x = x.row_order(&ws.row_order[..rows]);
+    }
+    hidden_layers(&net.view(), x, w0, &mut ws.acts, compute);
+
+    let top = shape.hidden().len() - 1;
+    let head_steps = output_and_back(&net.view(), inputs, labels, ws, compute);
+    let mut stats = StepStats {
+        rows: rows as u32,
+        ..StepStats::default()
+    };
+    // In row order, whatever the split: the same sum for any number of jobs.
+    for (&loss, &correct) in ws.row_loss[..rows].iter().zip(&ws.row_correct[..rows]) {
+        stats.loss_sum += f64::from(loss);
+        stats.correct += u32::from(correct);
     }
 
-    /// Loss and accuracy of a batch, without training.
-    pub fn evaluate<const BATCH: usize, P: Parallel>(
-        &self,
-        images: &[[f32; IN]],
-        labels: &[u8],
-        ws: &mut Workspace<BATCH, IN, HIDDEN, OUT>,
-        compute: &mut Compute<P>,
-    ) -> StepStats {
-        assert_eq!(images.len(), labels.len(), "one label per image");
-        let logits = self.forward(images, ws, compute);
-        let mut stats = StepStats {
-            rows: labels.len() as u32,
-            ..StepStats::default()
+    let WorkspaceMut {
+        acts,
+        act_grads,
+        logits,
+        grads,
+        pairs: pair_panels,
+        pair_masks,
+        weight_gradient,
+        ..
+    } = ws;
+    let classes = shape.classes();
+    let d_logits = &logits[..rows * classes];
+    for l in (0..=top).rev() {
+        let (fan_in, width) = shape.layer(l);
+        let (below, here) = act_grads.split_at_mut(l);
+        let d = &here[0][..rows * width];
+        let input = match l {
+            0 => inputs,
+            _ => &acts[l - 1][..rows * fan_in],
         };
-        for (z, &label) in logits.iter().zip(labels) {
-            stats.loss_sum += f64::from(loss::cross_entropy(z, label as usize));
-            stats.correct += u32::from(loss::argmax(z) == label as usize);
-        }
-        stats
-    }
-
-    /// One training step on a batch of `images.len()` rows (the last batch of an epoch may be
-    /// shorter than `BATCH`): forward, mean cross-entropy, backward, optimizer update.
-    /// Returns the loss and accuracy of the batch before the update.
-    ///
-    /// # Panics
-    /// If there are more images than `BATCH`, labels and images differ in count, or a label
-    /// is not below `OUT`.
-    pub fn train_step<const BATCH: usize, P: Parallel>(
-        &mut self,
-        optimizer: &mut impl Optimizer<IN, HIDDEN, OUT>,
-        images: &[[f32; IN]],
-        labels: &[u8],
-        ws: &mut Workspace<BATCH, IN, HIDDEN, OUT>,
-        compute: &mut Compute<P>,
-    ) -> StepStats {
-        self.train_step_with_keys(optimizer, images, labels, &[], ws, compute)
-    }
-
-    /// [`Mlp::train_step`], with a hint for the forward product: it groups the batch's rows
-    /// by label, and within a label by `keys` (one per image, or none), so that images with
-    /// close keys share panels. Keys that bring together images with the same blank regions
-    /// (the host's: the area of the box around an image's ink) let the panels skip more zero
-    /// pixels. Only the speed depends on them: the result is the same bits whatever they are.
-    ///
-    /// # Panics
-    /// As [`Mlp::train_step`], and if `keys` is neither empty nor one per image.
-    pub fn train_step_with_keys<const BATCH: usize, P: Parallel>(
-        &mut self,
-        optimizer: &mut impl Optimizer<IN, HIDDEN, OUT>,
-        images: &[[f32; IN]],
-        labels: &[u8],
-        keys: &[u16],
-        ws: &mut Workspace<BATCH, IN, HIDDEN, OUT>,
-        compute: &mut Compute<P>,
-    ) -> StepStats {
-        self.step(optimizer, images, labels, keys, None, ws, compute)
-    }
-
-    /// [`Mlp::train_step_with_keys`] with the hidden weights in `panels`: the forward product
-    /// reads them there in place and the optimizer updates them there, the same bits without
-    /// packing W1 each step. `self.hidden.weights` fall behind: [`HiddenPanels::copy_to`]
-    /// brings them up to date (before saving or evaluating the model); to change the weights
-    /// between steps, change the model's and take them again with [`HiddenPanels::copy_from`].
-    ///
-    /// # Panics
-    /// As [`Mlp::train_step`], and if `panels` were not filled from this model for this
-    /// kernel by [`HiddenPanels::copy_from`].
-    #[allow(clippy::too_many_arguments)]
-    pub fn train_step_with_panels<const BATCH: usize, P: Parallel>(
-        &mut self,
-        optimizer: &mut impl Optimizer<IN, HIDDEN, OUT>,
-        images: &[[f32; IN]],
-        labels: &[u8],
-        keys: &[u16],
-        panels: &mut HiddenPanels<IN, HIDDEN>,
-        ws: &mut Workspace<BATCH, IN, HIDDEN, OUT>,
-        compute: &mut Compute<P>,
-    ) -> StepStats {
-        assert!(
-            panels.belong_to(self, compute.kernel),
-            "panels of another model or kernel: fill them with HiddenPanels::copy_from"
-        );
-        self.step(optimizer, images, labels, keys, Some(panels), ws, compute)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn step<const BATCH: usize, P: Parallel>(
-        &mut self,
-        optimizer: &mut impl Optimizer<IN, HIDDEN, OUT>,
-        images: &[[f32; IN]],
-        labels: &[u8],
-        keys: &[u16],
-        panels: Option<&mut HiddenPanels<IN, HIDDEN>>,
-        ws: &mut Workspace<BATCH, IN, HIDDEN, OUT>,
-        compute: &mut Compute<P>,
-    ) -> StepStats {
-        assert_eq!(images.len(), labels.len(), "one label per image");
-        assert!(
-            keys.is_empty() || keys.len() == labels.len(),
-            "one key per image, or none"
-        );
-        let rows = images.len();
-        // Images of one class share more of their blank background, so panels of them skip
-        // more pixels (the result is the same either way).
-        let grouped = rows <= MAX_ORDERED_ROWS;
-        if grouped {
-            order_rows::<OUT>(labels, keys, &mut ws.row_order[..rows]);
-        }
-        for &label in labels {
-            assert!(usize::from(label) < OUT, "label {label} out of range");
-        }
-        self.hidden_layer(images, grouped, panels.as_deref(), ws, compute);
-        let fits = pairs::fits(rows, HIDDEN);
-        let count =
-            fits && ws.weight_gradient == WeightGradient::Cheaper && pairs::fast_on(compute.kernel);
-        let steps = self.output_and_back(images, labels, count, ws, compute);
-        let paired = match ws.weight_gradient {
-            WeightGradient::Cheaper => count && steps.prefer_pairs(),
+        let (dw, rest) = grads.tensors_mut().split_at_mut(2 * l + 1);
+        let (db, head) = rest.split_first_mut().expect("a bias after every weight");
+        let dw = &mut dw[2 * l][..];
+        let h = &acts[l][..rows * width];
+        // Beside dW_l = Xᵀ·dH on one job: db_l, and with the top hidden layer the head's
+        // dW = Hᵀ·dZ and db.
+        let beside = |scratch: &mut Scratch| {
+            if l == top {
+                let [dw_head, db_head] = head else {
+                    unreachable!("the head's two tensors follow the top layer's")
+                };
+                let z = MatRef::row_major(d_logits, rows, classes);
+                let h = MatRef::row_major(h, rows, width);
+                gemm(kernel, h.t(), z, dw_head, Epilogue::Store, scratch);
+                column_sums(d_logits, classes, db_head);
+            }
+            column_sums(d, width, db);
+        };
+        let fits = pairs::fits(rows, width);
+        let paired = match *weight_gradient {
+            WeightGradient::Cheaper if fits && pairs::fast_on(kernel) => match l == top {
+                true => head_steps.prefer_pairs(),
+                false => count_steps(kernel, input, d, fan_in, width).prefer_pairs(),
+            },
+            WeightGradient::Cheaper => false,
             #[cfg(test)]
             WeightGradient::Blocked => false,
             #[cfg(test)]
             WeightGradient::Paired => fits,
         };
-
-        let mut stats = StepStats {
-            rows: rows as u32,
-            ..StepStats::default()
-        };
-        // In row order, whatever the split: the same sum for any number of jobs.
-        for (&loss, &correct) in ws.row_loss[..rows].iter().zip(&ws.row_correct[..rows]) {
-            stats.loss_sum += f64::from(loss);
-            stats.correct += u32::from(correct);
-        }
-
-        let x = MatRef::row_major(images.as_flattened(), rows, IN);
-        let h = MatRef::row_major(ws.hidden[..rows].as_flattened(), rows, HIDDEN);
-        let d_logits = MatRef::row_major(ws.logits[..rows].as_flattened(), rows, OUT);
-        let d_hidden = &ws.hidden_grad[..rows];
-        let Mlp {
-            hidden: hidden_grads,
-            output: output_grads,
-        } = &mut ws.grads;
-        let hidden_bias = &mut hidden_grads.bias;
-        let (logits, kernel) = (&ws.logits[..rows], compute.kernel);
-        // Beside dW1 = Xᵀ·dH, on one job: the output layer's dW2 = Hᵀ·dZ and db2 = column
-        // sums of dZ, and db1 = column sums of dH.
-        let beside = |scratch: &mut Scratch| {
-            let dw2 = output_grads.weights.as_flattened_mut();
-            gemm(kernel, h.t(), d_logits, dw2, Epilogue::Store, scratch);
-            column_sums(logits, &mut output_grads.bias);
-            column_sums(d_hidden, hidden_bias);
-        };
-        let dw1 = hidden_grads.weights.as_flattened_mut();
         if paired {
             pairs::weight_gradient(
-                compute.parallel,
+                compute.parallel(),
                 kernel,
-                images.as_flattened(),
-                d_hidden.as_flattened(),
-                (rows, IN, HIDDEN),
-                ws.hidden_grad_pairs.as_flattened_mut(),
-                &mut ws.pair_masks,
-                dw1,
-                compute.scratches,
+                input,
+                d,
+                (rows, fan_in, width),
+                pair_panels,
+                pair_masks,
+                dw,
+                compute.scratches(),
                 beside,
             );
         } else {
             gemm_parallel_beside(
-                compute.parallel,
+                compute.parallel(),
                 kernel,
-                x.t(),
-                MatRef::row_major(d_hidden.as_flattened(), rows, HIDDEN),
-                dw1,
+                MatRef::row_major(input, rows, fan_in).t(),
+                MatRef::row_major(d, rows, width),
+                dw,
                 Epilogue::Store,
-                compute.scratches,
+                compute.scratches(),
                 beside,
             );
         }
-
-        let (kernel, par, parts) = (compute.kernel, compute.parallel, compute.scratches.len());
-        match panels {
-            Some(panels) => optimizer.step_with_panels(self, &ws.grads, kernel, par, parts, panels),
-            None => optimizer.step_with(self, &ws.grads, kernel, par, parts),
+        if l > 0 {
+            // dH_{l-1} = dH_l·W_lᵀ where H_{l-1} > 0.
+            compute.gemm(
+                MatRef::row_major(d, rows, width),
+                MatRef::row_major(net.weights(l), fan_in, width).t(),
+                &mut below[l - 1][..rows * fan_in],
+                Epilogue::ReluMask(input),
+            );
         }
-        stats
     }
+    optimizer.update(net, &grads.view(), panels, compute);
+    stats
 }
 
-/// Fewest rows a job of [`Mlp::output_and_back`] gets.
+/// Each way's steps for the weight gradient `Xᵀ·D`, counted on a quarter of the rows, which
+/// tells which product is cheaper well enough.
+fn count_steps(kernel: Kernel, x: &[f32], d: &[f32], fan_in: usize, width: usize) -> GradientSteps {
+    let mut steps = GradientSteps::default();
+    for (x, d) in x.chunks_exact(fan_in).zip(d.chunks_exact(width)).step_by(4) {
+        steps.add_row(kernel, x, d);
+    }
+    steps
+}
+
+/// From the top hidden layer's activations to the gradient that reaches them: the logits,
+/// each row's loss (into `ws.row_loss` and `ws.row_correct`), the logits' gradient (over the
+/// logits) and `dH = (dZ·Wᵀ)` where `H > 0`. No row needs another, so each job takes a share of
+/// the rows through all three, in one call rather than one per product with the loss in
+/// between on one thread. Where the paired weight gradient may run, also counts each way's
+/// steps for the top layer's weight gradient while its inputs and `dH` are at hand.
+fn output_and_back<P: Parallel>(
+    net: &Layers<&[f32]>,
+    inputs: &[f32],
+    labels: &[u8],
+    ws: &mut WorkspaceMut,
+    compute: &mut Compute<P>,
+) -> GradientSteps {
+    let shape = net.shape();
+    let rows = labels.len();
+    let top = shape.hidden().len() - 1;
+    let (fan_in, width) = shape.layer(top);
+    let classes = shape.classes();
+    let kernel = compute.kernel();
+    let count = pairs::fits(rows, width)
+        && ws.weight_gradient == WeightGradient::Cheaper
+        && pairs::fast_on(kernel);
+    let parts = compute
+        .jobs()
+        .min(rows.div_ceil(HEAD_ROWS_MIN))
+        .clamp(1, MAX_HEAD_PARTS);
+    let chunk = rows.div_ceil(parts).max(1);
+    let (below, here) = ws.acts.split_at(top);
+    let top_inputs = match top {
+        0 => inputs,
+        _ => &below[top - 1][..rows * fan_in],
+    };
+    let par = compute.parallel();
+    let mut pieces: heapless::Vec<HeadRows, MAX_HEAD_PARTS> = heapless::Vec::new();
+    let rows_of = here[0][..rows * width]
+        .chunks(chunk * width)
+        .zip(ws.logits[..rows * classes].chunks_mut(chunk * classes))
+        .zip(ws.act_grads[top][..rows * width].chunks_mut(chunk * width))
+        .zip(ws.row_loss[..rows].chunks_mut(chunk))
+        .zip(ws.row_correct[..rows].chunks_mut(chunk))
+        .zip(labels.chunks(chunk).zip(top_inputs.chunks(chunk * fan_in)))
+        .zip(compute.scratches().iter_mut());
+    for ((((((hidden, logits), hidden_grad), loss), correct), (labels, inputs)), scratch) in rows_of
+    {
+        // At most `parts` <= MAX_HEAD_PARTS chunks, so this never fails.
+        let _ = pieces.push(HeadRows {
+            hidden,
+            logits,
+            hidden_grad,
+            loss,
+            correct,
+            labels,
+            inputs,
+            steps: GradientSteps::default(),
+            scratch,
+        });
+    }
+    let w = MatRef::row_major(net.weights(top + 1), width, classes);
+    let bias = net.bias(top + 1);
+    par.run(&mut pieces, &|_, part| {
+        let n = part.labels.len();
+        gemm(
+            kernel,
+            MatRef::row_major(part.hidden, n, width),
+            w,
+            part.logits,
+            Epilogue::Bias(bias),
+            part.scratch,
+        );
+        let scored = part.logits.chunks_exact_mut(classes).zip(part.labels);
+        for ((z, &label), (loss, correct)) in
+            scored.zip(part.loss.iter_mut().zip(&mut *part.correct))
+        {
+            (*loss, *correct) = loss::loss_and_gradient(z, usize::from(label), rows);
+        }
+        gemm(
+            kernel,
+            MatRef::row_major(part.logits, n, classes),
+            w.t(),
+            part.hidden_grad,
+            Epilogue::ReluMask(part.hidden),
+            part.scratch,
+        );
+        if count {
+            part.steps = count_steps(kernel, part.inputs, part.hidden_grad, fan_in, width);
+        }
+    });
+    pieces
+        .iter()
+        .fold(GradientSteps::default(), |sum, part| sum.merge(part.steps))
+}
+
+/// Fewest rows a job of [`output_and_back`] gets.
 const HEAD_ROWS_MIN: usize = 32;
-/// Most jobs [`Mlp::output_and_back`] splits a batch into.
+/// Most jobs [`output_and_back`] splits a batch into.
 const MAX_HEAD_PARTS: usize = 8;
 
-/// One job's rows in [`Mlp::output_and_back`].
-struct HeadRows<'a, const IN: usize, const HIDDEN: usize, const OUT: usize> {
-    hidden: &'a [[f32; HIDDEN]],
-    logits: &'a mut [[f32; OUT]],
-    hidden_grad: &'a mut [[f32; HIDDEN]],
+/// One job's rows in [`output_and_back`].
+struct HeadRows<'a> {
+    hidden: &'a [f32],
+    logits: &'a mut [f32],
+    hidden_grad: &'a mut [f32],
     loss: &'a mut [f32],
     correct: &'a mut [bool],
     labels: &'a [u8],
-    images: &'a [[f32; IN]],
+    inputs: &'a [f32],
     steps: GradientSteps,
     scratch: &'a mut Scratch,
 }
 
-/// Writes the row numbers of `labels` into `order`, sorted by label (labels of `OUT` or more
-/// last), then by `keys` when there are any, then by row.
-fn order_rows<const OUT: usize>(labels: &[u8], keys: &[u16], order: &mut [u16]) {
+/// Writes the row numbers of `labels` into `order`, sorted by label (labels of `classes` or
+/// more last), then by `keys` when there are any, then by row.
+fn order_rows(labels: &[u8], keys: &[u16], classes: usize, order: &mut [u16]) {
     let mut next = 0;
-    for class in 0..=OUT {
+    for class in 0..=classes {
         let start = next;
         for (row, &label) in labels.iter().enumerate() {
-            if usize::from(label).min(OUT) == class {
+            if usize::from(label).min(classes) == class {
                 order[next] = row as u16;
                 next += 1;
             }
@@ -617,18 +681,74 @@ fn order_rows<const OUT: usize>(labels: &[u8], keys: &[u16], order: &mut [u16]) 
     }
 }
 
-fn column_sums<const N: usize>(rows: &[[f32; N]], sums: &mut [f32; N]) {
+/// Sums of the columns of `rows` (`width` wide, row-major) into `sums`, row after row.
+fn column_sums(rows: &[f32], width: usize, sums: &mut [f32]) {
     sums.fill(0.0);
-    for row in rows {
+    for row in rows.chunks_exact(width) {
         for (s, &v) in sums.iter_mut().zip(row) {
             *s += v;
         }
     }
 }
 
+impl<const IN: usize, const HIDDEN: usize, const OUT: usize> Mlp<IN, HIDDEN, OUT> {
+    /// The logits of `images` (at most `BATCH` rows), computed into `ws`.
+    ///
+    /// # Panics
+    /// If there are more images than `BATCH`.
+    pub fn forward<'w, const BATCH: usize, P: Parallel>(
+        &self,
+        images: &[[f32; IN]],
+        ws: &'w mut Workspace<BATCH, IN, HIDDEN, OUT>,
+        compute: &mut Compute<P>,
+    ) -> &'w [[f32; OUT]] {
+        forward(
+            &self.layers(),
+            images.as_flattened(),
+            &mut ws.view(),
+            compute,
+        );
+        &ws.logits[..images.len()]
+    }
+
+    /// Loss and accuracy of a batch, without training.
+    pub fn evaluate<const BATCH: usize, P: Parallel>(
+        &self,
+        images: &[[f32; IN]],
+        labels: &[u8],
+        ws: &mut Workspace<BATCH, IN, HIDDEN, OUT>,
+        compute: &mut Compute<P>,
+    ) -> StepStats {
+        let batch = Batch::new(images.as_flattened(), labels);
+        evaluate(&self.layers(), batch, &mut ws.view(), compute)
+    }
+
+    /// [`train_step`] on a batch of up to `BATCH` rows, the hidden weights in `panels` when
+    /// given (filled by [`HiddenPanels::copy_from`] from this model).
+    pub fn train_step<const BATCH: usize, P: Parallel>(
+        &mut self,
+        optimizer: &mut impl Optimizer,
+        batch: Batch,
+        panels: Option<&mut HiddenPanels<IN, HIDDEN>>,
+        ws: &mut Workspace<BATCH, IN, HIDDEN, OUT>,
+        compute: &mut Compute<P>,
+    ) -> StepStats {
+        let mut panels = panels.map(|p| p.panels());
+        train_step(
+            &mut self.layers_mut(),
+            optimizer,
+            batch,
+            panels.as_mut(),
+            &mut ws.view(),
+            compute,
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::PanelState;
     use crate::kernels::Serial;
     use crate::optim::{RmsProp, Sgd};
     use crate::{zeroed_box, zeroed_slice};
@@ -643,9 +763,9 @@ mod tests {
     fn rows_are_ordered_by_label_then_key_stably() {
         let labels = [2, 0, 3, 0, 2, 9, 1, 2];
         let mut order = [0u16; 8];
-        order_rows::<4>(&labels, &[], &mut order);
+        order_rows(&labels, &[], 4, &mut order);
         assert_eq!(order, [1, 3, 6, 0, 4, 7, 2, 5]);
-        order_rows::<4>(&labels, &[5, 9, 0, 1, 5, 0, 0, 2], &mut order);
+        order_rows(&labels, &[5, 9, 0, 1, 5, 0, 0, 2], 4, &mut order);
         assert_eq!(order, [3, 1, 6, 7, 0, 4, 2, 5]);
     }
 
@@ -709,8 +829,8 @@ mod tests {
         let mut copy = model.clone();
         copy.train_step(
             &mut Sgd { learning_rate: 0.0 },
-            &images,
-            &labels,
+            Batch::new(images.as_flattened(), &labels),
+            None,
             &mut ws,
             &mut compute,
         );
@@ -757,7 +877,7 @@ mod tests {
     fn train_small(seed: u64, kernel: Kernel, threads: usize) -> (Small, StepStats) {
         let mut model = Small::zeroed();
         model.init_glorot(&mut XorShiftRng::seed_from_u64(seed));
-        let mut opt = RmsProp::new(1e-2);
+        let mut opt = RmsProp::<8, 16, 4>::new(1e-2);
         let mut ws: Workspace<32, 8, 16, 4> = Workspace::zeroed();
         let mut scratch = zeroed_slice::<Scratch>(threads);
         let mut compute = Compute::new(kernel, &Serial, &mut scratch);
@@ -766,7 +886,13 @@ mod tests {
         for _epoch in 0..20 {
             last = StepStats::default();
             for (x, y) in images.chunks(32).zip(labels.chunks(32)) {
-                last.merge(model.train_step(&mut opt, x, y, &mut ws, &mut compute));
+                last.merge(model.train_step(
+                    &mut opt,
+                    Batch::new(x.as_flattened(), y),
+                    None,
+                    &mut ws,
+                    &mut compute,
+                ));
             }
         }
         (model, last)
@@ -832,11 +958,23 @@ mod tests {
             .map(|_| core::array::from_fn(|_| (rng.next_u32() % 64) as f32 / 255.0))
             .collect();
         let labels: Vec<u8> = (0..96).map(|i| (i % 10) as u8).collect();
-        let first = model.train_step(&mut *opt, &images, &labels, &mut ws, &mut compute);
+        let first = model.train_step(
+            &mut *opt,
+            Batch::new(images.as_flattened(), &labels),
+            None,
+            &mut ws,
+            &mut compute,
+        );
         assert_eq!(first.rows, 96);
         // Ten classes at initialisation: loss near ln(10).
         assert!((first.mean_loss() - 10f64.ln()).abs() < 0.5, "{first:?}");
-        let second = model.train_step(&mut *opt, &images, &labels, &mut ws, &mut compute);
+        let second = model.train_step(
+            &mut *opt,
+            Batch::new(images.as_flattened(), &labels),
+            None,
+            &mut ws,
+            &mut compute,
+        );
         assert!(
             second.mean_loss() < first.mean_loss(),
             "{first:?} -> {second:?}"
@@ -894,7 +1032,7 @@ mod tests {
                         };
                         if with_panels {
                             panels.copy_to(&mut model);
-                            assert!(panels.hold(&model));
+                            assert!(panels.panels().hold(model.hidden.weights.as_flattened()));
                         }
                         (tensor_bits(&model), scores)
                     };
@@ -923,7 +1061,13 @@ mod tests {
                     let mut compute = Compute::new(kernel, &Serial, &mut scratch);
                     let scores: Vec<StepStats> = (0..3)
                         .map(|_| {
-                            model.train_step(&mut *rms, &images, &labels, &mut ws, &mut compute)
+                            model.train_step(
+                                &mut *rms,
+                                Batch::new(images.as_flattened(), &labels),
+                                None,
+                                &mut ws,
+                                &mut compute,
+                            )
                         })
                         .collect();
                     (tensor_bits(&model), scores)
@@ -941,7 +1085,7 @@ mod tests {
     /// Three steps of `optimizer` on `images`, through the panels or not.
     #[allow(clippy::too_many_arguments)]
     fn three_steps<const IN: usize, const HIDDEN: usize>(
-        optimizer: &mut impl Optimizer<IN, HIDDEN, 10>,
+        optimizer: &mut impl Optimizer,
         model: &mut Mlp<IN, HIDDEN, 10>,
         with_panels: bool,
         panels: &mut HiddenPanels<IN, HIDDEN>,
@@ -951,17 +1095,10 @@ mod tests {
         compute: &mut Compute<Serial>,
     ) -> Vec<StepStats> {
         (0..3)
-            .map(|_| match with_panels {
-                true => model.train_step_with_panels(
-                    optimizer,
-                    images,
-                    labels,
-                    &[],
-                    panels,
-                    ws,
-                    compute,
-                ),
-                false => model.train_step(optimizer, images, labels, ws, compute),
+            .map(|_| {
+                let batch = Batch::new(images.as_flattened(), labels);
+                let panels = with_panels.then_some(&mut *panels);
+                model.train_step(optimizer, batch, panels, ws, compute)
             })
             .collect()
     }
@@ -990,15 +1127,8 @@ mod tests {
             }
             let refused = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 let mut compute = Compute::new(Kernel::PORTABLE, &Serial, &mut scratch);
-                model.train_step_with_panels(
-                    &mut *opt,
-                    &images,
-                    &labels,
-                    &[],
-                    &mut panels,
-                    &mut ws,
-                    &mut compute,
-                )
+                let batch = Batch::new(images.as_flattened(), &labels);
+                model.train_step(&mut *opt, batch, Some(&mut panels), &mut ws, &mut compute)
             }));
             assert!(refused.is_err(), "panels from {kernel:?} accepted");
         }
@@ -1037,14 +1167,11 @@ mod tests {
                 let (mut model, mut opt, mut ws, mut scratch) = mnist_sized();
                 let mut compute = Compute::new(kernel, &Serial, &mut scratch);
                 for _ in 0..2 {
-                    model.train_step_with_keys(
-                        &mut *opt,
-                        &images,
-                        &labels,
+                    let batch = Batch {
                         keys,
-                        &mut ws,
-                        &mut compute,
-                    );
+                        ..Batch::new(images.as_flattened(), &labels)
+                    };
+                    model.train_step(&mut *opt, batch, None, &mut ws, &mut compute);
                 }
                 model
                     .tensors()
@@ -1052,5 +1179,241 @@ mod tests {
             };
             assert!(trained(&keys) == trained(&[]), "{kernel:?}");
         }
+    }
+
+    /// Owned storage of a workspace of run-time size.
+    struct Owned {
+        floats: Vec<f32>,
+        masks: Vec<u128>,
+        order: Vec<u16>,
+        correct: Vec<bool>,
+    }
+
+    impl Owned {
+        fn new(shape: Shape, batch: usize) -> Self {
+            let len = WorkspaceLen::of(shape, batch);
+            Self {
+                floats: std::vec![0.0; len.floats],
+                masks: std::vec![0; len.masks],
+                order: std::vec![0; len.rows],
+                correct: std::vec![false; len.rows],
+            }
+        }
+
+        fn view(&mut self, shape: Shape, batch: usize) -> WorkspaceMut<'_> {
+            let (f, m, o, c) = (
+                &mut self.floats,
+                &mut self.masks,
+                &mut self.order,
+                &mut self.correct,
+            );
+            WorkspaceMut::new(shape, batch, f, m, o, c).unwrap()
+        }
+    }
+
+    fn deep_shape() -> Shape {
+        Shape::new(8, &[12, 10, 6], 4).unwrap()
+    }
+
+    /// Glorot weights and small random biases for `shape`.
+    fn deep_params(shape: Shape, seed: u64) -> Vec<f32> {
+        let mut flat = std::vec![0.0; shape.parameters()];
+        {
+            let mut layers = Layers::split_mut(shape, &mut flat).unwrap();
+            layers.init_glorot(&mut XorShiftRng::seed_from_u64(seed));
+            let mut rng = XorShiftRng::seed_from_u64(seed + 100);
+            for l in 0..shape.layers() {
+                for b in layers.bias_mut(l) {
+                    *b = (rng.next_u32() as f32 / u32::MAX as f32 - 0.5) * 0.2;
+                }
+            }
+        }
+        flat
+    }
+
+    /// Batch-mean loss of any network in f64, from scratch.
+    fn deep_loss_f64(shape: Shape, flat: &[f32], x: &[f32], labels: &[u8]) -> f64 {
+        let net = Layers::split(shape, flat).unwrap();
+        let mut total = 0.0;
+        for (row, &y) in x.chunks_exact(shape.inputs()).zip(labels) {
+            let mut a: Vec<f64> = row.iter().map(|&v| f64::from(v)).collect();
+            for l in 0..shape.layers() {
+                let (fan_in, fan_out) = shape.layer(l);
+                let w = net.weights(l);
+                let mut z: Vec<f64> = net.bias(l).iter().map(|&b| f64::from(b)).collect();
+                for i in 0..fan_in {
+                    for (o, z) in z.iter_mut().enumerate() {
+                        *z += a[i] * f64::from(w[i * fan_out + o]);
+                    }
+                }
+                if l + 1 < shape.layers() {
+                    z.iter_mut().for_each(|v| *v = v.max(0.0));
+                }
+                a = z;
+            }
+            let max = a.iter().cloned().fold(f64::MIN, f64::max);
+            let lse = a.iter().map(|v| (v - max).exp()).sum::<f64>().ln() + max;
+            total += lse - a[usize::from(y)];
+        }
+        total / labels.len() as f64
+    }
+
+    #[test]
+    fn deep_gradients_match_central_differences() {
+        let shape = deep_shape();
+        let flat = deep_params(shape, 21);
+        let (images, labels) = batch(22, 6);
+        let x = images.as_flattened();
+        let mut owned = Owned::new(shape, 8);
+        let mut scratch = zeroed_slice::<Scratch>(1);
+        let mut compute = Compute::new(Kernel::PORTABLE, &Serial, &mut scratch);
+        let mut copy = flat.clone();
+        let mut ws = owned.view(shape, 8);
+        train_step(
+            &mut Layers::split_mut(shape, &mut copy).unwrap(),
+            &mut Sgd { learning_rate: 0.0 },
+            Batch::new(x, &labels),
+            None,
+            &mut ws,
+            &mut compute,
+        );
+        assert_eq!(copy, flat);
+        let analytic: Vec<f32> = ws.grads().tensors().concat();
+        for (idx, &got) in analytic.iter().enumerate() {
+            let h = 1e-3f32;
+            let (mut plus, mut minus) = (flat.clone(), flat.clone());
+            plus[idx] += h;
+            minus[idx] -= h;
+            let dh = f64::from(plus[idx]) - f64::from(minus[idx]);
+            let numeric = (deep_loss_f64(shape, &plus, x, &labels)
+                - deep_loss_f64(shape, &minus, x, &labels))
+                / dh;
+            let got = f64::from(got);
+            let err = (got - numeric).abs() / numeric.abs().max(got.abs()).max(1e-4);
+            assert!(err < 2e-3, "parameter {idx}: {got} vs {numeric} ({err})");
+        }
+    }
+
+    /// Three RMSprop steps of a deep network on images with blank columns.
+    fn deep_three_steps(
+        kernel: Kernel,
+        jobs: usize,
+        how: WeightGradient,
+        with_panels: bool,
+    ) -> (Vec<u32>, Vec<StepStats>) {
+        let shape = Shape::new(50, &[96, 64, 32], 10).unwrap();
+        let images = blank_column_images::<50>(6, 4);
+        let labels: Vec<u8> = (0..32).map(|i| (i % 10) as u8).collect();
+        let mut flat = deep_params(shape, 5);
+        let mut velocity = std::vec![0.0; shape.parameters()];
+        let mut owned = Owned::new(shape, 32);
+        let mut panel_values = std::vec![0.0; 50 * 96];
+        let mut panel_state = PanelState::default();
+        let mut scratch = zeroed_slice::<Scratch>(jobs);
+        let mut compute = Compute::new(kernel, &Serial, &mut scratch);
+        let mut scores = Vec::new();
+        let mut panels = Panels::new(&mut panel_values, &mut panel_state);
+        {
+            let mut net = Layers::split_mut(shape, &mut flat).unwrap();
+            panels.copy_from(net.weights(0), 50, 96, kernel);
+            let mut opt = crate::RmsPropState {
+                rule: crate::RmsPropRule::keras(1e-3),
+                velocity: Layers::split_mut(shape, &mut velocity).unwrap(),
+            };
+            for _ in 0..3 {
+                let mut ws = owned.view(shape, 32);
+                ws.weight_gradient = how;
+                let batch = Batch::new(images.as_flattened(), &labels);
+                let p = with_panels.then_some(&mut panels);
+                scores.push(train_step(
+                    &mut net,
+                    &mut opt,
+                    batch,
+                    p,
+                    &mut ws,
+                    &mut compute,
+                ));
+            }
+            if with_panels {
+                panels.copy_to(net.weights_mut(0));
+            }
+        }
+        (flat.iter().map(|v| v.to_bits()).collect(), scores)
+    }
+
+    /// Every layer of a deep network skips zeros and may take the paired weight gradient:
+    /// the same bits for any product, any number of jobs, with the first weights in panels or
+    /// not.
+    #[test]
+    fn deep_networks_give_the_same_bits_every_way() {
+        for kernel in crate::every_kernel() {
+            let reference = deep_three_steps(kernel, 1, WeightGradient::Blocked, false);
+            for jobs in [1, 2, 3] {
+                for how in [WeightGradient::Blocked, WeightGradient::Paired] {
+                    for panels in [false, true] {
+                        assert_eq!(
+                            deep_three_steps(kernel, jobs, how, panels),
+                            reference,
+                            "{kernel:?}, {jobs} jobs, {how:?}, panels {panels}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_deep_network_learns_a_separable_task() {
+        let shape = Shape::new(8, &[16, 12], 4).unwrap();
+        let mut flat = deep_params(shape, 3);
+        let mut velocity = std::vec![0.0; shape.parameters()];
+        let mut owned = Owned::new(shape, 32);
+        let mut scratch = zeroed_slice::<Scratch>(2);
+        let mut compute = Compute::new(Kernel::PORTABLE, &Serial, &mut scratch);
+        let (images, labels) = separable(5, 200);
+        let mut net = Layers::split_mut(shape, &mut flat).unwrap();
+        let mut opt = crate::RmsPropState {
+            rule: crate::RmsPropRule::keras(1e-2),
+            velocity: Layers::split_mut(shape, &mut velocity).unwrap(),
+        };
+        let mut first = StepStats::default();
+        let mut last = StepStats::default();
+        for epoch in 0..30 {
+            last = StepStats::default();
+            for (x, y) in images.chunks(32).zip(labels.chunks(32)) {
+                let mut ws = owned.view(shape, 32);
+                let batch = Batch::new(x.as_flattened(), y);
+                last.merge(train_step(
+                    &mut net,
+                    &mut opt,
+                    batch,
+                    None,
+                    &mut ws,
+                    &mut compute,
+                ));
+            }
+            if epoch == 0 {
+                first = last;
+            }
+        }
+        assert!(
+            last.mean_loss() < 0.1 * first.mean_loss(),
+            "{first:?} -> {last:?}"
+        );
+        assert_eq!(last.accuracy(), 1.0);
+    }
+
+    #[test]
+    fn a_workspace_too_small_for_the_shape_is_refused() {
+        let shape = deep_shape();
+        let len = WorkspaceLen::of(shape, 8);
+        let mut floats = std::vec![0.0; len.floats - 1];
+        let (mut masks, mut order, mut correct) = (
+            std::vec![0; len.masks],
+            std::vec![0; 8],
+            std::vec![false; 8],
+        );
+        let ws = WorkspaceMut::new(shape, 8, &mut floats, &mut masks, &mut order, &mut correct);
+        assert!(ws.is_none());
     }
 }

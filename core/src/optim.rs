@@ -1,46 +1,24 @@
 //! Optimizers. Each update is one fused pass over a parameter tensor, its gradient and its state.
 
-use crate::kernels::{Kernel, Parallel, Serial};
-use crate::layers::Mlp;
-use crate::model::HiddenPanels;
+use crate::compute::Compute;
+use crate::kernels::Parallel;
+use crate::layers::{Layers, Mlp};
+use crate::panels::Panels;
 use crate::simd::{self, RmsHyper};
 
 /// Updates parameters from their gradients.
-pub trait Optimizer<const IN: usize, const HIDDEN: usize, const OUT: usize> {
-    /// One step: `params` moves against `grads`, large tensors split into `parts` jobs run by
-    /// `par`, element-wise code picked by `kernel`. The result does not depend on `parts`.
-    fn step_with<P: Parallel>(
+pub trait Optimizer {
+    /// One step: `params` move against `grads`, large tensors split between `compute`'s jobs
+    /// (the result does not depend on how many). With `panels`, the first layer's weights live
+    /// there (see [`crate::model::train_step`]): they are updated there, and their copy in
+    /// `params` is left unspecified.
+    fn update<P: Parallel>(
         &mut self,
-        params: &mut Mlp<IN, HIDDEN, OUT>,
-        grads: &Mlp<IN, HIDDEN, OUT>,
-        kernel: Kernel,
-        par: &P,
-        parts: usize,
+        params: &mut Layers<&mut [f32]>,
+        grads: &Layers<&[f32]>,
+        panels: Option<&mut Panels>,
+        compute: &Compute<P>,
     );
-
-    /// [`Optimizer::step_with`] for a model whose hidden weights are held in `panels` (see
-    /// [`Mlp::train_step_with_panels`]): they are updated there, and `params.hidden.weights`
-    /// are left unspecified. This copies them into `params` for the step and back after it;
-    /// an optimizer that updates the panels in place saves both passes.
-    #[allow(clippy::too_many_arguments)]
-    fn step_with_panels<P: Parallel>(
-        &mut self,
-        params: &mut Mlp<IN, HIDDEN, OUT>,
-        grads: &Mlp<IN, HIDDEN, OUT>,
-        kernel: Kernel,
-        par: &P,
-        parts: usize,
-        panels: &mut HiddenPanels<IN, HIDDEN>,
-    ) {
-        panels.copy_to(params);
-        self.step_with(params, grads, kernel, par, parts);
-        panels.refresh(params);
-    }
-
-    /// One step on the calling thread with portable code.
-    fn step(&mut self, params: &mut Mlp<IN, HIDDEN, OUT>, grads: &Mlp<IN, HIDDEN, OUT>) {
-        self.step_with(params, grads, Kernel::PORTABLE, &Serial, 1);
-    }
 }
 
 /// Plain gradient descent: `w -= lr * g` (the book's from-scratch optimizer).
@@ -50,26 +28,100 @@ pub struct Sgd {
     pub learning_rate: f32,
 }
 
-impl<const I: usize, const H: usize, const O: usize> Optimizer<I, H, O> for Sgd {
-    fn step_with<P: Parallel>(
+impl Optimizer for Sgd {
+    fn update<P: Parallel>(
         &mut self,
-        params: &mut Mlp<I, H, O>,
-        grads: &Mlp<I, H, O>,
-        _kernel: Kernel,
-        _par: &P,
-        _parts: usize,
+        params: &mut Layers<&mut [f32]>,
+        grads: &Layers<&[f32]>,
+        mut panels: Option<&mut Panels>,
+        _compute: &Compute<P>,
     ) {
-        for (w, g) in params.tensors_mut().into_iter().zip(grads.tensors()) {
-            for (w, &g) in w.iter_mut().zip(g) {
+        if let Some(panels) = panels.as_deref_mut() {
+            panels.copy_to(params.weights_mut(0));
+        }
+        for (w, g) in params.tensors_mut().iter_mut().zip(grads.tensors()) {
+            for (w, &g) in w.iter_mut().zip(*g) {
                 *w -= self.learning_rate * g;
+            }
+        }
+        if let Some(panels) = panels {
+            panels.refresh(params.weights(0));
+        }
+    }
+}
+
+/// RMSprop's hyper-parameters, as Keras 3 applies them (no momentum, not centred):
+/// `v = rho*v + (1-rho)*g^2; w -= lr * g / sqrt(v + epsilon)`, `v` starting at zero.
+/// Note epsilon sits inside the square root, unlike PyTorch.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RmsPropRule {
+    /// Learning rate (Keras default 1e-3).
+    pub learning_rate: f32,
+    /// Decay of the squared-gradient average (Keras default 0.9).
+    pub rho: f32,
+    /// Added under the root (Keras default 1e-7).
+    pub epsilon: f32,
+}
+
+impl RmsPropRule {
+    /// Keras's defaults with the given learning rate.
+    pub const fn keras(learning_rate: f32) -> Self {
+        Self {
+            learning_rate,
+            rho: 0.9,
+            epsilon: 1e-7,
+        }
+    }
+}
+
+/// RMSprop with its running averages beside the parameters, on storage the caller owns.
+pub struct RmsPropState<'a> {
+    /// The rule.
+    pub rule: RmsPropRule,
+    /// Running average of squared gradients, one per parameter.
+    pub velocity: Layers<&'a mut [f32]>,
+}
+
+impl Optimizer for RmsPropState<'_> {
+    fn update<P: Parallel>(
+        &mut self,
+        params: &mut Layers<&mut [f32]>,
+        grads: &Layers<&[f32]>,
+        mut panels: Option<&mut Panels>,
+        compute: &Compute<P>,
+    ) {
+        assert_eq!(
+            self.velocity.shape(),
+            params.shape(),
+            "velocity of another shape"
+        );
+        let r = self.rule;
+        let hyper = RmsHyper {
+            learning_rate: r.learning_rate,
+            rho: r.rho,
+            // Keras forms `1 - rho` in double precision before the f32 multiply.
+            one_minus_rho: (1.0 - r.rho as f64) as f32,
+            epsilon: r.epsilon,
+        };
+        let (kernel, par, parts) = (compute.kernel(), compute.parallel(), compute.jobs());
+        let tensors = params
+            .tensors_mut()
+            .iter_mut()
+            .zip(grads.tensors())
+            .zip(self.velocity.tensors_mut().iter_mut());
+        for (i, ((w, g), v)) in tensors.enumerate() {
+            match panels.as_deref_mut() {
+                // The first layer's weights come first.
+                Some(panels) if i == 0 => {
+                    simd::rmsprop_panels(kernel, par, parts, &panels.values(), g, v, hyper);
+                }
+                _ => simd::rmsprop(kernel, par, parts, w, g, v, hyper),
             }
         }
     }
 }
 
-/// RMSprop exactly as Keras 3 applies it (no momentum, not centred):
-/// `v = rho*v + (1-rho)*g^2; w -= lr * g / sqrt(v + epsilon)`, `v` starting at zero.
-/// Note epsilon sits inside the square root, unlike PyTorch.
+/// RMSprop with fixed-size state for an [`Mlp`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct RmsProp<const IN: usize, const HIDDEN: usize, const OUT: usize> {
     /// Learning rate (Keras default 1e-3).
@@ -86,85 +138,51 @@ impl<const I: usize, const H: usize, const O: usize> RmsProp<I, H, O> {
     /// Keras's defaults with the given learning rate, zero velocity (small nets: a big one
     /// belongs in a zeroed heap allocation, then [`RmsProp::reset`]).
     pub const fn new(learning_rate: f32) -> Self {
+        let rule = RmsPropRule::keras(learning_rate);
         Self {
             learning_rate,
-            rho: 0.9,
-            epsilon: 1e-7,
+            rho: rule.rho,
+            epsilon: rule.epsilon,
             velocity: Mlp::zeroed(),
         }
     }
 
     /// Keras's defaults with the given learning rate, and zero velocity, in place.
     pub fn reset(&mut self, learning_rate: f32) {
-        self.learning_rate = learning_rate;
-        self.rho = 0.9;
-        self.epsilon = 1e-7;
+        let rule = RmsPropRule::keras(learning_rate);
+        (self.learning_rate, self.rho, self.epsilon) = (rule.learning_rate, rule.rho, rule.epsilon);
         self.velocity.clear();
     }
 
-    /// The step, the hidden weights in `panels` when there are any.
-    fn update<P: Parallel>(
-        &mut self,
-        params: &mut Mlp<I, H, O>,
-        grads: &Mlp<I, H, O>,
-        kernel: Kernel,
-        par: &P,
-        parts: usize,
-        mut panels: Option<&mut HiddenPanels<I, H>>,
-    ) {
-        let hyper = RmsHyper {
-            learning_rate: self.learning_rate,
-            rho: self.rho,
-            // Keras forms `1 - rho` in double precision before the f32 multiply.
-            one_minus_rho: (1.0 - self.rho as f64) as f32,
-            epsilon: self.epsilon,
-        };
-        let tensors = params
-            .tensors_mut()
-            .into_iter()
-            .zip(grads.tensors())
-            .zip(self.velocity.tensors_mut());
-        for (i, ((w, g), v)) in tensors.enumerate() {
-            match panels.as_deref_mut() {
-                // The hidden weights come first.
-                Some(panels) if i == 0 => {
-                    simd::rmsprop_panels(kernel, par, parts, &panels.values(), g, v, hyper);
-                }
-                _ => simd::rmsprop(kernel, par, parts, w, g, v, hyper),
-            }
+    /// The rule and the velocity as an [`RmsPropState`].
+    pub fn state(&mut self) -> RmsPropState<'_> {
+        RmsPropState {
+            rule: RmsPropRule {
+                learning_rate: self.learning_rate,
+                rho: self.rho,
+                epsilon: self.epsilon,
+            },
+            velocity: self.velocity.layers_mut(),
         }
     }
 }
 
-impl<const I: usize, const H: usize, const O: usize> Optimizer<I, H, O> for RmsProp<I, H, O> {
-    fn step_with<P: Parallel>(
+impl<const I: usize, const H: usize, const O: usize> Optimizer for RmsProp<I, H, O> {
+    fn update<P: Parallel>(
         &mut self,
-        params: &mut Mlp<I, H, O>,
-        grads: &Mlp<I, H, O>,
-        kernel: Kernel,
-        par: &P,
-        parts: usize,
+        params: &mut Layers<&mut [f32]>,
+        grads: &Layers<&[f32]>,
+        panels: Option<&mut Panels>,
+        compute: &Compute<P>,
     ) {
-        self.update(params, grads, kernel, par, parts, None);
-    }
-
-    /// Updates the panels in place.
-    fn step_with_panels<P: Parallel>(
-        &mut self,
-        params: &mut Mlp<I, H, O>,
-        grads: &Mlp<I, H, O>,
-        kernel: Kernel,
-        par: &P,
-        parts: usize,
-        panels: &mut HiddenPanels<I, H>,
-    ) {
-        self.update(params, grads, kernel, par, parts, Some(panels));
+        self.state().update(params, grads, panels, compute);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::{Kernel, Scratch, Serial};
 
     fn hand_sized() -> (Mlp<1, 1, 1>, Mlp<1, 1, 1>) {
         let mut params = Mlp::<1, 1, 1>::zeroed();
@@ -180,14 +198,21 @@ mod tests {
         m.tensors().map(|t| t[0] as f64)
     }
 
+    /// One step on the calling thread with portable code.
+    fn step(opt: &mut impl Optimizer, params: &mut Mlp<1, 1, 1>, grads: &Mlp<1, 1, 1>) {
+        let mut scratch = [Scratch::new()];
+        let compute = Compute::new(Kernel::PORTABLE, &Serial, &mut scratch);
+        opt.update(&mut params.layers_mut(), &grads.layers(), None, &compute);
+    }
+
     #[test]
     fn rmsprop_two_steps_match_the_formula() {
         let (mut params, grads) = hand_sized();
         let mut opt = RmsProp::new(1e-3);
         let w0 = values(&params);
         let g = values(&grads);
-        opt.step(&mut params, &grads);
-        opt.step(&mut params, &grads);
+        step(&mut opt, &mut params, &grads);
+        step(&mut opt, &mut params, &grads);
         for i in 0..4 {
             // Written out independently, in f64: v1 = 0.1 g^2, v2 = 0.9 v1 + 0.1 g^2.
             let v1 = 0.1 * g[i] * g[i];
@@ -206,7 +231,7 @@ mod tests {
     fn sgd_step_matches_the_formula() {
         let (mut params, grads) = hand_sized();
         let before = values(&params);
-        Sgd { learning_rate: 0.5 }.step(&mut params, &grads);
+        step(&mut Sgd { learning_rate: 0.5 }, &mut params, &grads);
         let g = values(&grads);
         for i in 0..4 {
             assert!((values(&params)[i] - (before[i] - 0.5 * g[i])).abs() < 1e-6);

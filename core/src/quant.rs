@@ -41,8 +41,9 @@ use byteorder::{ByteOrder, LittleEndian};
 
 use crate::crc::crc32;
 use crate::format::{Dtype, F32Le, FormatError, HEADER_LEN, Header, ModelView};
-use crate::layers::Mlp;
+use crate::layers::{Layers, Mlp};
 use crate::loss::argmax;
+use crate::shape::Shape;
 
 /// Scale of the quantised input: a pixel `p` stands for `p / 255`.
 pub const INPUT_SCALE: f32 = 1.0 / 255.0;
@@ -140,8 +141,30 @@ impl Calibration {
         model: &Mlp<I, H, O>,
         pixels: &[u8; I],
     ) {
-        let mut hidden = model.hidden.bias;
-        for (&p, row) in pixels.iter().zip(&model.hidden.weights) {
+        let (mut hidden, mut logits) = (model.hidden.bias, model.output.bias);
+        self.observe_into(&model.layers(), pixels, &mut hidden, &mut logits);
+    }
+
+    /// [`Calibration::observe`] for a network of one hidden layer of any size, its hidden
+    /// activations and logits computed in `hidden` and `logits` (at least as long as the
+    /// layers).
+    ///
+    /// # Panics
+    /// If the network has more than one hidden layer or a buffer is too short.
+    pub fn observe_into(
+        &mut self,
+        net: &Layers<&[f32]>,
+        pixels: &[u8],
+        hidden: &mut [f32],
+        logits: &mut [f32],
+    ) {
+        let [inputs, units, classes] = one_hidden_layer(net.shape());
+        let (hidden, logits) = (&mut hidden[..units], &mut logits[..classes]);
+        hidden.copy_from_slice(net.bias(0));
+        for (&p, row) in pixels[..inputs]
+            .iter()
+            .zip(net.weights(0).chunks_exact(units))
+        {
             // Most pixels are 0; calibration needs ranges, not bit-exact sums.
             if p != 0 {
                 let x = unit_pixel(p);
@@ -150,8 +173,8 @@ impl Calibration {
                 }
             }
         }
-        let mut logits = model.output.bias;
-        for (&h, row) in hidden.iter().zip(&model.output.weights) {
+        logits.copy_from_slice(net.bias(1));
+        for (&h, row) in hidden.iter().zip(net.weights(1).chunks_exact(classes)) {
             if h > 0.0 {
                 self.hidden_max = self.hidden_max.max(h);
                 for (z, &w) in logits.iter_mut().zip(row) {
@@ -159,7 +182,7 @@ impl Calibration {
                 }
             }
         }
-        for z in logits {
+        for &z in logits.iter() {
             self.logit_max = self.logit_max.max(z.abs());
         }
         self.images += 1;
@@ -264,6 +287,24 @@ pub const fn encoded_len<const I: usize, const H: usize, const O: usize>() -> us
     HEADER_LEN + PARAMS_LEN + h2 * in8 + 16 * h2 + o2 * h8 + 16 * o2 + 4
 }
 
+/// Bytes of the int8 model file for a network of one hidden layer, `None` for another shape
+/// or sizes whose file would be too large.
+pub fn encoded_len_of(shape: Shape) -> Option<usize> {
+    let (_, _, payload) = int8_layout(shape.widths().try_into().ok()?)?;
+    Some(HEADER_LEN + payload + 4)
+}
+
+/// Inputs, hidden units and classes of a network of one hidden layer.
+///
+/// # Panics
+/// For another shape.
+fn one_hidden_layer(shape: Shape) -> [usize; 3] {
+    shape
+        .widths()
+        .try_into()
+        .expect("int8 quantisation takes networks of one hidden layer")
+}
+
 /// Quantises `model` with `calibration` and writes the int8 model file into `out`; returns the
 /// bytes written ([`encoded_len`]). `dataset` goes into the header as in [`crate::format`].
 pub fn encode<const I: usize, const H: usize, const O: usize>(
@@ -272,10 +313,23 @@ pub fn encode<const I: usize, const H: usize, const O: usize>(
     dataset: u8,
     out: &mut [u8],
 ) -> Result<usize, FormatError> {
-    let sizes32 = [I, H, O].map(|s| u32::try_from(s).map_err(|_| FormatError::TooLarge));
-    let sizes32 = [sizes32[0]?, sizes32[1]?, sizes32[2]?];
+    encode_layers(&model.layers(), calibration, dataset, out)
+}
+
+/// [`encode`] for a network of one hidden layer of any size.
+pub fn encode_layers(
+    net: &Layers<&[f32]>,
+    calibration: &Calibration,
+    dataset: u8,
+    out: &mut [u8],
+) -> Result<usize, FormatError> {
+    let shape = net.shape();
+    let sizes: [usize; 3] = shape
+        .widths()
+        .try_into()
+        .map_err(|_| FormatError::OneHiddenLayerOnly(shape))?;
     let (hidden_layout, output_layout, payload_len) =
-        int8_layout([I, H, O]).ok_or(FormatError::TooLarge)?;
+        int8_layout(sizes).ok_or(FormatError::TooLarge)?;
     let total = HEADER_LEN + payload_len + 4;
     if out.len() < total {
         return Err(FormatError::BufferTooSmall {
@@ -284,12 +338,8 @@ pub fn encode<const I: usize, const H: usize, const O: usize>(
         });
     }
     Header {
-        dtype: Dtype::Int8,
-        has_optimizer: false,
-        has_extra: false,
-        sizes: sizes32,
-        dataset,
         payload_len,
+        ..Header::new(Dtype::Int8, shape, dataset)
     }
     .write(out);
 
@@ -305,16 +355,16 @@ pub fn encode<const I: usize, const H: usize, const O: usize>(
 
     let (hidden_bytes, output_bytes) = rest.split_at_mut(hidden_layout.bytes());
     quantise_layer(
-        &model.hidden.weights,
-        &model.hidden.bias,
+        net.weights(0),
+        net.bias(0),
         INPUT_SCALE,
         hidden_scale,
         hidden_layout,
         hidden_bytes,
     );
     quantise_layer(
-        &model.output.weights,
-        &model.output.bias,
+        net.weights(1),
+        net.bias(1),
         hidden_scale,
         logit_scale,
         output_layout,
@@ -329,9 +379,9 @@ pub fn encode<const I: usize, const H: usize, const O: usize>(
 /// Writes one layer's sections: int8 weights in the pair-interleaved transposed layout, then
 /// per-unit scale, bias, multiplier and shift. `out_scale` is the scale of what the layer's
 /// requantisation produces (hidden activations or logits).
-fn quantise_layer<const IN: usize, const OUT: usize>(
-    weights: &[[f32; OUT]; IN],
-    bias: &[f32; OUT],
+fn quantise_layer(
+    weights: &[f32],
+    bias: &[f32],
     in_scale: f32,
     out_scale: f32,
     layout: LayerLayout,
@@ -350,15 +400,17 @@ fn quantise_layer<const IN: usize, const OUT: usize>(
     for s in scales.chunks_exact_mut(4) {
         LittleEndian::write_f32(s, 1.0);
     }
-    for o in 0..OUT {
-        let max = weights.iter().fold(0.0f32, |m, row| m.max(row[o].abs()));
+    let outputs = bias.len();
+    for o in 0..outputs {
+        let column = || weights.iter().skip(o).step_by(outputs);
+        let max = column().fold(0.0f32, |m, w| m.max(w.abs()));
         let scale = if max.is_finite() && max > 0.0 {
             max / 127.0
         } else {
             1.0
         };
-        for (i, w) in weights.iter().enumerate() {
-            let q = libm::roundf(w[o] / scale).clamp(-127.0, 127.0) as i8;
+        for (i, w) in column().enumerate() {
+            let q = libm::roundf(w / scale).clamp(-127.0, 127.0) as i8;
             w_bytes[layout.weight_index(o, i)] = q as u8;
         }
         let acc_scale = f64::from(in_scale) * f64::from(scale);
@@ -521,7 +573,9 @@ impl<'a> Int8View<'a> {
         if header.dtype != Dtype::Int8 {
             return Err(FormatError::WrongDtype(header.dtype));
         }
-        let sizes = header.sizes.map(|s| s as usize);
+        let sizes = header
+            .sizes()
+            .ok_or(FormatError::OneHiddenLayerOnly(header.shape))?;
         let (hidden_layout, output_layout, expected) =
             int8_layout(sizes).ok_or(FormatError::TooLarge)?;
         let payload = view.payload();
@@ -549,7 +603,8 @@ impl<'a> Int8View<'a> {
 
     /// Inputs, hidden units, outputs.
     pub fn sizes(&self) -> [usize; 3] {
-        self.header.sizes.map(|s| s as usize)
+        // `new` accepts only shapes of one hidden layer.
+        self.header.sizes().unwrap_or_default()
     }
 
     /// Scale of the hidden activations (zero point [`ZERO_POINT`]).
@@ -878,9 +933,13 @@ impl<'a> F32View<'a> {
 
     /// The f32 inference view of an already checked file.
     pub fn new(view: &ModelView<'a>) -> Result<Self, FormatError> {
-        let [w1, b1, w2, b2] = view.f32_tensors()?;
+        let shape = view.header().shape;
+        let (Some(sizes), &[w1, b1, w2, b2]) = (view.header().sizes(), &*view.f32_tensors()?)
+        else {
+            return Err(FormatError::OneHiddenLayerOnly(shape));
+        };
         Ok(Self {
-            sizes: view.header().sizes.map(|s| s as usize),
+            sizes,
             hidden_weights: F32Matrix::new(w1),
             hidden_bias: b1,
             output_weights: F32Matrix::new(w2),
@@ -1005,8 +1064,8 @@ mod tests {
     use super::*;
     use crate::format;
     use crate::kernels::{Kernel, Scratch, Serial};
-    use crate::model::{Compute, Workspace};
     use crate::optim::RmsProp;
+    use crate::{Compute, Workspace};
     use crate::{zeroed_box, zeroed_slice};
     use rand_core::{Rng, SeedableRng};
     use rand_xorshift::XorShiftRng;
@@ -1050,7 +1109,7 @@ mod tests {
     fn trained() -> Box<Net> {
         let mut model = zeroed_box::<Net>();
         model.init_glorot(&mut XorShiftRng::seed_from_u64(3));
-        let mut opt = RmsProp::new(3e-3);
+        let mut opt = RmsProp::<I, H, O>::new(3e-3);
         let mut ws: Box<Workspace<32, I, H, O>> = zeroed_box();
         let mut scratch = zeroed_slice::<Scratch>(1);
         let mut compute = Compute::new(Kernel::PORTABLE, &Serial, &mut scratch);
@@ -1058,7 +1117,8 @@ mod tests {
         let images = as_f32(&images);
         for _ in 0..5 {
             for (x, y) in images.chunks(32).zip(labels.chunks(32)) {
-                model.train_step(&mut opt, x, y, &mut ws, &mut compute);
+                let batch = crate::Batch::new(x.as_flattened(), y);
+                model.train_step(&mut opt, batch, None, &mut ws, &mut compute);
             }
         }
         model
@@ -1072,8 +1132,12 @@ mod tests {
     }
 
     fn f32_file(model: &Net) -> Vec<u8> {
-        let mut buf = vec![0u8; format::encoded_len::<I, H, O>(false, None)];
-        format::encode(model, None, 1, None, &mut buf).unwrap();
+        let sections = format::Sections {
+            dataset: 1,
+            ..Default::default()
+        };
+        let mut buf = vec![0u8; format::encoded_len(Net::shape(), &sections)];
+        format::encode(&model.layers(), &sections, &mut buf).unwrap();
         buf
     }
 
@@ -1257,8 +1321,9 @@ mod tests {
         encode(&model, &cal, 0, &mut bytes).unwrap();
         let view = Int8View::parse(&bytes).unwrap();
         assert_eq!(view.scratch_words(), scratch_words(13, 7));
-        let mut f32_bytes = vec![0u8; format::encoded_len::<13, 7, 3>(false, None)];
-        format::encode(&model, None, 0, None, &mut f32_bytes).unwrap();
+        let sections = format::Sections::default();
+        let mut f32_bytes = vec![0u8; format::encoded_len(Mlp::<13, 7, 3>::shape(), &sections)];
+        format::encode(&model.layers(), &sections, &mut f32_bytes).unwrap();
         let f32_view = F32View::parse(&f32_bytes).unwrap();
         let mut agree = 0;
         for image in &images {
@@ -1276,24 +1341,26 @@ mod tests {
         assert!(agree >= 36, "{agree}/40");
     }
 
-    fn predict_degenerate<const I2: usize, const H2: usize, const O2: usize>() -> usize {
-        let model = Mlp::<I2, H2, O2>::zeroed();
-        let cal = Calibration::from_images(&model, &[[7u8; I2]]);
-        let mut bytes = vec![0u8; encoded_len::<I2, H2, O2>()];
-        encode(&model, &cal, 0, &mut bytes).unwrap();
-        let view = Int8View::parse(&bytes).unwrap();
-        let mut scratch = vec![0u32; view.scratch_words()];
-        let mut logits = [0i32; O2];
-        view.predict(&[3u8; I2], &mut scratch, &mut logits)
-    }
-
     #[test]
-    fn empty_layers_do_not_panic() {
-        // Sizes a crafted (but well-formed) file may declare.
-        assert_eq!(predict_degenerate::<0, 4, 2>(), 0);
-        assert_eq!(predict_degenerate::<5, 0, 3>(), 0);
-        assert_eq!(predict_degenerate::<5, 4, 0>(), 0);
-        assert_eq!(predict_degenerate::<0, 0, 0>(), 0);
+    fn files_declaring_empty_layers_are_refused() {
+        let model = Mlp::<5, 4, 3>::zeroed();
+        let cal = Calibration::from_images(&model, &[[7u8; 5]]);
+        let mut good = vec![0u8; encoded_len::<5, 4, 3>()];
+        encode(&model, &cal, 0, &mut good).unwrap();
+        // Sizes a crafted (but checksummed) file may declare.
+        for sizes in [[0u32, 4, 2], [5, 0, 3], [5, 4, 0], [0, 0, 0]] {
+            let mut bytes = good.clone();
+            for (i, s) in sizes.iter().enumerate() {
+                LittleEndian::write_u32(&mut bytes[8 + 4 * i..12 + 4 * i], *s);
+            }
+            let end = bytes.len() - 4;
+            let crc = crate::crc32(&bytes[..end]);
+            LittleEndian::write_u32(&mut bytes[end..], crc);
+            assert!(
+                matches!(Int8View::parse(&bytes), Err(FormatError::BadShape(_))),
+                "{sizes:?}"
+            );
+        }
     }
 
     #[test]

@@ -38,30 +38,38 @@ pub struct BatchInfo {
     pub keys: Vec<u16>,
 }
 
-/// Converts the images at `indices` into `batch` (pixels / 255), their labels into `info`, and
-/// with `keyed` (training, whose forward groups rows by them) their keys. The conversion is
-/// shared between `par`'s threads: its time goes into reading the images' bytes from
-/// scattered places in memory.
+/// Converts the rows at `indices` into `batch` (`data.width` values a row: pixels / 255, or
+/// the features as they are), their labels into `info`, and with `keyed` (training, whose
+/// forward groups rows by them) 28x28 images' keys. The conversion is shared between `par`'s
+/// threads: its time goes into reading the images' bytes from scattered places in memory.
 pub fn fill_batch(
     par: &impl Parallel,
     data: &Dataset,
     indices: &[usize],
-    batch: &mut [[f32; IMAGE_PIXELS]],
+    batch: &mut [f32],
     info: &mut BatchInfo,
     keyed: bool,
 ) -> usize {
-    let rows = indices.len().min(batch.len());
+    let width = data.width.max(1);
+    let rows = indices.len().min(batch.len() / width);
     info.labels.clear();
     info.labels
         .extend(indices[..rows].iter().map(|&i| data.labels[i]));
     info.keys.clear();
-    if keyed {
+    if !data.is_images() {
+        for (dst, &index) in batch.chunks_exact_mut(width).zip(&indices[..rows]) {
+            dst.copy_from_slice(data.row_values(index));
+        }
+        return rows;
+    }
+    // The ink box is measured on 28-pixel rows.
+    if keyed && width == IMAGE_PIXELS {
         info.keys.resize(rows, 0);
     }
     let chunk = rows.div_ceil(FILL_PARTS).max(1);
     let mut key_chunks = info.keys.chunks_mut(chunk);
-    let mut parts: Vec<_> = batch[..rows]
-        .chunks_mut(chunk)
+    let mut parts: Vec<_> = batch[..rows * width]
+        .chunks_mut(chunk * width)
         .zip(indices.chunks(chunk))
         .map(|(dst, indices)| (dst, key_chunks.next().unwrap_or_default(), indices))
         .collect();
@@ -79,7 +87,7 @@ pub fn fill_batch(
 
 /// Converts the images at `indices` into `rows` (pixels / 255) and, as far as `keys` has room,
 /// their keys.
-fn convert(data: &Dataset, indices: &[usize], rows: &mut [[f32; IMAGE_PIXELS]], keys: &mut [u16]) {
+fn convert(data: &Dataset, indices: &[usize], rows: &mut [f32], keys: &mut [u16]) {
     convert_with(data, indices, rows, keys, scale, plain_ink_box_area);
 }
 
@@ -88,12 +96,12 @@ fn convert(data: &Dataset, indices: &[usize], rows: &mut [[f32; IMAGE_PIXELS]], 
 fn convert_with(
     data: &Dataset,
     indices: &[usize],
-    rows: &mut [[f32; IMAGE_PIXELS]],
+    rows: &mut [f32],
     keys: &mut [u16],
     scale: impl Fn(&[u8], &mut [f32]),
     key_of: impl Fn(&[u8]) -> u16,
 ) {
-    for (row, (dst, &index)) in rows.iter_mut().zip(indices).enumerate() {
+    for (row, (dst, &index)) in rows.chunks_exact_mut(data.width).zip(indices).enumerate() {
         let image = data.image(index);
         scale(image, dst);
         if let Some(key) = keys.get_mut(row) {
@@ -199,12 +207,7 @@ mod avx2 {
     }
 
     #[target_feature(enable = "avx2,fma")]
-    pub(super) fn convert(
-        data: &Dataset,
-        indices: &[usize],
-        rows: &mut [[f32; IMAGE_PIXELS]],
-        keys: &mut [u16],
-    ) {
+    pub(super) fn convert(data: &Dataset, indices: &[usize], rows: &mut [f32], keys: &mut [u16]) {
         // Closures here inherit this function's features, so the calls inline.
         let (scale, key_of) = (
             |p: &[u8], out: &mut [f32]| scale(p, out),
@@ -277,23 +280,24 @@ mod tests {
 
     #[test]
     fn batches_scale_pixels() {
-        let data = Dataset {
-            images: (0..2 * IMAGE_PIXELS).map(|i| (i % 256) as u8).collect(),
-            labels: vec![3, 7],
-        };
-        let mut batch = vec![[0.0f32; IMAGE_PIXELS]; 4];
+        let data = Dataset::from_images(
+            IMAGE_PIXELS,
+            (0..2 * IMAGE_PIXELS).map(|i| (i % 256) as u8).collect(),
+            vec![3, 7],
+        );
+        let mut batch = vec![0.0f32; 4 * IMAGE_PIXELS];
         let mut info = BatchInfo::default();
         let rows = fill_batch(&Serial, &data, &[1, 0], &mut batch, &mut info, true);
         assert_eq!(rows, 2);
         assert_eq!(info.labels, [7, 3]);
         assert_eq!(info.keys[1], ink_box_area(&data.images[..IMAGE_PIXELS]));
-        assert_eq!(batch[1][255], 1.0);
-        assert_eq!(batch[0][0], f32::from(data.images[IMAGE_PIXELS]) / 255.0);
+        assert_eq!(batch[IMAGE_PIXELS + 255], 1.0);
+        assert_eq!(batch[0], f32::from(data.images[IMAGE_PIXELS]) / 255.0);
 
         // Shared between threads, the same rows land in the same places.
         let indices: Vec<usize> = (0..9).map(|i| i % 2).collect();
-        let mut serial = vec![[0.0f32; IMAGE_PIXELS]; 9];
-        let mut threaded = vec![[0.0f32; IMAGE_PIXELS]; 9];
+        let mut serial = vec![0.0f32; 9 * IMAGE_PIXELS];
+        let mut threaded = vec![0.0f32; 9 * IMAGE_PIXELS];
         fill_batch(&Serial, &data, &indices, &mut serial, &mut info, true);
         let serial_keys = info.keys.clone();
         let rows = fill_batch(
@@ -308,7 +312,10 @@ mod tests {
         assert_eq!(info.labels, [3, 7, 3, 7, 3, 7, 3, 7, 3]);
         assert_eq!(info.keys, serial_keys);
         assert!(serial == threaded);
-        assert_eq!(threaded[3][0], f32::from(data.images[IMAGE_PIXELS]) / 255.0);
+        assert_eq!(
+            threaded[3 * IMAGE_PIXELS],
+            f32::from(data.images[IMAGE_PIXELS]) / 255.0
+        );
     }
 
     #[test]

@@ -4,11 +4,12 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Floating-point operations of one training pass over `rows` images: per image, the forward
-/// product and the weight gradient of the 784x512 layer, and the forward, weight gradient and
-/// input gradient of the 512x10 layer, two operations per multiply-add.
-pub fn training_flops(rows: usize) -> f64 {
-    let per_row = 2 * (784 * 512) + 3 * (512 * 10);
+/// Floating-point operations of one training pass of `shape` over `rows` rows: per row, the
+/// forward product and the weight gradient of every layer, and the input gradient of every
+/// layer but the first, two operations per multiply-add.
+pub fn training_flops(shape: picodense_core::Shape, rows: usize) -> f64 {
+    let first = shape.layer(0).0 * shape.layer(0).1;
+    let per_row = 3 * shape.multiply_adds() - first;
     2.0 * rows as f64 * per_row as f64
 }
 
@@ -99,14 +100,14 @@ fn run_checked(cmd: &mut Command, what: &str) -> Result<String, BenchError> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Trains `mode` ("keras" or "numpy") on the IDX files in `data` and returns its report.
+/// Trains `mode` ("keras" or "numpy") with `hidden` layers on the IDX files in `data` and
+/// returns its report.
 pub fn run_reference(
     python: &Path,
     mode: &str,
     data: &Path,
-    epochs: usize,
-    batch_size: usize,
-    seed: u64,
+    (epochs, batch_size, seed): (usize, usize, u64),
+    hidden: &[usize],
 ) -> Result<TimedRun, BenchError> {
     let dir = std::env::temp_dir().join(format!("picodense-bench-{}", std::process::id()));
     let script = dir.join("compare.py");
@@ -123,6 +124,13 @@ pub fn run_reference(
         .arg(epochs.to_string())
         .arg(batch_size.to_string())
         .arg(seed.to_string())
+        .arg(
+            hidden
+                .iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+        )
         // Settings some machines carry for old OpenBLAS builds slow a current numpy down.
         .env_remove("OPENBLAS_CORETYPE")
         .env_remove("OPENBLAS_L2_SIZE");
@@ -141,8 +149,13 @@ mod tests {
     #[test]
     fn flops_of_an_epoch_match_the_hand_count() {
         // 2 * 60000 * (2 * 401408 + 3 * 5120) = 98.18 GFLOP.
-        let f = super::training_flops(60_000);
+        let shape = picodense_core::Shape::new(784, &[512], 10).unwrap();
+        let f = super::training_flops(shape, 60_000);
         assert!((f / 1e9 - 98.181).abs() < 0.001, "{f}");
+        // A layer more: its input gradient counts too.
+        let deep = picodense_core::Shape::new(784, &[256, 128], 10).unwrap();
+        let per_row = 2 * 784 * 256 + 3 * (256 * 128 + 128 * 10);
+        assert_eq!(super::training_flops(deep, 1), 2.0 * per_row as f64);
     }
 
     #[test]

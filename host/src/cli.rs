@@ -17,7 +17,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Train Dense(512, relu) -> Dense(10, softmax), evaluate on the test set, save the model.
+    /// Train Dense layers (default: Dense(512, relu) -> Dense(classes, softmax)), evaluate on
+    /// the test set, save the model.
     Train(TrainArgs),
     /// Loss and accuracy of a saved model on the test set.
     Evaluate(EvaluateArgs),
@@ -40,15 +41,37 @@ pub enum Command {
     },
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Clone, Debug)]
 pub struct DataArgs {
     /// Dataset to find in $PICODENSE_DATA, the user cache or /usr/share/datasets (downloaded
-    /// on first use when absent).
-    #[arg(long, default_value = "mnist")]
-    pub dataset: DatasetKind,
-    /// A folder with the four IDX files, or Keras's mnist.npz (overrides --dataset).
+    /// on first use when absent). Default: mnist, or the data a given model was trained on.
+    #[arg(long)]
+    pub dataset: Option<DatasetKind>,
+    /// A folder with the four IDX files or with train.csv and test.csv, a Keras-style .npz,
+    /// or a training CSV (with --test-data). Overrides --dataset.
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// The test CSV, when --data is a training CSV file.
+    #[arg(long)]
+    pub test_data: Option<PathBuf>,
+    /// The CSV column holding the labels.
+    #[arg(long, default_value = "label")]
+    pub label_column: String,
+    /// How CSV features are scaled: by the training set's mean and deviation, not at all, or
+    /// divided by 255 (images are always divided by 255).
+    #[arg(long, value_enum, default_value = "standard")]
+    pub normalize: Normalize,
+}
+
+/// `--normalize`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Normalize {
+    /// Subtract the training mean, divide by the training standard deviation.
+    Standard,
+    /// Use the features as they are.
+    None,
+    /// Divide by 255.
+    Scale255,
 }
 
 #[derive(Args, Debug)]
@@ -67,6 +90,10 @@ pub struct TrainArgs {
     pub data: DataArgs,
     #[command(flatten)]
     pub compute: ComputeArgs,
+    /// Units of each hidden ReLU layer: one width or a list (`256,128`), 1 to 4 layers of 1 to
+    /// 4096 units.
+    #[arg(long, value_delimiter = ',', default_value = "512")]
+    pub hidden: Vec<usize>,
     /// Passes over the training set.
     #[arg(long, default_value_t = 5)]
     pub epochs: usize,
@@ -154,12 +181,17 @@ pub struct PredictArgs {
     pub model: PathBuf,
     /// A PNG or JPEG of a digit or garment (any size, dark on light or light on dark),
     /// prepared the way the model's dataset was made.
-    #[arg(required_unless_present = "index", conflicts_with = "index")]
+    #[arg(required_unless_present_any = ["index", "csv"], conflicts_with = "index")]
     pub image: Option<PathBuf>,
     /// Index of the test image.
     #[arg(long)]
     pub index: Option<usize>,
-    /// Print one JSON object: {"class": k, "probabilities": [10 numbers]}.
+    /// A CSV of feature rows (with the training columns; a label column is ignored): one
+    /// prediction per row.
+    #[arg(long, conflicts_with_all = ["index", "image"])]
+    pub csv: Option<PathBuf>,
+    /// Print one JSON object a prediction: {"class": k, "probabilities": [...]}, with "name"
+    /// where the data named its classes.
     #[arg(long)]
     pub json: bool,
     /// Draw the 28x28 input the model sees.
@@ -175,6 +207,9 @@ pub struct BenchArgs {
     pub data: DataArgs,
     #[command(flatten)]
     pub compute: ComputeArgs,
+    /// Units of each hidden layer, as for `train`.
+    #[arg(long, value_delimiter = ',', default_value = "512")]
+    pub hidden: Vec<usize>,
     /// Epochs to time.
     #[arg(long, default_value_t = 1)]
     pub epochs: usize,

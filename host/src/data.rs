@@ -19,8 +19,8 @@ use zip::{CompressionMethod, ZipArchive};
 pub const IMAGE_SIDE: usize = 28;
 /// Pixels in one image.
 pub const IMAGE_PIXELS: usize = IMAGE_SIDE * IMAGE_SIDE;
-/// Number of classes (labels are `0..CLASSES`).
-pub const CLASSES: usize = 10;
+/// Widest row a dataset may have.
+pub const MAX_INPUTS: usize = picodense_core::shape::MAX_INPUTS;
 
 const IMAGES_MAGIC: u32 = 0x0000_0803;
 const LABELS_MAGIC: u32 = 0x0000_0801;
@@ -31,15 +31,19 @@ const NPY_MAX_HEADER: usize = 65_536;
 /// Where Debian's dataset packages install.
 const SYSTEM_DATASETS: &str = "/usr/share/datasets";
 
-/// Images (u8, row-major, IMAGE_PIXELS each) and their labels.
+/// Rows of features and their labels: images stay `u8` pixels, tabular features are `f32`.
 ///
-/// Invariant kept by every loader: `images.len() == labels.len() * IMAGE_PIXELS` and every
-/// label is below [`CLASSES`].
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Invariant kept by every loader: either `images.len() == labels.len() * width` and `values`
+/// is empty, or `values.len() == labels.len() * width` and `images` is empty.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Dataset {
-    /// Pixels of all images, one after another.
+    /// Values per row (an image's pixels, or a table's feature columns).
+    pub width: usize,
+    /// Pixels of all images, one after another (empty for tabular data).
     pub images: Vec<u8>,
-    /// One label per image.
+    /// Features of all rows, one after another (empty for images).
+    pub values: Vec<f32>,
+    /// One label per row.
     pub labels: Vec<u8>,
 }
 
@@ -54,12 +58,35 @@ impl Dataset {
         self.labels.is_empty()
     }
 
+    /// Images of `width` pixels each.
+    pub fn from_images(width: usize, images: Vec<u8>, labels: Vec<u8>) -> Self {
+        Self {
+            width,
+            images,
+            labels,
+            ..Self::default()
+        }
+    }
+
+    /// Whether the rows are images (u8 pixels) rather than f32 features.
+    pub fn is_images(&self) -> bool {
+        self.values.is_empty() && !self.images.is_empty()
+    }
+
     /// Pixels of image `i`.
     ///
     /// # Panics
-    /// If `i >= self.len()`, like slice indexing.
+    /// If `i >= self.len()` or the rows are not images, like slice indexing.
     pub fn image(&self, i: usize) -> &[u8] {
-        &self.images[i * IMAGE_PIXELS..(i + 1) * IMAGE_PIXELS]
+        &self.images[i * self.width..(i + 1) * self.width]
+    }
+
+    /// Features of row `i` (tabular data).
+    ///
+    /// # Panics
+    /// If `i >= self.len()` or the rows are images, like slice indexing.
+    pub fn row_values(&self, i: usize) -> &[f32] {
+        &self.values[i * self.width..(i + 1) * self.width]
     }
 
     /// Label of image `i`.
@@ -70,9 +97,9 @@ impl Dataset {
         self.labels[i]
     }
 
-    /// How many images each class has.
-    pub fn class_counts(&self) -> [usize; CLASSES] {
-        let mut counts = [0; CLASSES];
+    /// How many rows each of `classes` classes has.
+    pub fn class_counts(&self, classes: usize) -> Vec<usize> {
+        let mut counts = vec![0; classes];
         for &label in &self.labels {
             if let Some(c) = counts.get_mut(usize::from(label)) {
                 *c += 1;
@@ -81,26 +108,73 @@ impl Dataset {
         counts
     }
 
+    /// One more than the largest label (0 for no rows).
+    pub fn label_bound(&self) -> usize {
+        self.labels.iter().max().map_or(0, |&l| usize::from(l) + 1)
+    }
+
     /// Splits off the last `count` rows (Keras validation_split holds out the end of the
     /// training set).
     ///
     /// `count` larger than the dataset takes everything and leaves `self` empty.
     pub fn split_off_end(&mut self, count: usize) -> Dataset {
         let keep = self.len() - count.min(self.len());
+        let at = |len: usize| (keep * self.width).min(len);
         Dataset {
-            images: self.images.split_off(keep * IMAGE_PIXELS),
+            width: self.width,
+            images: self.images.split_off(at(self.images.len())),
+            values: self.values.split_off(at(self.values.len())),
             labels: self.labels.split_off(keep),
         }
     }
 }
 
+/// Rows and columns of the images of a dataset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ImageSize {
+    /// Pixel rows.
+    pub rows: usize,
+    /// Pixel columns.
+    pub cols: usize,
+}
+
 /// The training and test sets of one dataset.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Splits {
     /// The training set (60 000 images for MNIST and Fashion-MNIST).
     pub train: Dataset,
     /// The test set (10 000 images).
     pub test: Dataset,
+    /// The images' size, for image data.
+    pub image: Option<ImageSize>,
+    /// The classes' names, when the data names them (labels index this list).
+    pub class_names: Option<Vec<String>>,
+}
+
+impl Splits {
+    /// Image splits of `size` without class names.
+    pub fn images(train: Dataset, test: Dataset, size: ImageSize) -> Self {
+        Self {
+            train,
+            test,
+            image: Some(size),
+            class_names: None,
+        }
+    }
+
+    /// The number of classes: the names' count, or one more than the largest label of either
+    /// set.
+    pub fn classes(&self) -> usize {
+        match &self.class_names {
+            Some(names) => names.len(),
+            None => self.train.label_bound().max(self.test.label_bound()),
+        }
+    }
+
+    /// Values per row.
+    pub fn width(&self) -> usize {
+        self.train.width
+    }
 }
 
 /// The datasets picodense knows how to find and download.
@@ -125,7 +199,7 @@ impl DatasetKind {
     }
 
     /// Human-readable name of each label value.
-    pub fn class_names(self) -> [&'static str; CLASSES] {
+    pub fn class_names(self) -> [&'static str; 10] {
         match self {
             DatasetKind::Mnist => ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"],
             DatasetKind::FashionMnist => [
@@ -225,8 +299,8 @@ pub enum DataError {
         /// "image" or "label".
         what: &'static str,
     },
-    /// Images are not 28x28.
-    #[error("{}: images are {rows}x{cols}, expected 28x28", .path.display())]
+    /// Images of no pixels, or more than a row may have.
+    #[error("{}: images are {rows}x{cols}, expected 1 to {MAX_INPUTS} pixels", .path.display())]
     BadDimensions {
         /// The file.
         path: PathBuf,
@@ -309,8 +383,18 @@ pub enum DataError {
         /// Labels it holds.
         label_count: usize,
     },
+    /// The test images differ in size from the training images.
+    #[error("{}: images of {found}, but the training images are {expected}", .path.display())]
+    SizeMismatch {
+        /// The test file.
+        path: PathBuf,
+        /// Its images' size.
+        found: String,
+        /// The training images' size.
+        expected: String,
+    },
     /// A label is not a class index.
-    #[error("{}: label {label} at index {index} is out of range (expected 0..=9)", .path.display())]
+    #[error("{}: label {label} at index {index} is out of range (expected 0..=255)", .path.display())]
     BadLabel {
         /// The file (for `.npz`, the archive path followed by the member name).
         path: PathBuf,
@@ -402,13 +486,6 @@ impl IdxKind {
         match self {
             IdxKind::Images => 16,
             IdxKind::Labels => 8,
-        }
-    }
-
-    fn item_bytes(self) -> u64 {
-        match self {
-            IdxKind::Images => IMAGE_PIXELS as u64,
-            IdxKind::Labels => 1,
         }
     }
 
@@ -511,7 +588,7 @@ fn read_idx_stream<R: Read>(
     path: &Path,
     kind: IdxKind,
     source: Source,
-) -> Result<Vec<u8>, DataError> {
+) -> Result<(Vec<u8>, ImageSize), DataError> {
     let map_err = |error: io::Error| match source {
         Source::Raw { .. } => DataError::Io {
             path: path.to_path_buf(),
@@ -548,18 +625,26 @@ fn read_idx_stream<R: Read>(
         return Err(truncated_header());
     }
     let count = u64::from(word(4));
-    if let IdxKind::Images = kind {
-        let (rows, cols) = (word(8), word(12));
-        if rows as usize != IMAGE_SIDE || cols as usize != IMAGE_SIDE {
-            return Err(DataError::BadDimensions {
-                path: path.to_path_buf(),
-                rows,
-                cols,
-            });
+    let size = match kind {
+        IdxKind::Images => {
+            let (rows, cols) = (word(8), word(12));
+            let pixels = u64::from(rows) * u64::from(cols);
+            if pixels == 0 || pixels > MAX_INPUTS as u64 {
+                return Err(DataError::BadDimensions {
+                    path: path.to_path_buf(),
+                    rows,
+                    cols,
+                });
+            }
+            ImageSize {
+                rows: rows as usize,
+                cols: cols as usize,
+            }
         }
-    }
-    // u32 count times 784 cannot overflow u64.
-    let expected = count * kind.item_bytes();
+        IdxKind::Labels => ImageSize { rows: 1, cols: 1 },
+    };
+    // A u32 count times at most 2^20 bytes cannot overflow u64.
+    let expected = count * (size.rows * size.cols) as u64;
     // Refuse impossible sizes here, before anything sized by the header is allocated.
     match source {
         Source::Raw { len } => {
@@ -591,10 +676,11 @@ fn read_idx_stream<R: Read>(
             }
         }
     }
-    read_exact_payload(r, path, count, expected, &map_err)
+    let data = read_exact_payload(r, path, count, expected, &map_err)?;
+    Ok((data, size))
 }
 
-fn read_idx(path: &Path, kind: IdxKind) -> Result<Vec<u8>, DataError> {
+fn read_idx(path: &Path, kind: IdxKind) -> Result<(Vec<u8>, ImageSize), DataError> {
     let (file, len) = open_file(path)?;
     if len == 0 {
         return Err(DataError::Empty {
@@ -617,27 +703,14 @@ fn read_idx(path: &Path, kind: IdxKind) -> Result<Vec<u8>, DataError> {
     }
 }
 
-fn check_labels(path: &Path, labels: &[u8]) -> Result<(), DataError> {
-    match labels.iter().position(|&l| usize::from(l) >= CLASSES) {
-        Some(index) => Err(DataError::BadLabel {
-            path: path.to_path_buf(),
-            index,
-            label: i128::from(labels[index]),
-        }),
-        None => Ok(()),
-    }
-}
-
-/// Reads an IDX image file (raw or gzip); returns the pixels, `len / IMAGE_PIXELS` images.
-pub fn read_idx_images(path: &Path) -> Result<Vec<u8>, DataError> {
+/// Reads an IDX image file (raw or gzip); returns the pixels and the images' size.
+pub fn read_idx_images(path: &Path) -> Result<(Vec<u8>, ImageSize), DataError> {
     read_idx(path, IdxKind::Images)
 }
 
-/// Reads an IDX label file (raw or gzip) and checks every label is below [`CLASSES`].
+/// Reads an IDX label file (raw or gzip): one byte, a class index, per image.
 pub fn read_idx_labels(path: &Path) -> Result<Vec<u8>, DataError> {
-    let labels = read_idx(path, IdxKind::Labels)?;
-    check_labels(path, &labels)?;
-    Ok(labels)
+    Ok(read_idx(path, IdxKind::Labels)?.0)
 }
 
 /// The four IDX files of a dataset: (split prefix, kind, description).
@@ -693,10 +766,14 @@ fn resolve_dir(dir: &Path) -> Result<[PathBuf; 4], DataError> {
     Ok(found)
 }
 
-fn load_idx_pair(images_path: &Path, labels_path: &Path) -> Result<Dataset, DataError> {
-    let images = read_idx_images(images_path)?;
+fn load_idx_pair(
+    images_path: &Path,
+    labels_path: &Path,
+) -> Result<(Dataset, ImageSize), DataError> {
+    let (images, size) = read_idx_images(images_path)?;
     let labels = read_idx_labels(labels_path)?;
-    let image_count = images.len() / IMAGE_PIXELS;
+    let width = size.rows * size.cols;
+    let image_count = images.len() / width;
     if image_count != labels.len() {
         return Err(DataError::CountMismatch {
             images: images_path.to_path_buf(),
@@ -705,7 +782,7 @@ fn load_idx_pair(images_path: &Path, labels_path: &Path) -> Result<Dataset, Data
             label_count: labels.len(),
         });
     }
-    Ok(Dataset { images, labels })
+    Ok((Dataset::from_images(width, images, labels), size))
 }
 
 /// Loads the four IDX files (raw or `.gz`, either naming convention) from a directory.
@@ -717,10 +794,16 @@ pub fn load_dir(dir: &Path) -> Result<Splits, DataError> {
         });
     }
     let [train_images, train_labels, test_images, test_labels] = resolve_dir(dir)?;
-    Ok(Splits {
-        train: load_idx_pair(&train_images, &train_labels)?,
-        test: load_idx_pair(&test_images, &test_labels)?,
-    })
+    let (train, size) = load_idx_pair(&train_images, &train_labels)?;
+    let (test, test_size) = load_idx_pair(&test_images, &test_labels)?;
+    if test_size != size {
+        return Err(DataError::SizeMismatch {
+            path: test_images,
+            found: format!("{}x{}", test_size.rows, test_size.cols),
+            expected: format!("{}x{}", size.rows, size.cols),
+        });
+    }
+    Ok(Splits::images(train, test, size))
 }
 
 /// A value in the Python-literal dict of a `.npy` header.
@@ -864,12 +947,15 @@ impl PyParser<'_> {
     }
 }
 
-/// An integer element type from a `.npy` `descr` such as `'|u1'` or `'<i8'`.
+/// An integer or float element type from a `.npy` `descr` such as `'|u1'`, `'<i8'` or
+/// `'<f4'`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct IntDtype {
     signed: bool,
     size: usize,
     big_endian: bool,
+    /// An IEEE float (`f4` or `f8`) rather than an integer.
+    float: bool,
 }
 
 impl IntDtype {
@@ -879,14 +965,15 @@ impl IntDtype {
             c @ (b'<' | b'>' | b'|' | b'=') => (Some(*c), &bytes[1..]),
             _ => (None, bytes),
         };
-        let signed = match rest.first()? {
-            b'u' => false,
-            b'i' => true,
+        let (signed, float) = match rest.first()? {
+            b'u' => (false, false),
+            b'i' => (true, false),
+            b'f' => (true, true),
             _ => return None,
         };
         let size = match &rest[1..] {
-            b"1" => 1,
-            b"2" => 2,
+            b"1" if !float => 1,
+            b"2" if !float => 2,
             b"4" => 4,
             b"8" => 8,
             _ => return None,
@@ -903,7 +990,22 @@ impl IntDtype {
             signed,
             size,
             big_endian,
+            float,
         })
+    }
+
+    /// A float element as f32 (`f8` rounded), `None` when it is not finite in f32.
+    fn float_value(self, b: &[u8]) -> Option<f32> {
+        let mut buf = [0u8; 8];
+        buf[..self.size].copy_from_slice(b);
+        if self.big_endian {
+            buf[..self.size].reverse();
+        }
+        let v = match self.size {
+            4 => f32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]),
+            _ => f64::from_le_bytes(buf) as f32,
+        };
+        v.is_finite().then_some(v)
     }
 
     fn value(self, b: &[u8]) -> i128 {
@@ -999,7 +1101,7 @@ fn parse_npy_header<R: Read>(r: &mut R, path: &Path) -> Result<NpyHeader, DataEr
     }
     let dtype = IntDtype::parse(&descr).ok_or_else(|| {
         bad(format!(
-            "unsupported dtype '{descr}' (expected an integer type)"
+            "unsupported dtype '{descr}' (expected an integer or float type)"
         ))
     })?;
     Ok(NpyHeader {
@@ -1027,6 +1129,8 @@ fn shape_text(shape: &[u64]) -> String {
 struct NpyArray {
     path: PathBuf,
     rows: usize,
+    /// The shape of one sample.
+    sample: Vec<u64>,
     dtype: IntDtype,
     data: Vec<u8>,
 }
@@ -1075,23 +1179,27 @@ fn read_npy_member<R: Read + Seek>(
     let header = parse_npy_header(&mut zf, &path)?;
     let shape = &header.shape;
     let (rows, row_elems) = match (role, shape.as_slice()) {
-        (NpyRole::Images, &[n, r, c]) if r as usize == IMAGE_SIDE && c as usize == IMAGE_SIDE => {
-            if header.dtype.size != 1 || header.dtype.signed {
+        (NpyRole::Images, &[n, ref sample @ ..])
+            if !sample.is_empty()
+                && sample
+                    .iter()
+                    .try_fold(1u64, |p, &d| p.checked_mul(d))
+                    .is_some_and(|w| (1..=MAX_INPUTS as u64).contains(&w)) =>
+        {
+            let d = header.dtype;
+            if !(d.float || (d.size == 1 && !d.signed)) {
                 return Err(bad(format!(
-                    "images must be uint8 ('|u1'), found a {}-byte {} type",
-                    header.dtype.size,
-                    if header.dtype.signed {
-                        "signed"
-                    } else {
-                        "unsigned"
-                    }
+                    "features must be uint8 ('|u1') or float ('<f4', '<f8'), found a {}-byte {} \
+                     integer type",
+                    d.size,
+                    if d.signed { "signed" } else { "unsigned" }
                 )));
             }
-            (n, IMAGE_PIXELS as u64)
+            (n, sample.iter().product())
         }
         (NpyRole::Images, _) => {
             return Err(bad(format!(
-                "images have shape {}, expected (N, 28, 28)",
+                "features have shape {}, expected (N, ...) with 1 to {MAX_INPUTS} values a sample",
                 shape_text(shape)
             )));
         }
@@ -1143,6 +1251,7 @@ fn read_npy_member<R: Read + Seek>(
     Ok(NpyArray {
         path,
         rows,
+        sample: shape.get(1..).unwrap_or_default().to_vec(),
         dtype: header.dtype,
         data,
     })
@@ -1150,15 +1259,20 @@ fn read_npy_member<R: Read + Seek>(
 
 /// Converts integer labels of any supported width to u8, checking each is a class index.
 fn npy_labels(array: NpyArray) -> Result<Vec<u8>, DataError> {
+    if array.dtype.float {
+        return Err(DataError::Npy {
+            path: array.path,
+            reason: "labels must be integers, found a float type".into(),
+        });
+    }
     if array.dtype.size == 1 && !array.dtype.signed {
-        check_labels(&array.path, &array.data)?;
         return Ok(array.data);
     }
     let mut labels = Vec::with_capacity(array.rows);
     for (index, chunk) in array.data.chunks_exact(array.dtype.size).enumerate() {
         let label = array.dtype.value(chunk);
         match u8::try_from(label) {
-            Ok(l) if usize::from(l) < CLASSES => labels.push(l),
+            Ok(l) => labels.push(l),
             _ => {
                 return Err(DataError::BadLabel {
                     path: array.path,
@@ -1177,7 +1291,7 @@ fn npz_split<R: Read + Seek>(
     archive_len: u64,
     x: &'static str,
     y: &'static str,
-) -> Result<Dataset, DataError> {
+) -> Result<(Dataset, ImageSize), DataError> {
     let images = read_npy_member(archive, npz, archive_len, x, NpyRole::Images)?;
     let labels = read_npy_member(archive, npz, archive_len, y, NpyRole::Labels)?;
     if images.rows != labels.rows {
@@ -1188,26 +1302,91 @@ fn npz_split<R: Read + Seek>(
             label_count: labels.rows,
         });
     }
-    Ok(Dataset {
-        images: images.data,
-        labels: npy_labels(labels)?,
-    })
+    let width = images.data.len() / images.rows.max(1);
+    let size = match images.sample.as_slice() {
+        &[rows, cols] => ImageSize {
+            rows: rows as usize,
+            cols: cols as usize,
+        },
+        _ => ImageSize {
+            rows: 1,
+            cols: width,
+        },
+    };
+    let labels = npy_labels(labels)?;
+    if !images.dtype.float {
+        return Ok((
+            Dataset::from_images(width.max(1), images.data, labels),
+            size,
+        ));
+    }
+    let step = images.dtype.size;
+    let width = width / step;
+    let mut values = Vec::with_capacity(images.data.len() / step);
+    for (index, bytes) in images.data.chunks_exact(step).enumerate() {
+        values.push(
+            images
+                .dtype
+                .float_value(bytes)
+                .ok_or_else(|| DataError::Npy {
+                    path: images.path.clone(),
+                    reason: format!(
+                        "value at index {index} (row {}) is not a finite f32",
+                        index / width.max(1)
+                    ),
+                })?,
+        );
+    }
+    let data = Dataset {
+        width: width.max(1),
+        values,
+        labels,
+        ..Dataset::default()
+    };
+    Ok((
+        data,
+        ImageSize {
+            rows: 1,
+            cols: width,
+        },
+    ))
 }
 
 /// Loads Keras's `mnist.npz` layout: `x_train`, `y_train`, `x_test`, `y_test` arrays.
 ///
-/// Images must be uint8 of shape (N, 28, 28); labels may be any integer type and are
-/// converted to u8 after a range check.
+/// Features may be uint8 images (kept as pixels) or floats (f32 features) of any shape, flattened
+/// per sample; labels may be any integer type and are converted to u8 after a range check.
 pub fn load_npz(path: &Path) -> Result<Splits, DataError> {
     let (file, len) = open_file(path)?;
     let mut archive = ZipArchive::new(BufReader::new(file)).map_err(|error| DataError::Zip {
         path: path.to_path_buf(),
         error,
     })?;
-    Ok(Splits {
-        train: npz_split(&mut archive, path, len, "x_train.npy", "y_train.npy")?,
-        test: npz_split(&mut archive, path, len, "x_test.npy", "y_test.npy")?,
-    })
+    let (train, size) = npz_split(&mut archive, path, len, "x_train.npy", "y_train.npy")?;
+    let (test, test_size) = npz_split(&mut archive, path, len, "x_test.npy", "y_test.npy")?;
+    if !train.is_empty() && !test.is_empty() && train.is_images() != test.is_images() {
+        let kind = |d: &Dataset| if d.is_images() { "uint8" } else { "float" };
+        return Err(DataError::Npy {
+            path: path.join("x_test.npy"),
+            reason: format!(
+                "{} features, but the training features are {}",
+                kind(&test),
+                kind(&train)
+            ),
+        });
+    }
+    if test_size != size {
+        return Err(DataError::SizeMismatch {
+            path: path.join("x_test.npy"),
+            found: format!("{}x{}", test_size.rows, test_size.cols),
+            expected: format!("{}x{}", size.rows, size.cols),
+        });
+    }
+    let mut splits = Splits::images(train, test, size);
+    if !splits.train.is_images() {
+        splits.image = None;
+    }
+    Ok(splits)
 }
 
 /// Loads a dataset from a directory of IDX files or from a Keras `.npz` file.
@@ -1362,7 +1541,7 @@ mod tests {
     }
 
     fn good_labels(n: usize) -> Vec<u8> {
-        let l: Vec<u8> = (0..n).map(|i| (i % CLASSES) as u8).collect();
+        let l: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
         idx_labels(n as u32, &l)
     }
 
@@ -1404,7 +1583,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         for (name, bytes) in [("raw", good_images(3)), ("z.gz", gz(&good_images(3)))] {
             let p = write(dir.path(), name, &bytes);
-            assert_eq!(read_idx_images(&p).unwrap(), pixels(3, 0));
+            let size = ImageSize { rows: 28, cols: 28 };
+            assert_eq!(read_idx_images(&p).unwrap(), (pixels(3, 0), size));
         }
         // Gzip is detected by content, not by the name.
         let p = write(dir.path(), "labels-no-suffix", &gz(&good_labels(12)));
@@ -1415,7 +1595,7 @@ mod tests {
     fn zero_items_is_a_valid_file() {
         let dir = tempfile::tempdir().unwrap();
         let p = write(dir.path(), "i", &idx_images(0, 28, 28, &[]));
-        assert!(read_idx_images(&p).unwrap().is_empty());
+        assert!(read_idx_images(&p).unwrap().0.is_empty());
     }
 
     #[test]
@@ -1518,40 +1698,51 @@ mod tests {
     }
 
     #[test]
-    fn wrong_dimensions() {
+    fn images_of_any_size_but_none_empty_or_too_wide() {
         let dir = tempfile::tempdir().unwrap();
-        let p = write(dir.path(), "a", &idx_images(1, 27, 28, &[0; 27 * 28]));
-        let e = read_idx_images(&p).unwrap_err();
-        assert!(
-            matches!(
-                e,
-                DataError::BadDimensions {
-                    rows: 27,
-                    cols: 28,
-                    ..
-                }
-            ),
-            "{e}"
-        );
-        assert!(e.to_string().contains("27x28, expected 28x28"));
+        let p = write(dir.path(), "a", &idx_images(2, 27, 3, &[5; 2 * 27 * 3]));
+        let (pixels, size) = read_idx_images(&p).unwrap();
+        assert_eq!((pixels.len(), size), (162, ImageSize { rows: 27, cols: 3 }));
+        for (rows, cols) in [(0, 28), (28, 0), (2048, 1024)] {
+            let p = write(dir.path(), "b", &idx_images(0, rows, cols, &[]));
+            let e = read_idx_images(&p).unwrap_err();
+            assert!(
+                matches!(e, DataError::BadDimensions { rows: r, cols: c, .. } if (r, c) == (rows, cols)),
+                "{e}"
+            );
+            let shown = format!("images are {rows}x{cols}, expected 1 to {MAX_INPUTS} pixels");
+            assert!(e.to_string().contains(&shown), "{e}");
+        }
     }
 
     #[test]
-    fn labels_out_of_range() {
+    fn test_images_of_another_size_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        for bad in [10u8, 255] {
-            let p = write(dir.path(), "l", &idx_labels(4, &[0, 9, bad, 3]));
-            let e = read_idx_labels(&p).unwrap_err();
-            assert!(
-                matches!(e, DataError::BadLabel { index: 2, label, .. } if label == i128::from(bad)),
-                "{e}"
-            );
-            assert!(
-                e.to_string()
-                    .contains(&format!("label {bad} at index 2 is out of range")),
-                "{e}"
-            );
-        }
+        let write_named = |name: &str, bytes: Vec<u8>| write(dir.path(), name, &bytes);
+        write_named("train-images-idx3-ubyte", idx_images(2, 4, 5, &[1; 40]));
+        write_named("train-labels-idx1-ubyte", idx_labels(2, &[0, 1]));
+        write_named("t10k-images-idx3-ubyte", idx_images(1, 5, 4, &[1; 20]));
+        write_named("t10k-labels-idx1-ubyte", idx_labels(1, &[1]));
+        let e = load_dir(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("t10k-images-idx3-ubyte"), "{e}");
+        assert!(
+            e.contains("images of 5x4, but the training images are 4x5"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn labels_are_any_byte_and_classes_come_from_both_sets() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(dir.path(), "l", &idx_labels(4, &[0, 9, 255, 3]));
+        assert_eq!(read_idx_labels(&p).unwrap(), [0, 9, 255, 3]);
+        let set = |labels: Vec<u8>| Dataset::from_images(1, vec![0; labels.len()], labels);
+        let splits = Splits::images(
+            set(vec![0, 2]),
+            set(vec![4]),
+            ImageSize { rows: 1, cols: 1 },
+        );
+        assert_eq!(splits.classes(), 5);
     }
 
     #[test]
@@ -1767,10 +1958,7 @@ mod tests {
 
     #[test]
     fn dataset_accessors_and_split() {
-        let mut d = Dataset {
-            images: pixels(5, 9),
-            labels: vec![3, 1, 4, 1, 5],
-        };
+        let mut d = Dataset::from_images(IMAGE_PIXELS, pixels(5, 9), vec![3, 1, 4, 1, 5]);
         assert_eq!(d.len(), 5);
         assert!(!d.is_empty());
         assert_eq!(
@@ -1778,7 +1966,7 @@ mod tests {
             &pixels(5, 9)[2 * IMAGE_PIXELS..3 * IMAGE_PIXELS]
         );
         assert_eq!(d.label(4), 5);
-        assert_eq!(d.class_counts()[1], 2);
+        assert_eq!(d.class_counts(10)[1], 2);
         let tail = d.split_off_end(2);
         assert_eq!(tail.labels, vec![1, 5]);
         assert_eq!(tail.images, pixels(5, 9)[3 * IMAGE_PIXELS..].to_vec());
@@ -1917,6 +2105,50 @@ mod tests {
         w.finish().unwrap();
     }
 
+    /// Twelve f32 values, the sixth NaN.
+    fn nan_at_5() -> Vec<u8> {
+        (0..12)
+            .flat_map(|i| if i == 5 { f32::NAN } else { i as f32 }.to_le_bytes())
+            .collect()
+    }
+
+    #[test]
+    fn npz_float_features_of_any_shape() {
+        let dir = tempfile::tempdir().unwrap();
+        let floats = |n: usize| -> Vec<u8> {
+            (0..n * 6)
+                .flat_map(|i| (i as f32 * 0.5).to_le_bytes())
+                .collect()
+        };
+        let members = replace(
+            replace(
+                good_members(3, 2, false),
+                "x_train.npy",
+                npy("<f4", false, "(3, 6)", &floats(3)),
+            ),
+            "x_test.npy",
+            npy("<f4", false, "(2, 3, 2)", &floats(2)),
+        );
+        let p = dir.path().join("f.npz");
+        write_npz(&p, &members);
+        let splits = load(&p).unwrap();
+        assert_eq!(splits.width(), 6);
+        assert!(!splits.train.is_images());
+        assert_eq!(splits.train.row_values(1), &[3.0, 3.5, 4.0, 4.5, 5.0, 5.5]);
+        assert_eq!(splits.test.len(), 2);
+        assert_eq!(splits.image, None);
+        // Float features beside uint8 images in the other split are refused.
+        let mixed = replace(
+            good_members(3, 2, false),
+            "x_train.npy",
+            npy("<f4", false, "(3, 28, 28)", &[0; 3 * 784 * 4]),
+        );
+        let p = dir.path().join("mixed.npz");
+        write_npz(&p, &mixed);
+        let e = load(&p).unwrap_err().to_string();
+        assert!(e.contains("x_test.npy") && e.contains("float"), "{e}");
+    }
+
     fn labels_i8(labels: &[i64]) -> Vec<u8> {
         labels.iter().flat_map(|l| l.to_le_bytes()).collect()
     }
@@ -1985,7 +2217,8 @@ mod tests {
             -5
         );
         assert!(IntDtype::parse("|i2").is_none());
-        assert!(IntDtype::parse("<f4").is_none());
+        assert!(IntDtype::parse("<f4").is_some_and(|d| d.float && d.size == 4));
+        assert!(IntDtype::parse("<f2").is_none());
         assert!(IntDtype::parse("").is_none());
     }
 
@@ -2025,9 +2258,17 @@ mod tests {
                 replace(
                     good(),
                     "x_train.npy",
-                    npy("<f4", false, "(3, 28, 28)", &[0; 3 * 784 * 4]),
+                    npy("<f4", false, "(3, 2, 2)", &nan_at_5()),
                 ),
-                "unsupported dtype '<f4'",
+                "value at index 5 (row 1) is not a finite f32",
+            ),
+            (
+                replace(
+                    good(),
+                    "x_train.npy",
+                    npy("<f2", false, "(3, 28, 28)", &[0; 6]),
+                ),
+                "unsupported dtype '<f2'",
             ),
             (
                 replace(
@@ -2035,7 +2276,7 @@ mod tests {
                     "x_train.npy",
                     npy("<i8", false, "(3, 28, 28)", &[0; 3 * 784 * 8]),
                 ),
-                "images must be uint8",
+                "features must be uint8 ('|u1') or float",
             ),
             (
                 replace(
@@ -2043,7 +2284,7 @@ mod tests {
                     "x_train.npy",
                     npy("|u1", false, "(3, 27, 28)", &[0; 3 * 27 * 28]),
                 ),
-                "shape (3, 27, 28), expected (N, 28, 28)",
+                "the training images are 27x28",
             ),
             (
                 replace(good(), "y_train.npy", npy("|u1", false, "(3, 2)", &[0; 6])),
@@ -2066,8 +2307,12 @@ mod tests {
                 "3 images, but",
             ),
             (
-                replace(good(), "y_test.npy", npy("|u1", false, "(2,)", &[0, 10])),
-                "label 10 at index 1",
+                replace(
+                    good(),
+                    "y_test.npy",
+                    npy("<i8", false, "(2,)", &labels_i8(&[0, 300])),
+                ),
+                "label 300 at index 1",
             ),
             (
                 replace(

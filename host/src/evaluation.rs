@@ -3,20 +3,20 @@
 
 use std::fmt::Write;
 
-use crate::data::CLASSES;
-
 /// Counts of (true class, predicted class) pairs over a dataset.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ConfusionMatrix {
-    /// `counts[true][predicted]`.
-    pub counts: [[u64; CLASSES]; CLASSES],
+    /// `counts[true][predicted]`, `classes x classes`.
+    pub counts: Vec<Vec<u64>>,
 }
 
 impl ConfusionMatrix {
-    /// Tallies `labels` against `predicted` (pairs beyond the shorter list, and classes out of
-    /// range, are ignored).
-    pub fn new(labels: &[u8], predicted: &[u8]) -> Self {
-        let mut matrix = Self::default();
+    /// Tallies `labels` against `predicted` for `classes` classes (pairs beyond the shorter
+    /// list, and classes out of range, are ignored).
+    pub fn new(classes: usize, labels: &[u8], predicted: &[u8]) -> Self {
+        let mut matrix = Self {
+            counts: vec![vec![0; classes]; classes],
+        };
         for (&t, &p) in labels.iter().zip(predicted) {
             if let Some(cell) = matrix
                 .counts
@@ -36,7 +36,12 @@ impl ConfusionMatrix {
 
     /// Images whose prediction was right (the diagonal).
     pub fn correct(&self) -> u64 {
-        (0..CLASSES).map(|c| self.counts[c][c]).sum()
+        (0..self.classes()).map(|c| self.counts[c][c]).sum()
+    }
+
+    /// Number of classes.
+    pub fn classes(&self) -> usize {
+        self.counts.len()
     }
 
     /// Images of class `class` (its row sum).
@@ -61,8 +66,8 @@ impl ConfusionMatrix {
 
     /// The matrix as a text table (rows true, columns predicted), then precision, recall and
     /// support per class.
-    pub fn to_table(&self, names: &[&str; CLASSES]) -> String {
-        let labels: Vec<String> = (0..CLASSES).map(|c| class_label(c, names)).collect();
+    pub fn to_table(&self, names: &[String]) -> String {
+        let labels: Vec<String> = (0..self.classes()).map(|c| class_label(c, names)).collect();
         let label_width = labels.iter().map(|l| l.len()).max().unwrap_or(1).max(9);
         let cell = self
             .counts
@@ -81,7 +86,7 @@ impl ConfusionMatrix {
             "confusion matrix (rows: true class, columns: predicted class)"
         );
         let _ = write!(out, "{:label_width$}", "");
-        for c in 0..CLASSES {
+        for c in 0..self.classes() {
             let _ = write!(out, "{c:>cell$}");
         }
         out.push('\n');
@@ -113,8 +118,11 @@ fn ratio(part: u64, whole: u64) -> Option<f64> {
 }
 
 /// `7` for digits, `0 T-shirt/top` where the name is not the class number.
-pub fn class_label(class: usize, names: &[&str; CLASSES]) -> String {
-    let name = names[class];
+pub fn class_label(class: usize, names: &[String]) -> String {
+    let name = names
+        .get(class)
+        .cloned()
+        .unwrap_or_else(|| class.to_string());
     if name == class.to_string() {
         name.to_string()
     } else {
@@ -123,7 +131,7 @@ pub fn class_label(class: usize, names: &[&str; CLASSES]) -> String {
 }
 
 /// The most likely class of each row of probabilities.
-pub fn predicted_classes(probabilities: &[[f32; CLASSES]]) -> Vec<u8> {
+pub fn predicted_classes(probabilities: &[Vec<f32>]) -> Vec<u8> {
     probabilities
         .iter()
         .map(|p| picodense_core::loss::argmax(p) as u8)
@@ -134,7 +142,7 @@ pub fn predicted_classes(probabilities: &[[f32; CLASSES]]) -> Vec<u8> {
 /// (ties keep dataset order).
 pub fn most_confident_errors(
     labels: &[u8],
-    probabilities: &[[f32; CLASSES]],
+    probabilities: &[Vec<f32>],
     count: usize,
 ) -> Vec<usize> {
     let mut wrong: Vec<(usize, f32)> = labels
@@ -151,27 +159,31 @@ pub fn most_confident_errors(
     wrong.into_iter().map(|(i, _)| i).collect()
 }
 
-/// What `predict --json` prints for one image.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+/// What `predict --json` prints for one row.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Prediction {
     /// The most likely class.
     pub class: usize,
+    /// Its name, where the data named its classes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// Probability of each class.
-    pub probabilities: [f32; CLASSES],
+    pub probabilities: Vec<f32>,
 }
 
 impl Prediction {
     /// The prediction the probabilities make.
-    pub fn new(probabilities: [f32; CLASSES]) -> Self {
+    pub fn new(probabilities: Vec<f32>) -> Self {
         Self {
             class: picodense_core::loss::argmax(&probabilities),
+            name: None,
             probabilities,
         }
     }
 }
 
 /// The `k` most likely classes with their probabilities, most likely first.
-pub fn top_k(probabilities: &[f32; CLASSES], k: usize) -> Vec<(usize, f32)> {
+pub fn top_k(probabilities: &[f32], k: usize) -> Vec<(usize, f32)> {
     let mut ranked: Vec<(usize, f32)> = probabilities.iter().copied().enumerate().collect();
     // Stable sort: equal probabilities keep class order.
     ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
@@ -184,8 +196,12 @@ mod tests {
     use super::*;
     use crate::data::DatasetKind;
 
-    fn one_hot(class: usize, confidence: f32) -> [f32; CLASSES] {
-        let mut p = [(1.0 - confidence) / 9.0; CLASSES];
+    fn names(kind: DatasetKind) -> Vec<String> {
+        kind.class_names().map(String::from).to_vec()
+    }
+
+    fn one_hot(class: usize, confidence: f32) -> Vec<f32> {
+        let mut p = vec![(1.0 - confidence) / 9.0; 10];
         p[class] = confidence;
         p
     }
@@ -194,7 +210,7 @@ mod tests {
     fn counts_precision_and_recall() {
         let labels = [0, 0, 0, 1, 1, 2];
         let predicted = [0, 0, 1, 1, 1, 0];
-        let m = ConfusionMatrix::new(&labels, &predicted);
+        let m = ConfusionMatrix::new(10, &labels, &predicted);
         assert_eq!(m.total(), 6);
         assert_eq!(m.correct(), 4);
         assert_eq!(m.counts[0][0], 2);
@@ -212,14 +228,14 @@ mod tests {
 
     #[test]
     fn out_of_range_classes_are_ignored() {
-        let m = ConfusionMatrix::new(&[0, 10, 3], &[0, 0, 200]);
+        let m = ConfusionMatrix::new(10, &[0, 10, 3], &[0, 0, 200]);
         assert_eq!(m.total(), 1);
     }
 
     #[test]
     fn table_names_the_classes_and_shows_every_row() {
-        let m = ConfusionMatrix::new(&[0, 9, 9], &[0, 9, 4]);
-        let table = m.to_table(&DatasetKind::FashionMnist.class_names());
+        let m = ConfusionMatrix::new(10, &[0, 9, 9], &[0, 9, 4]);
+        let table = m.to_table(&names(DatasetKind::FashionMnist));
         assert!(table.contains("0 T-shirt/top"), "{table}");
         assert!(table.contains("9 Ankle boot"), "{table}");
         assert!(table.contains("precision  recall  support"), "{table}");
@@ -232,7 +248,7 @@ mod tests {
             .map(|n| n.parse().unwrap())
             .collect();
         assert_eq!(counts, [0, 0, 0, 0, 1, 0, 0, 0, 0, 1]);
-        let digits = m.to_table(&DatasetKind::Mnist.class_names());
+        let digits = m.to_table(&names(DatasetKind::Mnist));
         assert!(digits.lines().any(|l| l.starts_with("7 ")), "{digits}");
         assert!(!digits.contains("7 7"), "{digits}");
     }
@@ -253,7 +269,7 @@ mod tests {
 
     #[test]
     fn top_k_ranks_by_probability() {
-        let mut p = [0.0; CLASSES];
+        let mut p = [0.0; 10];
         p[4] = 0.5;
         p[7] = 0.3;
         p[1] = 0.2;

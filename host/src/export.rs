@@ -1,14 +1,14 @@
 //! Flash images for microcontrollers (f32 and int8) and the test accuracy of any model file.
 
-use picodense_core::format::{Dtype, FormatError, ModelView};
+use picodense_core::format::{Dtype, FormatError, ModelView, Sections};
 use picodense_core::loss::cross_entropy;
 use picodense_core::quant::{self, Calibration, Int8View};
-use picodense_core::{MnistMlp, Parallel, StepStats};
+use picodense_core::{Parallel, StepStats};
 
 use crate::batch::epoch_rng;
 use crate::compute::Threads;
-use crate::data::{Dataset, IMAGE_PIXELS};
-use crate::train::{ModelFileError, dataset_byte, model_bytes};
+use crate::data::Dataset;
+use crate::model::{ModelFileError, Network, Scaling, dataset_byte, encode_file};
 
 /// Images used to calibrate the int8 activation ranges (Keras-free TFLite-style export uses a
 /// few hundred; more changes the scales by well under a percent).
@@ -23,27 +23,58 @@ pub enum ExportFormat {
     Int8,
 }
 
-/// The bytes of `model` exported as `format`; int8 is calibrated on a seeded sample of `train`.
+/// Why a network cannot be exported.
+#[derive(thiserror::Error, Debug)]
+pub enum ExportError {
+    /// The int8 scheme has one hidden layer.
+    #[error("int8 export takes networks of one hidden layer; this model is {0}")]
+    Layers(picodense_core::Shape),
+    /// The int8 scheme quantises u8 pixels scaled by 1/255.
+    #[error("int8 export takes image models (pixels / 255); this model's inputs are scaled by {0}")]
+    Inputs(&'static str),
+}
+
+/// The bytes of `network` exported as `format`; int8 is calibrated on a seeded sample of
+/// `train`.
 pub fn export(
-    model: &MnistMlp,
+    network: &Network,
     format: ExportFormat,
     train: &Dataset,
-    dataset: Option<crate::data::DatasetKind>,
-) -> Vec<u8> {
+) -> Result<Vec<u8>, ExportError> {
     match format {
-        ExportFormat::F32 => model_bytes(model, dataset),
+        // Weights only: a flash image needs no metadata, and one hidden layer stays version 1.
+        ExportFormat::F32 => Ok(encode_file(
+            &network.layers(),
+            &Sections {
+                dataset: dataset_byte(network.meta.dataset_kind()),
+                ..Sections::default()
+            },
+        )),
         ExportFormat::Int8 => {
-            let calibration = Calibration::from_images(model, &calibration_sample(train));
-            let mut bytes = vec![0u8; quant::encoded_len::<784, 512, 10>()];
-            quant::encode(model, &calibration, dataset_byte(dataset), &mut bytes)
-                .expect("buffer sized by encoded_len");
-            bytes
+            let shape = network.shape;
+            let len = quant::encoded_len_of(shape).ok_or(ExportError::Layers(shape))?;
+            if network.meta.scaling != Scaling::Scale255 || !train.is_images() {
+                return Err(ExportError::Inputs(network.meta.scaling.name()));
+            }
+            let layers = network.layers();
+            let mut calibration = Calibration::new();
+            let mut hidden = vec![0.0; shape.hidden()[0]];
+            let mut logits = vec![0.0; shape.classes()];
+            for i in calibration_sample(train) {
+                calibration.observe_into(&layers, train.image(i), &mut hidden, &mut logits);
+            }
+            let mut bytes = vec![0u8; len];
+            let dataset = dataset_byte(network.meta.dataset_kind());
+            quant::encode_layers(&layers, &calibration, dataset, &mut bytes)
+                .expect("buffer sized by encoded_len_of");
+            Ok(bytes)
         }
     }
 }
 
-/// Up to [`CALIBRATION_IMAGES`] training images, drawn without replacement by a fixed seed.
-fn calibration_sample(train: &Dataset) -> Vec<[u8; IMAGE_PIXELS]> {
+/// Up to [`CALIBRATION_IMAGES`] training images' indices, drawn without replacement by a
+/// fixed seed.
+fn calibration_sample(train: &Dataset) -> Vec<usize> {
     use rand_core::Rng;
     let mut rng = epoch_rng(0xCA11_B8A7, 0);
     let mut indices: Vec<usize> = (0..train.len()).collect();
@@ -52,10 +83,8 @@ fn calibration_sample(train: &Dataset) -> Vec<[u8; IMAGE_PIXELS]> {
         let j = i + (rng.next_u64() % (train.len() - i) as u64) as usize;
         indices.swap(i, j);
     }
-    indices[..take]
-        .iter()
-        .map(|&i| train.image(i).try_into().expect("784 pixels"))
-        .collect()
+    indices.truncate(take);
+    indices
 }
 
 /// Loss and accuracy of an int8 model file on `data`, as the firmware computes it (integer
@@ -66,11 +95,12 @@ pub fn evaluate_int8(
     threads: usize,
 ) -> Result<StepStats, FormatError> {
     let view = Int8View::parse(bytes)?;
-    let expected = [IMAGE_PIXELS as u32, 512, 10];
-    if view.header().sizes != expected {
+    let [inputs, _, outputs] = view.sizes();
+    if inputs != data.width || !data.is_images() {
         return Err(FormatError::ShapeMismatch {
-            file: view.header().sizes,
-            expected,
+            file: view.header().shape,
+            expected: picodense_core::Shape::new(data.width, &view.sizes()[1..2], outputs)
+                .unwrap_or(view.header().shape),
         });
     }
     let threads = Threads::new(threads);
@@ -78,10 +108,13 @@ pub fn evaluate_int8(
     let chunk = data.len().div_ceil(parts.len()).max(1);
     threads.run(&mut parts, &|part, stats: &mut StepStats| {
         let mut scratch = vec![0u32; view.scratch_words()];
-        let mut logits = [0i32; 10];
+        let mut logits = vec![0i32; outputs];
         for i in part * chunk..((part + 1) * chunk).min(data.len()) {
             let class = view.predict(data.image(i), &mut scratch, &mut logits);
-            let real = logits.map(|z| z as f32 * view.logit_scale());
+            let real: Vec<f32> = logits
+                .iter()
+                .map(|&z| z as f32 * view.logit_scale())
+                .collect();
             let label = data.labels[i];
             stats.loss_sum += f64::from(cross_entropy(&real, label as usize));
             stats.correct += u32::from(class == label as usize);
@@ -101,6 +134,6 @@ pub fn file_dtype(path: &std::path::Path, bytes: &[u8]) -> Result<Dtype, ModelFi
         .map(|v| v.header().dtype)
         .map_err(|error| ModelFileError::Format {
             path: path.to_owned(),
-            error,
+            error: Box::new(error),
         })
 }

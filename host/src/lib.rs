@@ -4,12 +4,14 @@
 pub mod batch;
 pub mod bench;
 pub mod compute;
+pub mod csv_data;
 pub mod data;
 pub mod download;
 pub mod evaluation;
 pub mod export;
 pub mod image_input;
 pub mod memory;
+pub mod model;
 pub mod plot;
 pub mod report;
 pub mod train;

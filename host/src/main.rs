@@ -10,16 +10,20 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use picodense::compute::{KernelChoice, default_threads, select_kernel};
+use picodense::csv_data;
 use picodense::data::{self, DatasetKind, Splits};
 use picodense::evaluation::{ConfusionMatrix, Prediction, class_label, predicted_classes, top_k};
 use picodense::export;
 use picodense::image_input;
+use picodense::model::{ModelMeta, Network, Scaling};
 use picodense::plot::{self, PlotFormat};
 use picodense::report::{JsonLog, Progress, Summary};
 use picodense::train::{self, Every, Outcome, RunControl, TrainConfig, Trainer};
+use picodense_core::Shape;
 use picodense_core::format::{Dtype, ModelView};
+use std::io::Write;
 
-use cli::{Cli, Command, ComputeArgs, DataArgs};
+use cli::{Cli, Command, ComputeArgs, DataArgs, Normalize};
 
 #[global_allocator]
 static ALLOCATOR: picodense::memory::LargePages = picodense::memory::LargePages;
@@ -44,13 +48,65 @@ fn main() -> ExitCode {
     }
 }
 
-/// Loads the data the user pointed at, downloading a missing dataset on first use.
-fn load_data(args: &DataArgs, quiet: bool) -> Result<(Splits, Option<DatasetKind>, PathBuf)> {
-    if let Some(path) = &args.data {
-        let splits = data::load(path)?;
-        return Ok((splits, guess_kind(path), path.clone()));
+/// The data of a run and what a model trained on it records.
+struct Loaded {
+    splits: Splits,
+    kind: Option<DatasetKind>,
+    source: PathBuf,
+    meta: ModelMeta,
+}
+
+/// Loads the data the user pointed at, downloading a missing dataset on first use. For a
+/// model (`model`), its own data when the user pointed at none, and features scaled as the
+/// model's training scaled them.
+fn load_data(args: &DataArgs, model: Option<&ModelMeta>, quiet: bool) -> Result<Loaded> {
+    let Some(meta) = model else {
+        return load_fresh(args, None, quiet);
+    };
+    let own = args.data.is_none() && args.dataset.is_none();
+    let raw = match &meta.data {
+        Some(path) if own => {
+            if !path.exists() {
+                bail!(
+                    "the model was trained on {}, which is not there any more: pass --data (or \
+                     --dataset) to use it on other data",
+                    path.display()
+                );
+            }
+            DataArgs {
+                dataset: None,
+                data: Some(path.clone()),
+                test_data: meta.test_data.clone(),
+                label_column: meta.label_column.clone().unwrap_or_else(|| "label".into()),
+                normalize: Normalize::None,
+            }
+        }
+        _ => DataArgs {
+            normalize: Normalize::None,
+            ..args.clone()
+        },
+    };
+    let mut loaded = load_fresh(&raw, own.then_some(meta), quiet)?;
+    if !loaded.splits.train.is_images() {
+        // The model's scaling, not statistics of the data as it is now.
+        for set in [&mut loaded.splits.train, &mut loaded.splits.test] {
+            scale_rows(&meta.scaling, &mut set.values, set.width);
+        }
+        loaded.meta.scaling = meta.scaling.clone();
     }
-    let kind = args.dataset;
+    Ok(loaded)
+}
+
+/// [`load_data`] without a model's scaling; `model` names the dataset when `args` name none.
+fn load_fresh(args: &DataArgs, model: Option<&ModelMeta>, quiet: bool) -> Result<Loaded> {
+    let from_model = model;
+    if let Some(path) = &args.data {
+        return load_path(path, args);
+    }
+    let kind = args
+        .dataset
+        .or(from_model.and_then(ModelMeta::dataset_kind))
+        .unwrap_or(DatasetKind::Mnist);
     let dir = match data::find(kind) {
         Some(dir) => dir,
         None => {
@@ -73,7 +129,120 @@ fn load_data(args: &DataArgs, quiet: bool) -> Result<(Splits, Option<DatasetKind
             dest
         }
     };
-    Ok((data::load_dir(&dir)?, Some(kind), dir))
+    let splits = data::load_dir(&dir)?;
+    let meta = image_meta(&splits, Some(kind), None);
+    Ok(Loaded {
+        splits,
+        kind: Some(kind),
+        source: dir,
+        meta,
+    })
+}
+
+/// What a model of image data records.
+fn image_meta(splits: &Splits, kind: Option<DatasetKind>, path: Option<PathBuf>) -> ModelMeta {
+    ModelMeta {
+        classes: splits.class_names.clone(),
+        scaling: Scaling::Scale255,
+        dataset: kind.map(|k| k.name().to_string()),
+        data: path,
+        image: splits.image.map(|s| [s.rows, s.cols]),
+        ..ModelMeta::default()
+    }
+}
+
+/// `--data`: a CSV pair, an IDX folder or an `.npz`.
+fn load_path(path: &std::path::Path, args: &DataArgs) -> Result<Loaded> {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    let is_csv = |p: &std::path::Path| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+    let csv_pair = match &args.test_data {
+        Some(test) => Some((path.to_owned(), test.clone())),
+        None if path.is_dir() && path.join("train.csv").exists() => {
+            Some((path.join("train.csv"), path.join("test.csv")))
+        }
+        None if is_csv(path) => bail!(
+            "{}: a training CSV needs --test-data with the test CSV",
+            path.display()
+        ),
+        None => None,
+    };
+    let Some((train, test)) = csv_pair else {
+        let mut splits = data::load(path)?;
+        let kind = guess_kind(path);
+        let mut meta = image_meta(&splits, kind, Some(absolute.clone()));
+        if !splits.train.is_images() {
+            // Float features (an .npz): scaled as --normalize says, like a CSV's.
+            meta.scaling = scaling_of(args.normalize, &splits.train.values, splits.width());
+            for set in [&mut splits.train, &mut splits.test] {
+                scale_rows(&meta.scaling, &mut set.values, set.width);
+            }
+        }
+        return Ok(Loaded {
+            splits,
+            kind,
+            source: absolute,
+            meta,
+        });
+    };
+    let table = csv_data::read_train_test(&train, &test, Some(&args.label_column))?;
+    let width = table.width;
+    let scaling = scaling_of(args.normalize, &table.train, width);
+    let scaled = |mut values: Vec<f32>| {
+        scale_rows(&scaling, &mut values, width);
+        values
+    };
+    let dataset = |values, labels| data::Dataset {
+        width,
+        values,
+        labels,
+        ..data::Dataset::default()
+    };
+    let meta = ModelMeta {
+        classes: table.class_names.clone(),
+        scaling: scaling.clone(),
+        data: Some(absolute.clone()),
+        test_data: args
+            .test_data
+            .as_ref()
+            .map(|t| std::path::absolute(t).unwrap_or_else(|_| t.clone())),
+        features: Some(table.feature_names.clone()),
+        label_column: (args.label_column != "label").then(|| args.label_column.clone()),
+        ..ModelMeta::default()
+    };
+    let splits = Splits {
+        train: dataset(scaled(table.train), table.train_labels),
+        test: dataset(scaled(table.test), table.test_labels),
+        image: None,
+        class_names: table.class_names.or_else(|| {
+            // Integer labels: K from the largest label of either file.
+            Some((0..table.classes).map(|c| c.to_string()).collect())
+        }),
+    };
+    Ok(Loaded {
+        splits,
+        kind: None,
+        source: absolute,
+        meta,
+    })
+}
+
+/// The scaling `--normalize` asks for, fitted on the training features (`width` a row).
+fn scaling_of(normalize: Normalize, train: &[f32], width: usize) -> Scaling {
+    match normalize {
+        Normalize::Standard => {
+            let (mean, std) = csv_data::standardize_stats(train, width);
+            Scaling::Standard { mean, std }
+        }
+        Normalize::None => Scaling::None,
+        Normalize::Scale255 => Scaling::Scale255,
+    }
+}
+
+/// Applies `scaling` to every row of `values` (`width` a row).
+fn scale_rows(scaling: &Scaling, values: &mut [f32], width: usize) {
+    for row in values.chunks_exact_mut(width.max(1)) {
+        scaling.apply(row);
+    }
 }
 
 /// A `--data` path says nothing certain about the dataset; names are a good hint.
@@ -95,6 +264,37 @@ fn compute_settings(args: &ComputeArgs) -> Result<(usize, picodense_core::Kernel
     }
     let kernel = select_kernel(args.kernel)?;
     Ok((threads, kernel))
+}
+
+/// The network for `data` with `hidden` layers.
+fn shape_for(splits: &Splits, hidden: &[usize]) -> Result<Shape> {
+    let classes = splits.classes();
+    if classes < 2 {
+        bail!("the data has {classes} class: training needs at least 2");
+    }
+    Shape::new(splits.width(), hidden, classes).map_err(|e| anyhow::anyhow!("--hidden: {e}"))
+}
+
+/// A Keras-style summary: each layer's output shape and parameters, and the total.
+fn summary(shape: Shape) -> String {
+    let mut out = format!(
+        "Model: {shape}\n{:<22}{:<16}{:>10}\n",
+        "Layer (type)", "Output Shape", "Param #"
+    );
+    for l in 0..shape.layers() {
+        let name = match l {
+            0 => "dense (Dense)".to_string(),
+            _ => format!("dense_{l} (Dense)"),
+        };
+        let (_, units) = shape.layer(l);
+        out += &format!(
+            "{name:<22}{:<16}{:>10}\n",
+            format!("(None, {units})"),
+            shape.layer_parameters(l)
+        );
+    }
+    out += &format!("Total params: {}\n", shape.parameters());
+    out
 }
 
 /// Set by Ctrl-C: training stops after the current step and writes a checkpoint.
@@ -122,11 +322,13 @@ fn run_train(args: cli::TrainArgs) -> Result<ExitCode> {
         seed: args.seed,
         threads,
         kernel,
+        hidden: args.hidden.clone(),
     };
     // Settings are checked before any data is read.
-    let (mut trainer, config) = match &args.resume {
-        Some(path) => Trainer::resume(path, threads, kernel)?,
-        None => (Trainer::new(&requested)?, requested),
+    train::validate(&requested)?;
+    let resumed = match &args.resume {
+        Some(path) => Some(Trainer::resume(path, threads, kernel)?),
+        None => None,
     };
     let mut log = match &args.log_json {
         Some(path) => Some(
@@ -135,7 +337,28 @@ fn run_train(args: cli::TrainArgs) -> Result<ExitCode> {
         ),
         None => None,
     };
-    let (mut splits, kind, source) = load_data(&args.data, args.quiet)?;
+    let loaded = load_data(&args.data, None, args.quiet)?;
+    let mut splits = loaded.splits.clone();
+    let (mut trainer, config) = match resumed {
+        Some((trainer, config)) => {
+            let ckpt = trainer.network.shape;
+            if (ckpt.inputs(), ckpt.classes()) != (splits.width(), splits.classes()) {
+                bail!(
+                    "{}: the checkpoint is {ckpt}, this data has {} values a row and {} classes \
+                     (give the same --data/--dataset)",
+                    args.resume.as_ref().expect("resumed").display(),
+                    splits.width(),
+                    splits.classes()
+                );
+            }
+            (trainer, config)
+        }
+        None => {
+            let shape = shape_for(&splits, &args.hidden)?;
+            let trainer = Trainer::new(&requested, shape, loaded.meta.clone())?;
+            (trainer, requested)
+        }
+    };
     let validation = if args.validation_split > 0.0 {
         // Keras keeps the first ceil(n * (1 - split)) rows for training.
         let keep = (splits.train.len() as f64 * (1.0 - args.validation_split)).ceil() as usize;
@@ -153,14 +376,11 @@ fn run_train(args: cli::TrainArgs) -> Result<ExitCode> {
             splits.train.len()
         );
     }
-    if args.resume.is_none() {
-        trainer.dataset = kind;
-    }
     if !args.quiet {
         println!(
             "picodense: {} from {} ({} train, {}{} test); kernel {}, {} thread{}",
-            kind.map_or("data", |k| k.name()),
-            source.display(),
+            loaded.kind.map_or("data", |k| k.name()),
+            loaded.source.display(),
             splits.train.len(),
             validation
                 .as_ref()
@@ -170,6 +390,7 @@ fn run_train(args: cli::TrainArgs) -> Result<ExitCode> {
             threads,
             if threads == 1 { "" } else { "s" }
         );
+        print!("{}", summary(trainer.network.shape));
         if let Some(path) = &args.resume {
             let at = trainer.position();
             println!(
@@ -262,24 +483,43 @@ fn run_train(args: cli::TrainArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The metadata of a model file, if it is a readable f32 or int8 model.
+fn file_meta(path: &std::path::Path, bytes: &[u8]) -> Option<ModelMeta> {
+    picodense::model::network_from_bytes(path, bytes)
+        .ok()
+        .map(|n| n.meta)
+        .or_else(|| {
+            let view = ModelView::parse(bytes).ok()?;
+            Some(ModelMeta {
+                dataset: picodense::model::dataset_from_byte(view.header().dataset)
+                    .map(|k| k.name().to_string()),
+                ..ModelMeta::default()
+            })
+        })
+}
+
 fn run_evaluate(args: cli::EvaluateArgs) -> Result<()> {
     let (threads, kernel) = compute_settings(&args.compute)?;
     let bytes = std::fs::read(&args.model)
         .with_context(|| format!("{}: cannot read", args.model.display()))?;
     let dtype = export::file_dtype(&args.model, &bytes)?;
-    let (splits, kind, _) = load_data(&args.data, args.json)?;
+    let model_meta = file_meta(&args.model, &bytes);
+    let loaded = load_data(&args.data, model_meta.as_ref(), args.json)?;
+    let splits = &loaded.splits;
     let wants_details = args.confusion || args.report.is_some();
-    let (test, details, trained_on) = match dtype {
+    let (test, details, meta, classes) = match dtype {
         Dtype::F32 => {
-            let (model, trained_on) = train::model_from_bytes(&args.model, &bytes)?;
-            let mut trainer = Trainer::with_model(model, threads, kernel);
+            let network = picodense::model::network_from_bytes(&args.model, &bytes)?;
+            check_fits(&args.model, &network, splits)?;
+            let (meta, classes) = (network.meta.clone(), network.shape.classes());
+            let mut trainer = Trainer::with_network(network, threads, kernel);
             if wants_details {
                 let (test, probabilities) = trainer.evaluate_with_probabilities(&splits.test);
                 let predicted = predicted_classes(&probabilities);
-                let matrix = ConfusionMatrix::new(&splits.test.labels, &predicted);
-                (test, Some((probabilities, matrix)), trained_on)
+                let matrix = ConfusionMatrix::new(classes, &splits.test.labels, &predicted);
+                (test, Some((probabilities, matrix)), meta, classes)
             } else {
-                (trainer.evaluate(&splits.test), None, trained_on)
+                (trainer.evaluate(&splits.test), None, meta, classes)
             }
         }
         Dtype::Int8 => {
@@ -288,28 +528,22 @@ fn run_evaluate(args: cli::EvaluateArgs) -> Result<()> {
             }
             let test = export::evaluate_int8(&bytes, &splits.test, threads)
                 .with_context(|| format!("{}", args.model.display()))?;
-            (test, None, None)
+            (test, None, model_meta.unwrap_or_default(), splits.classes())
         }
     };
-    let names = trained_on
-        .or(kind)
-        .unwrap_or(DatasetKind::Mnist)
-        .class_names();
+    let names = meta.class_names(classes);
     if args.json {
         let mut out =
             serde_json::json!({"test_loss": test.mean_loss(), "test_accuracy": test.accuracy()});
         if let (true, Some((_, matrix))) = (args.confusion, &details) {
             out["confusion"] = serde_json::json!(matrix.counts);
             out["precision"] = serde_json::json!(
-                (0..data::CLASSES)
+                (0..classes)
                     .map(|c| matrix.precision(c))
                     .collect::<Vec<_>>()
             );
-            out["recall"] = serde_json::json!(
-                (0..data::CLASSES)
-                    .map(|c| matrix.recall(c))
-                    .collect::<Vec<_>>()
-            );
+            out["recall"] =
+                serde_json::json!((0..classes).map(|c| matrix.recall(c)).collect::<Vec<_>>());
         }
         println!("{out}");
     } else {
@@ -322,34 +556,106 @@ fn run_evaluate(args: cli::EvaluateArgs) -> Result<()> {
     if let (Some(dir), Some((probabilities, matrix))) = (&args.report, &details) {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("{}: cannot create the report folder", dir.display()))?;
-        let set = format!("{} test set", kind.map_or("the", |k| k.name()));
-        let (confusion, misclassified) =
-            plot::evaluation_report(dir, &splits.test, probabilities, matrix, &names, &set)?;
+        let set = format!("{} test set", loaded.kind.map_or("the", |k| k.name()));
+        let (confusion, misclassified) = plot::evaluation_report(
+            dir,
+            &splits.test,
+            splits.image,
+            probabilities,
+            matrix,
+            &names,
+            &set,
+        )?;
         if !args.json {
-            println!(
-                "wrote {} and {}",
-                confusion.display(),
-                misclassified.display()
-            );
+            match misclassified {
+                Some(m) => println!("wrote {} and {}", confusion.display(), m.display()),
+                None => println!("wrote {}", confusion.display()),
+            }
         }
     }
     Ok(())
 }
 
+/// Refuses data whose rows or labels the network of the model file `path` cannot take.
+fn check_fits(path: &std::path::Path, network: &Network, splits: &Splits) -> Result<()> {
+    let shape = network.shape;
+    if splits.width() != shape.inputs() {
+        bail!(
+            "{}: the model ({shape}) takes {} inputs, the data has {} values a row",
+            path.display(),
+            shape.inputs(),
+            splits.width()
+        );
+    }
+    if let (Some(model), Some(data)) = (&network.meta.classes, &splits.class_names)
+        && model != data
+    {
+        bail!(
+            "{}: the model's classes are {}, the data's {}",
+            path.display(),
+            model.join(", "),
+            data.join(", ")
+        );
+    }
+    if splits.test.label_bound() > shape.classes() {
+        bail!(
+            "{}: the test labels reach {}, the model ({shape}) has {} classes",
+            path.display(),
+            splits.test.label_bound() - 1,
+            shape.classes()
+        );
+    }
+    Ok(())
+}
+
 fn run_predict(args: cli::PredictArgs) -> Result<()> {
-    let (model, trained_on) = train::load_model(&args.model)?;
+    let network = picodense::model::load_network(&args.model)?;
+    let meta = network.meta.clone();
+    let classes = network.shape.classes();
+    let names = meta.class_names(classes);
+    let mut trainer = Trainer::with_network(network, 1, select_kernel(KernelChoice::Auto)?);
+    if let Some(path) = &args.csv {
+        let features = meta
+            .features
+            .as_ref()
+            .context("--csv needs a model trained on CSV data")?;
+        let rows = csv_data::read_features(path, features, meta.label_column.as_deref())?;
+        let mut out = std::io::stdout().lock();
+        for row in rows.chunks_exact(features.len().max(1)) {
+            let mut row = row.to_vec();
+            meta.scaling.apply(&mut row);
+            let p = trainer.probabilities(&row);
+            let mut prediction = Prediction::new(p);
+            let name = names[prediction.class].clone();
+            if args.json {
+                prediction.name = meta.classes.as_ref().map(|_| name);
+                writeln!(out, "{}", serde_json::to_string(&prediction)?)?;
+            } else {
+                writeln!(out, "{name}")?;
+            }
+        }
+        return Ok(());
+    }
     if let Some(path) = &args.image {
-        let kind = trained_on.unwrap_or(args.data.dataset);
+        let kind = meta
+            .dataset_kind()
+            .or(args.data.dataset)
+            .unwrap_or(DatasetKind::Mnist);
+        if meta.image != Some([data::IMAGE_SIDE, data::IMAGE_SIDE]) {
+            bail!(
+                "{}: image files are prepared as 28x28 digits; this model takes {} inputs",
+                path.display(),
+                trainer.network.shape.inputs()
+            );
+        }
         let pixels = image_input::load(path, image_input::Layout::of(kind))?;
-        let names = kind.class_names();
-        let mut trainer = Trainer::with_model(model, 1, select_kernel(KernelChoice::Auto)?);
-        let p = trainer.probabilities(&pixels);
+        let p = trainer.image_probabilities(&pixels);
         if args.json {
             println!("{}", serde_json::to_string(&Prediction::new(p))?);
             return Ok(());
         }
         if args.show {
-            print!("{}", draw(&pixels));
+            print!("{}", draw(&pixels, data::IMAGE_SIDE));
         }
         let top = top_k(&p, 3);
         println!("predicted: {}", class_label(top[0].0, &names));
@@ -365,28 +671,29 @@ fn run_predict(args: cli::PredictArgs) -> Result<()> {
     }
     let index = args
         .index
-        .context("give an image file or --index N (a test-set image)")?;
-    let (splits, kind, _) = load_data(&args.data, args.json)?;
-    let test = &splits.test;
+        .context("give an image file, --index N (a test-set row) or --csv FILE")?;
+    let loaded = load_data(&args.data, Some(&meta), args.json)?;
+    let test = &loaded.splits.test;
+    check_fits(&args.model, &trainer.network, &loaded.splits)?;
     if index >= test.len() {
         bail!(
-            "--index {} is out of range: the test set has {} images",
+            "--index {} is out of range: the test set has {} rows",
             index,
             test.len()
         );
     }
-    let names = trained_on
-        .or(kind)
-        .unwrap_or(DatasetKind::Mnist)
-        .class_names();
-    let mut trainer = Trainer::with_model(model, 1, select_kernel(KernelChoice::Auto)?);
-    let pixels = test.image(index);
-    let p = trainer.probabilities(pixels);
+    let p = if test.is_images() {
+        trainer.image_probabilities(test.image(index))
+    } else {
+        trainer.probabilities(test.row_values(index))
+    };
     if args.json {
         println!("{}", serde_json::to_string(&Prediction::new(p))?);
         return Ok(());
     }
-    print!("{}", draw(pixels));
+    if let (true, Some(size)) = (test.is_images(), loaded.splits.image) {
+        print!("{}", draw(test.image(index), size.cols));
+    }
     let predicted = picodense_core::loss::argmax(&p);
     let label = test.labels[index] as usize;
     println!("true label: {} ({})", label, names[label]);
@@ -401,12 +708,12 @@ fn run_predict(args: cli::PredictArgs) -> Result<()> {
     Ok(())
 }
 
-/// A 28x28 image as 28 lines of shade characters, two per pixel so it looks square.
-fn draw(pixels: &[u8]) -> String {
+/// An image as lines of shade characters, two per pixel so it looks square.
+fn draw(pixels: &[u8], cols: usize) -> String {
     const SHADES: [char; 5] = [' ', '░', '▒', '▓', '█'];
     let shade = |p: u8| SHADES[(usize::from(p) * (SHADES.len() - 1) + 127) / 255];
     let mut out = String::new();
-    for row in pixels.chunks(data::IMAGE_SIDE) {
+    for row in pixels.chunks(cols.max(1)) {
         for &p in row {
             // Two characters per pixel keep the aspect ratio square.
             out.push(shade(p));
@@ -422,23 +729,22 @@ fn run_inspect(path: &std::path::Path) -> Result<()> {
     let view = ModelView::parse(&bytes)
         .with_context(|| format!("{}: checksum or format check failed", path.display()))?;
     let h = view.header();
-    let [i, hidden, o] = h.sizes;
-    let params = u64::from(i) * u64::from(hidden)
-        + u64::from(hidden)
-        + u64::from(hidden) * u64::from(o)
-        + u64::from(o);
+    let meta = file_meta(path, &bytes).unwrap_or_default();
     println!("file:          {} ({} bytes)", path.display(), bytes.len());
-    println!(
-        "format:        PDN version {}",
-        picodense_core::format::VERSION
-    );
-    println!("architecture:  Dense({hidden}, relu) -> Dense({o}, softmax) on {i} inputs");
-    println!("parameters:    {params}");
+    println!("format:        PDN version {}", h.version);
+    print!("{}", summary(h.shape));
     println!("dtype:         {}", h.dtype.name());
     println!(
-        "dataset:       {}",
-        train::dataset_from_byte(h.dataset).map_or("unknown", |k| k.name())
+        "data:          {}",
+        meta.dataset
+            .clone()
+            .or(meta.data.as_ref().map(|d| d.display().to_string()))
+            .unwrap_or_else(|| "unknown".into())
     );
+    println!("input scaling: {}", meta.scaling.name());
+    if let Some(names) = &meta.classes {
+        println!("classes:       {}", names.join(", "));
+    }
     println!(
         "optimizer:     {}",
         if h.has_optimizer {
@@ -475,11 +781,15 @@ fn run_bench(args: cli::BenchArgs) -> Result<()> {
         seed: args.seed,
         threads,
         kernel,
+        hidden: args.hidden.clone(),
         ..TrainConfig::default()
     };
-    // Built first so that a bad setting fails before the data is read.
-    let mut first_trainer = Some(Trainer::new(&config)?);
-    let (splits, kind, source) = load_data(&args.data, false)?;
+    // Checked first so that a bad setting fails before the data is read.
+    train::validate(&config)?;
+    let loaded = load_data(&args.data, None, false)?;
+    let shape = shape_for(&loaded.splits, &config.hidden)?;
+    let mut first_trainer = Some(Trainer::new(&config, shape, loaded.meta.clone())?);
+    let (splits, kind, source) = (&loaded.splits, loaded.kind, loaded.source.clone());
     if args.compare && !source.is_dir() {
         bail!(
             "{}: --compare needs a folder of IDX files for the Python references",
@@ -521,7 +831,7 @@ fn run_bench(args: cli::BenchArgs) -> Result<()> {
     for _ in 0..args.repeat {
         let mut trainer = match first_trainer.take() {
             Some(trainer) => trainer,
-            None => Trainer::new(&config)?,
+            None => Trainer::new(&config, shape, loaded.meta.clone())?,
         };
         let started = Instant::now();
         let outcome = trainer.fit(
@@ -548,15 +858,14 @@ fn run_bench(args: cli::BenchArgs) -> Result<()> {
                 python,
                 mode,
                 &source,
-                config.epochs,
-                config.batch_size,
-                config.seed,
+                (config.epochs, config.batch_size, config.seed),
+                &config.hidden,
             )?);
         }
     }
     let totals = Totals {
         images: (splits.train.len() * config.epochs) as f64,
-        flops: bench::training_flops(splits.train.len()) * config.epochs as f64,
+        flops: bench::training_flops(shape, splits.train.len()) * config.epochs as f64,
     };
     println!(
         "{:<10} {:>9} {:>12} {:>9} {:>9} {:>9}  epoch losses",
@@ -617,12 +926,14 @@ fn print_median<'r>(
 }
 
 fn run_export(args: cli::ExportArgs) -> Result<()> {
-    let (model, trained_on) = train::load_model(&args.model)?;
-    let (splits, kind, _) = load_data(&args.data, false)?;
-    let bytes = export::export(&model, args.format, &splits.train, trained_on.or(kind));
+    let network = picodense::model::load_network(&args.model)?;
+    let loaded = load_data(&args.data, Some(&network.meta), false)?;
+    let splits = &loaded.splits;
+    check_fits(&args.model, &network, splits)?;
+    let bytes = export::export(&network, args.format, &splits.train)?;
     train::write_atomic(&args.out, &bytes)?;
     let threads = default_threads();
-    let f32_stats = Trainer::with_model(model, threads, select_kernel(KernelChoice::Auto)?)
+    let f32_stats = Trainer::with_network(network, threads, select_kernel(KernelChoice::Auto)?)
         .evaluate(&splits.test);
     println!(
         "wrote {} ({} bytes, {})",

@@ -11,7 +11,7 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters_backend::{BackendColor, BackendCoord, BackendTextStyle, DrawingErrorKind};
 
-use crate::data::{CLASSES, Dataset, IMAGE_SIDE};
+use crate::data::{Dataset, ImageSize};
 use crate::evaluation::{ConfusionMatrix, class_label, most_confident_errors};
 use crate::train::{EpochReport, ModelFileError, write_atomic};
 
@@ -438,7 +438,7 @@ fn value_range(values: impl Iterator<Item = f64>) -> (f64, f64) {
 pub fn confusion_heatmap(
     path: &Path,
     matrix: &ConfusionMatrix,
-    names: &[&str; CLASSES],
+    names: &[String],
     title: &str,
 ) -> Result<(), PlotError> {
     render(
@@ -452,13 +452,14 @@ pub fn confusion_heatmap(
 fn draw_heatmap<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     matrix: &ConfusionMatrix,
-    names: &[&str; CLASSES],
+    names: &[String],
     title: &str,
 ) -> Drawn {
     let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
     root.fill(&WHITE).map_err(err)?;
     let (width, height) = root.dim_in_pixel();
-    let labels: Vec<String> = (0..CLASSES).map(|c| class_label(c, names)).collect();
+    let classes = matrix.classes();
+    let labels: Vec<String> = (0..classes).map(|c| class_label(c, names)).collect();
     let label_font = text(14);
     let label_width = labels
         .iter()
@@ -467,8 +468,8 @@ fn draw_heatmap<DB: DrawingBackend>(
         .map_err(err)? as i32;
     let top = 96;
     let left = label_width + 44;
-    let cell = ((width as i32 - left - 20) / CLASSES as i32)
-        .min((height as i32 - top - 20) / CLASSES as i32)
+    let cell = ((width as i32 - left - 20) / classes as i32)
+        .min((height as i32 - top - 20) / classes as i32)
         .max(1);
     let centre =
         |anchor: (HPos, VPos), style: &TextStyle<'static>| style.pos(Pos::new(anchor.0, anchor.1));
@@ -478,7 +479,7 @@ fn draw_heatmap<DB: DrawingBackend>(
         centre((HPos::Center, VPos::Top), &text(20)),
     ))
     .map_err(err)?;
-    let grid_right = left + cell * CLASSES as i32;
+    let grid_right = left + cell * classes as i32;
     root.draw(&Text::new(
         "predicted class",
         ((left + grid_right) / 2, 48),
@@ -488,7 +489,7 @@ fn draw_heatmap<DB: DrawingBackend>(
     // "true class" runs down the left edge, read bottom to top.
     root.draw(&Text::new(
         "true class",
-        (14, top + cell * CLASSES as i32 / 2),
+        (14, top + cell * classes as i32 / 2),
         centre((HPos::Center, VPos::Top), &text(16)).transform(FontTransform::Rotate270),
     ))
     .map_err(err)?;
@@ -533,7 +534,7 @@ fn draw_heatmap<DB: DrawingBackend>(
             .map_err(err)?;
         }
     }
-    let grid_bottom = top + cell * CLASSES as i32;
+    let grid_bottom = top + cell * classes as i32;
     root.draw(&Rectangle::new(
         [(left, top), (grid_right, grid_bottom)],
         RGBColor(120, 120, 120).stroke_width(1),
@@ -551,8 +552,10 @@ fn mix(a: RGBColor, b: RGBColor, t: f64) -> RGBColor {
 /// One image of the misclassified grid.
 #[derive(Clone, Copy, Debug)]
 pub struct Mistake<'a> {
-    /// The 28x28 pixels.
+    /// The image's pixels.
     pub pixels: &'a [u8],
+    /// Its size.
+    pub size: ImageSize,
     /// True class.
     pub label: usize,
     /// Predicted class.
@@ -561,6 +564,8 @@ pub struct Mistake<'a> {
     pub confidence: f32,
 }
 
+/// Pixels of the square a misclassified image is drawn in, before scaling.
+const GRID_IMAGE_SIDE: i32 = 28;
 /// Side of one pixel of a misclassified image in the grid.
 const GRID_SCALE: i32 = 3;
 /// Images per row of the misclassified grid.
@@ -573,7 +578,7 @@ const GRID_TITLE: i32 = 44;
 pub fn misclassified_grid(
     path: &Path,
     mistakes: &[Mistake],
-    names: &[&str; CLASSES],
+    names: &[String],
     title: &str,
 ) -> Result<(), PlotError> {
     let rows = mistakes.len().div_ceil(GRID_COLUMNS).max(1) as i32;
@@ -592,7 +597,7 @@ pub fn misclassified_grid(
 fn draw_grid<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     mistakes: &[Mistake],
-    names: &[&str; CLASSES],
+    names: &[String],
     title: &str,
 ) -> Drawn {
     let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
@@ -609,25 +614,29 @@ fn draw_grid<DB: DrawingBackend>(
         ))
         .map_err(err)?;
     }
-    let side = IMAGE_SIDE as i32 * GRID_SCALE;
+    let side = GRID_IMAGE_SIDE * GRID_SCALE;
     let caption =
         |colour: RGBColor| coloured_text(13, colour).pos(Pos::new(HPos::Center, VPos::Top));
     for (i, m) in mistakes.iter().enumerate() {
         let (col, row) = ((i % GRID_COLUMNS) as i32, (i / GRID_COLUMNS) as i32);
         let x0 = col * GRID_CELL.0 + (GRID_CELL.0 - side) / 2;
         let y0 = GRID_TITLE + row * GRID_CELL.1 + 4;
-        for (p, &v) in m.pixels.iter().enumerate().take(IMAGE_SIDE * IMAGE_SIDE) {
-            let (r, c) = ((p / IMAGE_SIDE) as i32, (p % IMAGE_SIDE) as i32);
-            let (x, y) = (x0 + c * GRID_SCALE, y0 + r * GRID_SCALE);
+        // Each image fills the same square whatever its size.
+        let cols = m.size.cols.max(1);
+        let step = |n: usize, of: usize| (n * side as usize / of.max(1)) as i32;
+        for (p, &v) in m.pixels.iter().enumerate() {
+            let (r, c) = (p / cols, p % cols);
+            let (x, y) = (x0 + step(c, cols), y0 + step(r, m.size.rows));
+            let (x1, y1) = (x0 + step(c + 1, cols), y0 + step(r + 1, m.size.rows));
             root.draw(&Rectangle::new(
-                [(x, y), (x + GRID_SCALE, y + GRID_SCALE)],
+                [(x, y), (x1.max(x + 1), y1.max(y + 1))],
                 RGBColor(v, v, v).filled(),
             ))
             .map_err(err)?;
         }
         let cx = col * GRID_CELL.0 + GRID_CELL.0 / 2;
         root.draw(&Text::new(
-            format!("true: {}", names[m.label.min(CLASSES - 1)]),
+            format!("true: {}", class_label(m.label, names)),
             (cx, y0 + side + 7),
             caption(BLACK),
         ))
@@ -635,7 +644,7 @@ fn draw_grid<DB: DrawingBackend>(
         root.draw(&Text::new(
             format!(
                 "pred: {} {}",
-                names[m.predicted.min(CLASSES - 1)],
+                class_label(m.predicted, names),
                 percent(m.confidence)
             ),
             (cx, y0 + side + 25),
@@ -655,11 +664,12 @@ pub const REPORT_MISTAKES: usize = 25;
 pub fn evaluation_report(
     dir: &Path,
     data: &Dataset,
-    probabilities: &[[f32; CLASSES]],
+    image: Option<ImageSize>,
+    probabilities: &[Vec<f32>],
     matrix: &ConfusionMatrix,
-    names: &[&str; CLASSES],
+    names: &[String],
     set: &str,
-) -> Result<(PathBuf, PathBuf), PlotError> {
+) -> Result<(PathBuf, Option<PathBuf>), PlotError> {
     let confusion = dir.join("confusion.png");
     let accuracy = matrix.correct() as f64 / matrix.total().max(1) as f64;
     confusion_heatmap(
@@ -668,6 +678,9 @@ pub fn evaluation_report(
         names,
         &format!("{set}: {} images, accuracy {accuracy:.4}", matrix.total()),
     )?;
+    let Some(size) = image.filter(|_| data.is_images()) else {
+        return Ok((confusion, None));
+    };
     let mistakes: Vec<Mistake> =
         most_confident_errors(&data.labels, probabilities, REPORT_MISTAKES)
             .into_iter()
@@ -675,6 +688,7 @@ pub fn evaluation_report(
                 let predicted = picodense_core::loss::argmax(&probabilities[i]);
                 Mistake {
                     pixels: data.image(i),
+                    size,
                     label: usize::from(data.labels[i]),
                     predicted,
                     confidence: probabilities[i][predicted],
@@ -688,7 +702,7 @@ pub fn evaluation_report(
         names,
         &format!("most confident mistakes on the {set}"),
     )?;
-    Ok((confusion, misclassified))
+    Ok((confusion, Some(misclassified)))
 }
 
 /// A probability as a percentage with one decimal; never "100.0%" for a model that was not
@@ -801,8 +815,8 @@ mod tests {
         training_curves(&curves, &reports(true)).unwrap();
         assert_eq!(image::image_dimensions(&curves).unwrap(), (1000, 420));
         let heat = dir.path().join("h.png");
-        let m = ConfusionMatrix::new(&[0, 1, 2, 2], &[0, 1, 2, 1]);
-        let names = DatasetKind::FashionMnist.class_names();
+        let m = ConfusionMatrix::new(10, &[0, 1, 2, 2], &[0, 1, 2, 1]);
+        let names = DatasetKind::FashionMnist.class_names().map(String::from);
         confusion_heatmap(&heat, &m, &names, "test").unwrap();
         assert_eq!(image::image_dimensions(&heat).unwrap(), (820, 780));
         let grid = dir.path().join("g.png");
@@ -810,6 +824,7 @@ mod tests {
         let mistakes = vec![
             Mistake {
                 pixels: &pixels,
+                size: ImageSize { rows: 28, cols: 28 },
                 label: 1,
                 predicted: 2,
                 confidence: 0.9
@@ -826,7 +841,7 @@ mod tests {
         let one = &reports(false)[..1];
         training_curves(&dir.path().join("one.png"), one).unwrap();
         training_curves(&dir.path().join("none.svg"), &[]).unwrap();
-        let names = DatasetKind::Mnist.class_names();
+        let names = DatasetKind::Mnist.class_names().map(String::from);
         misclassified_grid(&dir.path().join("g.png"), &[], &names, "none").unwrap();
     }
 

@@ -4,18 +4,21 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use picodense_core::format::{self, ModelView};
+use picodense_core::format::{ModelView, Sections};
+use picodense_core::model::{forward, train_step};
 use picodense_core::{
-    Compute, HiddenPanels, Kernel, MnistMlp, Optimizer, RmsProp, Scratch, Sgd, StepStats, Workspace,
+    Batch, Compute, Kernel, Layers, PanelState, Panels, RmsPropRule, RmsPropState, Scratch, Sgd,
+    Shape, StepStats, WorkspaceLen, WorkspaceMut,
 };
 
-use crate::batch::{BatchInfo, epoch_order, fill_batch, init_rng};
-use crate::compute::{Threads, zeroed_box, zeroed_slice};
-use crate::data::{Dataset, DatasetKind, IMAGE_PIXELS};
+use crate::batch::{BatchInfo, epoch_order, fill_batch};
+use crate::compute::{Threads, zeroed_slice};
+use crate::data::Dataset;
+pub use crate::model::{ModelFileError, write_atomic};
+use crate::model::{ModelMeta, Network, dataset_byte, encode_file, read_file};
 
 /// Largest batch the host trains with (Keras's default is 128).
 pub const MAX_BATCH: usize = 1024;
-type HostWorkspace = Workspace<MAX_BATCH, 784, 512, 10>;
 
 /// Which optimizer updates the weights.
 #[derive(
@@ -46,6 +49,8 @@ pub struct TrainConfig {
     pub threads: usize,
     /// Kernel for the products.
     pub kernel: Kernel,
+    /// Units of each hidden layer.
+    pub hidden: Vec<usize>,
 }
 
 impl Default for TrainConfig {
@@ -58,6 +63,7 @@ impl Default for TrainConfig {
             seed: 0,
             threads: 1,
             kernel: Kernel::PORTABLE,
+            hidden: vec![512],
         }
     }
 }
@@ -253,23 +259,79 @@ pub enum Outcome {
 }
 
 enum OptimizerState {
-    RmsProp(Box<RmsProp<784, 512, 10>>),
+    RmsProp {
+        rule: RmsPropRule,
+        velocity: Vec<f32>,
+    },
     Sgd(Sgd),
 }
 
-/// A model with its optimizer and the buffers training and inference use.
+impl OptimizerState {
+    fn learning_rate(&self) -> f32 {
+        match self {
+            OptimizerState::RmsProp { rule, .. } => rule.learning_rate,
+            OptimizerState::Sgd(o) => o.learning_rate,
+        }
+    }
+}
+
+/// The storage of a core workspace.
+struct Buffers {
+    rows: usize,
+    floats: Vec<f32>,
+    masks: Vec<u128>,
+    order: Vec<u16>,
+    correct: Vec<bool>,
+}
+
+impl Buffers {
+    fn new(shape: Shape, rows: usize) -> Self {
+        let len = WorkspaceLen::of(shape, rows);
+        Self {
+            rows,
+            floats: vec![0.0; len.floats],
+            masks: vec![0; len.masks],
+            order: vec![0; len.rows],
+            correct: vec![false; len.rows],
+        }
+    }
+
+    fn view(&mut self, shape: Shape) -> WorkspaceMut<'_> {
+        WorkspaceMut::new(
+            shape,
+            self.rows,
+            &mut self.floats,
+            &mut self.masks,
+            &mut self.order,
+            &mut self.correct,
+        )
+        .expect("buffers sized by WorkspaceLen")
+    }
+}
+
+/// Rows a batch of inference holds: up to [`MAX_BATCH`], fewer for wide rows.
+fn inference_rows(width: usize) -> usize {
+    (MAX_BATCH_FLOATS / width.max(1)).clamp(1, MAX_BATCH)
+}
+
+/// Floats of input a batch of inference holds at most.
+const MAX_BATCH_FLOATS: usize = 1 << 22;
+
+/// A network with its optimizer and the buffers training and inference use.
 pub struct Trainer {
     /// The network.
-    pub model: Box<MnistMlp>,
+    pub network: Network,
     optimizer: OptimizerState,
-    workspace: Box<HostWorkspace>,
-    /// The hidden weights while `fit` runs, in the kernel's panels: the forward product reads
-    /// them in place instead of packing W1 every step, and the optimizer updates them there.
-    /// `fit` copies them back into `model` before anything reads it and when it returns.
-    panels: Box<HiddenPanels<784, 512>>,
+    buffers: Buffers,
+    /// The first layer's weights while `fit` runs, in the kernel's panels: the forward
+    /// product reads them in place instead of packing W1 every step, and the optimizer
+    /// updates them there. `fit` copies them back into `network` before anything reads it and
+    /// when it returns.
+    panels: Vec<f32>,
+    panel_state: PanelState,
     scratches: Box<[Scratch]>,
     threads: Threads,
-    batch: Box<[[f32; IMAGE_PIXELS]; MAX_BATCH]>,
+    batch: Vec<f32>,
     /// The batch's labels and grouping keys.
     info: BatchInfo,
     /// The dataset rows of the batch being filled.
@@ -279,26 +341,25 @@ pub struct Trainer {
     resumed_rows: Option<usize>,
     /// Reports of the run's finished epochs, those before a resume included.
     history: Vec<EpochReport>,
-    /// Dataset recorded in saved files.
-    pub dataset: Option<DatasetKind>,
 }
 
 impl Trainer {
-    /// A freshly initialised model (Glorot-uniform from `seed`, like Keras) and optimizer.
-    pub fn new(config: &TrainConfig) -> Result<Self, TrainError> {
+    /// A freshly initialised network of `shape` (Glorot-uniform from `seed`, like Keras) and
+    /// its optimizer.
+    pub fn new(config: &TrainConfig, shape: Shape, meta: ModelMeta) -> Result<Self, TrainError> {
         validate(config)?;
-        let mut trainer = Self::with_model(zeroed_box(), config.threads, config.kernel);
-        trainer.model.init_glorot(&mut init_rng(config.seed));
+        let network = Network::glorot(shape, config.seed, meta);
+        let mut trainer = Self::with_network(network, config.threads, config.kernel);
         trainer.optimizer = match config.optimizer {
-            OptimizerKind::Rmsprop => {
-                let mut opt: Box<RmsProp<784, 512, 10>> = zeroed_box();
-                opt.reset(config.learning_rate);
-                OptimizerState::RmsProp(opt)
-            }
+            OptimizerKind::Rmsprop => OptimizerState::RmsProp {
+                rule: RmsPropRule::keras(config.learning_rate),
+                velocity: vec![0.0; shape.parameters()],
+            },
             OptimizerKind::Sgd => OptimizerState::Sgd(Sgd {
                 learning_rate: config.learning_rate,
             }),
         };
+        trainer.grow_for(config.batch_size);
         Ok(trainer)
     }
 
@@ -312,7 +373,7 @@ impl Trainer {
         let bytes = read_file(path)?;
         let format_err = |error| ModelFileError::Format {
             path: path.to_owned(),
-            error,
+            error: Box::new(error),
         };
         let view = ModelView::parse(&bytes).map_err(format_err)?;
         let extra = view
@@ -326,19 +387,21 @@ impl Trainer {
         let record: CheckpointRecord =
             serde_json::from_slice(extra).map_err(|e| bad_record(e.to_string()))?;
         check_record(&record).map_err(bad_record)?;
-        let mut trainer = Self::with_model(zeroed_box(), threads, kernel);
-        view.load_into(&mut trainer.model).map_err(format_err)?;
+        let network = Network::from_view(path, &view)?;
+        let shape = network.shape;
+        let mut trainer = Self::with_network(network, threads, kernel);
         if record.optimizer == OptimizerKind::Rmsprop {
-            let mut opt: Box<RmsProp<784, 512, 10>> = zeroed_box();
-            view.load_optimizer(&mut opt).map_err(format_err)?;
-            trainer.optimizer = OptimizerState::RmsProp(opt);
+            let mut velocity = vec![0.0; shape.parameters()];
+            let rule = view
+                .load_optimizer(&mut Layers::split_mut(shape, &mut velocity).expect("sized"))
+                .map_err(format_err)?;
+            trainer.optimizer = OptimizerState::RmsProp { rule, velocity };
         } else {
             trainer.optimizer = OptimizerState::Sgd(Sgd {
                 learning_rate: record.learning_rate,
             });
         }
         trainer.position = record.position;
-        trainer.dataset = dataset_from_byte(view.header().dataset);
         let config = TrainConfig {
             epochs: record.epochs,
             batch_size: record.batch_size,
@@ -347,7 +410,9 @@ impl Trainer {
             seed: record.seed,
             threads,
             kernel,
+            hidden: shape.hidden().to_vec(),
         };
+        trainer.grow_for(record.batch_size);
         trainer.resumed_rows = Some(record.train_rows);
         trainer.history = record.history;
         Ok((trainer, config))
@@ -368,23 +433,34 @@ impl Trainer {
         self.position
     }
 
-    /// Wraps an existing model for inference (and training with SGD unless replaced).
-    pub fn with_model(model: Box<MnistMlp>, threads: usize, kernel: Kernel) -> Self {
+    /// Wraps an existing network for inference (and training with SGD unless replaced).
+    pub fn with_network(network: Network, threads: usize, kernel: Kernel) -> Self {
+        let shape = network.shape;
+        let rows = inference_rows(shape.inputs());
         Self {
-            model,
             optimizer: OptimizerState::Sgd(Sgd { learning_rate: 0.0 }),
-            workspace: zeroed_box(),
-            panels: zeroed_box(),
+            buffers: Buffers::new(shape, rows),
+            panels: vec![0.0; shape.layer_parameters(0) - shape.layer(0).1],
+            panel_state: PanelState::default(),
             scratches: zeroed_slice(threads.max(1)),
             threads: Threads::new(threads),
-            batch: zeroed_box_batch(),
+            batch: vec![0.0; rows * shape.inputs()],
             info: BatchInfo::default(),
-            indices: Vec::with_capacity(MAX_BATCH),
+            indices: Vec::with_capacity(rows),
             kernel,
             position: Position::default(),
             resumed_rows: None,
             history: Vec::new(),
-            dataset: None,
+            network,
+        }
+    }
+
+    /// Makes room for batches of `rows` rows.
+    fn grow_for(&mut self, rows: usize) {
+        if rows > self.buffers.rows {
+            let shape = self.network.shape;
+            self.buffers = Buffers::new(shape, rows);
+            self.batch = vec![0.0; rows * shape.inputs()];
         }
     }
 
@@ -403,13 +479,35 @@ impl Trainer {
         if train.is_empty() {
             return Err(TrainError::Invalid("the training set is empty".into()));
         }
-        // The model is a public field: it may have changed since the last fit.
-        self.panels.copy_from(&self.model, self.kernel);
+        if train.width != self.network.shape.inputs() {
+            return Err(TrainError::Invalid(format!(
+                "the data has {} values a row, the network {} inputs",
+                train.width,
+                self.network.shape.inputs()
+            )));
+        }
+        self.grow_for(config.batch_size);
+        // The network is a public field: it may have changed since the last fit.
+        let (rows, cols) = self.network.shape.layer(0);
+        let weights = &self.network.layers().weights(0).as_ptr();
+        let _ = weights;
+        Panels::new(&mut self.panels, &mut self.panel_state).copy_from(
+            self.network.layers().weights(0),
+            rows,
+            cols,
+            self.kernel,
+        );
         let outcome = self.run_epochs(config, train, validation, control, on_event);
-        self.panels.copy_to(&mut self.model);
+        self.sync_panels();
         outcome
     }
 
+    /// Copies the first layer's weights back from the panels.
+    fn sync_panels(&mut self) {
+        let shape = self.network.shape;
+        let mut layers = Layers::split_mut(shape, &mut self.network.params).expect("sized");
+        Panels::new(&mut self.panels, &mut self.panel_state).copy_to(layers.weights_mut(0));
+    }
     /// `fit`'s epochs, the hidden weights in `panels`.
     fn run_epochs(
         &mut self,
@@ -469,9 +567,9 @@ impl Trainer {
                     self.write_checkpoint(config, train, control.checkpoint.as_deref())?;
                 }
             }
-            // Validation and checkpoints read the model.
-            self.panels.copy_to(&mut self.model);
-            if !self.model.is_finite() {
+            // Validation and checkpoints read the network.
+            self.sync_panels();
+            if !self.network.is_finite() {
                 return Err(self.diverged(epoch, steps - 1, "weights"));
             }
             let val = validation.map(|v| self.evaluate(v));
@@ -504,9 +602,9 @@ impl Trainer {
         path: Option<&Path>,
     ) -> Result<Option<PathBuf>, TrainError> {
         let Some(path) = path else { return Ok(None) };
-        self.panels.copy_to(&mut self.model);
+        self.sync_panels();
         // A checkpoint must always be a state worth resuming from.
-        if !self.model.is_finite() {
+        if !self.network.is_finite() {
             return Err(self.diverged(self.position.epoch, self.position.step, "weights"));
         }
         let record = CheckpointRecord {
@@ -520,21 +618,21 @@ impl Trainer {
             history: self.history.clone(),
         };
         let extra = serde_json::to_vec(&record).expect("plain fields serialise");
-        let optimizer = match &self.optimizer {
-            OptimizerState::RmsProp(o) => Some(&**o),
+        let meta = serde_json::to_vec(&self.network.meta).expect("plain fields serialise");
+        let shape = self.network.shape;
+        let velocity = match &self.optimizer {
+            OptimizerState::RmsProp { rule, velocity } => {
+                Some((*rule, Layers::split(shape, velocity).expect("sized")))
+            }
             OptimizerState::Sgd(_) => None,
         };
-        let mut bytes =
-            vec![0u8; format::encoded_len::<784, 512, 10>(optimizer.is_some(), Some(&extra))];
-        format::encode(
-            &self.model,
-            optimizer,
-            dataset_byte(self.dataset),
-            Some(&extra),
-            &mut bytes,
-        )
-        .expect("buffer sized by encoded_len");
-        write_atomic(path, &bytes)?;
+        let sections = Sections {
+            optimizer: velocity.as_ref().map(|(rule, v)| (*rule, v)),
+            extra: Some(&extra),
+            meta: Some(&meta),
+            dataset: dataset_byte(self.network.meta.dataset_kind()),
+        };
+        write_atomic(path, &encode_file(&self.network.layers(), &sections))?;
         Ok(Some(path.to_owned()))
     }
 
@@ -543,10 +641,7 @@ impl Trainer {
             epoch: epoch + 1,
             step: step + 1,
             what,
-            learning_rate: match &self.optimizer {
-                OptimizerState::RmsProp(o) => o.learning_rate,
-                OptimizerState::Sgd(o) => o.learning_rate,
-            },
+            learning_rate: self.optimizer.learning_rate(),
         }
     }
 
@@ -573,21 +668,28 @@ impl Trainer {
     /// One optimizer step on the rows at `indices`.
     fn step(&mut self, data: &Dataset, indices: impl Iterator<Item = usize>) -> StepStats {
         let rows = self.fill(data, indices, true);
+        let shape = self.network.shape;
         let mut compute = Compute::new(self.kernel, &self.threads, &mut self.scratches);
-        let images = &self.batch[..rows];
-        let optimizer: &mut dyn StepOptimizer = match &mut self.optimizer {
-            OptimizerState::RmsProp(o) => &mut **o,
-            OptimizerState::Sgd(o) => o,
+        let batch = Batch {
+            inputs: &self.batch[..rows * shape.inputs()],
+            labels: &self.info.labels,
+            keys: &self.info.keys,
         };
-        optimizer.train_step(
-            &mut self.model,
-            images,
-            &self.info.labels,
-            &self.info.keys,
-            &mut self.panels,
-            &mut self.workspace,
-            &mut compute,
-        )
+        let mut params = Layers::split_mut(shape, &mut self.network.params).expect("sized");
+        let mut panels = Panels::new(&mut self.panels, &mut self.panel_state);
+        let mut ws = self.buffers.view(shape);
+        let (ws, c) = (&mut ws, &mut compute);
+        match &mut self.optimizer {
+            OptimizerState::RmsProp { rule, velocity } => {
+                let velocity = Layers::split_mut(shape, velocity).expect("sized");
+                let mut opt = RmsPropState {
+                    rule: *rule,
+                    velocity,
+                };
+                train_step(&mut params, &mut opt, batch, Some(&mut panels), ws, c)
+            }
+            OptimizerState::Sgd(o) => train_step(&mut params, o, batch, Some(&mut panels), ws, c),
+        }
     }
 
     /// Loss and accuracy over a whole dataset, in batches, without training.
@@ -595,12 +697,12 @@ impl Trainer {
         self.scored_batches(data, |_| {})
     }
 
-    /// Like [`Trainer::evaluate`], also returning every image's class probabilities, from the
+    /// Like [`Trainer::evaluate`], also returning every row's class probabilities, from the
     /// same forward pass.
-    pub fn evaluate_with_probabilities(&mut self, data: &Dataset) -> (StepStats, Vec<[f32; 10]>) {
+    pub fn evaluate_with_probabilities(&mut self, data: &Dataset) -> (StepStats, Vec<Vec<f32>>) {
         let mut probabilities = Vec::with_capacity(data.len());
         let stats = self.scored_batches(data, |z| {
-            let mut p = [0.0; 10];
+            let mut p = vec![0.0; z.len()];
             picodense_core::loss::softmax(z, &mut p);
             probabilities.push(p);
         });
@@ -608,14 +710,11 @@ impl Trainer {
     }
 
     /// Loss and accuracy over `data`, handing each image's logits to `on_logits` in order.
-    fn scored_batches(
-        &mut self,
-        data: &Dataset,
-        mut on_logits: impl FnMut(&[f32; 10]),
-    ) -> StepStats {
+    fn scored_batches(&mut self, data: &Dataset, mut on_logits: impl FnMut(&[f32])) -> StepStats {
         let mut total = StepStats::default();
+        let classes = self.network.shape.classes();
         self.for_each_batch(data, |logits, labels| {
-            for (z, &label) in logits.iter().zip(labels) {
+            for (z, &label) in logits.chunks_exact(classes).zip(labels) {
                 total.loss_sum += f64::from(picodense_core::loss::cross_entropy(z, label.into()));
                 total.correct += u32::from(picodense_core::loss::argmax(z) == usize::from(label));
                 total.rows += 1;
@@ -625,71 +724,44 @@ impl Trainer {
         total
     }
 
-    /// Runs the forward pass over `data` in batches of [`MAX_BATCH`], handing each batch's
-    /// logits and labels to `on_batch`.
-    fn for_each_batch(&mut self, data: &Dataset, mut on_batch: impl FnMut(&[[f32; 10]], &[u8])) {
-        for start in (0..data.len()).step_by(MAX_BATCH) {
-            let end = (start + MAX_BATCH).min(data.len());
+    /// Runs the forward pass over `data` in batches, handing each batch's logits (row after
+    /// row) and labels to `on_batch`.
+    fn for_each_batch(&mut self, data: &Dataset, mut on_batch: impl FnMut(&[f32], &[u8])) {
+        let shape = self.network.shape;
+        let step = self.buffers.rows;
+        for start in (0..data.len()).step_by(step) {
+            let end = (start + step).min(data.len());
             let rows = self.fill(data, start..end, false);
             let mut compute = Compute::new(self.kernel, &self.threads, &mut self.scratches);
-            let logits = self
-                .model
-                .forward(&self.batch[..rows], &mut self.workspace, &mut compute);
+            let mut ws = self.buffers.view(shape);
+            let inputs = &self.batch[..rows * shape.inputs()];
+            let logits = forward(&self.network.layers(), inputs, &mut ws, &mut compute);
             on_batch(logits, &self.info.labels);
         }
     }
 
-    /// Class probabilities of one image.
-    pub fn probabilities(&mut self, pixels: &[u8]) -> [f32; 10] {
-        crate::batch::to_unit(pixels, &mut self.batch[0]);
+    /// Class probabilities of one row of inputs, already scaled.
+    pub fn probabilities(&mut self, inputs: &[f32]) -> Vec<f32> {
+        let shape = self.network.shape;
         let mut compute = Compute::new(self.kernel, &self.threads, &mut self.scratches);
-        let logits = self
-            .model
-            .forward(&self.batch[..1], &mut self.workspace, &mut compute);
-        let mut p = [0.0; 10];
-        picodense_core::loss::softmax(&logits[0], &mut p);
+        let mut ws = self.buffers.view(shape);
+        let logits = forward(&self.network.layers(), inputs, &mut ws, &mut compute);
+        let mut p = vec![0.0; shape.classes()];
+        picodense_core::loss::softmax(logits, &mut p);
         p
     }
 
-    /// The model file bytes (weights only).
+    /// Class probabilities of one image's pixels.
+    pub fn image_probabilities(&mut self, pixels: &[u8]) -> Vec<f32> {
+        let mut row = vec![0.0; pixels.len()];
+        crate::batch::to_unit(pixels, &mut row);
+        self.probabilities(&row)
+    }
+
+    /// The model file bytes (weights and metadata).
     pub fn to_bytes(&self) -> Vec<u8> {
-        model_bytes(&self.model, self.dataset)
+        self.network.file_bytes()
     }
-}
-
-/// Object-safe wrapper so the step can pick the optimizer at run time.
-trait StepOptimizer {
-    #[allow(clippy::too_many_arguments)]
-    fn train_step(
-        &mut self,
-        model: &mut MnistMlp,
-        images: &[[f32; IMAGE_PIXELS]],
-        labels: &[u8],
-        keys: &[u16],
-        panels: &mut HiddenPanels<784, 512>,
-        ws: &mut HostWorkspace,
-        compute: &mut Compute<Threads>,
-    ) -> StepStats;
-}
-
-impl<T: Optimizer<784, 512, 10>> StepOptimizer for T {
-    fn train_step(
-        &mut self,
-        model: &mut MnistMlp,
-        images: &[[f32; IMAGE_PIXELS]],
-        labels: &[u8],
-        keys: &[u16],
-        panels: &mut HiddenPanels<784, 512>,
-        ws: &mut HostWorkspace,
-        compute: &mut Compute<Threads>,
-    ) -> StepStats {
-        model.train_step_with_panels(self, images, labels, keys, panels, ws, compute)
-    }
-}
-
-fn zeroed_box_batch() -> Box<[[f32; IMAGE_PIXELS]; MAX_BATCH]> {
-    let batch: Box<[[f32; IMAGE_PIXELS]]> = vec![[0.0; IMAGE_PIXELS]; MAX_BATCH].into_boxed_slice();
-    batch.try_into().expect("MAX_BATCH rows")
 }
 
 /// Refuses a checkpoint record that no run could have written: settings `fit` rejects, or a
@@ -728,7 +800,7 @@ fn check_record(r: &CheckpointRecord) -> Result<(), String> {
     Ok(())
 }
 
-fn validate(config: &TrainConfig) -> Result<(), TrainError> {
+pub fn validate(config: &TrainConfig) -> Result<(), TrainError> {
     let invalid = |m: String| Err(TrainError::Invalid(m));
     if config.epochs == 0 {
         return invalid("epochs must be at least 1".into());
@@ -749,126 +821,4 @@ fn validate(config: &TrainConfig) -> Result<(), TrainError> {
         return invalid("threads must be at least 1".into());
     }
     Ok(())
-}
-
-/// Dataset byte recorded in model files.
-pub fn dataset_byte(kind: Option<DatasetKind>) -> u8 {
-    match kind {
-        None => 0,
-        Some(DatasetKind::Mnist) => 1,
-        Some(DatasetKind::FashionMnist) => 2,
-    }
-}
-
-/// Dataset kind from a model file's byte.
-pub fn dataset_from_byte(byte: u8) -> Option<DatasetKind> {
-    match byte {
-        1 => Some(DatasetKind::Mnist),
-        2 => Some(DatasetKind::FashionMnist),
-        _ => None,
-    }
-}
-
-/// An f32 model file holding `model`.
-pub fn model_bytes(model: &MnistMlp, dataset: Option<DatasetKind>) -> Vec<u8> {
-    let mut bytes = vec![0u8; format::encoded_len::<784, 512, 10>(false, None)];
-    format::encode(model, None, dataset_byte(dataset), None, &mut bytes)
-        .expect("buffer sized by encoded_len");
-    bytes
-}
-
-/// Why a model file could not be read or written.
-///
-/// The underlying errors are fields named `error`, not `source`: the message already includes
-/// them, and as a `source` they would be printed twice by an error chain (`{:#}`).
-#[derive(thiserror::Error, Debug)]
-pub enum ModelFileError {
-    /// The file could not be read or written.
-    #[error("{}: {error}", path.display())]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The OS error.
-        error: std::io::Error,
-    },
-    /// The bytes are not a valid model of the expected shape.
-    #[error("{}: {error}", path.display())]
-    Format {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        error: format::FormatError,
-    },
-    /// The checkpoint's training record is malformed or out of range.
-    #[error("{}: bad training record: {reason}", path.display())]
-    BadRecord {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        reason: String,
-    },
-    /// A model file without a training record was given to `--resume`.
-    #[error("{}: not a checkpoint (no training record); use a file written by --checkpoint", .0.display())]
-    NotCheckpoint(PathBuf),
-}
-
-fn read_file(path: &Path) -> Result<Vec<u8>, ModelFileError> {
-    std::fs::read(path).map_err(|error| ModelFileError::Io {
-        path: path.to_owned(),
-        error,
-    })
-}
-
-/// Reads an f32 model file into a boxed model; also returns the dataset it was trained on.
-pub fn load_model(path: &Path) -> Result<(Box<MnistMlp>, Option<DatasetKind>), ModelFileError> {
-    model_from_bytes(path, &read_file(path)?)
-}
-
-/// [`load_model`] on the bytes of `path`, already read.
-pub fn model_from_bytes(
-    path: &Path,
-    bytes: &[u8],
-) -> Result<(Box<MnistMlp>, Option<DatasetKind>), ModelFileError> {
-    let format_err = |error| ModelFileError::Format {
-        path: path.to_owned(),
-        error,
-    };
-    let view = ModelView::parse(bytes).map_err(format_err)?;
-    let mut model: Box<MnistMlp> = zeroed_box();
-    view.load_into(&mut model).map_err(format_err)?;
-    Ok((model, dataset_from_byte(view.header().dataset)))
-}
-
-/// Writes `bytes` to `path` so that a crash leaves either the old file or the new one, never a
-/// mix: a temporary file in the same directory, fsync, rename, fsync of the directory.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModelFileError> {
-    use std::io::Write;
-    let io_err = |error| ModelFileError::Io {
-        path: path.to_owned(),
-        error,
-    };
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .ok_or_else(|| io_err(std::io::Error::other("not a file name")))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".tmp-{}", std::process::id()));
-    let tmp = dir.join(tmp_name);
-    let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        drop(file);
-        std::fs::rename(&tmp, path)?;
-        // The rename itself must reach the disk too.
-        std::fs::File::open(&dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(io_err)
 }

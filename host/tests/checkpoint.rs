@@ -10,7 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use picodense::train::{Trainer, load_model};
+use picodense::model::load_network;
+use picodense::train::Trainer;
 use picodense_core::Kernel;
 use picodense_core::format::ModelView;
 
@@ -142,8 +143,8 @@ fn resume(checkpoint: &Path, save: &Path) -> Vec<u8> {
 fn assert_valid_checkpoint(path: &Path) {
     let bytes = std::fs::read(path).unwrap();
     ModelView::parse(&bytes).expect("checkpoint passes its checks");
-    let (model, _) = load_model(path).unwrap();
-    assert!(model.is_finite(), "checkpoint weights are not finite");
+    let network = load_network(path).unwrap();
+    assert!(network.is_finite(), "checkpoint weights are not finite");
     Trainer::resume(path, 1, Kernel::PORTABLE).expect("checkpoint resumes");
 }
 
@@ -304,11 +305,14 @@ fn divergence_is_caught_and_the_last_good_checkpoint_survives() {
 
 /// A checkpoint file around `record` (any bytes), with valid sizes and CRC.
 fn checkpoint_with_record(record: &[u8]) -> Vec<u8> {
-    let model: Box<picodense_core::MnistMlp> = picodense::compute::zeroed_box();
-    let len = picodense_core::format::encoded_len::<784, 512, 10>(false, Some(record));
-    let mut bytes = vec![0u8; len];
-    picodense_core::format::encode(&*model, None, 0, Some(record), &mut bytes).unwrap();
-    bytes
+    let shape = picodense_core::MnistMlp::shape();
+    let params = vec![0.0f32; shape.parameters()];
+    let layers = picodense_core::Layers::split(shape, &params).unwrap();
+    let sections = picodense_core::format::Sections {
+        extra: Some(record),
+        ..Default::default()
+    };
+    picodense::model::encode_file(&layers, &sections)
 }
 
 /// Records that passed the CRC but no run could have written. Found by review while fuzzing:
@@ -405,10 +409,7 @@ fn resumed_run_keeps_the_reports_of_earlier_epochs() {
     use std::sync::atomic::{AtomicBool, Ordering};
 
     let (pixels, labels) = block_images(400, 11);
-    let data = picodense::data::Dataset {
-        images: pixels,
-        labels,
-    };
+    let data = picodense::data::Dataset::from_images(784, pixels, labels);
     let config = TrainConfig {
         epochs: 3,
         batch_size: 100,
@@ -422,7 +423,9 @@ fn resumed_run_keeps_the_reports_of_earlier_epochs() {
         stop: Some(&stop),
         ..RunControl::none()
     };
-    let mut first = Trainer::new(&config).unwrap();
+    let shape = picodense_core::Shape::new(784, &config.hidden, 10).unwrap();
+    let meta = picodense::model::ModelMeta::default();
+    let mut first = Trainer::new(&config, shape, meta).unwrap();
     let outcome = first
         .fit(&config, &data, None, &control, &mut |event| {
             if let Event::EpochEnd(_) = event {

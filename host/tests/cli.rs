@@ -105,7 +105,7 @@ fn trains_evaluates_predicts_and_inspects_a_generated_dataset() {
     let out = run(&["inspect", model.to_str().unwrap()]);
     let printed = text(&out);
     assert!(out.status.success(), "{printed}");
-    assert!(printed.contains("parameters:    407050"), "{printed}");
+    assert!(printed.contains("Total params: 407050"), "{printed}");
     assert!(printed.contains("checksum:      ok"), "{printed}");
 }
 

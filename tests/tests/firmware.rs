@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use picodense_core::format;
 use picodense_core::kernels::{Kernel, Scratch, Serial};
 use picodense_core::quant::{self, Calibration, F32View, Int8View};
-use picodense_core::{Compute, MnistMlp, MnistWorkspace, RmsProp, Zeroable};
+use picodense_core::{Batch, Compute, MnistMlp, MnistWorkspace, RmsProp, Zeroable};
 use rand_core::{Rng, SeedableRng};
 use rand_xorshift::XorShiftRng;
 
@@ -137,7 +137,8 @@ fn train(data: &Data) -> Box<MnistMlp> {
         .collect();
     for _epoch in 0..3 {
         for (x, y) in images.chunks(128).zip(data.labels.chunks(128)) {
-            model.train_step(&mut *optimizer, x, y, &mut ws, &mut compute);
+            let batch = Batch::new(x.as_flattened(), y);
+            model.train_step(&mut *optimizer, batch, None, &mut ws, &mut compute);
         }
     }
     model
@@ -178,8 +179,12 @@ fn fixture() -> &'static Fixture {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("firmware-fixture");
         fs::create_dir_all(&dir).unwrap();
 
-        let mut f32_bytes = vec![0u8; format::encoded_len::<INPUTS, HIDDEN, OUTPUTS>(false, None)];
-        format::encode(&*model, None, 2, None, &mut f32_bytes).unwrap();
+        let sections = format::Sections {
+            dataset: 2,
+            ..Default::default()
+        };
+        let mut f32_bytes = vec![0u8; format::encoded_len(MnistMlp::shape(), &sections)];
+        format::encode(&model.layers(), &sections, &mut f32_bytes).unwrap();
         let calibration = Calibration::from_images(&*model, &train_data.images[..500]);
         let mut int8_bytes = vec![0u8; quant::encoded_len::<INPUTS, HIDDEN, OUTPUTS>()];
         quant::encode(&*model, &calibration, 2, &mut int8_bytes).unwrap();
@@ -538,4 +543,64 @@ fn firmware_negative_control_is_caught() {
     assert_eq!(run.exit_code, Some(1), "{}", run.stdout);
     assert_eq!(mismatches(&run, &fx.int8_expected, true), vec![0]);
     assert!(run.stdout.contains("mismatches 1/100"), "{}", run.stdout);
+}
+
+/// A network for parts with little flash: 784-64-10, trained by the host's run-time-shaped
+/// trainer and quantised with the run-time encoder. Its int8 image fits in 64 KiB, and on
+/// netduinoplus2 (the firmware reads the sizes from the file) the predictions equal the host's
+/// bit for bit.
+#[test]
+fn firmware_int8_784_64_10_on_netduinoplus2_matches_host_bit_for_bit() {
+    use picodense::model::ModelMeta;
+    use picodense::train::{RunControl, TrainConfig, Trainer};
+    use picodense_core::{Layers, Shape};
+
+    if !tools_present() {
+        return;
+    }
+    let fx = fixture();
+    let (train_data, test, _) = datasets();
+    let config = TrainConfig {
+        epochs: 3,
+        hidden: vec![64],
+        ..TrainConfig::default()
+    };
+    let shape = Shape::new(INPUTS, &[64], OUTPUTS).unwrap();
+    let mut trainer = Trainer::new(&config, shape, ModelMeta::default()).unwrap();
+    let data = picodense::data::Dataset::from_images(
+        INPUTS,
+        train_data.images.concat(),
+        train_data.labels.clone(),
+    );
+    trainer
+        .fit(&config, &data, None, &RunControl::none(), &mut |_| {})
+        .unwrap();
+    let layers: Layers<&[f32]> = trainer.network.layers();
+    let mut calibration = Calibration::new();
+    let (mut hidden, mut logits) = ([0.0f32; 64], [0.0f32; OUTPUTS]);
+    for image in &train_data.images[..500] {
+        calibration.observe_into(&layers, image, &mut hidden, &mut logits);
+    }
+    let len = quant::encoded_len_of(shape).unwrap();
+    assert!(len <= 64 * 1024, "784-64-10 int8 is {len} bytes");
+    let mut bytes = vec![0u8; len];
+    quant::encode_layers(&layers, &calibration, 2, &mut bytes).unwrap();
+    let path = fx.dir.join("model-64-int8.pdn");
+    fs::write(&path, &bytes).unwrap();
+
+    let view = Int8View::parse(&bytes).unwrap();
+    let mut scratch = vec![0u32; view.scratch_words()];
+    let expected: Vec<Prediction> = test
+        .images
+        .iter()
+        .map(|image| {
+            let mut q = [0i32; OUTPUTS];
+            let class = view.predict(image, &mut scratch, &mut q);
+            Prediction {
+                class,
+                logits: q.iter().map(|&v| v as u32).collect(),
+            }
+        })
+        .collect();
+    check_matches(Board::Netduino, &path, &expected, true);
 }

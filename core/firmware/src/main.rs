@@ -121,7 +121,13 @@ fn run() -> bool {
             return false;
         }
     };
-    let [inputs, hidden, outputs] = view.header().sizes.map(|s| s as usize);
+    let Some([inputs, hidden, outputs]) = view.header().sizes() else {
+        say!(
+            "model {} has more than one hidden layer: this firmware runs one",
+            view.header().shape
+        );
+        return false;
+    };
     if inputs > MAX_INPUTS || hidden > MAX_HIDDEN || outputs > MAX_OUTPUTS || outputs == 0 {
         say!("model {inputs}-{hidden}-{outputs} exceeds the firmware's buffers");
         return false;

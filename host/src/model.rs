@@ -1,0 +1,333 @@
+//! A trained network on the host: its parameters, the preprocessing and classes its data had,
+//! and its model file on disk.
+
+use std::path::{Path, PathBuf};
+
+use picodense_core::format::{self, ModelView, Sections};
+use picodense_core::{Layers, Shape};
+use serde::{Deserialize, Serialize};
+
+use crate::batch::init_rng;
+use crate::data::DatasetKind;
+
+/// How raw inputs become the network's inputs: applied by training, evaluation, prediction
+/// and export alike.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Scaling {
+    /// Pixels (u8) divided by 255, as the Keras example does.
+    #[default]
+    Scale255,
+    /// Features as they are.
+    None,
+    /// Each feature less the training set's mean, over its standard deviation.
+    Standard {
+        /// Per-feature means.
+        mean: Vec<f32>,
+        /// Per-feature standard deviations (1 where a feature is constant).
+        std: Vec<f32>,
+    },
+}
+
+impl Scaling {
+    /// Scales one row of features in place.
+    pub fn apply(&self, row: &mut [f32]) {
+        match self {
+            Scaling::Scale255 => row.iter_mut().for_each(|v| *v /= 255.0),
+            Scaling::None => {}
+            Scaling::Standard { mean, std } => {
+                for ((v, m), s) in row.iter_mut().zip(mean).zip(std) {
+                    *v = (*v - m) / s;
+                }
+            }
+        }
+    }
+
+    /// Its name on the command line.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Scaling::Scale255 => "scale255",
+            Scaling::None => "none",
+            Scaling::Standard { .. } => "standard",
+        }
+    }
+}
+
+/// What a model records beside its weights, so that every command can run it on new data.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ModelMeta {
+    /// Class names, when the data named them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classes: Option<Vec<String>>,
+    /// How inputs were scaled.
+    #[serde(default)]
+    pub scaling: Scaling,
+    /// The named dataset it was trained on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<String>,
+    /// The `--data` path it was trained on (absolute).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<PathBuf>,
+    /// The `--test-data` path of a CSV run (absolute).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_data: Option<PathBuf>,
+    /// The CSV feature columns' names, for tabular data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub features: Option<Vec<String>>,
+    /// The CSV label column, when it was not `label`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_column: Option<String>,
+    /// Rows and columns of the input images, for image data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<[usize; 2]>,
+}
+
+impl ModelMeta {
+    /// The dataset it names, if it is one picodense knows.
+    pub fn dataset_kind(&self) -> Option<DatasetKind> {
+        self.dataset.as_deref().and_then(|d| d.parse().ok())
+    }
+
+    /// The name of class `c`: the data's, the known dataset's, or the number.
+    pub fn class_name(&self, c: usize) -> String {
+        if let Some(name) = self.classes.as_ref().and_then(|n| n.get(c)) {
+            return name.clone();
+        }
+        match self.dataset_kind() {
+            Some(kind) if c < 10 => kind.class_names()[c].to_string(),
+            _ => c.to_string(),
+        }
+    }
+
+    /// Every class's name.
+    pub fn class_names(&self, classes: usize) -> Vec<String> {
+        (0..classes).map(|c| self.class_name(c)).collect()
+    }
+}
+
+/// A network: its layer list, its parameters (each layer's weights, then bias, in file
+/// order) and its [`ModelMeta`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Network {
+    /// The layers.
+    pub shape: Shape,
+    /// Every parameter.
+    pub params: Vec<f32>,
+    /// Classes and preprocessing.
+    pub meta: ModelMeta,
+}
+
+impl Network {
+    /// Keras's initialisation (Glorot-uniform weights from `seed`, zero biases).
+    pub fn glorot(shape: Shape, seed: u64, meta: ModelMeta) -> Self {
+        let mut network = Self {
+            shape,
+            params: vec![0.0; shape.parameters()],
+            meta,
+        };
+        network.layers_mut().init_glorot(&mut init_rng(seed));
+        network
+    }
+
+    /// The parameters as layers.
+    pub fn layers(&self) -> Layers<&[f32]> {
+        Layers::split(self.shape, &self.params).expect("parameters of the shape")
+    }
+
+    /// The parameters as layers, to change.
+    pub fn layers_mut(&mut self) -> Layers<&mut [f32]> {
+        Layers::split_mut(self.shape, &mut self.params).expect("parameters of the shape")
+    }
+
+    /// True when no parameter is NaN or infinite.
+    pub fn is_finite(&self) -> bool {
+        self.params.iter().all(|v| v.is_finite())
+    }
+
+    /// The model file bytes: weights and metadata.
+    pub fn file_bytes(&self) -> Vec<u8> {
+        let meta = serde_json::to_vec(&self.meta).expect("plain fields serialise");
+        let sections = Sections {
+            meta: Some(&meta),
+            dataset: dataset_byte(self.meta.dataset_kind()),
+            ..Sections::default()
+        };
+        encode_file(&self.layers(), &sections)
+    }
+
+    /// The network of a model file (f32).
+    pub fn from_view(path: &Path, view: &ModelView) -> Result<Self, ModelFileError> {
+        let format_err = |error| ModelFileError::Format {
+            path: path.to_owned(),
+            error: Box::new(error),
+        };
+        let shape = view.header().shape;
+        let meta = match view.meta().map_err(format_err)? {
+            Some(bytes) => {
+                serde_json::from_slice(bytes).map_err(|e| ModelFileError::BadRecord {
+                    path: path.to_owned(),
+                    reason: format!("metadata: {e}"),
+                })?
+            }
+            // A version 1 file: MNIST-shaped images scaled by /255.
+            None => ModelMeta {
+                dataset: dataset_from_byte(view.header().dataset).map(|k| k.name().to_string()),
+                image: (shape.inputs() == 784).then_some([28, 28]),
+                ..ModelMeta::default()
+            },
+        };
+        let mut network = Self {
+            shape,
+            params: vec![0.0; shape.parameters()],
+            meta,
+        };
+        view.load_into(&mut network.layers_mut())
+            .map_err(format_err)?;
+        check_meta(&network).map_err(|reason| ModelFileError::BadRecord {
+            path: path.to_owned(),
+            reason,
+        })?;
+        Ok(network)
+    }
+}
+
+/// Refuses metadata that does not fit the network.
+fn check_meta(network: &Network) -> Result<(), String> {
+    let (inputs, classes) = (network.shape.inputs(), network.shape.classes());
+    if let Some(names) = &network.meta.classes
+        && names.len() != classes
+    {
+        return Err(format!("{} class names for {classes} classes", names.len()));
+    }
+    if let Scaling::Standard { mean, std } = &network.meta.scaling
+        && (mean.len() != inputs
+            || std.len() != inputs
+            || !mean.iter().chain(std).all(|v| v.is_finite())
+            || std.iter().any(|&s| s <= 0.0))
+    {
+        return Err(format!(
+            "standard scaling needs {inputs} finite means and positive deviations"
+        ));
+    }
+    if let Some([r, c]) = network.meta.image
+        && r.checked_mul(c) != Some(inputs)
+    {
+        return Err(format!("images of {r}x{c} for {inputs} inputs"));
+    }
+    Ok(())
+}
+
+/// An f32 model file of `params` with `sections`.
+pub fn encode_file(params: &Layers<&[f32]>, sections: &Sections) -> Vec<u8> {
+    let mut bytes = vec![0u8; format::encoded_len(params.shape(), sections)];
+    format::encode(params, sections, &mut bytes).expect("buffer sized by encoded_len");
+    bytes
+}
+
+/// Dataset byte recorded in model files.
+pub fn dataset_byte(kind: Option<DatasetKind>) -> u8 {
+    match kind {
+        None => 0,
+        Some(DatasetKind::Mnist) => 1,
+        Some(DatasetKind::FashionMnist) => 2,
+    }
+}
+
+/// Dataset kind from a model file's byte.
+pub fn dataset_from_byte(byte: u8) -> Option<DatasetKind> {
+    match byte {
+        1 => Some(DatasetKind::Mnist),
+        2 => Some(DatasetKind::FashionMnist),
+        _ => None,
+    }
+}
+
+/// Why a model file could not be read or written.
+///
+/// The underlying errors are fields named `error`, not `source`: the message already includes
+/// them, and as a `source` they would be printed twice by an error chain (`{:#}`).
+#[derive(thiserror::Error, Debug)]
+pub enum ModelFileError {
+    /// The file could not be read or written.
+    #[error("{}: {error}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        error: std::io::Error,
+    },
+    /// The bytes are not a valid model of the expected shape.
+    #[error("{}: {error}", path.display())]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        error: Box<format::FormatError>,
+    },
+    /// The checkpoint's training record is malformed or out of range.
+    #[error("{}: bad training record: {reason}", path.display())]
+    BadRecord {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A model file without a training record was given to `--resume`.
+    #[error("{}: not a checkpoint (no training record); use a file written by --checkpoint", .0.display())]
+    NotCheckpoint(PathBuf),
+}
+
+pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, ModelFileError> {
+    std::fs::read(path).map_err(|error| ModelFileError::Io {
+        path: path.to_owned(),
+        error,
+    })
+}
+
+/// Reads an f32 model file.
+pub fn load_network(path: &Path) -> Result<Network, ModelFileError> {
+    network_from_bytes(path, &read_file(path)?)
+}
+
+/// [`load_network`] on the bytes of `path`, already read.
+pub fn network_from_bytes(path: &Path, bytes: &[u8]) -> Result<Network, ModelFileError> {
+    let view = ModelView::parse(bytes).map_err(|error| ModelFileError::Format {
+        path: path.to_owned(),
+        error: Box::new(error),
+    })?;
+    Network::from_view(path, &view)
+}
+
+/// Writes `bytes` to `path` so that a crash leaves either the old file or the new one, never a
+/// mix: a temporary file in the same directory, fsync, rename, fsync of the directory.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModelFileError> {
+    use std::io::Write;
+    let io_err = |error| ModelFileError::Io {
+        path: path.to_owned(),
+        error,
+    };
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| io_err(std::io::Error::other("not a file name")))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".tmp-{}", std::process::id()));
+    let tmp = dir.join(tmp_name);
+    let result = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&tmp, path)?;
+        // The rename itself must reach the disk too.
+        std::fs::File::open(&dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(io_err)
+}

@@ -1,0 +1,299 @@
+//! Any stack of Dense layers on any data: image sizes and class counts from the files, CSV with
+//! named classes, `--hidden`, and every command on the model that results.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{Noise, bin, gzip, idx_labels, s, text};
+
+/// An IDX image file of `rows x cols` images.
+fn idx_images_of(rows: u32, cols: u32, pixels: &[u8]) -> Vec<u8> {
+    let mut out = vec![0, 0, 8, 3];
+    out.extend(((pixels.len() as u32) / (rows * cols)).to_be_bytes());
+    out.extend(rows.to_be_bytes());
+    out.extend(cols.to_be_bytes());
+    out.extend(pixels);
+    out
+}
+
+/// `count` 12x10 images of 3 classes (a bright band whose row depends on the class) and
+/// their labels.
+fn band_images(count: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
+    let mut noise = Noise(seed | 1);
+    let mut pixels = vec![0u8; count * 120];
+    let mut labels = Vec::new();
+    for image in pixels.chunks_mut(120) {
+        let label = (noise.next() % 3) as u8;
+        labels.push(label);
+        for (p, v) in image.iter_mut().enumerate() {
+            let row = p / 10;
+            *v = if row / 4 == usize::from(label) {
+                180 + (noise.next() % 70) as u8
+            } else {
+                (noise.next() % 40) as u8
+            };
+        }
+    }
+    (pixels, labels)
+}
+
+/// A folder of 12x10 IDX images with 3 classes.
+fn small_images(dir: &Path) -> PathBuf {
+    let data = dir.join("bands");
+    std::fs::create_dir_all(&data).unwrap();
+    let (train, train_labels) = band_images(300, 1);
+    let (test, test_labels) = band_images(60, 2);
+    let write = |file: &str, bytes: Vec<u8>| std::fs::write(data.join(file), bytes).unwrap();
+    write(
+        "train-images-idx3-ubyte.gz",
+        gzip(&idx_images_of(12, 10, &train)),
+    );
+    write("train-labels-idx1-ubyte", idx_labels(&train_labels));
+    write("t10k-images-idx3-ubyte", idx_images_of(12, 10, &test));
+    write("t10k-labels-idx1-ubyte", idx_labels(&test_labels));
+    data
+}
+
+/// Rows of three features whose class (a name) follows the first two, in CSV with quotes and
+/// CRLF line ends, the label column in the middle.
+fn small_csv(dir: &Path, name: &str, rows: usize, seed: u64) -> PathBuf {
+    let mut noise = Noise(seed | 1);
+    let mut text = String::from("\u{feff}\"width, cm\",label,height\r\n");
+    for _ in 0..rows {
+        let (a, b) = (
+            (noise.next() % 1000) as f32 / 100.0,
+            (noise.next() % 1000) as f32 / 100.0,
+        );
+        let class = match (a > 5.0, b > 5.0) {
+            (true, true) => "\"large, round\"",
+            (true, false) => "wide",
+            _ => "tall",
+        };
+        text += &format!("{a},{class},{b}\r\n");
+    }
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The test accuracy `train` or `evaluate` printed.
+fn test_accuracy(printed: &str) -> f64 {
+    printed
+        .lines()
+        .find_map(|l| l.strip_prefix("test accuracy: "))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = bin().args(args).output().unwrap();
+    let printed = text(&out);
+    assert!(out.status.success(), "{args:?}: {printed}");
+    assert!(!printed.contains("panicked"), "{printed}");
+    printed
+}
+
+fn fails(args: &[&str]) -> String {
+    let out = bin().args(args).output().unwrap();
+    let printed = text(&out);
+    assert!(!out.status.success(), "{args:?} succeeded: {printed}");
+    assert!(!printed.contains("panicked"), "{printed}");
+    printed
+}
+
+#[test]
+fn a_deep_network_on_images_of_another_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = small_images(dir.path());
+    let model = dir.path().join("deep.pdn");
+    let printed = ok(&[
+        "train",
+        "--data",
+        s(&data),
+        "--hidden",
+        "16,8",
+        "--epochs",
+        "8",
+        "--batch-size",
+        "32",
+        "--learning-rate",
+        "0.01",
+        "--save",
+        s(&model),
+    ]);
+    // The summary: 120 inputs from the files, 3 classes from the labels.
+    assert!(printed.contains("Model: 120-16-8-3"), "{printed}");
+    assert!(
+        printed.contains("(None, 16)") && printed.contains("1936"),
+        "{printed}"
+    );
+    assert!(printed.contains("Total params: 2099"), "{printed}");
+    let accuracy = test_accuracy(&printed);
+    assert!(accuracy > 0.9, "{printed}");
+
+    // Every command takes the model's own data when given none.
+    let evaluated = ok(&["evaluate", "--model", s(&model), "--confusion"]);
+    assert!(
+        evaluated.contains(&format!("test accuracy: {accuracy:.4}")),
+        "{evaluated}"
+    );
+    let predicted = ok(&["predict", "--model", s(&model), "--index", "3", "--json"]);
+    let value: serde_json::Value = serde_json::from_str(predicted.trim()).unwrap();
+    assert_eq!(value["probabilities"].as_array().unwrap().len(), 3);
+    let inspected = ok(&["inspect", s(&model)]);
+    assert!(inspected.contains("PDN version 2"), "{inspected}");
+    assert!(inspected.contains("Model: 120-16-8-3"), "{inspected}");
+
+    // Gone data: the message says what to pass.
+    std::fs::rename(&data, dir.path().join("moved")).unwrap();
+    let gone = fails(&["evaluate", "--model", s(&model)]);
+    assert!(
+        gone.contains("not there any more") && gone.contains("--data"),
+        "{gone}"
+    );
+}
+
+#[test]
+fn deep_networks_train_to_the_same_bytes_on_any_thread_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = small_images(dir.path());
+    let train = |threads: &str| {
+        let model = dir.path().join(format!("t{threads}.pdn"));
+        ok(&[
+            "train",
+            "--data",
+            s(&data),
+            "--hidden",
+            "64,32,16",
+            "--epochs",
+            "2",
+            "--threads",
+            threads,
+            "--quiet",
+            "--save",
+            s(&model),
+        ]);
+        std::fs::read(model).unwrap()
+    };
+    let one = train("1");
+    assert!(one == train("2"), "2 threads changed the model");
+    assert!(one == train("3"), "3 threads changed the model");
+}
+
+#[test]
+fn csv_with_named_classes_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = small_csv(dir.path(), "train.csv", 400, 3);
+    small_csv(dir.path(), "test.csv", 100, 4);
+    let model = dir.path().join("table.pdn");
+    let printed = ok(&[
+        "train",
+        "--data",
+        s(dir.path()),
+        "--hidden",
+        "16",
+        "--epochs",
+        "30",
+        "--batch-size",
+        "32",
+        "--learning-rate",
+        "0.01",
+        "--save",
+        s(&model),
+    ]);
+    assert!(printed.contains("Model: 2-16-3"), "{printed}");
+    let accuracy = test_accuracy(&printed);
+    assert!(accuracy > 0.85, "{printed}");
+
+    let inspected = ok(&["inspect", s(&model)]);
+    assert!(
+        inspected.contains("classes:       large, round, tall, wide"),
+        "{inspected}"
+    );
+    assert!(inspected.contains("input scaling: standard"), "{inspected}");
+
+    // One prediction a row, with the class names, scaled as in training.
+    let predictions = ok(&[
+        "predict",
+        "--model",
+        s(&model),
+        "--csv",
+        s(&train),
+        "--json",
+    ]);
+    let lines: Vec<serde_json::Value> = predictions
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 400);
+    let names = ["large, round", "tall", "wide"];
+    for line in &lines {
+        let class = line["class"].as_u64().unwrap() as usize;
+        assert_eq!(line["name"], names[class], "{line}");
+        assert_eq!(line["probabilities"].as_array().unwrap().len(), 3);
+    }
+    let plain = ok(&["predict", "--model", s(&model), "--csv", s(&train)]);
+    assert!(plain.lines().all(|l| names.contains(&l)), "{plain}");
+
+    // The model's own data by default, with its own scaling.
+    let evaluated = ok(&["evaluate", "--model", s(&model)]);
+    assert!(
+        evaluated.contains(&format!("test accuracy: {accuracy:.4}")),
+        "{evaluated}"
+    );
+
+    // A CSV of other columns is refused with the file and the column.
+    let other = dir.path().join("other.csv");
+    std::fs::write(&other, "width,depth\n1,2\n").unwrap();
+    let refused = fails(&["predict", "--model", s(&model), "--csv", s(&other)]);
+    assert!(refused.contains(s(&other)), "{refused}");
+}
+
+#[test]
+fn hidden_layers_past_the_limits_are_refused_before_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = small_images(dir.path());
+    for (hidden, problem) in [
+        ("0", "hidden layer 1 has 0 units"),
+        ("8,4097", "hidden layer 2 has 4097 units"),
+        ("4,4,4,4,4", "5 hidden layers"),
+    ] {
+        let model = dir.path().join("never.pdn");
+        let printed = fails(&[
+            "train",
+            "--data",
+            s(&data),
+            "--hidden",
+            hidden,
+            "--save",
+            s(&model),
+        ]);
+        assert!(printed.contains(problem), "{hidden}: {printed}");
+        assert!(!model.exists());
+    }
+}
+
+#[test]
+fn version_1_model_files_still_load() {
+    use picodense_core::format::{Sections, encode, encoded_len};
+    let dir = tempfile::tempdir().unwrap();
+    let data = small_images(dir.path());
+    // A 120-6-3 network written as version 1 (one hidden layer, no metadata).
+    let shape = picodense_core::Shape::new(120, &[6], 3).unwrap();
+    let params: Vec<f32> = (0..shape.parameters())
+        .map(|i| ((i * 37 % 101) as f32 - 50.0) / 500.0)
+        .collect();
+    let layers = picodense_core::Layers::split(shape, &params).unwrap();
+    let sections = Sections::default();
+    let mut bytes = vec![0u8; encoded_len(shape, &sections)];
+    encode(&layers, &sections, &mut bytes).unwrap();
+    assert_eq!(u16::from_le_bytes([bytes[4], bytes[5]]), 1);
+    let model = dir.path().join("v1.pdn");
+    std::fs::write(&model, &bytes).unwrap();
+    let inspected = ok(&["inspect", s(&model)]);
+    assert!(inspected.contains("PDN version 1"), "{inspected}");
+    let evaluated = ok(&["evaluate", "--model", s(&model), "--data", s(&data)]);
+    assert!(evaluated.contains("test accuracy: "), "{evaluated}");
+}
