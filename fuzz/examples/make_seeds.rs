@@ -7,7 +7,9 @@ use picodense::compute::zeroed_box;
 use picodense::train::{CheckpointRecord, OptimizerKind, Position};
 use picodense_core::format;
 use picodense_core::{Mlp, RmsProp, StepStats};
-use picodense_fuzz::{NPZ_SEPARATOR, gzip, idx_images, idx_labels, npy, zip_archive};
+use picodense_fuzz::{
+    CSV_SEPARATOR, NPZ_SEPARATOR, gzip, idx_images, idx_labels, npy, zip_archive,
+};
 use rand_xorshift::XorShiftRng;
 
 fn put(target: &str, name: &str, mode: u8, body: &[u8]) {
@@ -54,6 +56,17 @@ fn main() {
     let joined = members.join(NPZ_SEPARATOR);
     put("npz", "members-stored", 1, &joined);
     put("npz", "members-deflated", 3, &joined);
+
+    // csv: names with quotes, CRLF and a BOM; integers; the label column named `y` (mode 1).
+    let pair = |train: &[u8], test: &[u8]| [train, CSV_SEPARATOR, test].concat();
+    let names = pair(
+        b"\xef\xbb\xbfa,\"b, 2\",label\r\n1,2.5,cat\r\n-3e2,\"4\",\"dog, big\"\r\n",
+        b"a,\"b, 2\",label\n5,6,cat\n",
+    );
+    put("csv", "names", 0, &names);
+    let integers = pair(b"f,g,label\n1,2,0\n3,4,2\n", b"f,g,label\n5,6,3\n");
+    put("csv", "integers", 0, &integers);
+    put("csv", "label-column", 1, b"y,f\nx,1\nz,2\n");
 
     // pdn: a 2-3-2 model with and without optimizer state and a record (mode 0 as written,
     // mode 1 with the harness fixing length and CRC).

@@ -48,6 +48,9 @@ pub fn fix_pdn(bytes: &mut [u8]) {
 /// Separates the four `.npy` members in the structured `npz` fuzz input.
 pub const NPZ_SEPARATOR: &[u8] = b"NPZ|";
 
+/// Separates the training and test files in the `csv` fuzz input.
+pub const CSV_SEPARATOR: &[u8] = b"CSV|";
+
 /// Names of Keras's `mnist.npz` members, in the order the structured input lists them.
 pub const NPZ_MEMBERS: [&str; 4] = ["x_train.npy", "y_train.npy", "x_test.npy", "y_test.npy"];
 

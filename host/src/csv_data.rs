@@ -2,7 +2,7 @@
 //! label, every other column is an f32 feature.
 //!
 //! The rules, all checked on every cell (a bad one is a [`CsvError`] naming the file, the line
-//! as an editor numbers it, and the column):
+//! as an editor numbers it, blank ones included, and the column):
 //! - Fields may be quoted (`"a, b"`, `""` for a quote), lines may end in LF or CRLF, and a
 //!   UTF-8 byte order mark before the header is skipped. Blank lines are skipped. Spaces and
 //!   tabs around a number or a label are ignored.
@@ -322,17 +322,15 @@ pub(crate) fn parse_train_test(
 
     // Training file: labels are interned as text until all are seen, since whether they are
     // integers or names is decided on the whole file.
-    let bytes = without_bom(train_bytes);
-    let mut reader = reader(bytes);
-    let header = read_header(bytes, &mut reader, train)?;
+    let mut records = Records::new(train_bytes);
+    let header = read_header(&mut records, train)?;
     let label = header.label_index(train, label_name)?;
     let mut train_features = Vec::new();
     let mut seen: HashMap<String, u16> = HashMap::new();
     let mut distinct: Vec<String> = Vec::new();
     let mut ids: Vec<u16> = Vec::new();
     let lines = read_rows(
-        bytes,
-        &mut reader,
+        &mut records,
         train,
         &header,
         Some(label),
@@ -398,9 +396,8 @@ pub(crate) fn parse_train_test(
     drop(ids);
 
     // Test file: same header, labels mapped as they are read.
-    let bytes = without_bom(test_bytes);
-    let mut reader = self::reader(bytes);
-    let test_header = read_header(bytes, &mut reader, test)?;
+    let mut records = Records::new(test_bytes);
+    let test_header = read_header(&mut records, test)?;
     if let Some((index, problem)) = header_difference(&test_header.names, &header.names, train) {
         return Err(CsvError::HeaderMismatch {
             path: test.to_owned(),
@@ -421,8 +418,7 @@ pub(crate) fn parse_train_test(
     let mut test_labels = Vec::new();
     let mut test_max = 0u8;
     read_rows(
-        bytes,
-        &mut reader,
+        &mut records,
         test,
         &test_header,
         Some(label),
@@ -482,9 +478,8 @@ pub fn read_features(
 ) -> Result<Vec<f32>, CsvError> {
     let label_name = label_column.unwrap_or(DEFAULT_LABEL_COLUMN);
     let bytes = load(path)?;
-    let bytes = without_bom(&bytes);
-    let mut reader = reader(bytes);
-    let header = read_header(bytes, &mut reader, path)?;
+    let mut records = Records::new(&bytes);
+    let header = read_header(&mut records, path)?;
     let label = header.names.iter().position(|n| n == label_name);
     let features: Vec<(usize, &String)> = header
         .names
@@ -536,15 +531,7 @@ pub fn read_features(
         ));
     }
     let mut rows = Vec::new();
-    read_rows(
-        bytes,
-        &mut reader,
-        path,
-        &header,
-        label,
-        &mut rows,
-        |_, _| Ok(()),
-    )?;
+    read_rows(&mut records, path, &header, label, &mut rows, |_, _| Ok(()))?;
     Ok(rows)
 }
 
@@ -585,9 +572,6 @@ pub fn standardize_stats(rows: &[f32], width: usize) -> (Vec<f32>, Vec<f32>) {
         .collect();
     (mean.iter().map(|&m| m as f32).collect(), std)
 }
-
-/// The CSV parser over a file's bytes.
-type Reader<'a> = csv::Reader<&'a [u8]>;
 
 /// The header row: names trimmed, and the line it is on.
 struct Header {
@@ -642,35 +626,62 @@ fn load(path: &Path) -> Result<Vec<u8>, CsvError> {
     Ok(bytes)
 }
 
-/// `bytes` without a leading UTF-8 byte order mark.
-fn without_bom(bytes: &[u8]) -> &[u8] {
-    bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes)
+/// A file's records with the line each starts on.
+struct Records<'a> {
+    /// The file's bytes after a byte order mark.
+    bytes: &'a [u8],
+    /// The parser, which leaves the header to [`read_header`] and lets rows of any length
+    /// through, so that a ragged row gets a message of ours.
+    reader: csv::Reader<&'a [u8]>,
+    /// Bytes before this offset are counted in `line`.
+    at: usize,
+    /// The line at `at`, from 1.
+    line: u64,
 }
 
-/// A CSV reader over `bytes` that leaves the header to [`read_header`] and lets rows of any
-/// length through, so that a ragged row gets a message of ours.
-fn reader(bytes: &[u8]) -> Reader<'_> {
-    csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .from_reader(bytes)
-}
+impl<'a> Records<'a> {
+    /// The records of a file's `bytes`, after a UTF-8 byte order mark if there is one.
+    fn new(bytes: &'a [u8]) -> Self {
+        let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+        let reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .from_reader(bytes);
+        Records {
+            bytes,
+            reader,
+            at: 0,
+            line: 1,
+        }
+    }
 
-/// The line (from 1) on which `record` starts. The parser dates a record from the end of the
-/// one before, so the blank lines it skipped in between are counted here.
-fn record_line(bytes: &[u8], record: &ByteRecord) -> u64 {
-    let Some(position) = record.position() else {
-        return 0;
-    };
-    let from = usize::try_from(position.byte()).unwrap_or(usize::MAX);
-    let skipped = bytes
-        .get(from..)
-        .unwrap_or_default()
-        .iter()
-        .take_while(|&&b| b == b'\n' || b == b'\r')
-        .filter(|&&b| b == b'\n')
-        .count();
-    position.line() + skipped as u64
+    /// Reads the next record into `record` and returns the line it starts on, as an editor
+    /// numbers lines (LF, CRLF or a lone CR ends one); `None` at the end. The parser's own
+    /// count dates a record from the end of the one before, ahead of the blank lines it
+    /// skipped, and counts LF only, so lines are counted here from the record's offset.
+    fn next(&mut self, record: &mut ByteRecord) -> Result<Option<u64>, csv::Error> {
+        if !self.reader.read_byte_record(record)? {
+            return Ok(None);
+        }
+        let from = record
+            .position()
+            .and_then(|p| usize::try_from(p.byte()).ok())
+            .unwrap_or(self.at)
+            .clamp(self.at, self.bytes.len());
+        let blank = self.bytes[from..]
+            .iter()
+            .take_while(|&&b| b == b'\n' || b == b'\r')
+            .count();
+        let start = from + blank;
+        for (i, &b) in self.bytes[self.at..start].iter().enumerate() {
+            let crlf = b == b'\r' && self.bytes.get(self.at + i + 1) == Some(&b'\n');
+            if b == b'\n' || (b == b'\r' && !crlf) {
+                self.line += 1;
+            }
+        }
+        self.at = start;
+        Ok(Some(self.line))
+    }
 }
 
 /// The file's error for a parser error.
@@ -692,17 +703,13 @@ fn csv_error(path: &Path, error: csv::Error) -> CsvError {
 
 /// Reads and checks the header row: at most [`MAX_COLUMNS`] columns (before any per-column
 /// allocation), every name UTF-8, non-empty after trimming, and unique.
-fn read_header(bytes: &[u8], reader: &mut Reader<'_>, path: &Path) -> Result<Header, CsvError> {
+fn read_header(records: &mut Records<'_>, path: &Path) -> Result<Header, CsvError> {
     let mut record = ByteRecord::new();
-    if !reader
-        .read_byte_record(&mut record)
-        .map_err(|e| csv_error(path, e))?
-    {
+    let Some(line) = records.next(&mut record).map_err(|e| csv_error(path, e))? else {
         return Err(CsvError::Empty {
             path: path.to_owned(),
         });
-    }
-    let line = record_line(bytes, &record);
+    };
     if record.len() > MAX_COLUMNS {
         return Err(CsvError::TooManyColumns {
             path: path.to_owned(),
@@ -746,8 +753,7 @@ fn read_header(bytes: &[u8], reader: &mut Reader<'_>, path: &Path) -> Result<Hea
 /// `features` and hands the label cell (column `label`, if any) to `on_label` with its line.
 /// Fails on a file without data rows.
 fn read_rows(
-    bytes: &[u8],
-    reader: &mut Reader<'_>,
+    records: &mut Records<'_>,
     path: &Path,
     header: &Header,
     label: Option<usize>,
@@ -757,11 +763,7 @@ fn read_rows(
     let columns = header.names.len();
     let mut record = ByteRecord::new();
     let mut lines: Option<Lines> = None;
-    while reader
-        .read_byte_record(&mut record)
-        .map_err(|e| csv_error(path, e))?
-    {
-        let line = record_line(bytes, &record);
+    while let Some(line) = records.next(&mut record).map_err(|e| csv_error(path, e))? {
         if record.len() != columns {
             let column = match header.names.get(record.len()) {
                 Some(name) => format!("'{}'", shown(name)),
