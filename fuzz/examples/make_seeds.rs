@@ -125,5 +125,40 @@ fn main() {
         put("checkpoint", name, mode, &json);
     }
     put("checkpoint", "not-a-model", 0, b"PDN1 and then nothing");
+
+    // image: small pictures with ink in every colour type the decoders produce, as PNG (mode
+    // 0, MNIST layout) and JPEG (mode 2; 3 for the Fashion-MNIST layout).
+    let ink = |x: u32, y: u32| (10..22).contains(&x) && (4..28).contains(&y);
+    let gray = image::GrayImage::from_fn(32, 32, |x, y| {
+        image::Luma([if ink(x, y) { 20 } else { 230 }])
+    });
+    let rgba = image::RgbaImage::from_fn(24, 40, |x, y| {
+        image::Rgba(if ink(x, y) {
+            [0, 0, 0, 255]
+        } else {
+            [0, 0, 0, 0]
+        })
+    });
+    let gray16 = image::ImageBuffer::<image::Luma<u16>, _>::from_fn(20, 30, |x, y| {
+        image::Luma([if ink(x, y) { 60_000 } else { 1_000 }])
+    });
+    let pictures: [(&str, image::DynamicImage); 3] = [
+        ("gray", gray.into()),
+        ("rgba", rgba.into()),
+        ("gray16", gray16.into()),
+    ];
+    for (name, picture) in pictures {
+        let mut png = std::io::Cursor::new(Vec::new());
+        picture
+            .write_to(&mut png, image::ImageFormat::Png)
+            .expect("writing to a Vec");
+        put("image", &format!("{name}.png"), 0, png.get_ref());
+        let mut jpeg = std::io::Cursor::new(Vec::new());
+        image::DynamicImage::ImageRgb8(picture.to_rgb8())
+            .write_to(&mut jpeg, image::ImageFormat::Jpeg)
+            .expect("writing to a Vec");
+        put("image", &format!("{name}.jpg"), 2, jpeg.get_ref());
+        put("image", &format!("{name}-fashion.jpg"), 3, jpeg.get_ref());
+    }
     println!("seeds written to corpus/");
 }

@@ -1,5 +1,7 @@
 //! Dataset download: fetches the four IDX `.gz` files from a list of mirrors, checks each
-//! against its published SHA-256 and moves it into place atomically.
+//! against its published SHA-256 (of the `.gz` bytes, or of the IDX data inside where that is
+//! known, so a mirror that recompressed the same data is accepted) and moves it into place
+//! atomically.
 //!
 //! A file is streamed into a temporary file beside its destination, hashed on the way, and
 //! renamed only once the hash matches; anything that goes wrong removes the temporary file,
@@ -11,6 +13,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use flate2::bufread::MultiGzDecoder;
 use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 
@@ -29,6 +32,10 @@ pub const MIRRORS_ENV: &str = "PICODENSE_MIRRORS";
 
 /// The largest file is 26 MB; anything far beyond is not the file we want.
 const MAX_FILE_BYTES: u64 = 64 << 20;
+
+/// The largest IDX payload is 47 MB (60000 images); decompressing stops past this, so a
+/// decompression bomb costs time, not memory or disk.
+const MAX_PAYLOAD_BYTES: u64 = 64 << 20;
 
 /// Decodes a 64-digit hex string at compile time (a typo fails the build, not a download).
 const fn hex32(s: &str) -> [u8; 32] {
@@ -50,59 +57,170 @@ const fn hex32(s: &str) -> [u8; 32] {
     out
 }
 
+/// What one downloaded file must hash to: the published `.gz` file, or the IDX data inside it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Checksums {
+    /// The file name, as the mirrors name it.
+    pub file: &'static str,
+    /// SHA-256 of the `.gz` bytes as published.
+    pub gz: [u8; 32],
+    /// SHA-256 of the decompressed IDX file, where known: any gzip of the same data is then
+    /// accepted (mirrors and distributions recompress, or rewrite the gzip header).
+    pub payload: Option<[u8; 32]>,
+}
+
 /// SHA-256 of the MNIST files as published. The same values appear in several independent
 /// projects' download code (torchvision's prototype datasets, batchup, and others); they
 /// belong to the files whose MD5s torchvision lists (f68b3c2d..., d53e105e..., 9fb629c4...,
-/// ec29112d...).
-const MNIST_SHA256: [(&str, [u8; 32]); 4] = [
-    (
-        FILES[0],
-        hex32("440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"),
-    ),
-    (
-        FILES[1],
-        hex32("3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"),
-    ),
-    (
-        FILES[2],
-        hex32("8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"),
-    ),
-    (
-        FILES[3],
-        hex32("f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"),
-    ),
+/// ec29112d...). No digest of the decompressed files is published with them, and no copy of
+/// MNIST is at hand to compute one from, so MNIST is checked by its `.gz` bytes only.
+const MNIST_SHA256: [Checksums; 4] = [
+    Checksums {
+        file: FILES[0],
+        gz: hex32("440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"),
+        payload: None,
+    },
+    Checksums {
+        file: FILES[1],
+        gz: hex32("3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"),
+        payload: None,
+    },
+    Checksums {
+        file: FILES[2],
+        gz: hex32("8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"),
+        payload: None,
+    },
+    Checksums {
+        file: FILES[3],
+        gz: hex32("f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"),
+        payload: None,
+    },
 ];
 
 /// SHA-256 of the Fashion-MNIST files as published by Zalando Research (whose README lists
 /// their MD5s 8d4fb7e6..., 25c81989..., bef4ecab..., bb300cfd...); the same values appear in
 /// torchvision's prototype datasets and other projects. Debian's dataset-fashion-mnist ships
 /// the same compressed data with a normalised gzip header, so its files hash differently;
-/// putting back the original header (file name, 2017-08-31 timestamp) reproduces these.
-const FASHION_MNIST_SHA256: [(&str, [u8; 32]); 4] = [
-    (
-        FILES[0],
-        hex32("3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84"),
-    ),
-    (
-        FILES[1],
-        hex32("a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845"),
-    ),
-    (
-        FILES[2],
-        hex32("346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073"),
-    ),
-    (
-        FILES[3],
-        hex32("67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5"),
-    ),
+/// putting back the original header (file name, 2017-08-31 timestamp) reproduces these (see
+/// the tests). The payload digests are of the decompressed IDX files, computed from Debian's
+/// files, whose compressed data is the published one.
+const FASHION_MNIST_SHA256: [Checksums; 4] = [
+    Checksums {
+        file: FILES[0],
+        gz: hex32("3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84"),
+        payload: Some(hex32(
+            "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+        )),
+    },
+    Checksums {
+        file: FILES[1],
+        gz: hex32("a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845"),
+        payload: Some(hex32(
+            "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+        )),
+    },
+    Checksums {
+        file: FILES[2],
+        gz: hex32("346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073"),
+        payload: Some(hex32(
+            "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+        )),
+    },
+    Checksums {
+        file: FILES[3],
+        gz: hex32("67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5"),
+        payload: Some(hex32(
+            "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+        )),
+    },
 ];
 
-/// The published SHA-256 of each file of `kind`.
-pub fn expected_sha256(kind: DatasetKind) -> &'static [(&'static str, [u8; 32]); 4] {
+/// The published SHA-256 of each file of `kind` (and of its IDX data, where known).
+pub fn expected_sha256(kind: DatasetKind) -> &'static [Checksums; 4] {
     match kind {
         DatasetKind::Mnist => &MNIST_SHA256,
         DatasetKind::FashionMnist => &FASHION_MNIST_SHA256,
     }
+}
+
+/// SHA-256 of everything `reader` yields.
+fn sha256_of(mut reader: impl Read) -> io::Result<[u8; 32]> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => return Ok(hasher.finalize().into()),
+            Ok(n) => hasher.update(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// SHA-256 of the data inside the gzip file `path`, decompressed as the IDX reader does
+/// (every member; garbage after the stream is an error). `Err` says why there is none.
+fn payload_sha256(path: &Path) -> Result<[u8; 32], String> {
+    let file = File::open(path).map_err(|e| e.to_string())?;
+    let decoder = MultiGzDecoder::new(io::BufReader::new(file));
+    let mut limited = decoder.take(MAX_PAYLOAD_BYTES + 1);
+    let mut counted = CountingReader {
+        inner: &mut limited,
+        count: 0,
+    };
+    let sha = sha256_of(&mut counted).map_err(|e| format!("not valid gzip: {e}"))?;
+    if counted.count > MAX_PAYLOAD_BYTES {
+        return Err(format!(
+            "decompresses to more than {MAX_PAYLOAD_BYTES} bytes"
+        ));
+    }
+    Ok(sha)
+}
+
+/// Counts the bytes read through it.
+struct CountingReader<R> {
+    inner: R,
+    count: u64,
+}
+
+impl<R: Read> Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+/// Whether the file at `path`, whose bytes hash to `gz_sha256`, is the one `want` describes:
+/// `Ok` if so, else the checksum failure to report.
+fn verify(path: &Path, gz_sha256: &[u8; 32], want: &Checksums) -> Result<(), FetchFailure> {
+    if gz_sha256 == &want.gz {
+        return Ok(());
+    }
+    let Some(payload) = want.payload else {
+        return Err(FetchFailure::Checksum {
+            expected: hex(&want.gz),
+            actual: hex(gz_sha256),
+        });
+    };
+    let actual_payload = payload_sha256(path);
+    if actual_payload.as_ref() == Ok(&payload) {
+        return Ok(());
+    }
+    Err(FetchFailure::Checksum {
+        expected: format!(
+            "{} (.gz) or {} (IDX data inside)",
+            hex(&want.gz),
+            hex(&payload)
+        ),
+        actual: format!(
+            "{} (.gz), {}",
+            hex(gz_sha256),
+            match actual_payload {
+                Ok(sha) => format!("{} (IDX data inside)", hex(&sha)),
+                Err(why) => format!("no IDX data inside: {why}"),
+            }
+        ),
+    })
 }
 
 /// The usual public mirrors of `kind`, tried in this order.
@@ -181,9 +299,9 @@ pub enum FetchFailure {
     },
     /// The file arrived whole but is not the published one.
     Checksum {
-        /// The published SHA-256.
+        /// The published SHA-256 (and that of the IDX data inside, where known).
         expected: String,
-        /// The SHA-256 of what arrived.
+        /// The SHA-256 of what arrived (and of the data inside, when it was looked at).
         actual: String,
     },
 }
@@ -308,6 +426,14 @@ impl TempFile {
         }
     }
 
+    /// Flushes what was written so that reading the file by its path sees all of it.
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.file {
+            Some(f) => f.flush(),
+            None => Ok(()),
+        }
+    }
+
     /// Flushes the data to disk, renames it to `dest` and syncs the directory, so that after
     /// a crash `dest` is either absent or complete.
     fn persist(mut self, dest: &Path) -> io::Result<()> {
@@ -345,22 +471,12 @@ fn sync_parent_dir(_path: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// True when `path` exists and hashes to `sha256`, so downloading it again is pointless.
-fn already_verified(path: &Path, sha256: &[u8; 32]) -> bool {
-    let Ok(mut file) = File::open(path) else {
+/// True when `path` exists and matches `want`, so downloading it again is pointless.
+fn already_verified(path: &Path, want: &Checksums) -> bool {
+    let Ok(sha) = File::open(path).and_then(sha256_of) else {
         return false;
     };
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        match file.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => hasher.update(&buf[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return false,
-        }
-    }
-    hasher.finalize().as_slice() == sha256
+    verify(path, &sha, want).is_ok()
 }
 
 /// A blocking HTTP client with timeouts that catch a dead server without cutting a slow
@@ -409,7 +525,7 @@ fn fetch_one(
     agent: &ureq::Agent,
     url: &str,
     dest: &Path,
-    sha256: &[u8; 32],
+    want: &Checksums,
     bar: &dyn Fn(Option<u64>) -> ProgressBar,
 ) -> Result<(), AttemptError> {
     let mirror = AttemptError::Mirror;
@@ -474,17 +590,9 @@ fn fetch_one(
         }
         _ => Ok(()),
     });
-    let outcome = outcome.and_then(|()| {
-        let actual = hasher.finalize();
-        if actual.as_slice() == sha256 {
-            Ok(())
-        } else {
-            Err(mirror(FetchFailure::Checksum {
-                expected: hex(sha256),
-                actual: hex(&actual),
-            }))
-        }
-    });
+    let outcome = outcome
+        .and_then(|()| tmp.flush().map_err(local))
+        .and_then(|()| verify(&tmp.path, &hasher.finalize().into(), want).map_err(mirror));
     match outcome {
         Ok(()) => {
             tmp.persist(dest).map_err(local)?;
@@ -500,12 +608,13 @@ fn fetch_one(
     }
 }
 
-/// Downloads each `(file, sha256)` of `files` into `dest`, trying `mirrors` in order.
+/// Downloads each file of `files` into `dest`, checked against its checksums, trying
+/// `mirrors` in order.
 fn download_files(
     agent: &ureq::Agent,
     dest: &Path,
     mirrors: &[String],
-    files: &[(&str, [u8; 32])],
+    files: &[Checksums],
     progress: bool,
 ) -> Result<(), DownloadError> {
     if mirrors.is_empty() {
@@ -517,9 +626,10 @@ fn download_files(
         path: dest.to_path_buf(),
         error,
     })?;
-    for (name, sha256) in files {
+    for want in files {
+        let name = want.file;
         let path = dest.join(name);
-        if already_verified(&path, sha256) {
+        if already_verified(&path, want) {
             continue;
         }
         let bar = |len| progress_bar(progress, len, name);
@@ -527,7 +637,7 @@ fn download_files(
         let mut done = false;
         for base in mirrors {
             let url = file_url(base, name);
-            match fetch_one(agent, &url, &path, sha256, &bar) {
+            match fetch_one(agent, &url, &path, want, &bar) {
                 Ok(()) => {
                     done = true;
                     break;
@@ -544,7 +654,8 @@ fn download_files(
 }
 
 /// Downloads the four `.gz` files of `kind` into `dest`, verifying each against its
-/// published SHA-256; files already present and verified are kept.
+/// published SHA-256, or that of the IDX data inside where known; files already present and
+/// verified are kept.
 ///
 /// Mirrors are base URLs tried in order for each file; any failure (no connection, HTTP
 /// error, short body, wrong checksum) moves on to the next. Shows a progress bar on stderr
@@ -661,8 +772,14 @@ mod tests {
             .collect()
     }
 
-    fn table(fx: &[(&'static str, Vec<u8>, [u8; 32])]) -> Vec<(&'static str, [u8; 32])> {
-        fx.iter().map(|(n, _, s)| (*n, *s)).collect()
+    fn table(fx: &[(&'static str, Vec<u8>, [u8; 32])]) -> Vec<Checksums> {
+        fx.iter()
+            .map(|(n, _, s)| Checksums {
+                file: n,
+                gz: *s,
+                payload: None,
+            })
+            .collect()
     }
 
     /// Routes that serve every fixture under `prefix`.
@@ -738,10 +855,14 @@ mod tests {
             idx(&[0x803, 1, 28, 28], &[9; 784]),
             idx(&[0x801, 1], &[5]),
         ];
-        let files: Vec<(&str, [u8; 32])> = FILES
+        let files: Vec<Checksums> = FILES
             .iter()
             .zip(&bodies)
-            .map(|(n, b)| (*n, Sha256::digest(b).into()))
+            .map(|(n, b)| Checksums {
+                file: n,
+                gz: Sha256::digest(b).into(),
+                payload: None,
+            })
             .collect();
         let routes = FILES
             .iter()
@@ -896,15 +1017,19 @@ mod tests {
     #[test]
     fn checksum_constants_decode() {
         assert_eq!(
-            hex(&MNIST_SHA256[0].1),
+            hex(&MNIST_SHA256[0].gz),
             "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"
         );
         assert_eq!(
-            hex(&FASHION_MNIST_SHA256[3].1),
+            hex(&FASHION_MNIST_SHA256[3].gz),
             "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5"
         );
+        assert_eq!(
+            FASHION_MNIST_SHA256[3].payload.map(|p| hex(&p)).as_deref(),
+            Some("0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34")
+        );
         for kind in DatasetKind::ALL {
-            let names: Vec<&str> = expected_sha256(kind).iter().map(|(n, _)| *n).collect();
+            let names: Vec<&str> = expected_sha256(kind).iter().map(|c| c.file).collect();
             assert_eq!(names, FILES);
         }
     }
@@ -916,10 +1041,13 @@ mod tests {
     fn fashion_mnist_checksums_match_debian_files() {
         let dir = Path::new("/usr/share/datasets/fashion-mnist");
         let mtimes: [u32; 4] = [1_504_176_606, 1_504_176_606, 1_504_176_627, 1_504_176_627];
-        for ((name, sha), mtime) in FASHION_MNIST_SHA256.iter().zip(mtimes) {
+        for (want, mtime) in FASHION_MNIST_SHA256.iter().zip(mtimes) {
+            let (name, sha) = (want.file, &want.gz);
             let Ok(bytes) = fs::read(dir.join(name)) else {
                 continue;
             };
+            // The data inside is the published data, whatever the header.
+            assert_eq!(payload_sha256(&dir.join(name)), Ok(want.payload.unwrap()));
             // Only a bare 10-byte header (flags 0) is the layout this reconstruction knows.
             if bytes.len() < 10 || bytes[3] != 0 {
                 continue;
@@ -931,6 +1059,110 @@ mod tests {
             original.push(0);
             original.extend_from_slice(&bytes[10..]);
             assert_eq!(Sha256::digest(&original).as_slice(), sha, "{name}");
+        }
+    }
+
+    /// An IDX label file of `n` labels, gzipped at `level` with `name` in the header (or none).
+    fn gz_labels(n: usize, level: u32, name: Option<&str>) -> (Vec<u8>, Vec<u8>) {
+        let mut idx = vec![0, 0, 8, 1];
+        idx.extend((n as u32).to_be_bytes());
+        idx.extend((0..n).map(|i| (i * 7 % 10) as u8));
+        let mut builder = flate2::GzBuilder::new().mtime(1_504_176_606);
+        if let Some(name) = name {
+            builder = builder.filename(name);
+        }
+        let mut enc = builder.write(Vec::new(), flate2::Compression::new(level));
+        enc.write_all(&idx).unwrap();
+        (idx, enc.finish().unwrap())
+    }
+
+    /// Checksums of one file whose published `.gz` is `gz` and whose IDX data is `idx`.
+    fn published(gz: &[u8], idx: &[u8]) -> Vec<Checksums> {
+        vec![Checksums {
+            file: FILES[1],
+            gz: Sha256::digest(gz).into(),
+            payload: Some(Sha256::digest(idx).into()),
+        }]
+    }
+
+    /// The same data recompressed (another level, another header) is accepted by the digest
+    /// of the data inside, and stored as it arrived; a second run keeps it.
+    #[test]
+    fn recompressed_data_is_accepted_by_its_payload_digest() {
+        let (idx, original) = gz_labels(5000, 9, Some("train-labels-idx1-ubyte"));
+        let (_, recompressed) = gz_labels(5000, 1, None);
+        assert_ne!(original, recompressed);
+        let files = published(&original, &idx);
+        let (base, served) = serve(
+            vec![(format!("/{}", FILES[1]), Reply::ok(&recompressed))],
+            1,
+        );
+        let dest = tempfile::tempdir().unwrap();
+        download_files(&test_agent(), dest.path(), &[base], &files, false).unwrap();
+        assert_eq!(fs::read(dest.path().join(FILES[1])).unwrap(), recompressed);
+        assert_eq!(served.load(Ordering::SeqCst), 1);
+        // Already verified: no server asked (port 1 is closed).
+        let closed = ["http://127.0.0.1:1/".to_owned()];
+        download_files(&test_agent(), dest.path(), &closed, &files, false).unwrap();
+        // The published bytes themselves still pass by the `.gz` digest.
+        let (base, _) = serve(vec![(format!("/{}", FILES[1]), Reply::ok(&original))], 1);
+        let dest = tempfile::tempdir().unwrap();
+        download_files(&test_agent(), dest.path(), &[base], &files, false).unwrap();
+        assert_eq!(fs::read(dest.path().join(FILES[1])).unwrap(), original);
+    }
+
+    /// Other data, garbage after the stream, something that is not gzip, or a stream that
+    /// decompresses past any dataset file: refused with both digests named, nothing left.
+    #[test]
+    fn other_data_under_any_gzip_is_refused() {
+        let (idx, original) = gz_labels(5000, 9, None);
+        let files = published(&original, &idx);
+        let (_, other) = gz_labels(4999, 9, None);
+        let mut trailing = gz_labels(5000, 1, None).1;
+        trailing.extend_from_slice(b"junk");
+        let bomb = {
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+            let zeros = vec![0u8; 1 << 20];
+            for _ in 0..(MAX_PAYLOAD_BYTES >> 20) + 1 {
+                enc.write_all(&zeros).unwrap();
+            }
+            enc.finish().unwrap()
+        };
+        for (body, why) in [
+            (other, "(IDX data inside)"),
+            (trailing, "no IDX data inside: not valid gzip"),
+            (idx.clone(), "no IDX data inside: not valid gzip"),
+            (bomb, "decompresses to more than 67108864 bytes"),
+        ] {
+            let (base, _) = serve(vec![(format!("/{}", FILES[1]), Reply::ok(&body))], 1);
+            let dest = tempfile::tempdir().unwrap();
+            let e = download_files(&test_agent(), dest.path(), &[base], &files, false)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("checksum mismatch"), "{e}");
+            assert!(e.contains(&hex(&files[0].gz)), "{e}");
+            assert!(e.contains(&hex(&files[0].payload.unwrap())), "{e}");
+            assert!(e.contains(why), "{e}");
+            assert_eq!(dir_entries(dest.path()), Vec::<String>::new());
+        }
+    }
+
+    /// Debian's files, the local mirror the end-to-end test serves, match the payload digests.
+    #[test]
+    fn fashion_mnist_payload_digests_match_debian_files() {
+        let dir = Path::new("/usr/share/datasets/fashion-mnist");
+        for want in &FASHION_MNIST_SHA256 {
+            let path = dir.join(want.file);
+            if !path.exists() {
+                eprintln!("skipped: {} is missing", path.display());
+                continue;
+            }
+            let gz = File::open(&path).and_then(sha256_of).unwrap();
+            assert_ne!(
+                gz, want.gz,
+                "Debian's file is byte for byte the published one"
+            );
+            assert!(already_verified(&path, want), "{}", path.display());
         }
     }
 }

@@ -4,10 +4,12 @@
 //! way (the longer side fills all 28 pixels, centred by its bounding box), and pictures for a
 //! Fashion-MNIST model are prepared that way.
 
+use std::fs::{self, File};
+use std::io::{self, Cursor, Read};
 use std::path::{Path, PathBuf};
 
 use image::imageops::{self, FilterType};
-use image::{DynamicImage, GrayImage, ImageDecoder, ImageReader, Luma};
+use image::{DynamicImage, GrayImage, ImageDecoder, ImageFormat, ImageReader, Limits, Luma};
 
 use crate::data::{DatasetKind, IMAGE_PIXELS, IMAGE_SIDE};
 
@@ -41,6 +43,16 @@ impl Layout {
     }
 }
 
+/// Largest image file read. A 16-megapixel photo is a few MB as JPEG and rarely over 32 MiB as
+/// PNG; the file is read into memory whole (the JPEG decoder would do so anyway).
+pub const MAX_FILE_BYTES: u64 = 32 << 20;
+/// Longest side accepted, in pixels.
+pub const MAX_SIDE: u32 = 1 << 14;
+/// Most pixels accepted: 4096x4096, so a 12-megapixel phone photo fits. Decoding holds at most
+/// 8 bytes a pixel (16-bit RGBA), which bounds what any file, however small, can make us
+/// allocate (see [`load`]).
+pub const MAX_PIXELS: u64 = 1 << 24;
+
 /// Why a picture could not be used.
 #[derive(thiserror::Error, Debug)]
 pub enum ImageInputError {
@@ -52,29 +64,156 @@ pub enum ImageInputError {
         /// What the decoder said.
         source: image::ImageError,
     },
+    /// A directory, FIFO, device or socket: reading it could block or never end.
+    #[error("{}: not a regular file ({kind}); give a PNG or JPEG file", path.display())]
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+        /// What it is instead.
+        kind: &'static str,
+    },
+    /// The file, or the image it declares, is past the limits.
+    #[error(
+        "{}: image too large: {what}; at most {MAX_FILE_BYTES} bytes, {MAX_SIDE} pixels a side and {MAX_PIXELS} pixels (4096x4096) in all are accepted",
+        path.display()
+    )]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// What is too large, as measured or as the decoder said.
+        what: String,
+    },
     /// Nothing stands out from the background.
     #[error("{}: no ink found: the image is blank or has no contrast", .0.display())]
     NoInk(PathBuf),
 }
 
 /// Reads `path` (PNG or JPEG, EXIF orientation applied) and prepares it as `layout` says.
+///
+/// Memory is bounded whatever the file: the file is at most [`MAX_FILE_BYTES`] and the image
+/// at most [`MAX_PIXELS`], checked from its header before the pixels are allocated. Peak use is
+/// the file (twice for JPEG, whose decoder copies it) plus the decoded image (at most 8 bytes
+/// a pixel) while decoding, then the decoded image with its grey version (3 more bytes a
+/// pixel): under 12 bytes a pixel plus 64 MiB, about 260 MiB at the limits.
 pub fn load(path: &Path, layout: Layout) -> Result<[u8; IMAGE_PIXELS], ImageInputError> {
-    let decode = |source| ImageInputError::Decode {
-        path: path.to_owned(),
-        source,
+    let gray = read_gray(path)?;
+    preprocess(&gray, layout).ok_or_else(|| ImageInputError::NoInk(path.to_owned()))
+}
+
+/// The decoder limits: sides and the decoder's own allocations (the largest image it may
+/// legitimately hold, 16-bit RGBA at [`MAX_PIXELS`]).
+fn limits() -> Limits {
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    limits.max_alloc = Some(8 * MAX_PIXELS);
+    limits
+}
+
+/// `path` decoded to grey levels (transparency as white paper), orientation applied.
+pub fn read_gray(path: &Path) -> Result<GrayImage, ImageInputError> {
+    let bytes = read_bounded(path)?;
+    let error = |source: image::ImageError| match source {
+        image::ImageError::Limits(e) => ImageInputError::TooLarge {
+            path: path.to_owned(),
+            what: e.to_string(),
+        },
+        source => ImageInputError::Decode {
+            path: path.to_owned(),
+            source,
+        },
     };
-    let mut decoder = ImageReader::open(path)
-        .map_err(|e| decode(image::ImageError::IoError(e)))?
+    let mut reader = ImageReader::new(Cursor::new(&bytes[..]));
+    // The content decides; the extension only when the content is not recognised.
+    if let Ok(format) = ImageFormat::from_path(path) {
+        reader.set_format(format);
+    }
+    let mut reader = reader
         .with_guessed_format()
-        .map_err(|e| decode(image::ImageError::IoError(e)))?
-        .into_decoder()
-        .map_err(decode)?;
+        .map_err(|e| error(image::ImageError::IoError(e)))?;
+    reader.limits(limits());
+    let mut decoder = reader.into_decoder().map_err(error)?;
+    let (width, height) = decoder.dimensions();
+    if u64::from(width) * u64::from(height) > MAX_PIXELS {
+        return Err(ImageInputError::TooLarge {
+            path: path.to_owned(),
+            what: format!("{width}x{height} pixels"),
+        });
+    }
     // Phone photos are often stored sideways with an orientation tag.
-    let orientation = decoder.orientation().map_err(decode)?;
-    let mut picture = DynamicImage::from_decoder(decoder).map_err(decode)?;
-    picture.apply_orientation(orientation);
-    preprocess(&flatten_on_white(&picture), layout)
-        .ok_or_else(|| ImageInputError::NoInk(path.to_owned()))
+    let orientation = decoder.orientation().map_err(error)?;
+    let picture = DynamicImage::from_decoder(decoder).map_err(error)?;
+    drop(bytes);
+    // Turning the grey image rather than the decoded one: the same pixels (greying is per
+    // pixel), with a copy of 1 byte a pixel instead of up to 8.
+    let mut gray = DynamicImage::ImageLuma8(flatten_on_white(&picture));
+    drop(picture);
+    gray.apply_orientation(orientation);
+    Ok(gray.into_luma8())
+}
+
+/// The whole file, refused unless it is a regular file of at most [`MAX_FILE_BYTES`].
+fn read_bounded(path: &Path) -> Result<Vec<u8>, ImageInputError> {
+    let io = |e: io::Error| ImageInputError::Decode {
+        path: path.to_owned(),
+        source: image::ImageError::IoError(e),
+    };
+    let regular = |meta: &fs::Metadata| {
+        if meta.is_file() {
+            Ok(())
+        } else {
+            Err(ImageInputError::NotAFile {
+                path: path.to_owned(),
+                kind: file_kind(&meta.file_type()),
+            })
+        }
+    };
+    // Checked before opening too: opening a FIFO blocks until someone writes to it.
+    regular(&fs::metadata(path).map_err(io)?)?;
+    let file = File::open(path).map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    regular(&meta)?;
+    let too_large = |len: u64| ImageInputError::TooLarge {
+        path: path.to_owned(),
+        what: format!("the file is {len} bytes"),
+    };
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(too_large(meta.len()));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    // A file that grows while it is read stops one byte past the limit.
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
+/// What a file that is not a regular file is, for messages.
+fn file_kind(kind: &fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if kind.is_fifo() {
+            return "a FIFO";
+        }
+        if kind.is_char_device() {
+            return "a character device";
+        }
+        if kind.is_block_device() {
+            return "a block device";
+        }
+        if kind.is_socket() {
+            return "a socket";
+        }
+    }
+    if kind.is_dir() {
+        "a directory"
+    } else {
+        "not a file"
+    }
 }
 
 /// Grey levels, with transparent areas shown as white paper (ink drawn on a transparent canvas

@@ -408,7 +408,7 @@ fn run_train(args: cli::TrainArgs) -> Result<ExitCode> {
             std::process::exit(i32::from(INTERRUPTED));
         }
     })
-    .context("cannot install the Ctrl-C handler")?;
+    .context("cannot install the signal handler (Ctrl-C, SIGTERM, SIGHUP)")?;
     let control = RunControl {
         checkpoint: args.checkpoint.clone(),
         every: if args.checkpoint.is_some() {

@@ -1,6 +1,6 @@
-//! Checkpoints end to end: a run killed (SIGKILL) or interrupted (SIGINT) and then resumed
-//! saves exactly the bytes an uninterrupted run with the same seed saves; divergence is caught
-//! and leaves the last good checkpoint intact.
+//! Checkpoints end to end: a run killed (SIGKILL) or interrupted (SIGINT, SIGTERM, SIGHUP) and
+//! then resumed saves exactly the bytes an uninterrupted run with the same seed saves;
+//! divergence is caught and leaves the last good checkpoint intact.
 
 mod common;
 use common::*;
@@ -116,8 +116,13 @@ fn wait_for(child: &mut Child, path: &Path) {
 }
 
 fn sigint(child: &Child) {
+    signal(child, "INT");
+}
+
+/// Sends the signal named `name` (as `kill -NAME` spells it) to `child`.
+fn signal(child: &Child, name: &str) {
     let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args([&format!("-{name}"), &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
@@ -213,6 +218,31 @@ fn second_interrupt_exits_at_once() {
     assert!(!printed.contains("panicked"), "{printed}");
     assert!(!dir.path().join("never.pdn").exists());
     assert_valid_checkpoint(&ckpt);
+}
+
+/// SIGTERM (a service manager, `kill`) and SIGHUP (a closed terminal) stop a run as Ctrl-C
+/// does: a checkpoint that resumes, the resume hint, status 130.
+#[test]
+fn sigterm_and_sighup_checkpoint_like_ctrl_c() {
+    for name in ["TERM", "HUP"] {
+        let dir = tempfile::tempdir().unwrap();
+        let (child, ckpt) = start_checkpointing(dir.path());
+        signal(&child, name);
+        let out = child.wait_with_output().unwrap();
+        let printed = text(&out);
+        assert_eq!(out.status.code(), Some(130), "SIG{name}: {printed}");
+        assert!(
+            printed.contains("interrupted at epoch"),
+            "SIG{name}: {printed}"
+        );
+        assert!(
+            printed.contains(&format!("--resume {}", s(&ckpt))),
+            "SIG{name}: {printed}"
+        );
+        assert!(!dir.path().join("never.pdn").exists());
+        assert_valid_checkpoint(&ckpt);
+        assert_eq!(temp_files(dir.path()), Vec::<String>::new());
+    }
 }
 
 /// Without --checkpoint an interrupt still saves the run, next to --save.
