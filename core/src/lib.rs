@@ -87,10 +87,7 @@ pub(crate) fn every_kernel() -> std::vec::Vec<Kernel> {
     )]
     let mut list = std::vec![Kernel::NAIVE, Kernel::PORTABLE];
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-        // SAFETY: detected just above.
-        list.push(unsafe { Kernel::avx2_unchecked() });
-    }
+    list.extend(Kernel::avx2());
     #[cfg(target_arch = "x86_64")]
     list.extend(avx512_kernel());
     #[cfg(target_arch = "aarch64")]
@@ -102,14 +99,11 @@ pub(crate) fn every_kernel() -> std::vec::Vec<Kernel> {
 /// run on another CPU shows what it left out.
 #[cfg(all(test, target_arch = "x86_64"))]
 pub(crate) fn avx512_kernel() -> Option<Kernel> {
-    let avx2 = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
-    if avx2 && std::is_x86_feature_detected!("avx512f") {
-        // SAFETY: detected just above.
-        Some(unsafe { Kernel::avx512_unchecked() })
-    } else {
+    let kernel = Kernel::avx512();
+    if kernel.is_none() {
         std::eprintln!("skipped: this CPU has no AVX-512 F, its kernel is not tested");
-        None
     }
+    kernel
 }
 
 #[cfg(test)]

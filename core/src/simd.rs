@@ -8,7 +8,7 @@
 
 use core::marker::PhantomData;
 
-use crate::kernels::{Kernel, Parallel, panel_index};
+use crate::kernels::{Isa, Kernel, Parallel, panel_index};
 
 /// RMSprop hyper-parameters as the update uses them.
 #[derive(Clone, Copy, Debug)]
@@ -72,18 +72,15 @@ fn piece_len(len: usize, parts: usize) -> usize {
 }
 
 fn rmsprop_slice(kernel: Kernel, w: &mut [f32], g: &[f32], v: &mut [f32], h: RmsHyper) {
-    #[cfg(target_arch = "x86_64")]
-    if kernel == AVX2 {
+    match kernel.isa() {
         // SAFETY: an AVX2 kernel exists only when its creator vouched for the CPU.
-        return unsafe { x86::rmsprop_avx2(w, g, v, h) };
-    }
-    #[cfg(target_arch = "x86_64")]
-    if kernel == AVX512 {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { x86::rmsprop_avx2(w, g, v, h) },
         // SAFETY: an AVX-512 kernel exists only when its creator vouched for the CPU.
-        return unsafe { x86::rmsprop_avx512(w, g, v, h) };
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { x86::rmsprop_avx512(w, g, v, h) },
+        Isa::Plain => rmsprop_scalar(w, g, v, h),
     }
-    let _ = kernel;
-    rmsprop_scalar(w, g, v, h);
 }
 
 /// A weight matrix held in panels (the layout of `MatRef::panels`): `rows x cols` values in
@@ -175,21 +172,16 @@ pub(crate) fn rmsprop_panels<P: Parallel>(
         // At most MAX_PARTS chunks, so this never fails.
         let _ = pieces.push((i * chunk, g, v));
     }
-    par.run(&mut pieces, &|_, (flat, g, v)| {
+    par.run(&mut pieces, &|_, (flat, g, v)| match kernel.isa() {
+        // SAFETY: an AVX2 kernel exists only when its creator vouched for the CPU; the piece's
+        // elements are its own.
         #[cfg(target_arch = "x86_64")]
-        if kernel == AVX2 {
-            // SAFETY: an AVX2 kernel exists only when its creator vouched for the CPU; the
-            // piece's elements are its own.
-            return unsafe { x86::rmsprop_panels_avx2(w, *flat, g, v, h) };
-        }
+        Isa::Avx2 => unsafe { x86::rmsprop_panels_avx2(w, *flat, g, v, h) },
+        // SAFETY: as above, for AVX-512.
         #[cfg(target_arch = "x86_64")]
-        if kernel == AVX512 {
-            // SAFETY: as above, for AVX-512.
-            return unsafe { x86::rmsprop_panels_avx512(w, *flat, g, v, h) };
-        }
-        let _ = kernel;
-        // SAFETY: as above.
-        unsafe { rmsprop_panels_scalar(w, w.cursor(*flat), g, v, h) }
+        Isa::Avx512 => unsafe { x86::rmsprop_panels_avx512(w, *flat, g, v, h) },
+        // SAFETY: the piece's elements are its own.
+        Isa::Plain => unsafe { rmsprop_panels_scalar(w, w.cursor(*flat), g, v, h) },
     });
 }
 
@@ -216,13 +208,6 @@ fn rmsprop_one(w: &mut f32, g: f32, v: &mut f32, h: RmsHyper) {
     *v = h.rho * *v + h.one_minus_rho * (g * g);
     *w -= h.learning_rate * g / libm::sqrtf(*v + h.epsilon);
 }
-
-#[cfg(target_arch = "x86_64")]
-// SAFETY: this value is only compared with, never used to run code.
-const AVX2: Kernel = unsafe { Kernel::avx2_unchecked() };
-#[cfg(target_arch = "x86_64")]
-// SAFETY: as above.
-const AVX512: Kernel = unsafe { Kernel::avx512_unchecked() };
 
 #[inline(always)]
 fn rmsprop_scalar(w: &mut [f32], g: &[f32], v: &mut [f32], h: RmsHyper) {
@@ -467,15 +452,7 @@ mod tests {
             (w, v)
         };
         let reference = run(Kernel::PORTABLE, 1);
-        #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
-        let mut kernels = std::vec![Kernel::PORTABLE];
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") {
-            kernels.push(AVX2);
-        }
-        #[cfg(target_arch = "x86_64")]
-        kernels.extend(crate::avx512_kernel());
-        for kernel in kernels {
+        for kernel in crate::every_kernel() {
             for parts in [1, 2, 3, 16, 40] {
                 let (w, v) = run(kernel, parts);
                 let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
@@ -495,14 +472,7 @@ mod tests {
             one_minus_rho: 0.1,
             epsilon: 1e-7,
         };
-        #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
-        let mut kernels = std::vec![Kernel::PORTABLE];
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") {
-            kernels.push(AVX2);
-        }
-        #[cfg(target_arch = "x86_64")]
-        kernels.extend(crate::avx512_kernel());
+        let kernels = crate::every_kernel();
         for (rows, cols, width) in [
             (392, 256, 32),
             (200, 512, 64),

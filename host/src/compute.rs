@@ -42,7 +42,7 @@ pub struct Unsupported {
     needs: &'static str,
 }
 
-/// Resolves a choice against this CPU.
+/// Resolves a choice against this CPU (the core's detection decides what it runs).
 pub fn select_kernel(choice: KernelChoice) -> Result<Kernel, Unsupported> {
     match choice {
         KernelChoice::Naive => Ok(Kernel::NAIVE),
@@ -55,29 +55,18 @@ pub fn select_kernel(choice: KernelChoice) -> Result<Kernel, Unsupported> {
             kernel: "avx512",
             needs: "AVX-512 F + AVX2 + FMA",
         }),
-        KernelChoice::Auto => Ok(avx512().or_else(avx2).unwrap_or(Kernel::PORTABLE)),
+        KernelChoice::Auto => Ok(Kernel::detect()),
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 fn avx2() -> Option<Kernel> {
-    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-        // SAFETY: both features were detected on this CPU just above.
-        Some(unsafe { Kernel::avx2_unchecked() })
-    } else {
-        None
-    }
+    Kernel::avx2()
 }
 
 #[cfg(target_arch = "x86_64")]
 fn avx512() -> Option<Kernel> {
-    let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
-    if avx2 && is_x86_feature_detected!("avx512f") {
-        // SAFETY: every feature the kernel needs was detected on this CPU just above.
-        Some(unsafe { Kernel::avx512_unchecked() })
-    } else {
-        None
-    }
+    Kernel::avx512()
 }
 
 #[cfg(not(target_arch = "x86_64"))]

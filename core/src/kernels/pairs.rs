@@ -23,7 +23,9 @@
 use core::ops::Range;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-use super::{Kernel, MulAdd, Once, Out, Parallel, Plain, Scratch, Variant};
+#[cfg(target_arch = "aarch64")]
+use super::Variant;
+use super::{Isa, Kernel, MulAdd, Once, Out, Parallel, Plain, Scratch};
 
 /// Inputs per block (rows of C a unit covers): a tile of 2 x 6 vectors of 8.
 const BLOCK: usize = 48;
@@ -50,11 +52,11 @@ pub(crate) struct GradientSteps {
 impl GradientSteps {
     /// Counts one image: its inputs `x` and the gradient `d` at its hidden units.
     pub(crate) fn add_row(&mut self, kernel: Kernel, x: &[f32], d: &[f32]) {
-        let (panels, blocks, pairs) = match kernel.0 {
-            // SAFETY: an `Avx2` or `Avx512` kernel vouches for AVX2.
+        let (panels, blocks, pairs) = match kernel.isa() {
+            // SAFETY: an AVX2 or AVX-512 kernel vouches for AVX2.
             #[cfg(target_arch = "x86_64")]
-            Variant::Avx2 | Variant::Avx512 => unsafe { avx2::count_row(x, d) },
-            _ => count_row(x, d),
+            Isa::Avx2 | Isa::Avx512 => unsafe { avx2::count_row(x, d) },
+            Isa::Plain => count_row(x, d),
         };
         self.listed += u64::from(panels) * d.len().div_ceil(LISTED_TILE.1) as u64;
         self.paired += u64::from(blocks) * u64::from(pairs);
@@ -84,10 +86,10 @@ pub(crate) fn fits(rows: usize, n: usize) -> bool {
 
 /// Whether `kernel` is one whose paired product is fast (the others have it, for tests).
 pub(crate) fn fast_on(kernel: Kernel) -> bool {
-    match kernel.0 {
+    match kernel.isa() {
         #[cfg(target_arch = "x86_64")]
-        Variant::Avx2 | Variant::Avx512 => true,
-        _ => false,
+        Isa::Avx2 | Isa::Avx512 => true,
+        Isa::Plain => false,
     }
 }
 
@@ -185,14 +187,14 @@ pub(crate) fn weight_gradient<P: Parallel>(
                 pairs,
                 masks,
             };
-            match kernel.0 {
-                // SAFETY: an `Avx2` kernel vouches for the CPU.
+            match kernel.isa() {
+                // SAFETY: an AVX2 kernel vouches for the CPU.
                 #[cfg(target_arch = "x86_64")]
-                Variant::Avx2 => unsafe { avx2::run_block(&block, &out, scratch) },
-                // SAFETY: an `Avx512` kernel vouches for the CPU.
+                Isa::Avx2 => unsafe { avx2::run_block(&block, &out, scratch) },
+                // SAFETY: an AVX-512 kernel vouches for the CPU.
                 #[cfg(target_arch = "x86_64")]
-                Variant::Avx512 => unsafe { avx512::run_block(&block, &out, scratch) },
-                _ => run_block(&block, &out, scratch, generic_tile(kernel)),
+                Isa::Avx512 => unsafe { avx512::run_block(&block, &out, scratch) },
+                Isa::Plain => run_block(&block, &out, scratch, generic_tile(kernel)),
             }
         }
     };
@@ -213,13 +215,11 @@ fn copy_pairs(
 ) {
     masks.fill(0);
     let (rows, pairs) = (shape.0, masks.len());
-    let done = match kernel.0 {
-        // SAFETY: an `Avx2` or `Avx512` kernel vouches for AVX2.
+    let done = match kernel.isa() {
+        // SAFETY: an AVX2 or AVX-512 kernel vouches for AVX2.
         #[cfg(target_arch = "x86_64")]
-        Variant::Avx2 | Variant::Avx512 => unsafe {
-            avx2::copy_pairs(d, shape, first, panels, masks)
-        },
-        _ => (0, 0),
+        Isa::Avx2 | Isa::Avx512 => unsafe { avx2::copy_pairs(d, shape, first, panels, masks) },
+        Isa::Plain => (0, 0),
     };
     copy_range(d, shape, first, panels, masks, done.0..rows, 0..pairs);
     copy_range(d, shape, first, panels, masks, 0..done.0, done.1..pairs);
@@ -725,9 +725,9 @@ mod tests {
             half_n in prop::sample::select(&[1usize, 7, 8, 9, 33, 256][..]),
             x_zeros in 0u64..8, d_zeros in 0u64..8, jobs in 1usize..4, seed in any::<u64>(),
         ) {
-            let Some(avx512) = crate::avx512_kernel() else { return Ok(()) };
-            // SAFETY: `avx512_kernel` checked AVX2 and FMA too.
-            let avx2 = unsafe { Kernel::avx2_unchecked() };
+            let (Some(avx512), Some(avx2)) = (crate::avx512_kernel(), Kernel::avx2()) else {
+                return Ok(());
+            };
             let n = 2 * half_n;
             let x = sparse_values(seed, rows * k, x_zeros);
             let d = sparse_values(seed ^ 0x5555, rows * n, d_zeros);
