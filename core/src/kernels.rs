@@ -6,7 +6,9 @@
 //! that holds an `R x NR` block of C in a fixed-size array of accumulators: K blocks of at most
 //! [`KC`]; a group of NR-wide panels of B packed together (up to 256 KB, in L2); then for each
 //! panel of R rows of A every B panel of the group, so C is written along its rows (AVX2's wide
-//! 3 x 32 tiles turn the last two loops round: their B panels are twice as large). A is read
+//! 3 x 32 tiles and AVX-512's 3 x 64 turn the last two loops round: their B panels are larger).
+//! AVX-512 sums every element as AVX2 does, over the same 3-row panels' steps, so the two give
+//! the same bits; only the panel width differs ([`Kernel::panel_width`]). A is read
 //! where it lies, whatever its layout: each value is broadcast once per tile straight from
 //! memory, so copying A first would only add a pass over it (and, with several threads, one
 //! pass per thread). A B already in the kernel's panels ([`MatRef::panels`]: the training step
