@@ -88,6 +88,11 @@ fn avx2() -> Option<Kernel> {
     select_kernel(KernelChoice::Avx2).ok()
 }
 
+/// The AVX-512 kernel, if this CPU runs it.
+fn avx512() -> Option<Kernel> {
+    select_kernel(KernelChoice::Avx512).ok()
+}
+
 /// The epochs of one thread count: 1 measured in the thread's CPU time, more in wall time.
 fn epochs<M: Measurement>(c: &mut Criterion<M>, threads: usize) {
     // Made once for both groups: drawing 60,000 images takes seconds.
@@ -105,7 +110,10 @@ fn epochs<M: Measurement>(c: &mut Criterion<M>, threads: usize) {
     group.sample_size(10);
     group.warm_up_time(Duration::from_millis(100));
     group.measurement_time(Duration::from_secs(5));
-    for kernel in [Some(Kernel::PORTABLE), avx2()].into_iter().flatten() {
+    for kernel in [Some(Kernel::PORTABLE), avx2(), avx512()]
+        .into_iter()
+        .flatten()
+    {
         let mut trainer = Trainer::new(threads);
         group.bench_function(kernel.name(), |bench| {
             bench.iter(|| black_box(trainer.epoch(kernel, images, labels)))

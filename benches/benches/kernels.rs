@@ -1,5 +1,6 @@
 //! GFLOP/s of the matrix products at the shapes training uses: the naive reference, the
-//! portable and AVX2 blocked kernels (AVX2 on 1 and 2 threads), and `matrixmultiply::sgemm`
+//! portable, AVX2 and AVX-512 blocked kernels (AVX2 and AVX-512 also on 2 threads, where the
+//! CPU has them), and `matrixmultiply::sgemm`
 //! as a reference crate, all in one run. Criterion's throughput is in flops (2·m·k·n), so its
 //! "elem/s" figures read as FLOP/s. Single-thread groups (`gemm/...`) measure the thread's CPU
 //! time, so other processes on a shared machine do not count; `gemm_2threads/...` is wall time.
@@ -119,8 +120,8 @@ fn a_data(s: &Shape) -> Vec<f32> {
     pixels.iter().map(|&p| f32::from(p) / 255.0).collect()
 }
 
-/// One shape: on this thread (`jobs == 1`: naive, portable, AVX2, matrixmultiply) or AVX2
-/// split over two threads.
+/// One shape: on this thread (`jobs == 1`: naive, portable, AVX2, AVX-512, matrixmultiply) or
+/// AVX2 and AVX-512 split over two threads.
 fn bench_shape<M: Measurement>(c: &mut Criterion<M>, s: &Shape, jobs: usize) {
     let a_store = a_data(s);
     let b_store = uniform(s.k * s.n, 2);
@@ -144,10 +145,11 @@ fn bench_shape<M: Measurement>(c: &mut Criterion<M>, s: &Shape, jobs: usize) {
     group.measurement_time(Duration::from_millis(if big { 3000 } else { 1500 }));
 
     if jobs > 1 {
-        if let Some(avx2) = avx2() {
-            let threads = Threads::new(jobs);
-            group.bench_function("avx2", |bench| {
-                bench.iter(|| product(&threads, avx2, a, b, &mut out, &mut scratches))
+        let threads = Threads::new(jobs);
+        let kernels = [avx2().map(|k| ("avx2", k)), avx512().map(|k| ("avx512", k))];
+        for (id, kernel) in kernels.into_iter().flatten() {
+            group.bench_function(id, |bench| {
+                bench.iter(|| product(&threads, kernel, a, b, &mut out, &mut scratches))
             });
         }
         group.finish();
@@ -158,6 +160,7 @@ fn bench_shape<M: Measurement>(c: &mut Criterion<M>, s: &Shape, jobs: usize) {
         kernels.insert(0, ("naive", Kernel::NAIVE));
     }
     kernels.extend(avx2().map(|k| ("avx2", k)));
+    kernels.extend(avx512().map(|k| ("avx512", k)));
     for (id, kernel) in kernels {
         group.bench_function(id, |bench| {
             bench.iter(|| product(&Serial, kernel, a, b, &mut out, &mut scratches))
@@ -225,6 +228,11 @@ fn strides(layout: Layout, is_a: bool, rows: usize, cols: usize) -> (isize, isiz
 /// The AVX2 kernel, if this CPU runs it.
 fn avx2() -> Option<Kernel> {
     select_kernel(KernelChoice::Avx2).ok()
+}
+
+/// The AVX-512 kernel, if this CPU runs it.
+fn avx512() -> Option<Kernel> {
+    select_kernel(KernelChoice::Avx512).ok()
 }
 
 fn one_thread(c: &mut Criterion<ThreadCpuTime>) {

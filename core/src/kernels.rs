@@ -6,7 +6,9 @@
 //! that holds an `R x NR` block of C in a fixed-size array of accumulators: K blocks of at most
 //! [`KC`]; a group of NR-wide panels of B packed together (up to 256 KB, in L2); then for each
 //! panel of R rows of A every B panel of the group, so C is written along its rows (AVX2's wide
-//! 3 x 32 tiles turn the last two loops round: their B panels are twice as large). A is read
+//! 3 x 32 tiles and AVX-512's 3 x 64 turn the last two loops round: their B panels are larger).
+//! AVX-512 sums every element as AVX2 does, over the same 3-row panels' steps, so the two give
+//! the same bits; only the panel width differs ([`Kernel::panel_width`]). A is read
 //! where it lies, whatever its layout: each value is broadcast once per tile straight from
 //! memory, so copying A first would only add a pass over it (and, with several threads, one
 //! pass per thread). A B already in the kernel's panels ([`MatRef::panels`]: the training step
@@ -31,7 +33,10 @@ use core::marker::PhantomData;
 use core::ops::Range;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+mod detect;
 pub(crate) mod pairs;
+
+pub(crate) use detect::Isa;
 
 /// Longest row order [`MatRef::row_order`] takes.
 pub const MAX_ORDERED_ROWS: usize = 4096;
@@ -50,7 +55,7 @@ const PACKED_LEN: usize = 1 << 15;
 /// Most rows of a panel whose values are packed beside its steps.
 const PACKED_ROWS: usize = 4;
 /// Widest micro-kernel tile.
-const NR_MAX: usize = 32;
+const NR_MAX: usize = 64;
 /// Floats of packed B: a group of NR-wide panels, half a typical L2. Enough for all of dH
 /// (128 x 512) in one group, which jobs that claim rows of Xᵀ·dH then pack only once.
 const B_LEN: usize = 1 << 16;
@@ -273,6 +278,8 @@ enum Variant {
     Portable,
     #[cfg(target_arch = "x86_64")]
     Avx2,
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
     #[cfg(target_arch = "aarch64")]
     Neon,
 }
@@ -286,10 +293,21 @@ impl Kernel {
     /// The blocked kernel compiled for AVX2 + FMA.
     ///
     /// # Safety
-    /// The CPU must support `avx2` and `fma` (check with `is_x86_feature_detected!`).
+    /// The CPU must support `avx2` and `fma` ([`Kernel::avx2`] checks).
     #[cfg(target_arch = "x86_64")]
     pub const unsafe fn avx2_unchecked() -> Kernel {
         Kernel(Variant::Avx2)
+    }
+
+    /// The blocked kernel with 512-bit tiles: the same sums in the same order as
+    /// [`Kernel::avx2_unchecked`]'s, so the same bits, twice as many per instruction.
+    ///
+    /// # Safety
+    /// The CPU must support `avx512f`, `avx2` and `fma` ([`Kernel::avx512`] checks): its
+    /// narrow products and the paired weight gradient run the AVX2 code.
+    #[cfg(target_arch = "x86_64")]
+    pub const unsafe fn avx512_unchecked() -> Kernel {
+        Kernel(Variant::Avx512)
     }
 
     /// The blocked kernel compiled for NEON (always present on aarch64).
@@ -303,6 +321,8 @@ impl Kernel {
             Variant::Portable => "portable",
             #[cfg(target_arch = "x86_64")]
             Variant::Avx2 => "avx2",
+            #[cfg(target_arch = "x86_64")]
+            Variant::Avx512 => "avx512",
             #[cfg(target_arch = "aarch64")]
             Variant::Neon => "neon",
         }
@@ -311,7 +331,7 @@ impl Kernel {
     /// Width of the tiles, and of the packed panels of B, of a product `n` columns wide: a B
     /// given in panels of this width ([`MatRef::panels`]) is read in place. Thread column
     /// splits align to it.
-    // Only AVX2 has two widths.
+    // Only the x86-64 kernels have two widths.
     #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
     pub fn panel_width(self, n: usize) -> usize {
         match self.0 {
@@ -321,6 +341,10 @@ impl Kernel {
             Variant::Avx2 if n > AVX2_WIDE_MIN => AVX2_WIDE_NR,
             #[cfg(target_arch = "x86_64")]
             Variant::Avx2 => AVX2_NR,
+            #[cfg(target_arch = "x86_64")]
+            Variant::Avx512 if n > AVX512_WIDE_MIN => AVX512_WIDE_NR,
+            #[cfg(target_arch = "x86_64")]
+            Variant::Avx512 => AVX2_NR,
             #[cfg(target_arch = "aarch64")]
             Variant::Neon => NEON_NR,
         }
@@ -343,6 +367,14 @@ const AVX2_WIDE_MR: usize = 3;
 const AVX2_WIDE_NR: usize = 32;
 #[cfg(target_arch = "x86_64")]
 const AVX2_WIDE_MIN: usize = 2 * AVX2_NR;
+// AVX-512 runs the wide products on tiles of 512-bit vectors (32 zmm registers); the narrow
+// ones on AVX2's tiles, whose sums they are.
+#[cfg(target_arch = "x86_64")]
+const AVX512_WIDE_MR: usize = 3;
+#[cfg(target_arch = "x86_64")]
+const AVX512_WIDE_NR: usize = 64;
+#[cfg(target_arch = "x86_64")]
+const AVX512_WIDE_MIN: usize = AVX512_WIDE_NR;
 // 16 accumulators of the 32 q registers, leaving room for B, A and the pipeline depth.
 #[cfg(target_arch = "aarch64")]
 const NEON_MR: usize = 8;
@@ -486,7 +518,7 @@ pub fn gemm_parallel_beside<P: Parallel>(
     let deep = m * a.cols >= CLAIM_MIN;
     // Columns: later K blocks replay the units claimed in the first (at most 64 of them).
     // Rows: only where each job packs all of B once (one K block, one group of B panels).
-    let units = n.div_ceil(UNIT_WIDTH);
+    let units = n.div_ceil(unit_width(nr));
     let one_b_group = a.cols <= KC && (B_LEN / (a.cols.max(1) * nr)).max(1) * nr >= n;
     let claims = match (by_rows, skips_zeros && deep && parts > 1) {
         (false, true) if units <= u64::BITS as usize => Some(Claims::Columns),
@@ -564,8 +596,18 @@ fn skips_zeros(n: usize, tile_width: usize) -> bool {
     n > 2 * tile_width
 }
 
-/// Columns of C in a unit that a job claims: whole tiles of every width, 16 units for n = 512.
+/// Columns of C in a unit that a job claims: whole tiles of every width up to it, 16 units for
+/// n = 512.
 const UNIT_WIDTH: usize = 32;
+
+/// Columns of C in a unit claimed by a kernel whose tiles are `nr` wide: [`UNIT_WIDTH`], or a
+/// tile when tiles are wider (AVX-512's 64).
+const fn unit_width(nr: usize) -> usize {
+    if nr > UNIT_WIDTH { nr } else { UNIT_WIDTH }
+}
+// Wider tiles take units of one tile, so their widths must be whole multiples of the unit.
+#[cfg(target_arch = "x86_64")]
+const _: () = assert!(AVX512_WIDE_NR.is_multiple_of(UNIT_WIDTH));
 /// Rows of C in a unit that a job claims: whole panels of every tile height, 17 units for
 /// Xᵀ·dH (784 rows).
 const UNIT_HEIGHT: usize = 48;
@@ -688,6 +730,10 @@ fn run_kernel(
         // vouches for the CPU.
         #[cfg(target_arch = "x86_64")]
         (Variant::Avx2, _) => unsafe { blocked_avx2(a, b, out, cols, epilogue, scratch) },
+        // SAFETY: an `Avx512` kernel is only constructed through `avx512_unchecked`, whose
+        // caller vouches for the CPU.
+        #[cfg(target_arch = "x86_64")]
+        (Variant::Avx512, _) => unsafe { blocked_avx512(a, b, out, cols, epilogue, scratch) },
         // SAFETY: NEON is part of the aarch64 baseline.
         #[cfg(target_arch = "aarch64")]
         (Variant::Neon, _) => unsafe { blocked_neon(a, b, out, cols, epilogue, scratch) },
@@ -707,6 +753,25 @@ fn blocked_avx2(
     // Decided by the product's width, never by the job's columns.
     if b.cols > AVX2_WIDE_MIN {
         blocked::<avx2::Wide, AVX2_WIDE_MR, AVX2_WIDE_NR>(a, b, out, cols, epilogue, scratch)
+    } else {
+        blocked::<Fused, AVX2_MR, AVX2_NR>(a, b, out, cols, epilogue, scratch)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn blocked_avx512(
+    a: MatRef,
+    b: MatRef,
+    out: &Out,
+    cols: Columns,
+    epilogue: Epilogue,
+    scratch: &mut Scratch,
+) {
+    // Decided by the product's width, never by the job's columns.
+    if b.cols > AVX512_WIDE_MIN {
+        type Wide = avx512::Wide<{ AVX512_WIDE_NR / 16 }>;
+        blocked::<Wide, AVX512_WIDE_MR, AVX512_WIDE_NR>(a, b, out, cols, epilogue, scratch)
     } else {
         blocked::<Fused, AVX2_MR, AVX2_NR>(a, b, out, cols, epilogue, scratch)
     }
@@ -817,8 +882,8 @@ impl MulAdd for Fused {
     }
 }
 
-// SAFETY (both): `Fused` is only used by `blocked_avx2`, whose caller vouches for AVX2 and FMA
-// (see `Kernel::avx2_unchecked`).
+// SAFETY (both): `Fused` is only used by `blocked_avx2` and `blocked_avx512`, whose callers
+// vouch for AVX2 and FMA (see `Kernel::avx2_unchecked` and `Kernel::avx512_unchecked`).
 #[cfg(target_arch = "x86_64")]
 impl<const NR: usize> Tiles<NR> for Fused {
     #[inline(always)]
@@ -992,6 +1057,122 @@ mod avx2 {
     }
 }
 
+/// The wide tiles compiled for AVX-512: the same sums, in the same order, as [`avx2::Wide`]'s
+/// (each element starts from zero and takes one fused multiply-add per listed K step), on
+/// 512-bit vectors.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{APanel, PACKED_ROWS, Tiles};
+    use core::arch::x86_64::{
+        __m512, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps,
+        _mm512_storeu_ps,
+    };
+
+    /// Tiles of `V` vectors of 16 floats across (`W = 16 V` columns).
+    pub(super) struct Wide<const V: usize>;
+
+    // A plain function between the loop nest and the tile keeps LLVM from inlining the tile
+    // into the nest, as for AVX2.
+    // SAFETY (all three): `Wide` is only used by `blocked_avx512`, whose caller vouches for
+    // AVX-512 F (see `Kernel::avx512_unchecked`).
+    impl<const V: usize, const W: usize> Tiles<W> for Wide<V> {
+        // A 64-wide panel of B (200 KB at K = 784) stays in L2 while every A panel passes.
+        const ONE_B_PANEL_AT_A_TIME: bool = true;
+
+        #[inline(never)]
+        fn dense<const R: usize>(a: &APanel<R>, b_panel: &[f32]) -> [[f32; W]; R] {
+            unsafe { wide_dense::<R, V, W>(a, b_panel) }
+        }
+
+        #[inline(never)]
+        fn sparse<const R: usize>(a: &APanel<R>, steps: &[u16], b_panel: &[f32]) -> [[f32; W]; R] {
+            unsafe { wide_sparse::<R, V, W>(a, steps, b_panel) }
+        }
+
+        #[inline(never)]
+        fn packed<const R: usize>(
+            a: &[[f32; PACKED_ROWS]],
+            steps: &[u16],
+            b_panel: &[f32],
+        ) -> [[f32; W]; R] {
+            unsafe { wide_packed::<R, V, W>(a, steps, b_panel) }
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    fn wide_dense<const R: usize, const V: usize, const W: usize>(
+        a: &APanel<R>,
+        b_panel: &[f32],
+    ) -> [[f32; W]; R] {
+        let kc = (b_panel.len() / W).min(a.kc);
+        // SAFETY: p < kc.
+        let steps = (0..kc).map(|p| (p, core::array::from_fn(|ii| unsafe { a.at(ii, p) })));
+        unsafe { wide::<R, V, W>(steps, b_panel) }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    fn wide_sparse<const R: usize, const V: usize, const W: usize>(
+        a: &APanel<R>,
+        steps: &[u16],
+        b_panel: &[f32],
+    ) -> [[f32; W]; R] {
+        let kc = (b_panel.len() / W).min(a.kc);
+        let steps = steps.iter().map(|&p| {
+            let p = usize::from(p);
+            assert!(p < kc, "step outside the block");
+            // SAFETY: p < kc, just checked.
+            (p, core::array::from_fn(|ii| unsafe { a.at(ii, p) }))
+        });
+        unsafe { wide::<R, V, W>(steps, b_panel) }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    fn wide_packed<const R: usize, const V: usize, const W: usize>(
+        a: &[[f32; PACKED_ROWS]],
+        steps: &[u16],
+        b_panel: &[f32],
+    ) -> [[f32; W]; R] {
+        let steps = steps
+            .iter()
+            .zip(a)
+            .map(|(&p, a)| (usize::from(p), core::array::from_fn(|ii| a[ii])));
+        unsafe { wide::<R, V, W>(steps, b_panel) }
+    }
+
+    /// The `R x W` register tile over `steps` (K step, A's values there) of the block.
+    ///
+    /// # Safety
+    /// Only inlined into functions compiled with AVX-512 F.
+    #[inline(always)]
+    unsafe fn wide<const R: usize, const V: usize, const W: usize>(
+        steps: impl Iterator<Item = (usize, [f32; R])>,
+        b_panel: &[f32],
+    ) -> [[f32; W]; R] {
+        const { assert!(W == 16 * V) };
+        let b_rows = b_panel.as_chunks::<W>().0;
+        // SAFETY (all intrinsics): the caller runs with AVX-512 F; every load and store covers
+        // exactly 16 floats of a checked slice.
+        let mut acc = [[unsafe { _mm512_setzero_ps() }; V]; R];
+        for (p, a) in steps {
+            let b_row = &b_rows[p];
+            let a_v: [__m512; R] = a.map(|v| unsafe { _mm512_set1_ps(v) });
+            for (v, b_v) in b_row.as_chunks::<16>().0.iter().enumerate() {
+                let b_v = unsafe { _mm512_loadu_ps(b_v.as_ptr()) };
+                for (acc_row, &a_v) in acc.iter_mut().zip(&a_v) {
+                    acc_row[v] = unsafe { _mm512_fmadd_ps(a_v, b_v, acc_row[v]) };
+                }
+            }
+        }
+        acc.map(|acc_row| {
+            let mut row = [0.0; W];
+            for (out, v) in row.as_chunks_mut::<16>().0.iter_mut().zip(acc_row) {
+                unsafe { _mm512_storeu_ps(out.as_mut_ptr(), v) };
+            }
+            row
+        })
+    }
+}
+
 /// The reference: one dot product per element, summed in K order.
 fn naive(a: MatRef, b: MatRef, out: &Out, cols: Range<usize>, epilogue: Epilogue) {
     for i in 0..a.rows {
@@ -1085,12 +1266,13 @@ fn blocked<M: Tiles<NR>, const MR: usize, const NR: usize>(
                 Some((Claims::Columns, counter)) if pc == 0 && ic == 0 => Units::Claim {
                     counter,
                     end: cols.end,
-                    size: UNIT_WIDTH,
+                    size: unit_width(NR),
                     claimed: Some(&mut claimed),
                 },
                 Some((Claims::Columns, _)) => Units::Replay {
                     left: claimed,
                     end: cols.end,
+                    size: unit_width(NR),
                 },
             };
             for (jc, width) in units {
@@ -1170,7 +1352,7 @@ struct Columns<'a> {
 /// What the jobs of a product claim, one unit at a time, from a counter they share.
 #[derive(Clone, Copy)]
 enum Claims {
-    /// Units of [`UNIT_WIDTH`] columns, every row.
+    /// Units of [`unit_width`] columns, every row.
     Columns,
     /// Units of [`UNIT_HEIGHT`] rows, every column (products of one K block only).
     Rows,
@@ -1205,7 +1387,7 @@ enum Units<'a> {
     },
     /// The units of columns claimed in the first block again: every K block of a column stays
     /// with the job that started it.
-    Replay { left: u64, end: usize },
+    Replay { left: u64, end: usize, size: usize },
 }
 
 impl<'a> Units<'a> {
@@ -1244,13 +1426,13 @@ impl Iterator for Units<'_> {
                 }
                 (start, *end, *size)
             }
-            Units::Replay { left, end } => {
+            Units::Replay { left, end, size } => {
                 if *left == 0 {
                     return None;
                 }
                 let unit = left.trailing_zeros() as usize;
                 *left &= *left - 1;
-                (unit * UNIT_WIDTH, *end, UNIT_WIDTH)
+                (unit * *size, *end, *size)
             }
         };
         (start < end).then(|| (start, width.min(end - start)))
@@ -2133,6 +2315,73 @@ mod tests {
                 for width in [kernel.panel_width(n), other_width] {
                     let paneled = compute_with(kernel, case, jobs, false, None, Some(width));
                     prop_assert_eq!(&plain, &bits(&paneled), "panels of {}", width);
+                }
+            }
+        }
+    }
+
+    /// The AVX2 and AVX-512 kernels when this CPU runs both (the test says when it does not).
+    #[cfg(target_arch = "x86_64")]
+    fn avx2_and_avx512() -> Option<(Kernel, Kernel)> {
+        let avx512 = crate::avx512_kernel()?;
+        Some((Kernel::avx2()?, avx512))
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// AVX-512 gives AVX2's bits: every element is summed in the same order with the same
+        /// fused multiply-adds, whatever the shape, layout, sparsity, epilogue, jobs, row order
+        /// or panel layout of B.
+        #[test]
+        fn avx512_gives_the_avx2_bits(
+            m in 1usize..140, k in prop::sample::select(&EDGES[..]),
+            n in prop::sample::select(&[1usize, 10, 16, 33, 64, 65, 100, 129, 200, 512][..]),
+            jobs in 1usize..4,
+            layout in prop::sample::select(&LAYOUTS[..]),
+            sparse in 0u8..3, epi in 0u8..4, seed in any::<u64>(),
+            order_seed in prop::option::of(any::<u64>()), in_panels in any::<bool>(),
+        ) {
+            let Some((avx2, avx512)) = avx2_and_avx512() else { return Ok(()) };
+            let case = Case { layout, m, k, n, seed, epi, sparse };
+            let want = bits(&compute_in_order(avx2, case, jobs, false, order_seed));
+            let got = bits(&compute_in_order(avx512, case, jobs, false, order_seed));
+            prop_assert_eq!(&got, &want);
+            if in_panels && !matches!(layout, Layout::Nt) {
+                let width = avx512.panel_width(n);
+                let paneled = compute_with(avx512, case, jobs, false, None, Some(width));
+                prop_assert_eq!(bits(&paneled), want);
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx512_gives_the_avx2_bits_at_the_model_shapes() {
+        let Some((avx2, avx512)) = avx2_and_avx512() else {
+            return;
+        };
+        let shapes = [
+            (Layout::Nn, 128, 784, 512),
+            (Layout::Tn, 784, 128, 512),
+            (Layout::Nn, 128, 512, 10),
+            (Layout::Tn, 512, 128, 10),
+            (Layout::Nt, 128, 10, 512),
+            (Layout::Nn, 64, 2 * KC + 16, 512),
+        ];
+        for (layout, m, k, n) in shapes {
+            for (sparse, epi) in [(0, 0), (1, 2), (2, 3)] {
+                let case = Case {
+                    sparse,
+                    epi,
+                    ..Case::dense(layout, m, k, n)
+                };
+                for jobs in [1, 2, 3] {
+                    assert_eq!(
+                        bits(&product(avx512, case, jobs)),
+                        bits(&product(avx2, case, jobs)),
+                        "{case:?}, {jobs} jobs"
+                    );
                 }
             }
         }

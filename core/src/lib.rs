@@ -97,13 +97,23 @@ pub(crate) fn every_kernel() -> std::vec::Vec<Kernel> {
     )]
     let mut list = std::vec![Kernel::NAIVE, Kernel::PORTABLE];
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-        // SAFETY: detected just above.
-        list.push(unsafe { Kernel::avx2_unchecked() });
-    }
+    list.extend(Kernel::avx2());
+    #[cfg(target_arch = "x86_64")]
+    list.extend(avx512_kernel());
     #[cfg(target_arch = "aarch64")]
     list.push(Kernel::NEON);
     list
+}
+
+/// The AVX-512 kernel when this CPU runs it (unit tests); says why when it does not, so that a
+/// run on another CPU shows what it left out.
+#[cfg(all(test, target_arch = "x86_64"))]
+pub(crate) fn avx512_kernel() -> Option<Kernel> {
+    let kernel = Kernel::avx512();
+    if kernel.is_none() {
+        std::eprintln!("skipped: this CPU has no AVX-512 F, its kernel is not tested");
+    }
+    kernel
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! Element-wise kernels (the optimizer updates), with an AVX2 copy picked by [`Kernel`].
+//! Element-wise kernels (the optimizer updates), with AVX2 and AVX-512 copies picked by
+//! [`Kernel`].
 //!
 //! In a `no_std` crate on stable Rust the only square root is `libm::sqrtf`, which LLVM cannot
 //! vectorise; the x86-64 variants use packed square-root instructions instead. Square root,
@@ -7,7 +8,7 @@
 
 use core::marker::PhantomData;
 
-use crate::kernels::{Kernel, Parallel, panel_index};
+use crate::kernels::{Isa, Kernel, Parallel, panel_index};
 
 /// RMSprop hyper-parameters as the update uses them.
 #[derive(Clone, Copy, Debug)]
@@ -59,24 +60,27 @@ pub(crate) fn rmsprop<P: Parallel>(
 
 /// Elements in each piece of an update of `len` split between `parts` jobs: all of them when
 /// the tensor is small. Pieces are claimed by whichever thread is free: with four a job, a
-/// thread that the OS holds up leaves its share to the others. Whole vectors, so that a
-/// piece's vectors also fall on whole vectors of a matrix in panels.
+/// thread that the OS holds up leaves its share to the others. Whole vectors (of 16, the
+/// widest), so that a piece's vectors also fall on whole vectors of a matrix in panels.
 fn piece_len(len: usize, parts: usize) -> usize {
     if parts <= 1 || len < SPLIT_MIN {
         len.max(1)
     } else {
-        len.div_ceil((4 * parts).min(MAX_PARTS)).next_multiple_of(8)
+        len.div_ceil((4 * parts).min(MAX_PARTS))
+            .next_multiple_of(16)
     }
 }
 
 fn rmsprop_slice(kernel: Kernel, w: &mut [f32], g: &[f32], v: &mut [f32], h: RmsHyper) {
-    #[cfg(target_arch = "x86_64")]
-    if kernel == AVX2 {
+    match kernel.isa() {
         // SAFETY: an AVX2 kernel exists only when its creator vouched for the CPU.
-        return unsafe { x86::rmsprop_avx2(w, g, v, h) };
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { x86::rmsprop_avx2(w, g, v, h) },
+        // SAFETY: an AVX-512 kernel exists only when its creator vouched for the CPU.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { x86::rmsprop_avx512(w, g, v, h) },
+        Isa::Plain => rmsprop_scalar(w, g, v, h),
     }
-    let _ = kernel;
-    rmsprop_scalar(w, g, v, h);
 }
 
 /// A weight matrix held in panels (the layout of `MatRef::panels`): `rows x cols` values in
@@ -168,16 +172,16 @@ pub(crate) fn rmsprop_panels<P: Parallel>(
         // At most MAX_PARTS chunks, so this never fails.
         let _ = pieces.push((i * chunk, g, v));
     }
-    par.run(&mut pieces, &|_, (flat, g, v)| {
+    par.run(&mut pieces, &|_, (flat, g, v)| match kernel.isa() {
+        // SAFETY: an AVX2 kernel exists only when its creator vouched for the CPU; the piece's
+        // elements are its own.
         #[cfg(target_arch = "x86_64")]
-        if kernel == AVX2 {
-            // SAFETY: an AVX2 kernel exists only when its creator vouched for the CPU; the
-            // piece's elements are its own.
-            return unsafe { x86::rmsprop_panels_avx2(w, *flat, g, v, h) };
-        }
-        let _ = kernel;
-        // SAFETY: as above.
-        unsafe { rmsprop_panels_scalar(w, w.cursor(*flat), g, v, h) }
+        Isa::Avx2 => unsafe { x86::rmsprop_panels_avx2(w, *flat, g, v, h) },
+        // SAFETY: as above, for AVX-512.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { x86::rmsprop_panels_avx512(w, *flat, g, v, h) },
+        // SAFETY: the piece's elements are its own.
+        Isa::Plain => unsafe { rmsprop_panels_scalar(w, w.cursor(*flat), g, v, h) },
     });
 }
 
@@ -204,10 +208,6 @@ fn rmsprop_one(w: &mut f32, g: f32, v: &mut f32, h: RmsHyper) {
     *v = h.rho * *v + h.one_minus_rho * (g * g);
     *w -= h.learning_rate * g / libm::sqrtf(*v + h.epsilon);
 }
-
-#[cfg(target_arch = "x86_64")]
-// SAFETY: this value is only compared with, never used to run code.
-const AVX2: Kernel = unsafe { Kernel::avx2_unchecked() };
 
 #[inline(always)]
 fn rmsprop_scalar(w: &mut [f32], g: &[f32], v: &mut [f32], h: RmsHyper) {
@@ -304,6 +304,100 @@ mod x86 {
         unsafe { rmsprop_panels_scalar(w, cursor, g_tail, v_tail, h) }
     }
 
+    /// The update's constants, broadcast to 16 lanes.
+    struct Lanes16 {
+        lr: __m512,
+        rho: __m512,
+        one_minus_rho: __m512,
+        eps: __m512,
+    }
+
+    impl Lanes16 {
+        #[inline(always)]
+        fn new(h: RmsHyper) -> Self {
+            // SAFETY: only inlined into functions compiled with AVX-512 F.
+            unsafe {
+                Self {
+                    lr: _mm512_set1_ps(h.learning_rate),
+                    rho: _mm512_set1_ps(h.rho),
+                    one_minus_rho: _mm512_set1_ps(h.one_minus_rho),
+                    eps: _mm512_set1_ps(h.epsilon),
+                }
+            }
+        }
+    }
+
+    /// [`update8`] for sixteen weights: the operations of the scalar loop, in its order.
+    ///
+    /// # Safety
+    /// Each pointer addresses 16 floats; compiled with AVX-512 F.
+    #[inline(always)]
+    unsafe fn update16(w: *mut f32, g: *const f32, v: *mut f32, c: &Lanes16) {
+        unsafe {
+            let gv = _mm512_loadu_ps(g);
+            let g_bits = _mm512_castps_si512(gv);
+            if _mm512_test_epi32_mask(g_bits, g_bits) == 0 {
+                // Sixteen +0.0 gradients: the same bits without the root and the division.
+                let vv = _mm512_mul_ps(c.rho, _mm512_loadu_ps(v));
+                _mm512_storeu_ps(v, _mm512_add_ps(vv, _mm512_setzero_ps()));
+                return;
+            }
+            let vv = _mm512_add_ps(
+                _mm512_mul_ps(c.rho, _mm512_loadu_ps(v)),
+                _mm512_mul_ps(c.one_minus_rho, _mm512_mul_ps(gv, gv)),
+            );
+            _mm512_storeu_ps(v, vv);
+            let step = _mm512_div_ps(
+                _mm512_mul_ps(c.lr, gv),
+                _mm512_sqrt_ps(_mm512_add_ps(vv, c.eps)),
+            );
+            _mm512_storeu_ps(w, _mm512_sub_ps(_mm512_loadu_ps(w), step));
+        }
+    }
+
+    /// [`rmsprop_panels_avx2`] sixteen lanes at a time.
+    ///
+    /// # Safety
+    /// No other thread touches the piece's elements.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn rmsprop_panels_avx512(
+        w: &PanelMatrix,
+        flat: usize,
+        g: &[f32],
+        v: &mut [f32],
+        h: RmsHyper,
+    ) {
+        let mut cursor = w.cursor(flat);
+        if !(w.cols | w.width | flat).is_multiple_of(16) {
+            // SAFETY: the caller's promise.
+            return unsafe { rmsprop_panels_scalar(w, cursor, g, v, h) };
+        }
+        let lanes = Lanes16::new(h);
+        let (g16, g_tail) = g.as_chunks::<16>();
+        let (v16, v_tail) = v.as_chunks_mut::<16>();
+        for (g, v) in g16.iter().zip(v16.iter_mut()) {
+            // SAFETY: 16 floats of one panel row (whole vectors, checked above), the piece's.
+            unsafe { update16(w.ptr.add(cursor.at), g.as_ptr(), v.as_mut_ptr(), &lanes) };
+            w.advance(&mut cursor, 16);
+        }
+        // SAFETY: the caller's promise.
+        unsafe { rmsprop_panels_scalar(w, cursor, g_tail, v_tail, h) }
+    }
+
+    /// Sixteen lanes at a time; the same operations, in the same order, as the scalar loop.
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn rmsprop_avx512(w: &mut [f32], g: &[f32], v: &mut [f32], h: RmsHyper) {
+        let lanes = Lanes16::new(h);
+        let (w16, w_tail) = w.as_chunks_mut::<16>();
+        let (g16, g_tail) = g.as_chunks::<16>();
+        let (v16, v_tail) = v.as_chunks_mut::<16>();
+        for ((w, g), v) in w16.iter_mut().zip(g16).zip(v16.iter_mut()) {
+            // SAFETY: each pointer addresses a whole [f32; 16].
+            unsafe { update16(w.as_mut_ptr(), g.as_ptr(), v.as_mut_ptr(), &lanes) };
+        }
+        rmsprop_scalar(w_tail, g_tail, v_tail, h);
+    }
+
     /// Eight lanes at a time; the same operations, in the same order, as the scalar loop.
     #[target_feature(enable = "avx2")]
     pub(super) fn rmsprop_avx2(w: &mut [f32], g: &[f32], v: &mut [f32], h: RmsHyper) {
@@ -358,13 +452,7 @@ mod tests {
             (w, v)
         };
         let reference = run(Kernel::PORTABLE, 1);
-        #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
-        let mut kernels = std::vec![Kernel::PORTABLE];
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") {
-            kernels.push(AVX2);
-        }
-        for kernel in kernels {
+        for kernel in crate::every_kernel() {
             for parts in [1, 2, 3, 16, 40] {
                 let (w, v) = run(kernel, parts);
                 let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
@@ -384,14 +472,10 @@ mod tests {
             one_minus_rho: 0.1,
             epsilon: 1e-7,
         };
-        #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
-        let mut kernels = std::vec![Kernel::PORTABLE];
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") {
-            kernels.push(AVX2);
-        }
+        let kernels = crate::every_kernel();
         for (rows, cols, width) in [
             (392, 256, 32),
+            (200, 512, 64),
             (331, 302, 32),
             (97, 1031, 7),
             (4, 25_000, 8),

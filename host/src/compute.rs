@@ -24,6 +24,8 @@ pub fn zeroed_slice<T: Zeroable>(len: usize) -> Box<[T]> {
 pub enum KernelChoice {
     /// The fastest kernel this CPU runs.
     Auto,
+    /// AVX-512 F with AVX2 + FMA (x86-64): the same bits as avx2.
+    Avx512,
     /// AVX2 + FMA (x86-64).
     Avx2,
     /// Blocked, plain arithmetic: runs on any CPU.
@@ -34,31 +36,46 @@ pub enum KernelChoice {
 
 /// The CPU cannot run the kernel asked for.
 #[derive(thiserror::Error, Debug)]
-#[error("--kernel avx2: this CPU has no AVX2 + FMA (use --kernel auto or portable)")]
-pub struct NoAvx2;
+#[error("--kernel {kernel}: this CPU has no {needs} (use --kernel auto or portable)")]
+pub struct Unsupported {
+    kernel: &'static str,
+    needs: &'static str,
+}
 
-/// Resolves a choice against this CPU.
-pub fn select_kernel(choice: KernelChoice) -> Result<Kernel, NoAvx2> {
+/// Resolves a choice against this CPU (the core's detection decides what it runs).
+pub fn select_kernel(choice: KernelChoice) -> Result<Kernel, Unsupported> {
     match choice {
         KernelChoice::Naive => Ok(Kernel::NAIVE),
         KernelChoice::Portable => Ok(Kernel::PORTABLE),
-        KernelChoice::Avx2 => avx2().ok_or(NoAvx2),
-        KernelChoice::Auto => Ok(avx2().unwrap_or(Kernel::PORTABLE)),
+        KernelChoice::Avx2 => avx2().ok_or(Unsupported {
+            kernel: "avx2",
+            needs: "AVX2 + FMA",
+        }),
+        KernelChoice::Avx512 => avx512().ok_or(Unsupported {
+            kernel: "avx512",
+            needs: "AVX-512 F + AVX2 + FMA",
+        }),
+        KernelChoice::Auto => Ok(Kernel::detect()),
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 fn avx2() -> Option<Kernel> {
-    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-        // SAFETY: both features were detected on this CPU just above.
-        Some(unsafe { Kernel::avx2_unchecked() })
-    } else {
-        None
-    }
+    Kernel::avx2()
+}
+
+#[cfg(target_arch = "x86_64")]
+fn avx512() -> Option<Kernel> {
+    Kernel::avx512()
 }
 
 #[cfg(not(target_arch = "x86_64"))]
 fn avx2() -> Option<Kernel> {
+    None
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn avx512() -> Option<Kernel> {
     None
 }
 

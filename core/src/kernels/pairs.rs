@@ -23,7 +23,9 @@
 use core::ops::Range;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-use super::{Kernel, MulAdd, Once, Out, Parallel, Plain, Scratch, Variant};
+#[cfg(target_arch = "aarch64")]
+use super::Variant;
+use super::{Isa, Kernel, MulAdd, Once, Out, Parallel, Plain, Scratch};
 
 /// Inputs per block (rows of C a unit covers): a tile of 2 x 6 vectors of 8.
 const BLOCK: usize = 48;
@@ -50,11 +52,11 @@ pub(crate) struct GradientSteps {
 impl GradientSteps {
     /// Counts one image: its inputs `x` and the gradient `d` at its hidden units.
     pub(crate) fn add_row(&mut self, kernel: Kernel, x: &[f32], d: &[f32]) {
-        let (panels, blocks, pairs) = match kernel.0 {
-            // SAFETY: an `Avx2` kernel vouches for the CPU.
+        let (panels, blocks, pairs) = match kernel.isa() {
+            // SAFETY: an AVX2 or AVX-512 kernel vouches for AVX2.
             #[cfg(target_arch = "x86_64")]
-            Variant::Avx2 => unsafe { avx2::count_row(x, d) },
-            _ => count_row(x, d),
+            Isa::Avx2 | Isa::Avx512 => unsafe { avx2::count_row(x, d) },
+            Isa::Plain => count_row(x, d),
         };
         self.listed += u64::from(panels) * d.len().div_ceil(LISTED_TILE.1) as u64;
         self.paired += u64::from(blocks) * u64::from(pairs);
@@ -84,10 +86,10 @@ pub(crate) fn fits(rows: usize, n: usize) -> bool {
 
 /// Whether `kernel` is one whose paired product is fast (the others have it, for tests).
 pub(crate) fn fast_on(kernel: Kernel) -> bool {
-    match kernel.0 {
+    match kernel.isa() {
         #[cfg(target_arch = "x86_64")]
-        Variant::Avx2 => true,
-        _ => false,
+        Isa::Avx2 | Isa::Avx512 => true,
+        Isa::Plain => false,
     }
 }
 
@@ -185,11 +187,14 @@ pub(crate) fn weight_gradient<P: Parallel>(
                 pairs,
                 masks,
             };
-            match kernel.0 {
-                // SAFETY: an `Avx2` kernel vouches for the CPU.
+            match kernel.isa() {
+                // SAFETY: an AVX2 kernel vouches for the CPU.
                 #[cfg(target_arch = "x86_64")]
-                Variant::Avx2 => unsafe { avx2::run_block(&block, &out, scratch) },
-                _ => run_block(&block, &out, scratch, generic_tile(kernel)),
+                Isa::Avx2 => unsafe { avx2::run_block(&block, &out, scratch) },
+                // SAFETY: an AVX-512 kernel vouches for the CPU.
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx512 => unsafe { avx512::run_block(&block, &out, scratch) },
+                Isa::Plain => run_block(&block, &out, scratch, generic_tile(kernel)),
             }
         }
     };
@@ -210,11 +215,11 @@ fn copy_pairs(
 ) {
     masks.fill(0);
     let (rows, pairs) = (shape.0, masks.len());
-    let done = match kernel.0 {
-        // SAFETY: an `Avx2` kernel vouches for the CPU.
+    let done = match kernel.isa() {
+        // SAFETY: an AVX2 or AVX-512 kernel vouches for AVX2.
         #[cfg(target_arch = "x86_64")]
-        Variant::Avx2 => unsafe { avx2::copy_pairs(d, shape, first, panels, masks) },
-        _ => (0, 0),
+        Isa::Avx2 | Isa::Avx512 => unsafe { avx2::copy_pairs(d, shape, first, panels, masks) },
+        Isa::Plain => (0, 0),
     };
     copy_range(d, shape, first, panels, masks, done.0..rows, 0..pairs);
     copy_range(d, shape, first, panels, masks, 0..done.0, done.1..pairs);
@@ -534,6 +539,98 @@ mod avx2 {
     }
 }
 
+/// The paired product's tile compiled for AVX-512: the sums of the AVX2 tile, in its order, on
+/// 16 inputs a vector (counting and copying the pairs run the AVX2 code).
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{BLOCK, Block, Out, STAGE, Scratch};
+    use core::arch::x86_64::{
+        __m512, _mm_castps_pd, _mm_storeh_pd, _mm_storel_pd, _mm512_extractf32x4_ps,
+        _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_unpackhi_ps,
+        _mm512_unpacklo_ps,
+    };
+
+    /// [`super::run_block`] with the AVX-512 tiles.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn run_block(block: &Block, out: &Out, scratch: &mut Scratch) {
+        let tile: super::TileFn = match block.width.div_ceil(16) {
+            3 => tile::<3>,
+            2 => tile::<2>,
+            _ => tile::<1>,
+        };
+        super::run_block(block, out, scratch, tile);
+    }
+
+    /// [`super::tile`] with `V` vectors of 16 inputs (the block's first `16 V`), FMA.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn tile<const V: usize>(
+        panel: &[f32],
+        pair: &[[f32; 2]],
+        mask: u128,
+        stage: &mut [[f32; STAGE]; BLOCK],
+        col: usize,
+    ) {
+        const { assert!(V * 16 <= BLOCK) };
+        assert!(col + 1 < STAGE && panel.len() >= pair.len() * BLOCK);
+        let mut acc: [[__m512; V]; 2] = [[_mm512_setzero_ps(); V]; 2];
+        // Two 64-bit halves: a u128's trailing zeros cost a branch of their own each step.
+        for (half, base) in [(mask as u64, 0), ((mask >> 64) as u64, 64)] {
+            let mut bits = half;
+            while bits != 0 {
+                let b = base + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let a = &pair[b];
+                let (a0, a1) = (_mm512_set1_ps(a[0]), _mm512_set1_ps(a[1]));
+                // SAFETY: b < pair.len(), so the row's BLOCK >= 16 V values lie in `panel`.
+                let x = unsafe { panel.as_ptr().add(b * BLOCK) };
+                let [first, second] = &mut acc;
+                for (v, (first, second)) in first.iter_mut().zip(second).enumerate() {
+                    // SAFETY: as above.
+                    let x = unsafe { _mm512_loadu_ps(x.add(16 * v)) };
+                    *first = _mm512_fmadd_ps(a0, x, *first);
+                    *second = _mm512_fmadd_ps(a1, x, *second);
+                }
+            }
+        }
+        // Inputs p of both units side by side: stage[p][col..col + 2].
+        let stage = stage.as_flattened_mut();
+        for (v, (&first, &second)) in acc[0].iter().zip(&acc[1]).enumerate() {
+            let (low, high) = (
+                _mm512_unpacklo_ps(first, second),
+                _mm512_unpackhi_ps(first, second),
+            );
+            // Each 128-bit lane l of `low` holds the pairs of inputs 4l and 4l + 1, of `high`
+            // those of 4l + 2 and 4l + 3.
+            let lanes = [
+                (0, _mm512_extractf32x4_ps::<0>(low)),
+                (2, _mm512_extractf32x4_ps::<0>(high)),
+                (4, _mm512_extractf32x4_ps::<1>(low)),
+                (6, _mm512_extractf32x4_ps::<1>(high)),
+                (8, _mm512_extractf32x4_ps::<2>(low)),
+                (10, _mm512_extractf32x4_ps::<2>(high)),
+                (12, _mm512_extractf32x4_ps::<3>(low)),
+                (14, _mm512_extractf32x4_ps::<3>(high)),
+            ];
+            for (offset, lane) in lanes {
+                let p = 16 * v + offset;
+                let lane = _mm_castps_pd(lane);
+                // SAFETY: p + 1 < 16 V <= BLOCK rows of STAGE values; col + 1 < STAGE.
+                unsafe {
+                    let at = stage.as_mut_ptr().add(p * STAGE + col);
+                    _mm_storel_pd(at.cast(), lane);
+                    _mm_storeh_pd(at.add(STAGE).cast(), lane);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     extern crate std;
@@ -617,6 +714,26 @@ mod tests {
                 let zero_signs = |v: &[f32]| bits(v).iter().map(|&b| if b == 1 << 31 { 0 } else { b }).collect::<Vec<_>>();
                 prop_assert_eq!(zero_signs(&got), zero_signs(&want), "{:?}", kernel);
             }
+        }
+
+        /// AVX-512's paired product gives AVX2's bits exactly, signs of zero sums included.
+        #[cfg(target_arch = "x86_64")]
+        #[test]
+        fn avx512_pairs_give_the_avx2_bits(
+            rows in prop::sample::select(&[1usize, 3, 8, 31, 64, 65, 127, 128][..]),
+            k in prop::sample::select(&[1usize, 5, 16, 17, 32, 47, 48, 49, 100, 784][..]),
+            half_n in prop::sample::select(&[1usize, 7, 8, 9, 33, 256][..]),
+            x_zeros in 0u64..8, d_zeros in 0u64..8, jobs in 1usize..4, seed in any::<u64>(),
+        ) {
+            let (Some(avx512), Some(avx2)) = (crate::avx512_kernel(), Kernel::avx2()) else {
+                return Ok(());
+            };
+            let n = 2 * half_n;
+            let x = sparse_values(seed, rows * k, x_zeros);
+            let d = sparse_values(seed ^ 0x5555, rows * n, d_zeros);
+            let want = paired(avx2, &x, &d, (rows, k, n), 1);
+            let got = paired(avx512, &x, &d, (rows, k, n), jobs);
+            prop_assert_eq!(bits(&got), bits(&want));
         }
 
         /// Counting gives the steps each product runs, by every kernel's code.
