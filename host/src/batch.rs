@@ -305,12 +305,7 @@ mod avx512 {
     use crate::data::{Dataset, IMAGE_PIXELS, IMAGE_SIDE};
 
     #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
-    pub(super) fn convert(
-        data: &Dataset,
-        indices: &[usize],
-        rows: &mut [[f32; IMAGE_PIXELS]],
-        keys: &mut [u16],
-    ) {
+    pub(super) fn convert(data: &Dataset, indices: &[usize], rows: &mut [f32], keys: &mut [u16]) {
         // Closures here inherit this function's features, so the calls inline.
         let (scale, key_of) = (
             |p: &[u8], out: &mut [f32]| scale(p, out),
