@@ -337,8 +337,12 @@ fn run_train(args: cli::TrainArgs) -> Result<ExitCode> {
         ),
         None => None,
     };
-    let loaded = load_data(&args.data, None, args.quiet)?;
-    let mut splits = loaded.splits.clone();
+    let Loaded {
+        mut splits,
+        kind,
+        source,
+        meta,
+    } = load_data(&args.data, None, args.quiet)?;
     let (mut trainer, config) = match resumed {
         Some((trainer, config)) => {
             let ckpt = trainer.network.shape;
@@ -355,7 +359,7 @@ fn run_train(args: cli::TrainArgs) -> Result<ExitCode> {
         }
         None => {
             let shape = shape_for(&splits, &args.hidden)?;
-            let trainer = Trainer::new(&requested, shape, loaded.meta.clone())?;
+            let trainer = Trainer::new(&requested, shape, meta)?;
             (trainer, requested)
         }
     };
@@ -379,8 +383,8 @@ fn run_train(args: cli::TrainArgs) -> Result<ExitCode> {
     if !args.quiet {
         println!(
             "picodense: {} from {} ({} train, {}{} test); kernel {}, {} thread{}",
-            loaded.kind.map_or("data", |k| k.name()),
-            loaded.source.display(),
+            kind.map_or("data", |k| k.name()),
+            source.display(),
             splits.train.len(),
             validation
                 .as_ref()
