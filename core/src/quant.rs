@@ -43,7 +43,7 @@ use crate::crc::crc32;
 use crate::format::{Dtype, F32Le, FormatError, HEADER_LEN, Header, ModelView};
 use crate::layers::{Layers, Mlp};
 use crate::loss::argmax;
-use crate::shape::Shape;
+use crate::shape::{MAX_HIDDEN_LAYERS, MAX_LAYERS, Shape};
 
 /// Scale of the quantised input: a pixel `p` stands for `p / 255`.
 pub const INPUT_SCALE: f32 = 1.0 / 255.0;
@@ -53,7 +53,7 @@ pub const ZERO_POINT: i32 = -128;
 /// of headroom for inputs that produce larger logits than the calibration set did).
 const LOGIT_RANGE: f32 = (1u32 << 20) as f32;
 /// Bytes of the scale/zero-point block at the start of the payload.
-const PARAMS_LEN: usize = 20;
+const PARAMS_LEN: usize = params_len(1);
 
 /// The input value a pixel stands for, as the f32 paths compute it.
 #[inline]
@@ -109,8 +109,8 @@ pub fn requantize(acc: i32, multiplier: i32, shift: i32) -> i32 {
 /// Ranges seen on calibration images: what fixes the activation and logit scales.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Calibration {
-    /// Largest hidden ReLU output.
-    pub hidden_max: f32,
+    /// Largest ReLU output of each hidden layer.
+    pub hidden_max: [f32; MAX_HIDDEN_LAYERS],
     /// Largest logit magnitude.
     pub logit_max: f32,
     /// Images observed.
@@ -127,7 +127,7 @@ impl Calibration {
     /// Nothing observed yet.
     pub const fn new() -> Self {
         Self {
-            hidden_max: 0.0,
+            hidden_max: [0.0; MAX_HIDDEN_LAYERS],
             logit_max: 0.0,
             images: 0,
         }
@@ -141,48 +141,57 @@ impl Calibration {
         model: &Mlp<I, H, O>,
         pixels: &[u8; I],
     ) {
-        let (mut hidden, mut logits) = (model.hidden.bias, model.output.bias);
-        self.observe_into(&model.layers(), pixels, &mut hidden, &mut logits);
+        let (mut a, mut b) = (model.hidden.bias, model.hidden.bias);
+        let mut logits = model.output.bias;
+        self.observe_into(&model.layers(), pixels, [&mut a, &mut b], &mut logits);
     }
 
-    /// [`Calibration::observe`] for a network of one hidden layer of any size, its hidden
-    /// activations and logits computed in `hidden` and `logits` (at least as long as the
-    /// layers).
+    /// [`Calibration::observe`] for any network: the activations are computed in the two
+    /// buffers of `scratch` in turn (each at least as long as the widest hidden layer), the
+    /// logits in `logits`.
     ///
     /// # Panics
-    /// If the network has more than one hidden layer or a buffer is too short.
+    /// If a buffer is too short or `pixels` shorter than one input row.
     pub fn observe_into(
         &mut self,
         net: &Layers<&[f32]>,
         pixels: &[u8],
-        hidden: &mut [f32],
+        scratch: [&mut [f32]; 2],
         logits: &mut [f32],
     ) {
-        let [inputs, units, classes] = one_hidden_layer(net.shape());
-        let (hidden, logits) = (&mut hidden[..units], &mut logits[..classes]);
-        hidden.copy_from_slice(net.bias(0));
+        let shape = net.shape();
+        let [mut a, mut b] = scratch;
+        let (inputs, first) = shape.layer(0);
+        a[..first].copy_from_slice(net.bias(0));
         for (&p, row) in pixels[..inputs]
             .iter()
-            .zip(net.weights(0).chunks_exact(units))
+            .zip(net.weights(0).chunks_exact(first))
         {
             // Most pixels are 0; calibration needs ranges, not bit-exact sums.
             if p != 0 {
                 let x = unit_pixel(p);
-                for (h, &w) in hidden.iter_mut().zip(row) {
+                for (h, &w) in a.iter_mut().zip(row) {
                     *h += x * w;
                 }
             }
         }
-        logits.copy_from_slice(net.bias(1));
-        for (&h, row) in hidden.iter().zip(net.weights(1).chunks_exact(classes)) {
-            if h > 0.0 {
-                self.hidden_max = self.hidden_max.max(h);
-                for (z, &w) in logits.iter_mut().zip(row) {
-                    *z += h * w;
+        let last = shape.layers() - 1;
+        for l in 1..=last {
+            let (fan_in, fan_out) = shape.layer(l);
+            let out = if l == last { &mut *logits } else { &mut *b };
+            out[..fan_out].copy_from_slice(net.bias(l));
+            // ReLU: only positive activations reach the next layer.
+            for (&h, row) in a[..fan_in].iter().zip(net.weights(l).chunks_exact(fan_out)) {
+                if h > 0.0 {
+                    self.hidden_max[l - 1] = self.hidden_max[l - 1].max(h);
+                    for (z, &w) in out.iter_mut().zip(row) {
+                        *z += h * w;
+                    }
                 }
             }
+            core::mem::swap(&mut a, &mut b);
         }
-        for &z in logits.iter() {
+        for &z in logits[..shape.classes()].iter() {
             self.logit_max = self.logit_max.max(z.abs());
         }
         self.images += 1;
@@ -211,8 +220,15 @@ impl Calibration {
 
     /// Scale of the int8 hidden activations (`max / 255`; a positive fallback if none fired).
     pub fn hidden_scale(&self) -> f32 {
-        if self.hidden_max.is_finite() && self.hidden_max > 0.0 {
-            self.hidden_max / 255.0
+        self.activation_scale(0)
+    }
+
+    /// Scale of hidden layer `l`'s int8 activations (`max / 255`; a positive fallback if none
+    /// fired).
+    pub fn activation_scale(&self, l: usize) -> f32 {
+        let max = self.hidden_max[l];
+        if max.is_finite() && max > 0.0 {
+            max / 255.0
         } else {
             INPUT_SCALE
         }
@@ -265,16 +281,26 @@ impl LayerLayout {
     }
 }
 
-fn int8_layout(sizes: [usize; 3]) -> Option<(LayerLayout, LayerLayout, usize)> {
-    let [i, h, o] = sizes;
-    let hidden = LayerLayout::new(i, h)?;
-    let output = LayerLayout::new(h, o)?;
-    let payload = PARAMS_LEN
-        .checked_add(hidden.bytes())?
-        .checked_add(output.bytes())?;
+/// Bytes of the scales section of an int8 file with `hidden` hidden layers: the input scale
+/// and zero point, each hidden layer's activation scale and zero point, the logit scale.
+const fn params_len(hidden: usize) -> usize {
+    8 + 8 * hidden + 4
+}
+
+/// Each layer's sections and the int8 payload's length (the widths of a version 2 file
+/// excluded); `None` when it would not fit.
+fn int8_layout(shape: Shape) -> Option<(heapless::Vec<LayerLayout, MAX_LAYERS>, usize)> {
+    let mut layouts = heapless::Vec::new();
+    let mut payload = params_len(shape.hidden().len());
+    for l in 0..shape.layers() {
+        let (fan_in, fan_out) = shape.layer(l);
+        let layout = LayerLayout::new(fan_in, fan_out)?;
+        payload = payload.checked_add(layout.bytes())?;
+        layouts.push(layout).ok()?;
+    }
     // The header stores the payload length as u32.
-    u32::try_from(payload).ok()?;
-    Some((hidden, output, payload))
+    u32::try_from(payload.checked_add(4 * shape.widths().len())?).ok()?;
+    Some((layouts, payload))
 }
 
 /// Bytes of the int8 model file for an `I`-`H`-`O` network.
@@ -287,22 +313,11 @@ pub const fn encoded_len<const I: usize, const H: usize, const O: usize>() -> us
     HEADER_LEN + PARAMS_LEN + h2 * in8 + 16 * h2 + o2 * h8 + 16 * o2 + 4
 }
 
-/// Bytes of the int8 model file for a network of one hidden layer, `None` for another shape
-/// or sizes whose file would be too large.
+/// Bytes of the int8 model file of `shape`, `None` for sizes whose file would be too large.
 pub fn encoded_len_of(shape: Shape) -> Option<usize> {
-    let (_, _, payload) = int8_layout(shape.widths().try_into().ok()?)?;
-    Some(HEADER_LEN + payload + 4)
-}
-
-/// Inputs, hidden units and classes of a network of one hidden layer.
-///
-/// # Panics
-/// For another shape.
-fn one_hidden_layer(shape: Shape) -> [usize; 3] {
-    shape
-        .widths()
-        .try_into()
-        .expect("int8 quantisation takes networks of one hidden layer")
+    let (_, payload) = int8_layout(shape)?;
+    let header = Header::new(Dtype::Int8, shape, 0);
+    Some(HEADER_LEN + header.widths_len() + payload + 4)
 }
 
 /// Quantises `model` with `calibration` and writes the int8 model file into `out`; returns the
@@ -316,7 +331,7 @@ pub fn encode<const I: usize, const H: usize, const O: usize>(
     encode_layers(&model.layers(), calibration, dataset, out)
 }
 
-/// [`encode`] for a network of one hidden layer of any size.
+/// [`encode`] for any network.
 pub fn encode_layers(
     net: &Layers<&[f32]>,
     calibration: &Calibration,
@@ -324,53 +339,52 @@ pub fn encode_layers(
     out: &mut [u8],
 ) -> Result<usize, FormatError> {
     let shape = net.shape();
-    let sizes: [usize; 3] = shape
-        .widths()
-        .try_into()
-        .map_err(|_| FormatError::OneHiddenLayerOnly(shape))?;
-    let (hidden_layout, output_layout, payload_len) =
-        int8_layout(sizes).ok_or(FormatError::TooLarge)?;
-    let total = HEADER_LEN + payload_len + 4;
+    let (layouts, payload_len) = int8_layout(shape).ok_or(FormatError::TooLarge)?;
+    let header = Header::new(Dtype::Int8, shape, dataset);
+    let header = Header {
+        payload_len: header.widths_len() + payload_len,
+        ..header
+    };
+    let total = HEADER_LEN + header.payload_len + 4;
     if out.len() < total {
         return Err(FormatError::BufferTooSmall {
             needed: total,
             got: out.len(),
         });
     }
-    Header {
-        payload_len,
-        ..Header::new(Dtype::Int8, shape, dataset)
+    header.write(out);
+
+    let hidden = shape.hidden().len();
+    // The scale of each layer's input: the pixels', then each hidden layer's activations;
+    // the logits' last.
+    let mut scales: heapless::Vec<f32, { MAX_LAYERS + 1 }> = heapless::Vec::new();
+    let _ = scales.push(INPUT_SCALE);
+    for l in 0..hidden {
+        let _ = scales.push(calibration.activation_scale(l));
     }
-    .write(out);
-
-    let hidden_scale = calibration.hidden_scale();
-    let logit_scale = calibration.logit_scale();
-    let payload = &mut out[HEADER_LEN..HEADER_LEN + payload_len];
-    let (params, rest) = payload.split_at_mut(PARAMS_LEN);
-    LittleEndian::write_f32(&mut params[0..4], INPUT_SCALE);
-    LittleEndian::write_i32(&mut params[4..8], ZERO_POINT);
-    LittleEndian::write_f32(&mut params[8..12], hidden_scale);
-    LittleEndian::write_i32(&mut params[12..16], ZERO_POINT);
-    LittleEndian::write_f32(&mut params[16..20], logit_scale);
-
-    let (hidden_bytes, output_bytes) = rest.split_at_mut(hidden_layout.bytes());
-    quantise_layer(
-        net.weights(0),
-        net.bias(0),
-        INPUT_SCALE,
-        hidden_scale,
-        hidden_layout,
-        hidden_bytes,
-    );
-    quantise_layer(
-        net.weights(1),
-        net.bias(1),
-        hidden_scale,
-        logit_scale,
-        output_layout,
-        output_bytes,
-    );
-    let end = HEADER_LEN + payload_len;
+    let _ = scales.push(calibration.logit_scale());
+    let start = HEADER_LEN + header.widths_len();
+    let payload = &mut out[start..start + payload_len];
+    let (params, mut rest) = payload.split_at_mut(params_len(hidden));
+    for (l, &scale) in scales.iter().enumerate() {
+        LittleEndian::write_f32(&mut params[8 * l..8 * l + 4], scale);
+        if l < scales.len() - 1 {
+            LittleEndian::write_i32(&mut params[8 * l + 4..8 * l + 8], ZERO_POINT);
+        }
+    }
+    for (l, layout) in layouts.iter().enumerate() {
+        let (bytes, tail) = rest.split_at_mut(layout.bytes());
+        rest = tail;
+        quantise_layer(
+            net.weights(l),
+            net.bias(l),
+            scales[l],
+            scales[l + 1],
+            *layout,
+            bytes,
+        );
+    }
+    let end = HEADER_LEN + header.payload_len;
     let crc = crc32(&out[..end]);
     LittleEndian::write_u32(&mut out[end..end + 4], crc);
     Ok(total)
@@ -551,13 +565,13 @@ fn le_i32x4(b: &[u8; 16]) -> [i32; 4] {
 }
 
 /// A checked int8 model file borrowed from memory (flash): weights are read in place.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Int8View<'a> {
     header: Header,
-    hidden_scale: f32,
+    /// The scale of each hidden layer's activations (zero point [`ZERO_POINT`]).
+    activation_scales: heapless::Vec<f32, MAX_HIDDEN_LAYERS>,
     logit_scale: f32,
-    hidden: Int8Layer<'a>,
-    output: Int8Layer<'a>,
+    layers: heapless::Vec<Int8Layer<'a>, MAX_LAYERS>,
 }
 
 impl<'a> Int8View<'a> {
@@ -573,26 +587,29 @@ impl<'a> Int8View<'a> {
         if header.dtype != Dtype::Int8 {
             return Err(FormatError::WrongDtype(header.dtype));
         }
-        let sizes = header
-            .sizes()
-            .ok_or(FormatError::OneHiddenLayerOnly(header.shape))?;
-        let (hidden_layout, output_layout, expected) =
-            int8_layout(sizes).ok_or(FormatError::TooLarge)?;
-        let payload = view.payload();
+        let (layouts, expected) = int8_layout(header.shape).ok_or(FormatError::TooLarge)?;
+        let payload = &view.payload()[header.widths_len()..];
         if payload.len() != expected {
             return Err(FormatError::LengthMismatch {
                 declared: payload.len(),
                 expected,
             });
         }
-        let (params, rest) = payload.split_at(PARAMS_LEN);
-        let (hidden, output) = rest.split_at(hidden_layout.bytes());
+        let hidden = header.shape.hidden().len();
+        let (params, mut rest) = payload.split_at(params_len(hidden));
+        let scale = |l: usize| LittleEndian::read_f32(&params[8 * l..8 * l + 4]);
+        let mut layers = heapless::Vec::new();
+        for layout in layouts {
+            let (bytes, tail) = rest.split_at(layout.bytes());
+            rest = tail;
+            // As many as `int8_layout` made: within the capacity.
+            let _ = layers.push(Int8Layer::split(bytes, layout));
+        }
         Ok(Self {
             header,
-            hidden_scale: LittleEndian::read_f32(&params[8..12]),
-            logit_scale: LittleEndian::read_f32(&params[16..20]),
-            hidden: Int8Layer::split(hidden, hidden_layout),
-            output: Int8Layer::split(output, output_layout),
+            activation_scales: (1..=hidden).map(scale).collect(),
+            logit_scale: scale(hidden + 1),
+            layers,
         })
     }
 
@@ -601,15 +618,14 @@ impl<'a> Int8View<'a> {
         &self.header
     }
 
-    /// Inputs, hidden units, outputs.
-    pub fn sizes(&self) -> [usize; 3] {
-        // `new` accepts only shapes of one hidden layer.
-        self.header.sizes().unwrap_or_default()
+    /// The layers.
+    pub fn shape(&self) -> Shape {
+        self.header.shape
     }
 
-    /// Scale of the hidden activations (zero point [`ZERO_POINT`]).
+    /// Scale of the first hidden layer's activations (zero point [`ZERO_POINT`]).
     pub fn hidden_scale(&self) -> f32 {
-        self.hidden_scale
+        self.activation_scales[0]
     }
 
     /// Real value of one step of the int32 logits [`Int8View::predict`] writes.
@@ -617,22 +633,22 @@ impl<'a> Int8View<'a> {
         self.logit_scale
     }
 
-    /// Scale of the int8 weights into unit `o` of layer 0 (hidden) or 1 (output).
+    /// Scale of the int8 weights into unit `o` of layer `layer` (the head is the last).
     ///
     /// # Panics
     /// If the layer or unit does not exist.
     pub fn weight_scale(&self, layer: usize, o: usize) -> f32 {
-        let l = [&self.hidden, &self.output][layer];
+        let l = &self.layers[layer];
         LittleEndian::read_f32(&l.scales[4 * o..4 * o + 4])
     }
 
-    /// The int8 weights into unit `o` of layer 0 (hidden) or 1 (output) in input order,
-    /// zero-padded to a multiple of 8.
+    /// The int8 weights into unit `o` of layer `layer` in input order, zero-padded to a
+    /// multiple of 8.
     ///
     /// # Panics
     /// If the layer or unit does not exist.
     pub fn weights(&self, layer: usize, o: usize) -> impl Iterator<Item = i8> + 'a {
-        let l = [&self.hidden, &self.output][layer];
+        let l = &self.layers[layer];
         let depth = l.layout.depth;
         let half = 8 * (o % 2);
         l.weights[o / 2 * 2 * depth..(o / 2 + 1) * 2 * depth]
@@ -642,10 +658,18 @@ impl<'a> Int8View<'a> {
     }
 
     /// Words of scratch [`Int8View::predict`] needs: the input and hidden activations packed
-    /// as 16-bit pairs (2.6 KB for the MNIST network).
+    /// as 16-bit pairs (2.6 KB for the MNIST network), two buffers of activations taking turns
+    /// where there is more than one hidden layer.
     pub fn scratch_words(&self) -> usize {
-        let [i, h, _] = self.sizes();
-        scratch_words(i, h)
+        let inputs = self.layers[0].layout.depth / 2;
+        let (activations, buffers) = self.activation_words();
+        inputs + buffers * activations
+    }
+
+    /// Words of the widest activation buffer, and how many buffers take turns.
+    fn activation_words(&self) -> (usize, usize) {
+        let widest = self.layers[1..].iter().map(|l| l.layout.depth / 2).max();
+        (widest.unwrap_or(0), (self.layers.len() - 1).min(2))
     }
 
     /// Classifies one image of `u8` pixels: writes the int32 logits (scale
@@ -656,7 +680,7 @@ impl<'a> Int8View<'a> {
     /// If `pixels` is not one image, `scratch` is shorter than [`Int8View::scratch_words`] or
     /// `logits` shorter than the outputs.
     pub fn predict(&self, pixels: &[u8], scratch: &mut [u32], logits: &mut [i32]) -> usize {
-        let [inputs, _, outputs] = self.sizes();
+        let (inputs, outputs) = (self.shape().inputs(), self.shape().classes());
         assert_eq!(
             pixels.len(),
             inputs,
@@ -669,31 +693,47 @@ impl<'a> Int8View<'a> {
             self.scratch_words()
         );
         assert!(logits.len() >= outputs, "logits shorter than {outputs}");
-        let (x, rest) = scratch.split_at_mut(self.hidden.layout.depth / 2);
-        let h = &mut rest[..self.output.layout.depth / 2];
+        let (x, rest) = scratch.split_at_mut(self.layers[0].layout.depth / 2);
+        let (words, _) = self.activation_words();
+        let (a, b) = rest.split_at_mut(words);
         pack_pixels(pixels, x);
 
-        // Hidden layer: requantise to the activation's int8 range; the lower clamp at the zero
-        // point is the ReLU. Activations are kept as `q - zero_point` in 0..=255 and packed like
-        // the pixels: units 4g..4g+3 in words 2g (units 4g, 4g+2) and 2g+1 (4g+1, 4g+3).
-        let (packed, _) = h.as_chunks_mut::<2>();
-        let written = self.hidden.layout.units.div_ceil(4);
-        packed[written..].fill([0; 2]);
-        self.hidden.for_each_group(x, |o, v| {
-            let v = v.map(|v| v.clamp(0, 255) as u32);
-            if let Some(words) = packed.get_mut(o / 4) {
-                *words = [v[0] | v[2] << 16, v[1] | v[3] << 16];
+        // Each hidden layer from the previous one's packed activations into the other buffer.
+        let (last, hidden) = self.layers.split_last().expect("a head");
+        for (l, layer) in hidden.iter().enumerate() {
+            let out_words = self.layers[l + 1].layout.depth / 2;
+            match l % 2 {
+                _ if l == 0 => requantise(layer, x, &mut a[..out_words]),
+                1 => requantise(layer, a, &mut b[..out_words]),
+                _ => requantise(layer, b, &mut a[..out_words]),
             }
-        });
+        }
+        let top = if hidden.len() % 2 == 1 { &*a } else { &*b };
 
         let logits = &mut logits[..outputs];
-        self.output.for_each_group(h, |o, v| {
+        last.for_each_group(&top[..last.layout.depth / 2], |o, v| {
             for (z, v) in logits[o..].iter_mut().zip(v) {
                 *z = v;
             }
         });
         argmax(logits)
     }
+}
+
+/// A hidden layer: requantise to the activation's int8 range; the lower clamp at the zero
+/// point is the ReLU. Activations are kept as `q - zero_point` in 0..=255 and packed like the
+/// pixels: units 4g..4g+3 in words 2g (units 4g, 4g+2) and 2g+1 (4g+1, 4g+3).
+fn requantise(layer: &Int8Layer, x: &[u32], h: &mut [u32]) {
+    let (packed, _) = h.as_chunks_mut::<2>();
+    let written = layer.layout.units.div_ceil(4);
+    let written = written.min(packed.len());
+    packed[written..].fill([0; 2]);
+    layer.for_each_group(&x[..layer.layout.depth / 2], |o, v| {
+        let v = v.map(|v| v.clamp(0, 255) as u32);
+        if let Some(words) = packed.get_mut(o / 4) {
+            *words = [v[0] | v[2] << 16, v[1] | v[3] << 16];
+        }
+    });
 }
 
 /// Words of scratch the int8 inference of an `inputs`-`hidden` network needs.
@@ -1143,9 +1183,9 @@ mod tests {
 
     #[test]
     fn encoded_len_matches_layout() {
-        let (_, _, payload) = int8_layout([I, H, O]).unwrap();
+        let (_, payload) = int8_layout(Net::shape()).unwrap();
         assert_eq!(encoded_len::<I, H, O>(), HEADER_LEN + payload + 4);
-        let (_, _, payload) = int8_layout([784, 512, 10]).unwrap();
+        let (_, payload) = int8_layout(Mlp::<784, 512, 10>::shape()).unwrap();
         assert_eq!(encoded_len::<784, 512, 10>(), HEADER_LEN + payload + 4);
         // 401 KB of weights plus per-unit parameters: fits a 512 KB flash budget.
         assert!(encoded_len::<784, 512, 10>() < 415_000);
@@ -1157,7 +1197,7 @@ mod tests {
         let (cal_images, _) = synthetic(2, 64);
         let bytes = int8_file(&model, &cal_images);
         let view = Int8View::parse(&bytes).unwrap();
-        assert_eq!(view.sizes(), [I, H, O]);
+        assert_eq!(view.shape(), Net::shape());
         assert_eq!(view.header().dtype, Dtype::Int8);
         assert_eq!(view.header().dataset, 1);
         let cal = Calibration::from_images(&*model, &cal_images);
@@ -1231,7 +1271,7 @@ mod tests {
 
     /// The int8 semantics written out plainly, in i64, through the view's accessors.
     fn reference_int8(view: &Int8View, pixels: &[u8]) -> Vec<i32> {
-        let [_, hidden, outputs] = view.sizes();
+        let shape = view.shape();
         let run = |index: usize, l: &Int8Layer, x: &[i64], rows: usize| -> Vec<i32> {
             (0..rows)
                 .map(|o| {
@@ -1244,12 +1284,50 @@ mod tests {
                 })
                 .collect()
         };
-        let x: Vec<i64> = pixels.iter().map(|&p| i64::from(p)).collect();
-        let h: Vec<i64> = run(0, &view.hidden, &x, hidden)
-            .iter()
-            .map(|&v| i64::from(v.clamp(0, 255)))
-            .collect();
-        run(1, &view.output, &h, outputs)
+        let mut x: Vec<i64> = pixels.iter().map(|&p| i64::from(p)).collect();
+        let last = shape.layers() - 1;
+        for l in 0..last {
+            x = run(l, &view.layers[l], &x, shape.layer(l).1)
+                .iter()
+                .map(|&v| i64::from(v.clamp(0, 255)))
+                .collect();
+        }
+        run(last, &view.layers[last], &x, shape.classes())
+    }
+
+    /// A deep network's int8 file: every layer quantised, the version 2 header, predictions
+    /// equal to the plain reference, classes mostly those of f32.
+    #[test]
+    fn deep_networks_quantise_every_layer() {
+        let shape = Shape::new(I, &[24, 16, 12], O).unwrap();
+        let mut flat = vec![0.0f32; shape.parameters()];
+        Layers::split_mut(shape, &mut flat)
+            .unwrap()
+            .init_glorot(&mut XorShiftRng::seed_from_u64(8));
+        let net = Layers::split(shape, &flat).unwrap();
+        let (images, _) = synthetic(4, 200);
+        let mut cal = Calibration::new();
+        let (mut a, mut b, mut z) = ([0.0; 24], [0.0; 24], [0.0; O]);
+        for image in &images[..100] {
+            cal.observe_into(&net, image, [&mut a, &mut b], &mut z);
+        }
+        assert!(cal.hidden_max[..3].iter().all(|&m| m > 0.0), "{cal:?}");
+        let mut bytes = vec![0u8; encoded_len_of(shape).unwrap()];
+        assert_eq!(encode_layers(&net, &cal, 0, &mut bytes), Ok(bytes.len()));
+        let view = Int8View::parse(&bytes).unwrap();
+        assert_eq!((view.header().version, view.shape()), (2, shape));
+        let mut scratch = vec![0u32; view.scratch_words()];
+        let mut agree = 0;
+        for image in &images[100..] {
+            let mut logits = [0i32; O];
+            let class = view.predict(image, &mut scratch, &mut logits);
+            assert_eq!(logits.to_vec(), reference_int8(&view, image));
+            let mut f = [0.0f32; O];
+            let (mut a, mut b) = ([0.0; 24], [0.0; 24]);
+            Calibration::new().observe_into(&net, image, [&mut a, &mut b], &mut f);
+            agree += usize::from(class == argmax(&f));
+        }
+        assert!(agree >= 90, "int8 agrees with f32 on {agree}/100");
     }
 
     /// `bytes` copied to an address that is not 4-byte aligned.
@@ -1270,10 +1348,13 @@ mod tests {
         let (cal_images, _) = synthetic(2, 100);
         let bytes = int8_file(&model, &cal_images);
         let view = Int8View::parse(&bytes).unwrap();
-        assert!(matches!(view.hidden.words, WeightWords::Aligned(_)));
+        assert!(matches!(view.layers[0].words, WeightWords::Aligned(_)));
         let (shifted, off) = misaligned(&bytes);
         let unaligned_view = Int8View::parse(&shifted[off..off + bytes.len()]).unwrap();
-        assert!(matches!(unaligned_view.hidden.words, WeightWords::Bytes(_)));
+        assert!(matches!(
+            unaligned_view.layers[0].words,
+            WeightWords::Bytes(_)
+        ));
         let f32_bytes = f32_file(&model);
         let f32_view = F32View::parse(&f32_bytes).unwrap();
         let (images, labels) = synthetic(9, 400);

@@ -26,9 +26,9 @@ pub enum ExportFormat {
 /// Why a network cannot be exported.
 #[derive(thiserror::Error, Debug)]
 pub enum ExportError {
-    /// The int8 scheme has one hidden layer.
-    #[error("int8 export takes networks of one hidden layer; this model is {0}")]
-    Layers(picodense_core::Shape),
+    /// Layers too large for an int8 file.
+    #[error("the model {0} is too large for an int8 file")]
+    TooLarge(picodense_core::Shape),
     /// The int8 scheme quantises u8 pixels scaled by 1/255.
     #[error("int8 export takes image models (pixels / 255); this model's inputs are scaled by {0}")]
     Inputs(&'static str),
@@ -52,16 +52,18 @@ pub fn export(
         )),
         ExportFormat::Int8 => {
             let shape = network.shape;
-            let len = quant::encoded_len_of(shape).ok_or(ExportError::Layers(shape))?;
+            let len = quant::encoded_len_of(shape).ok_or(ExportError::TooLarge(shape))?;
             if network.meta.scaling != Scaling::Scale255 || !train.is_images() {
                 return Err(ExportError::Inputs(network.meta.scaling.name()));
             }
             let layers = network.layers();
             let mut calibration = Calibration::new();
-            let mut hidden = vec![0.0; shape.hidden()[0]];
+            let widest = shape.widest_hidden();
+            let (mut a, mut b) = (vec![0.0; widest], vec![0.0; widest]);
             let mut logits = vec![0.0; shape.classes()];
             for i in calibration_sample(train) {
-                calibration.observe_into(&layers, train.image(i), &mut hidden, &mut logits);
+                let scratch = [&mut a[..], &mut b[..]];
+                calibration.observe_into(&layers, train.image(i), scratch, &mut logits);
             }
             let mut bytes = vec![0u8; len];
             let dataset = dataset_byte(network.meta.dataset_kind());
@@ -95,12 +97,13 @@ pub fn evaluate_int8(
     threads: usize,
 ) -> Result<StepStats, FormatError> {
     let view = Int8View::parse(bytes)?;
-    let [inputs, _, outputs] = view.sizes();
-    if inputs != data.width || !data.is_images() {
+    let shape = view.shape();
+    let outputs = shape.classes();
+    if shape.inputs() != data.width || !data.is_images() {
         return Err(FormatError::ShapeMismatch {
-            file: view.header().shape,
-            expected: picodense_core::Shape::new(data.width, &view.sizes()[1..2], outputs)
-                .unwrap_or(view.header().shape),
+            file: shape,
+            expected: picodense_core::Shape::new(data.width, shape.hidden(), outputs)
+                .unwrap_or(shape),
         });
     }
     let threads = Threads::new(threads);

@@ -545,12 +545,10 @@ fn firmware_negative_control_is_caught() {
     assert!(run.stdout.contains("mismatches 1/100"), "{}", run.stdout);
 }
 
-/// A network for parts with little flash: 784-64-10, trained by the host's run-time-shaped
-/// trainer and quantised with the run-time encoder. Its int8 image fits in 64 KiB, and on
-/// netduinoplus2 (the firmware reads the sizes from the file) the predictions equal the host's
-/// bit for bit.
-#[test]
-fn firmware_int8_784_64_10_on_netduinoplus2_matches_host_bit_for_bit() {
+/// Networks for parts with little flash, trained by the host's run-time-shaped trainer and
+/// quantised with the run-time encoder: their int8 images fit in 64 KiB, and on netduinoplus2
+/// (the firmware reads the layers from the file) the predictions equal the host's bit for bit.
+fn small_int8_matches_host(hidden: &[usize]) {
     use picodense::model::ModelMeta;
     use picodense::train::{RunControl, TrainConfig, Trainer};
     use picodense_core::{Layers, Shape};
@@ -562,10 +560,10 @@ fn firmware_int8_784_64_10_on_netduinoplus2_matches_host_bit_for_bit() {
     let (train_data, test, _) = datasets();
     let config = TrainConfig {
         epochs: 3,
-        hidden: vec![64],
+        hidden: hidden.to_vec(),
         ..TrainConfig::default()
     };
-    let shape = Shape::new(INPUTS, &[64], OUTPUTS).unwrap();
+    let shape = Shape::new(INPUTS, hidden, OUTPUTS).unwrap();
     let mut trainer = Trainer::new(&config, shape, ModelMeta::default()).unwrap();
     let data = picodense::data::Dataset::from_images(
         INPUTS,
@@ -577,15 +575,16 @@ fn firmware_int8_784_64_10_on_netduinoplus2_matches_host_bit_for_bit() {
         .unwrap();
     let layers: Layers<&[f32]> = trainer.network.layers();
     let mut calibration = Calibration::new();
-    let (mut hidden, mut logits) = ([0.0f32; 64], [0.0f32; OUTPUTS]);
+    let widest = shape.widest_hidden();
+    let (mut a, mut b, mut logits) = (vec![0.0; widest], vec![0.0; widest], [0.0f32; OUTPUTS]);
     for image in &train_data.images[..500] {
-        calibration.observe_into(&layers, image, &mut hidden, &mut logits);
+        calibration.observe_into(&layers, image, [&mut a, &mut b], &mut logits);
     }
     let len = quant::encoded_len_of(shape).unwrap();
-    assert!(len <= 64 * 1024, "784-64-10 int8 is {len} bytes");
+    assert!(len <= 64 * 1024, "{shape} int8 is {len} bytes");
     let mut bytes = vec![0u8; len];
     quant::encode_layers(&layers, &calibration, 2, &mut bytes).unwrap();
-    let path = fx.dir.join("model-64-int8.pdn");
+    let path = fx.dir.join(format!("model-{shape}-int8.pdn"));
     fs::write(&path, &bytes).unwrap();
 
     let view = Int8View::parse(&bytes).unwrap();
@@ -603,4 +602,14 @@ fn firmware_int8_784_64_10_on_netduinoplus2_matches_host_bit_for_bit() {
         })
         .collect();
     check_matches(Board::Netduino, &path, &expected, true);
+}
+
+#[test]
+fn firmware_int8_784_64_10_on_netduinoplus2_matches_host_bit_for_bit() {
+    small_int8_matches_host(&[64]);
+}
+
+#[test]
+fn firmware_int8_784_64_32_10_on_netduinoplus2_matches_host_bit_for_bit() {
+    small_int8_matches_host(&[64, 32]);
 }

@@ -121,15 +121,10 @@ fn run() -> bool {
             return false;
         }
     };
-    let Some([inputs, hidden, outputs]) = view.header().sizes() else {
-        say!(
-            "model {} has more than one hidden layer: this firmware runs one",
-            view.header().shape
-        );
-        return false;
-    };
-    if inputs > MAX_INPUTS || hidden > MAX_HIDDEN || outputs > MAX_OUTPUTS || outputs == 0 {
-        say!("model {inputs}-{hidden}-{outputs} exceeds the firmware's buffers");
+    let shape = view.header().shape;
+    let (inputs, outputs) = (shape.inputs(), shape.classes());
+    if inputs > MAX_INPUTS || shape.widest_hidden() > MAX_HIDDEN || outputs > MAX_OUTPUTS {
+        say!("model {shape} exceeds the firmware's buffers");
         return false;
     }
     if !IMAGES.len().is_multiple_of(inputs + 1) {
@@ -147,7 +142,7 @@ fn run() -> bool {
     }
     let dtype = view.header().dtype;
     say!(
-        "picodense firmware: board {BOARD}, dtype {}, model {inputs}-{hidden}-{outputs}, {n} images",
+        "picodense firmware: board {BOARD}, dtype {}, model {shape}, {n} images",
         dtype.name()
     );
     let classify = match dtype {
@@ -211,8 +206,19 @@ impl Tally {
 
 fn classify_int8(view: &ModelView, pixels: &[u8], labels: &[u8]) -> Result<bool, FormatError> {
     let model = Int8View::new(view)?;
-    let [inputs, _, outputs] = model.sizes();
+    let (inputs, outputs) = (model.shape().inputs(), model.shape().classes());
+    // Inputs and activations; deeper networks need two activation buffers, which fit when
+    // their layers are narrower than the widest the firmware takes.
     let mut scratch = [0u32; scratch_words(MAX_INPUTS, MAX_HIDDEN)];
+    if model.scratch_words() > scratch.len() {
+        say!(
+            "model {} needs {} words of scratch, the firmware has {}",
+            model.shape(),
+            model.scratch_words(),
+            scratch.len()
+        );
+        return Ok(false);
+    }
     let mut logits = [0i32; MAX_OUTPUTS];
     let mut tally = Tally::new();
     for (i, (image, &label)) in pixels.chunks_exact(inputs).zip(labels).enumerate() {
