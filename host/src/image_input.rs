@@ -100,6 +100,15 @@ pub fn load(path: &Path, layout: Layout) -> Result<[u8; IMAGE_PIXELS], ImageInpu
     preprocess(&gray, layout).ok_or_else(|| ImageInputError::NoInk(path.to_owned()))
 }
 
+/// A picture for a model of `rows x cols` images other than the 28x28 digit layout: grey
+/// levels, the whole picture scaled to the model's size by area averaging (the data's own
+/// conventions, such as light ink on dark, are the picture's to follow).
+pub fn load_resized(path: &Path, rows: usize, cols: usize) -> Result<Vec<u8>, ImageInputError> {
+    let gray = read_gray(path)?;
+    let side = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    Ok(area_average(&gray, side(cols), side(rows)).into_raw())
+}
+
 /// The decoder limits: sides and the decoder's own allocations (the largest image it may
 /// legitimately hold, 16-bit RGBA at [`MAX_PIXELS`]).
 fn limits() -> Limits {

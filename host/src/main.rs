@@ -645,21 +645,25 @@ fn run_predict(args: cli::PredictArgs) -> Result<()> {
             .dataset_kind()
             .or(args.data.dataset)
             .unwrap_or(DatasetKind::Mnist);
-        if meta.image != Some([data::IMAGE_SIDE, data::IMAGE_SIDE]) {
-            bail!(
-                "{}: image files are prepared as 28x28 digits; this model takes {} inputs",
-                path.display(),
-                trainer.network.shape.inputs()
-            );
-        }
-        let pixels = image_input::load(path, image_input::Layout::of(kind))?;
+        let pixels = match meta.image {
+            // Digits and garments: prepared as MNIST and Fashion-MNIST were made.
+            Some([data::IMAGE_SIDE, data::IMAGE_SIDE]) => {
+                image_input::load(path, image_input::Layout::of(kind))?.to_vec()
+            }
+            Some([rows, cols]) => image_input::load_resized(path, rows, cols)?,
+            None => bail!(
+                "{}: the model was trained on features, not images: give --csv or --index",
+                path.display()
+            ),
+        };
+        let cols = meta.image.map_or(data::IMAGE_SIDE, |[_, c]| c);
         let p = trainer.image_probabilities(&pixels);
         if args.json {
             println!("{}", serde_json::to_string(&Prediction::new(p))?);
             return Ok(());
         }
         if args.show {
-            print!("{}", draw(&pixels, data::IMAGE_SIDE));
+            print!("{}", draw(&pixels, cols));
         }
         let top = top_k(&p, 3);
         println!("predicted: {}", class_label(top[0].0, &names));

@@ -146,6 +146,18 @@ fn a_deep_network_on_images_of_another_size() {
     assert!(inspected.contains("PDN version 2"), "{inspected}");
     assert!(inspected.contains("Model: 120-16-8-3"), "{inspected}");
 
+    // A picture of any size, scaled to the model's 12x10: a bright band across its middle
+    // third is class 1.
+    let picture = dir.path().join("band.png");
+    image::GrayImage::from_fn(50, 60, |_, y| {
+        image::Luma([if (20..40).contains(&y) { 230 } else { 10 }])
+    })
+    .save(&picture)
+    .unwrap();
+    let predicted = ok(&["predict", "--model", s(&model), s(&picture), "--json"]);
+    let value: serde_json::Value = serde_json::from_str(predicted.trim()).unwrap();
+    assert_eq!(value["class"], 1, "{predicted}");
+
     // Gone data: the message says what to pass.
     std::fs::rename(&data, dir.path().join("moved")).unwrap();
     let gone = fails(&["evaluate", "--model", s(&model)]);
@@ -296,4 +308,58 @@ fn version_1_model_files_still_load() {
     assert!(inspected.contains("PDN version 1"), "{inspected}");
     let evaluated = ok(&["evaluate", "--model", s(&model), "--data", s(&data)]);
     assert!(evaluated.contains("test accuracy: "), "{evaluated}");
+}
+
+/// A deep network stopped after its first epoch and resumed from the checkpoint ends with the
+/// bytes of an uninterrupted run.
+#[test]
+fn a_deep_network_resumes_to_the_same_bytes() {
+    use picodense::model::ModelMeta;
+    use picodense::train::{Event, Outcome, RunControl, TrainConfig, Trainer};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let (pixels, labels) = band_images(300, 5);
+    let data = picodense::data::Dataset::from_images(120, pixels, labels);
+    let config = TrainConfig {
+        epochs: 3,
+        batch_size: 32,
+        hidden: vec![16, 8],
+        ..TrainConfig::default()
+    };
+    let shape = picodense_core::Shape::new(120, &[16, 8], 3).unwrap();
+    let fresh = || Trainer::new(&config, shape, ModelMeta::default()).unwrap();
+    let mut whole = fresh();
+    whole
+        .fit(&config, &data, None, &RunControl::none(), &mut |_| {})
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("deep.ckpt");
+    let stop = AtomicBool::new(false);
+    let control = RunControl {
+        checkpoint: Some(ckpt.clone()),
+        stop: Some(&stop),
+        ..RunControl::none()
+    };
+    let outcome = fresh()
+        .fit(&config, &data, None, &control, &mut |event| {
+            if let Event::EpochEnd(_) = event {
+                stop.store(true, Ordering::Relaxed);
+            }
+        })
+        .unwrap();
+    assert!(
+        matches!(outcome, Outcome::Interrupted { .. }),
+        "{outcome:?}"
+    );
+    let (mut resumed, config) =
+        Trainer::resume(&ckpt, 1, picodense_core::Kernel::PORTABLE).unwrap();
+    assert_eq!(resumed.network.shape, shape);
+    resumed
+        .fit(&config, &data, None, &RunControl::none(), &mut |_| {})
+        .unwrap();
+    assert!(
+        resumed.to_bytes() == whole.to_bytes(),
+        "resumed run differs"
+    );
 }
