@@ -5,7 +5,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{Noise, bin, gzip, idx_labels, s, text};
+use common::{Noise, bin, fit_first_epoch, gzip, idx_labels, s, text};
 
 /// An IDX image file of `rows x cols` images.
 fn idx_images_of(rows: u32, cols: u32, pixels: &[u8]) -> Vec<u8> {
@@ -315,8 +315,7 @@ fn version_1_model_files_still_load() {
 #[test]
 fn a_deep_network_resumes_to_the_same_bytes() {
     use picodense::model::ModelMeta;
-    use picodense::train::{Event, Outcome, RunControl, TrainConfig, Trainer};
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use picodense::train::{RunControl, TrainConfig, Trainer};
 
     let (pixels, labels) = band_images(300, 5);
     let data = picodense::data::Dataset::from_images(120, pixels, labels);
@@ -335,23 +334,7 @@ fn a_deep_network_resumes_to_the_same_bytes() {
 
     let dir = tempfile::tempdir().unwrap();
     let ckpt = dir.path().join("deep.ckpt");
-    let stop = AtomicBool::new(false);
-    let control = RunControl {
-        checkpoint: Some(ckpt.clone()),
-        stop: Some(&stop),
-        ..RunControl::none()
-    };
-    let outcome = fresh()
-        .fit(&config, &data, None, &control, &mut |event| {
-            if let Event::EpochEnd(_) = event {
-                stop.store(true, Ordering::Relaxed);
-            }
-        })
-        .unwrap();
-    assert!(
-        matches!(outcome, Outcome::Interrupted { .. }),
-        "{outcome:?}"
-    );
+    fit_first_epoch(&mut fresh(), &config, &data, &ckpt);
     let (mut resumed, config) =
         Trainer::resume(&ckpt, 1, picodense_core::Kernel::PORTABLE).unwrap();
     assert_eq!(resumed.network.shape, shape);

@@ -105,3 +105,33 @@ pub fn write_dataset(
     write("t10k-labels-idx1-ubyte", idx_labels(&test.1));
     data
 }
+
+/// Trains `trainer` on `data` with checkpoints to `ckpt` and stops it when its first epoch
+/// ends; asserts that it stopped there.
+pub fn fit_first_epoch(
+    trainer: &mut picodense::train::Trainer,
+    config: &picodense::train::TrainConfig,
+    data: &picodense::data::Dataset,
+    ckpt: &Path,
+) {
+    use picodense::train::{Event, Outcome, RunControl};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let stop = AtomicBool::new(false);
+    let control = RunControl {
+        checkpoint: Some(ckpt.to_owned()),
+        stop: Some(&stop),
+        ..RunControl::none()
+    };
+    let outcome = trainer
+        .fit(config, data, None, &control, &mut |event| {
+            if let Event::EpochEnd(_) = event {
+                stop.store(true, Ordering::Relaxed);
+            }
+        })
+        .unwrap();
+    assert!(
+        matches!(outcome, Outcome::Interrupted { .. }),
+        "{outcome:?}"
+    );
+}
