@@ -1,6 +1,7 @@
 """Train the Keras example (or a numpy version of it) on an IDX dataset; print one JSON line.
 
-Usage: compare.py keras|numpy DATA_DIR EPOCHS BATCH_SIZE SEED [HIDDEN]
+Usage: compare.py keras|keras-jax|numpy DATA_DIR EPOCHS BATCH_SIZE SEED [HIDDEN]
+keras runs Keras 3 on TensorFlow, keras-jax on JAX (the same model code, another backend).
 HIDDEN is the hidden layers' widths, comma-separated (default 512). The model, optimizer, loss,
 batch size and data scaling are those of `picodense train`: inputs and classes come from the
 files.
@@ -127,7 +128,10 @@ def main():
     mode, data_dir, epochs, batch, seed = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
     hidden = [int(w) for w in (sys.argv[6] if len(sys.argv) > 6 else "512").split(",")]
     x, y, xt, yt = load(data_dir)
-    run = {"keras": run_keras, "numpy": run_numpy}[mode]
+    if mode == "keras-jax":
+        # Keras reads its backend once, at import.
+        os.environ["KERAS_BACKEND"] = "jax"
+    run = {"keras": run_keras, "keras-jax": run_keras, "numpy": run_numpy}[mode]
     fit, loss, accuracy, losses = run(x, y, xt, yt, epochs, batch, seed, hidden)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({

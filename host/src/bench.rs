@@ -59,20 +59,21 @@ pub enum BenchError {
 
 const SCRIPT: &str = include_str!("../scripts/compare.py");
 
-/// The Python environment with TensorFlow and numpy: `$PICODENSE_VENV`, or a venv in the user
-/// cache, created (`python3 -m venv`, `pip install tensorflow-cpu numpy`) when missing.
+/// The Python environment with TensorFlow, JAX and numpy: `$PICODENSE_VENV`, or a venv in the
+/// user cache, created (`python3 -m venv`, `pip install tensorflow-cpu jax[cpu] numpy`) when
+/// missing.
 pub fn python_env(cache: &Path) -> Result<PathBuf, BenchError> {
     let venv = std::env::var_os("PICODENSE_VENV").map_or_else(|| cache.join("venv"), PathBuf::from);
     let python = venv.join("bin").join("python");
     let ready = Command::new(&python)
-        .args(["-c", "import tensorflow, numpy"])
+        .args(["-c", "import tensorflow, jax, numpy"])
         .output()
         .is_ok_and(|o| o.status.success());
     if ready {
         return Ok(python);
     }
     eprintln!(
-        "creating {} with tensorflow-cpu and numpy (a few minutes, once)",
+        "creating {} with tensorflow-cpu, jax and numpy (a few minutes, once)",
         venv.display()
     );
     run_checked(
@@ -80,8 +81,16 @@ pub fn python_env(cache: &Path) -> Result<PathBuf, BenchError> {
         "python3 -m venv",
     )?;
     run_checked(
-        Command::new(&python).args(["-m", "pip", "install", "-q", "tensorflow-cpu", "numpy"]),
-        "pip install tensorflow-cpu numpy",
+        Command::new(&python).args([
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "tensorflow-cpu",
+            "jax[cpu]",
+            "numpy",
+        ]),
+        "pip install tensorflow-cpu jax[cpu] numpy",
     )?;
     Ok(python)
 }
@@ -100,7 +109,7 @@ fn run_checked(cmd: &mut Command, what: &str) -> Result<String, BenchError> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Trains `mode` ("keras" or "numpy") with `hidden` layers on the IDX files in `data` and
+/// Trains `mode` ("keras", "keras-jax" or "numpy") with `hidden` layers on the IDX files in `data` and
 /// returns its report.
 pub fn run_reference(
     python: &Path,

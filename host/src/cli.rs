@@ -31,7 +31,7 @@ pub enum Command {
     },
     /// Write a flash image for a microcontroller: f32, or int8 quantised on training images.
     Export(ExportArgs),
-    /// Time training, and with --compare the same model in Keras and numpy on the same data.
+    /// Time training, and with --compare the same model in Keras (TensorFlow, JAX) and numpy.
     Bench(BenchArgs),
     /// Fetch a dataset into the user cache, checking its published checksums.
     Download {
@@ -219,8 +219,9 @@ pub struct BenchArgs {
     /// Seed of the initial weights and the shuffles.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Also train the identical Keras model and a numpy version (creates a Python venv with
-    /// tensorflow-cpu and numpy in the user cache when missing; $PICODENSE_VENV overrides).
+    /// Also train the identical Keras model (TensorFlow and JAX backends) and a numpy version
+    /// (creates a Python venv with tensorflow-cpu, jax and numpy in the user cache when missing;
+    /// $PICODENSE_VENV overrides).
     #[arg(long)]
     pub compare: bool,
     /// Rounds to run (with --compare, each round runs all three in turn); the table gives
@@ -237,7 +238,7 @@ pub struct ExportArgs {
     /// Storage of the exported weights.
     #[arg(long, value_enum)]
     pub format: picodense::export::ExportFormat,
-    /// Where to write the image.
+    /// Where to write the image; a name ending in `.h` gets a C header holding it.
     #[arg(long)]
     pub out: PathBuf,
     /// Training images calibrate int8; test images measure both models' accuracy.

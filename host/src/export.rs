@@ -74,6 +74,47 @@ pub fn export(
     }
 }
 
+/// `bytes` (an exported model of `shape`) as a C header: the bytes as `const unsigned char
+/// picodense_model[]`, 16-byte aligned (the zero-copy views read sections as words), their
+/// length, and each layer width as a macro, behind an include guard.
+pub fn c_header(bytes: &[u8], shape: picodense_core::Shape, dtype: &str) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(bytes.len() * 6 + 1024);
+    let widths = shape.widths();
+    let _ = write!(
+        out,
+        "/* picodense model {shape} ({dtype}), {} bytes: a .pdn file for picodense-core's views. */\n\
+         #ifndef PICODENSE_MODEL_H\n#define PICODENSE_MODEL_H\n\n\
+         #define PICODENSE_MODEL_INPUTS {}\n#define PICODENSE_MODEL_CLASSES {}\n\
+         #define PICODENSE_MODEL_HIDDEN_LAYERS {}\n",
+        bytes.len(),
+        shape.inputs(),
+        shape.classes(),
+        widths.len() - 2
+    );
+    for (l, w) in shape.hidden().iter().enumerate() {
+        let _ = writeln!(out, "#define PICODENSE_MODEL_HIDDEN_{} {w}", l + 1);
+    }
+    let _ = write!(
+        out,
+        "\n#define PICODENSE_MODEL_LEN {}u\n\n\
+         static const unsigned int picodense_model_len = {}u;\n\
+         static const unsigned char picodense_model[{}] __attribute__((aligned(16))) = {{\n",
+        bytes.len(),
+        bytes.len(),
+        bytes.len()
+    );
+    for line in bytes.chunks(16) {
+        out.push_str("   ");
+        for b in line {
+            let _ = write!(out, " 0x{b:02x},");
+        }
+        out.push('\n');
+    }
+    out.push_str("};\n\n#endif /* PICODENSE_MODEL_H */\n");
+    out
+}
+
 /// Up to [`CALIBRATION_IMAGES`] training images' indices, drawn without replacement by a
 /// fixed seed.
 fn calibration_sample(train: &Dataset) -> Vec<usize> {

@@ -829,7 +829,7 @@ fn run_bench(args: cli::BenchArgs) -> Result<()> {
         None
     };
     let modes: &[&str] = if args.compare {
-        &["keras", "numpy"]
+        &["keras", "keras-jax", "numpy"]
     } else {
         &[]
     };
@@ -882,6 +882,7 @@ fn run_bench(args: cli::BenchArgs) -> Result<()> {
     // The process's peak: the largest of all its rounds.
     let peak_rss = bench::peak_rss_mib().unwrap_or(f64::NAN);
     let ours = print_median(&totals, "picodense", &ours);
+    let mut fastest_keras: Option<(&str, f64)> = None;
     for (mode, runs) in modes.iter().zip(&references) {
         let theirs = print_median(&totals, mode, runs);
         println!(
@@ -890,8 +891,34 @@ fn run_bench(args: cli::BenchArgs) -> Result<()> {
             theirs.fit_seconds / ours.fit_seconds,
             theirs.peak_rss_mb / peak_rss
         );
+        if mode.starts_with("keras") && fastest_keras.is_none_or(|(_, s)| theirs.fit_seconds < s) {
+            fastest_keras = Some((mode, theirs.fit_seconds));
+        }
+    }
+    if let Some((mode, seconds)) = fastest_keras {
+        println!(
+            "fastest Keras backend here: {mode} ({seconds:.2} s); picodense ({}, {} thread{}) \
+             is {:.1}x faster on {}",
+            kernel.name(),
+            threads,
+            if threads == 1 { "" } else { "s" },
+            seconds / ours.fit_seconds,
+            cpu_name()
+        );
     }
     Ok(())
+}
+
+/// The CPU's model name, as the OS reports it.
+fn cpu_name() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("model name")?.split_once(':'))
+                .map(|(_, name)| name.trim().to_string())
+        })
+        .unwrap_or_else(|| "this CPU".into())
 }
 
 /// Work of one timed `fit`, for the rates of the bench table.
@@ -938,19 +965,28 @@ fn run_export(args: cli::ExportArgs) -> Result<()> {
     let loaded = load_data(&args.data, Some(&network.meta), false)?;
     let splits = &loaded.splits;
     check_fits(&args.model, &network, splits)?;
+    let shape = network.shape;
     let bytes = export::export(&network, args.format, &splits.train)?;
-    train::write_atomic(&args.out, &bytes)?;
+    let dtype = match args.format {
+        export::ExportFormat::F32 => "f32",
+        export::ExportFormat::Int8 => "int8",
+    };
+    let as_header = args.out.extension().is_some_and(|e| e == "h");
+    match as_header {
+        true => {
+            let text = export::c_header(&bytes, shape, dtype);
+            train::write_atomic(&args.out, text.as_bytes())?;
+        }
+        false => train::write_atomic(&args.out, &bytes)?,
+    }
     let threads = default_threads();
     let f32_stats = Trainer::with_network(network, threads, select_kernel(KernelChoice::Auto)?)
         .evaluate(&splits.test);
     println!(
-        "wrote {} ({} bytes, {})",
+        "wrote {} ({} bytes, {dtype}{})",
         args.out.display(),
         bytes.len(),
-        match args.format {
-            export::ExportFormat::F32 => "f32",
-            export::ExportFormat::Int8 => "int8",
-        }
+        if as_header { ", as a C header" } else { "" }
     );
     println!("f32 test accuracy:  {:.4}", f32_stats.accuracy());
     if args.format == export::ExportFormat::Int8 {

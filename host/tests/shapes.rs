@@ -346,3 +346,91 @@ fn a_deep_network_resumes_to_the_same_bytes() {
         "resumed run differs"
     );
 }
+
+/// `export --out NAME.h` writes the exported bytes as an aligned C array with the layer sizes
+/// as macros: the array's bytes are the binary export's, and a C compiler takes the header.
+#[test]
+fn c_header_holds_the_binary_export() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = small_images(dir.path());
+    let model = dir.path().join("deep.pdn");
+    ok(&[
+        "train",
+        "--data",
+        s(&data),
+        "--hidden",
+        "16,8",
+        "--epochs",
+        "2",
+        "--quiet",
+        "--save",
+        s(&model),
+    ]);
+    for format in ["int8", "f32"] {
+        let binary = dir.path().join(format!("m-{format}.pdn"));
+        let header = dir.path().join(format!("m-{format}.h"));
+        for out in [&binary, &header] {
+            ok(&[
+                "export",
+                "--model",
+                s(&model),
+                "--format",
+                format,
+                "--out",
+                s(out),
+            ]);
+        }
+        let bytes = std::fs::read(&binary).unwrap();
+        let text = std::fs::read_to_string(&header).unwrap();
+        let array = &text[text.find("= {").unwrap()..text.find("};").unwrap()];
+        let parsed: Vec<u8> = array
+            .split(|c: char| c == ',' || c.is_whitespace() || c == '{' || c == '=')
+            .filter_map(|t| t.strip_prefix("0x"))
+            .map(|h| u8::from_str_radix(h, 16).unwrap())
+            .collect();
+        assert!(
+            parsed == bytes,
+            "{format}: the array differs from the export"
+        );
+        for line in [
+            "#define PICODENSE_MODEL_INPUTS 120",
+            "#define PICODENSE_MODEL_CLASSES 3",
+            "#define PICODENSE_MODEL_HIDDEN_LAYERS 2",
+            "#define PICODENSE_MODEL_HIDDEN_1 16",
+            "#define PICODENSE_MODEL_HIDDEN_2 8",
+            &format!("#define PICODENSE_MODEL_LEN {}u", bytes.len()),
+            "__attribute__((aligned(16)))",
+            "#ifndef PICODENSE_MODEL_H",
+        ] {
+            assert!(text.contains(line), "{format}: no {line:?}");
+        }
+        // The header compiles, and the array is as long and as aligned as it says.
+        let main = dir.path().join("main.c");
+        std::fs::write(
+            &main,
+            format!(
+                "#include \"{}\"\nint main(void) {{ return sizeof picodense_model == \
+                 picodense_model_len && (unsigned long)picodense_model % 16 == 0 ? 0 : 1; }}\n",
+                s(&header)
+            ),
+        )
+        .unwrap();
+        let exe = dir.path().join("check");
+        match std::process::Command::new("cc")
+            .arg(&main)
+            .arg("-o")
+            .arg(&exe)
+            .output()
+        {
+            Ok(built) => {
+                assert!(
+                    built.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&built.stderr)
+                );
+                assert!(std::process::Command::new(&exe).status().unwrap().success());
+            }
+            Err(e) => eprintln!("skipped compiling the header: no C compiler ({e})"),
+        }
+    }
+}
