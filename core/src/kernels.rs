@@ -31,7 +31,7 @@
 use core::cell::UnsafeCell;
 use core::marker::PhantomData;
 use core::ops::Range;
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 mod detect;
 pub(crate) mod pairs;
@@ -527,7 +527,7 @@ pub fn gemm_parallel_beside<P: Parallel>(
     };
     if let Some(claims) = claims {
         // Jobs claim units of columns (or rows) one at a time (see `Units`).
-        let counter = AtomicUsize::new(0);
+        let counter = Counter::new();
         let job = |_: usize, scratch: &mut Scratch| {
             beside.run(scratch);
             let cols = Columns {
@@ -563,23 +563,47 @@ pub fn gemm_parallel_beside<P: Parallel>(
 /// A job that runs once, on whichever thread asks first.
 struct Once<F> {
     job: UnsafeCell<Option<F>>,
-    taken: AtomicBool,
+    taken: Counter,
 }
 
-// SAFETY: only the thread that flips `taken` touches `job`, and it may move `F` there.
+/// Numbers that jobs take in turn, each number once: how jobs claim work. Where the target has
+/// no atomic read-modify-write (Cortex-M0), a load then a store: right for a [`Parallel`] that
+/// runs its jobs one after another, as [`Serial`] does.
+pub(crate) struct Counter(AtomicUsize);
+
+impl Counter {
+    pub(crate) const fn new() -> Self {
+        Self(AtomicUsize::new(0))
+    }
+
+    /// The next number, from 0.
+    #[inline(always)]
+    pub(crate) fn next(&self) -> usize {
+        #[cfg(target_has_atomic = "ptr")]
+        return self.0.fetch_add(1, Ordering::AcqRel);
+        #[cfg(not(target_has_atomic = "ptr"))]
+        {
+            let n = self.0.load(Ordering::Acquire);
+            self.0.store(n + 1, Ordering::Release);
+            n
+        }
+    }
+}
+
+// SAFETY: only the thread that takes number 0 of `taken` touches `job`, and it may move `F` there.
 unsafe impl<F: Send> Sync for Once<F> {}
 
 impl<F: FnOnce(&mut Scratch)> Once<F> {
     fn new(job: F) -> Self {
         Self {
             job: UnsafeCell::new(Some(job)),
-            taken: AtomicBool::new(false),
+            taken: Counter::new(),
         }
     }
 
     fn run(&self, scratch: &mut Scratch) {
-        if !self.taken.swap(true, Ordering::Acquire) {
-            // SAFETY: the swap above returned false to this thread alone.
+        if self.taken.next() == 0 {
+            // SAFETY: the counter above gave 0 to this thread alone.
             if let Some(job) = unsafe { (*self.job.get()).take() } {
                 job(scratch);
             }
@@ -1346,7 +1370,7 @@ fn blocked<M: Tiles<NR>, const MR: usize, const NR: usize>(
 /// with row claims, its range for each unit of rows it claims.
 struct Columns<'a> {
     range: Range<usize>,
-    claims: Option<(Claims, &'a AtomicUsize)>,
+    claims: Option<(Claims, &'a Counter)>,
 }
 
 /// What the jobs of a product claim, one unit at a time, from a counter they share.
@@ -1380,7 +1404,7 @@ enum Units<'a> {
     /// are left: a job that the OS holds up takes fewer. Columns record each in `claimed`, for
     /// the later K blocks to replay.
     Claim {
-        counter: &'a AtomicUsize,
+        counter: &'a Counter,
         end: usize,
         size: usize,
         claimed: Option<&'a mut u64>,
@@ -1392,7 +1416,7 @@ enum Units<'a> {
 
 impl<'a> Units<'a> {
     /// Units of [`UNIT_HEIGHT`] rows of `0..end`, claimed from `counter`.
-    fn claim_rows(counter: &'a AtomicUsize, end: usize) -> Self {
+    fn claim_rows(counter: &'a Counter, end: usize) -> Self {
         Units::Claim {
             counter,
             end,
@@ -1419,7 +1443,7 @@ impl Iterator for Units<'_> {
                 size,
                 claimed,
             } => {
-                let unit = counter.fetch_add(1, Ordering::Relaxed);
+                let unit = counter.next();
                 let start = unit.saturating_mul(*size);
                 if let Some(claimed) = claimed.as_deref_mut().filter(|_| start < *end) {
                     *claimed |= 1 << unit;

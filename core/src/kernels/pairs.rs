@@ -20,8 +20,8 @@
 //! time (C's rows lie 2 KB apart: a tile's 48 rows written straight to C would fall into two
 //! sets of the L1 cache).
 
+use super::Counter;
 use core::ops::Range;
-use core::sync::atomic::{AtomicUsize, Ordering};
 
 #[cfg(target_arch = "aarch64")]
 use super::Variant;
@@ -168,13 +168,11 @@ pub(crate) fn weight_gradient<P: Parallel>(
         _c: core::marker::PhantomData,
     };
     let (pairs, masks) = (&*pairs, &*masks);
-    let counter = AtomicUsize::new(0);
+    let counter = Counter::new();
     let job = |_: usize, scratch: &mut Scratch| {
         beside.run(scratch);
         loop {
-            let start = counter
-                .fetch_add(1, Ordering::Relaxed)
-                .saturating_mul(BLOCK);
+            let start = counter.next().saturating_mul(BLOCK);
             if start >= k {
                 break;
             }
