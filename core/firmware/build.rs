@@ -17,12 +17,14 @@ const INPUTS: [(&str, &str); 3] = [
 
 fn main() {
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
-    let an386 = env::var_os("CARGO_FEATURE_BOARD_AN386").is_some();
-    let netduino = env::var_os("CARGO_FEATURE_BOARD_NETDUINO").is_some();
-    let memory = match (an386, netduino) {
-        (true, false) => "memory-an386.x",
-        (false, true) => "memory-netduino.x",
-        _ => panic!("select exactly one board: --features board-an386 or board-netduino"),
+    let board = |name: &str| env::var_os(format!("CARGO_FEATURE_BOARD_{name}")).is_some();
+    let memory = match (board("AN386"), board("NETDUINO"), board("MICROBIT")) {
+        (true, false, false) => "memory-an386.x",
+        (false, true, false) => "memory-netduino.x",
+        (false, false, true) => "memory-microbit.x",
+        _ => panic!(
+            "select exactly one board: --features board-an386, board-netduino or board-microbit"
+        ),
     };
     fs::copy(memory, out.join("memory.x")).expect("copy memory.x");
     println!("cargo:rustc-link-search={}", out.display());

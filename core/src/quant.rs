@@ -723,6 +723,7 @@ impl<'a> Int8View<'a> {
 /// A hidden layer: requantise to the activation's int8 range; the lower clamp at the zero
 /// point is the ReLU. Activations are kept as `q - zero_point` in 0..=255 and packed like the
 /// pixels: units 4g..4g+3 in words 2g (units 4g, 4g+2) and 2g+1 (4g+1, 4g+3).
+#[inline(always)]
 fn requantise(layer: &Int8Layer, x: &[u32], h: &mut [u32]) {
     let (packed, _) = h.as_chunks_mut::<2>();
     let written = layer.layout.units.div_ceil(4);

@@ -254,18 +254,18 @@ fn fixture() -> &'static Fixture {
 /// Returns false (skip, with the reason printed) when QEMU or the target is missing; fails
 /// instead when PICODENSE_REQUIRE_QEMU=1, so CI cannot pass by skipping.
 fn tools_present() -> bool {
+    tools_present_for("thumbv7em-none-eabihf")
+}
+
+/// [`tools_present`] for the Rust target `triple`.
+fn tools_present_for(triple: &str) -> bool {
     let qemu = Command::new("qemu-system-arm")
         .arg("--version")
         .stdout(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
     let target = Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
-        .args([
-            "--print",
-            "target-libdir",
-            "--target",
-            "thumbv7em-none-eabihf",
-        ])
+        .args(["--print", "target-libdir", "--target", triple])
         .output()
         .ok()
         .filter(|o| o.status.success())
@@ -274,11 +274,11 @@ fn tools_present() -> bool {
         return true;
     }
     let missing = match (qemu, target) {
-        (false, false) => "qemu-system-arm and the thumbv7em-none-eabihf target",
-        (false, true) => "qemu-system-arm",
-        _ => "the thumbv7em-none-eabihf target",
+        (false, false) => format!("qemu-system-arm and the {triple} target"),
+        (false, true) => "qemu-system-arm".into(),
+        _ => format!("the {triple} target"),
     };
-    let install = "apt-get install qemu-system-arm; rustup target add thumbv7em-none-eabihf";
+    let install = format!("apt-get install qemu-system-arm; rustup target add {triple}");
     assert!(
         std::env::var_os("PICODENSE_REQUIRE_QEMU").is_none_or(|v| v != "1"),
         "PICODENSE_REQUIRE_QEMU=1 but {missing} is missing ({install})"
@@ -291,13 +291,24 @@ fn tools_present() -> bool {
 enum Board {
     An386,
     Netduino,
+    /// BBC micro:bit: a Cortex-M0 (thumbv6m, no DSP instructions).
+    Microbit,
 }
 
 impl Board {
+    /// The Rust target of the board's CPU.
+    fn target(self) -> &'static str {
+        match self {
+            Board::Microbit => "thumbv6m-none-eabi",
+            _ => "thumbv7em-none-eabihf",
+        }
+    }
+
     fn feature(self) -> &'static str {
         match self {
             Board::An386 => "board-an386",
             Board::Netduino => "board-netduino",
+            Board::Microbit => "board-microbit",
         }
     }
 
@@ -305,6 +316,7 @@ impl Board {
         match self {
             Board::An386 => &["-cpu", "cortex-m4", "-machine", "mps2-an386"],
             Board::Netduino => &["-machine", "netduinoplus2"],
+            Board::Microbit => &["-machine", "microbit"],
         }
     }
 }
@@ -332,11 +344,16 @@ fn build(board: Board, model: &Path, expected: &[Prediction], extra_features: &[
     let firmware = Path::new(env!("CARGO_MANIFEST_DIR")).join("../core/firmware");
     let target_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("firmware-target");
     let mut features = vec![board.feature()];
+    // The default `dsp` kernel needs a Cortex-M4's DSP instructions.
+    if !matches!(board, Board::Microbit) {
+        features.push("dsp");
+    }
     features.extend_from_slice(extra_features);
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&firmware)
-        .args(["build", "--release", "--target", "thumbv7em-none-eabihf"])
+        .args(["build", "--release", "--target", board.target()])
+        .arg("--no-default-features")
         .arg("--features")
         .arg(features.join(","))
         .arg("--target-dir")
@@ -363,7 +380,9 @@ fn build(board: Board, model: &Path, expected: &[Prediction], extra_features: &[
         String::from_utf8_lossy(&out.stderr)
     );
     eprintln!("built firmware {name} in {:.1?}", start.elapsed());
-    let elf = target_dir.join("thumbv7em-none-eabihf/release/picodense-firmware");
+    let elf = target_dir
+        .join(board.target())
+        .join("release/picodense-firmware");
     let copy = fx.dir.join(format!("{name}.elf"));
     fs::copy(elf, &copy).unwrap();
     copy
@@ -548,12 +567,12 @@ fn firmware_negative_control_is_caught() {
 /// Networks for parts with little flash, trained by the host's run-time-shaped trainer and
 /// quantised with the run-time encoder: their int8 images fit in 64 KiB, and on netduinoplus2
 /// (the firmware reads the layers from the file) the predictions equal the host's bit for bit.
-fn small_int8_matches_host(hidden: &[usize]) {
+fn small_int8_matches_host(board: Board, hidden: &[usize]) {
     use picodense::model::ModelMeta;
     use picodense::train::{RunControl, TrainConfig, Trainer};
     use picodense_core::{Layers, Shape};
 
-    if !tools_present() {
+    if !tools_present_for(board.target()) {
         return;
     }
     let fx = fixture();
@@ -601,15 +620,23 @@ fn small_int8_matches_host(hidden: &[usize]) {
             }
         })
         .collect();
-    check_matches(Board::Netduino, &path, &expected, true);
+    check_matches(board, &path, &expected, true);
 }
 
 #[test]
 fn firmware_int8_784_64_10_on_netduinoplus2_matches_host_bit_for_bit() {
-    small_int8_matches_host(&[64]);
+    small_int8_matches_host(Board::Netduino, &[64]);
 }
 
 #[test]
 fn firmware_int8_784_64_32_10_on_netduinoplus2_matches_host_bit_for_bit() {
-    small_int8_matches_host(&[64, 32]);
+    small_int8_matches_host(Board::Netduino, &[64, 32]);
+}
+
+/// A Cortex-M0 (micro:bit: 256 KiB flash, 16 KiB RAM, no DSP instructions, no atomic
+/// read-modify-write) runs the 784-64-10 int8 model with the portable kernel, bit for bit as the
+/// host.
+#[test]
+fn firmware_int8_784_64_10_on_microbit_cortex_m0_matches_host_bit_for_bit() {
+    small_int8_matches_host(Board::Microbit, &[64]);
 }

@@ -25,6 +25,8 @@ static EXPECTED: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/expected.bin"
 
 const BOARD: &str = if cfg!(feature = "board-netduino") {
     "netduinoplus2"
+} else if cfg!(feature = "board-microbit") {
+    "microbit"
 } else {
     "mps2-an386"
 };

@@ -30,7 +30,8 @@ images=$(qemu | awk '/^img / {n++} END {print n + 0}')
 qemu | grep -E '^(picodense|accuracy|mismatches|stack|result)'
 
 # Instructions inside one function's address range, summed over every image, per image.
-for sym in picodense_firmware::infer_int8 picodense_firmware::infer_f32 \
+for sym in picodense_firmware::infer_int8 picodense_core::quant::Int8View::predict \
+    picodense_firmware::infer_f32 \
     picodense_core::quant::dense_f32; do
     read -r addr size < <(arm-none-eabi-nm -S -C "$elf" | awk -v s="$sym" '$4 == s {print $1, $2}') || continue
     lo=$((16#$addr))
