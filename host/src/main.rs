@@ -257,10 +257,24 @@ fn guess_kind(path: &std::path::Path) -> Option<DatasetKind> {
     }
 }
 
+/// `--threads` may ask for at most this many threads a core.
+const MAX_THREADS_PER_CORE: usize = 4;
+
 fn compute_settings(args: &ComputeArgs) -> Result<(usize, picodense_core::Kernel)> {
     let threads = args.threads.unwrap_or_else(default_threads);
     if threads == 0 {
         bail!("--threads must be at least 1");
+    }
+    // More threads than cores only wait on each other; past a few per core each one's stack
+    // and scratch cost memory for nothing, and a huge count cannot even be allocated.
+    let cores = default_threads();
+    let most = cores.saturating_mul(MAX_THREADS_PER_CORE);
+    if threads > most {
+        bail!(
+            "--threads {threads} is too many: this machine has {cores} core{}, at most {most} \
+             threads ({MAX_THREADS_PER_CORE} a core) are allowed",
+            if cores == 1 { "" } else { "s" }
+        );
     }
     let kernel = select_kernel(args.kernel)?;
     Ok((threads, kernel))
@@ -366,7 +380,17 @@ fn run_train(args: cli::TrainArgs) -> Result<ExitCode> {
     let validation = if args.validation_split > 0.0 {
         // Keras keeps the first ceil(n * (1 - split)) rows for training.
         let keep = (splits.train.len() as f64 * (1.0 - args.validation_split)).ceil() as usize;
-        Some(splits.train.split_off_end(splits.train.len() - keep))
+        let held = splits.train.len() - keep;
+        if held == 0 {
+            bail!(
+                "--validation-split {} holds out 0 of the {} training rows: give a larger split \
+                 (at least {}), or none",
+                args.validation_split,
+                splits.train.len(),
+                1.0 / splits.train.len() as f64
+            );
+        }
+        Some(splits.train.split_off_end(held))
     } else {
         None
     };
@@ -504,8 +528,7 @@ fn file_meta(path: &std::path::Path, bytes: &[u8]) -> Option<ModelMeta> {
 
 fn run_evaluate(args: cli::EvaluateArgs) -> Result<()> {
     let (threads, kernel) = compute_settings(&args.compute)?;
-    let bytes = std::fs::read(&args.model)
-        .with_context(|| format!("{}: cannot read", args.model.display()))?;
+    let bytes = picodense::model::read_model_file(&args.model)?;
     let dtype = export::file_dtype(&args.model, &bytes)?;
     let model_meta = file_meta(&args.model, &bytes);
     let loaded = load_data(&args.data, model_meta.as_ref(), args.json)?;
@@ -733,10 +756,17 @@ fn draw(pixels: &[u8], cols: usize) -> String {
 }
 
 fn run_inspect(path: &std::path::Path) -> Result<()> {
-    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let bytes = picodense::model::read_model_file(path)?;
     let view = ModelView::parse(&bytes)
         .with_context(|| format!("{}: checksum or format check failed", path.display()))?;
     let h = view.header();
+    // "checksum: ok" must not vouch for a file every command refuses.
+    if h.dtype == Dtype::F32 {
+        picodense::model::network_from_bytes(path, &bytes)?;
+        if h.has_extra {
+            Trainer::resume(path, 1, picodense_core::Kernel::PORTABLE)?;
+        }
+    }
     let meta = file_meta(path, &bytes).unwrap_or_default();
     println!("file:          {} ({} bytes)", path.display(), bytes.len());
     println!("format:        PDN version {}", h.version);

@@ -1,0 +1,422 @@
+//! Hostile runs, end to end: arguments, empty sets, files that are not files, models that hold
+//! no usable numbers, outputs aimed at inputs, closed pipes and full disks on stdout. Each test
+//! runs the `picodense` binary and checks the exit status, the message, that nothing panics, and
+//! that files the run was not meant to change are unchanged (docs/hostile-inputs.md).
+
+mod common;
+use common::*;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use picodense::model::{Network, encode_file, load_network};
+use picodense_core::Layers;
+use picodense_core::format::{ModelView, Sections};
+
+/// A dataset folder of 200 training and 50 test images (IDX, training files gzipped).
+fn dataset(dir: &Path) -> PathBuf {
+    write_dataset(dir, "data", block_images(200, 1), block_images(50, 2))
+}
+
+/// A model and a checkpoint of one epoch on [`dataset`], made once and shared: (data folder
+/// kept alive, model bytes, checkpoint bytes).
+fn good_files() -> &'static (tempfile::TempDir, Vec<u8>, Vec<u8>) {
+    static FILES: OnceLock<(tempfile::TempDir, Vec<u8>, Vec<u8>)> = OnceLock::new();
+    FILES.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dataset(dir.path());
+        let (model, ckpt) = (dir.path().join("m.pdn"), dir.path().join("c.pdn"));
+        let out = bin()
+            .args(["train", "--data", s(&data), "--epochs", "1", "--quiet"])
+            .args(["--save", s(&model), "--checkpoint", s(&ckpt)])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        let (m, c) = (std::fs::read(model).unwrap(), std::fs::read(ckpt).unwrap());
+        (dir, m, c)
+    })
+}
+
+/// Asserts a clean failure (exit 1, no panic, no signal) whose output holds every needle;
+/// returns the output.
+fn assert_fails(out: &Output, needles: &[&str]) -> String {
+    let printed = text(out);
+    assert_eq!(out.status.code(), Some(1), "{printed}");
+    assert!(!printed.contains("panicked"), "{printed}");
+    for needle in needles {
+        assert!(printed.contains(needle), "no {needle:?} in: {printed}");
+    }
+    printed
+}
+
+/// Runs `cmd` with a deadline: a run that blocks (on a FIFO, say) is killed and fails the test.
+fn run_within(cmd: &mut Command, seconds: u64) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("still running after {seconds} s: {cmd:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn mkfifo(path: &Path) {
+    let status = Command::new("mkfifo").arg(path).status().unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn thread_counts_past_four_a_core_are_refused_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nowhere");
+    for threads in ["1000", "100000", "18446744073709551615"] {
+        for command in ["train", "evaluate", "bench"] {
+            let mut args = vec![command, "--data", s(&missing), "--threads", threads];
+            if command == "evaluate" {
+                args.extend(["--model", s(&missing)]);
+            }
+            let out = bin().args(&args).output().unwrap();
+            let printed = assert_fails(&out, &[&format!("--threads {threads} is too many")]);
+            assert!(printed.contains("a core) are allowed"), "{printed}");
+            assert!(!printed.contains("nowhere"), "read data first: {printed}");
+        }
+    }
+    // Four a core is allowed.
+    let cores = std::thread::available_parallelism().unwrap().get();
+    let (data_dir, ..) = good_files();
+    let out = bin()
+        .args([
+            "train",
+            "--data",
+            s(&data_dir.path().join("data")),
+            "--quiet",
+        ])
+        .args(["--epochs", "1", "--threads", &(4 * cores).to_string()])
+        .args(["--save", s(&dir.path().join("m.pdn"))])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn empty_sets_are_refused_naming_the_file_or_the_option() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty_test = write_dataset(
+        dir.path(),
+        "empty-test",
+        block_images(200, 1),
+        (Vec::new(), Vec::new()),
+    );
+    let test_images = empty_test.join("t10k-images-idx3-ubyte");
+    let model = dir.path().join("m.pdn");
+    let out = bin()
+        .args(["train", "--data", s(&empty_test), "--epochs", "1"])
+        .args(["--save", s(&model)])
+        .output()
+        .unwrap();
+    assert_fails(&out, &[s(&test_images), "holds 0 images"]);
+    assert!(!model.exists());
+    // evaluate (text and JSON) and export of a good model on that data.
+    let good = dir.path().join("good.pdn");
+    std::fs::write(&good, &good_files().1).unwrap();
+    for extra in [&[][..], &["--json"][..]] {
+        let out = bin()
+            .args(["evaluate", "--model", s(&good), "--data", s(&empty_test)])
+            .args(extra)
+            .output()
+            .unwrap();
+        let printed = assert_fails(&out, &[s(&test_images), "holds 0 images"]);
+        assert!(!printed.contains("test accuracy"), "{printed}");
+    }
+    // A training set of 0 images: export would calibrate int8 on nothing.
+    let empty_train = write_dataset(
+        dir.path(),
+        "empty-train",
+        (Vec::new(), Vec::new()),
+        block_images(50, 2),
+    );
+    let out_file = dir.path().join("flash.bin");
+    let out = bin()
+        .args(["export", "--model", s(&good), "--format", "int8"])
+        .args(["--out", s(&out_file), "--data", s(&empty_train)])
+        .output()
+        .unwrap();
+    assert_fails(
+        &out,
+        &[
+            s(&empty_train.join("train-images-idx3-ubyte.gz")),
+            "holds 0 images",
+        ],
+    );
+    assert!(!out_file.exists());
+    // A validation split that rounds to no rows.
+    let data = good_files().0.path().join("data");
+    let out = bin()
+        .args(["train", "--data", s(&data), "--epochs", "1"])
+        .args(["--validation-split", "0.0001", "--save", s(&model)])
+        .output()
+        .unwrap();
+    assert_fails(
+        &out,
+        &["--validation-split 0.0001 holds out 0 of the 200 training rows"],
+    );
+    assert!(!model.exists());
+    // The smallest split that holds out a row is accepted.
+    let out = bin()
+        .args(["train", "--data", s(&data), "--epochs", "1", "--quiet"])
+        .args(["--validation-split", "0.005", "--save", s(&model)])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn dataset_files_that_are_fifos_are_refused_without_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path());
+    let labels = data.join("t10k-labels-idx1-ubyte");
+    std::fs::remove_file(&labels).unwrap();
+    mkfifo(&labels);
+    let out = run_within(
+        bin()
+            .args(["train", "--data", s(&data), "--epochs", "1"])
+            .args(["--save", s(&dir.path().join("m.pdn"))]),
+        60,
+    );
+    assert_fails(&out, &[s(&labels), "not a regular file (a FIFO)"]);
+    // A CSV pair whose test file is a FIFO.
+    let train = dir.path().join("train.csv");
+    std::fs::write(&train, "a,b,label\n1,2,0\n3,4,1\n").unwrap();
+    let test = dir.path().join("test.csv");
+    mkfifo(&test);
+    let out = run_within(
+        bin()
+            .args(["train", "--data", s(&train), "--test-data", s(&test)])
+            .args(["--epochs", "1", "--save", s(&dir.path().join("m.pdn"))]),
+        60,
+    );
+    assert_fails(&out, &[s(&test), "not a regular file (a FIFO)"]);
+}
+
+/// Runs the binary with `args` under an address-space limit of 1 GiB, so that a reader that
+/// loads a whole 2 GB file fails (or aborts) where a bounded one does not.
+fn limited(args: &[&str]) -> Output {
+    run_within(
+        Command::new("sh")
+            .arg("-c")
+            .arg("ulimit -v 1048576 && exec \"$0\" \"$@\"")
+            .arg(env!("CARGO_BIN_EXE_picodense"))
+            .args(args),
+        120,
+    )
+}
+
+#[test]
+fn model_readers_check_the_header_and_length_before_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = good_files().0.path().join("data");
+    let fifo = dir.path().join("fifo.pdn");
+    mkfifo(&fifo);
+    for (path, problem) in [
+        (
+            Path::new("/dev/zero"),
+            "not a regular file (a character device)",
+        ),
+        (&fifo, "not a regular file (a FIFO)"),
+    ] {
+        for args in [
+            vec!["inspect", s(path)],
+            vec!["evaluate", "--model", s(path), "--data", s(&data)],
+            vec!["predict", "--model", s(path), "--index", "0"],
+            vec!["train", "--data", s(&data), "--resume", s(path)],
+        ] {
+            assert_fails(&limited(&args), &[s(path), problem]);
+        }
+    }
+    // 2 GB (sparse) that are not a model: refused by their first bytes.
+    let big = dir.path().join("big.pdn");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(2 << 30)
+        .unwrap();
+    assert_fails(
+        &limited(&["inspect", s(&big)]),
+        &[s(&big), "not a picodense model"],
+    );
+    // A good model followed by 2 GB: refused by its length, unread.
+    let model = &good_files().1;
+    let file = std::fs::File::create(&big).unwrap();
+    std::io::Write::write_all(&mut &file, model).unwrap();
+    file.set_len(model.len() as u64 + (2 << 30)).unwrap();
+    for args in [
+        vec!["inspect", s(&big)],
+        vec!["evaluate", "--model", s(&big), "--data", s(&data)],
+    ] {
+        assert_fails(&limited(&args), &[s(&big), "payload length"]);
+    }
+    // A header that declares more than the file holds.
+    let short = dir.path().join("short.pdn");
+    std::fs::write(&short, &model[..model.len() - 1]).unwrap();
+    assert_fails(&limited(&["inspect", s(&short)]), &[s(&short), "truncated"]);
+}
+
+/// `bytes` with one f32 value of the network replaced by `value`, under a valid checksum.
+fn with_param(bytes: &[u8], index: usize, value: f32) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.pdn");
+    std::fs::write(&path, bytes).unwrap();
+    let mut network: Network = load_network(&path).unwrap();
+    network.params[index] = value;
+    network.file_bytes()
+}
+
+/// The checkpoint `bytes` with its RMSprop state (rule, velocity) and parameters changed by
+/// `edit`, under a valid checksum.
+fn with_state(
+    bytes: &[u8],
+    edit: impl FnOnce(&mut picodense_core::RmsPropRule, &mut [f32], &mut [f32]),
+) -> Vec<u8> {
+    let view = ModelView::parse(bytes).unwrap();
+    let shape = view.header().shape;
+    let mut params = vec![0.0; shape.parameters()];
+    view.load_into(&mut Layers::split_mut(shape, &mut params).unwrap())
+        .unwrap();
+    let mut velocity = vec![0.0; shape.parameters()];
+    let mut rule = view
+        .load_optimizer(&mut Layers::split_mut(shape, &mut velocity).unwrap())
+        .unwrap();
+    edit(&mut rule, &mut velocity, &mut params);
+    let v = Layers::split(shape, &velocity[..]).unwrap();
+    let sections = Sections {
+        optimizer: Some((rule, &v)),
+        extra: view.extra().unwrap(),
+        meta: view.meta().unwrap(),
+        dataset: view.header().dataset,
+    };
+    encode_file(&Layers::split(shape, &params[..]).unwrap(), &sections)
+}
+
+#[test]
+fn non_finite_models_and_impossible_optimizer_state_are_refused_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = good_files().0.path().join("data");
+    let (model, ckpt) = (&good_files().1, &good_files().2);
+    let params = 784 * 512 + 512 + 512 * 10 + 10;
+    for (index, value, place) in [
+        (17, f32::NAN, "layer 1 weights, value 17 (NaN)"),
+        (784 * 512 + 3, f32::INFINITY, "layer 1 bias, value 3 (inf)"),
+        (
+            params - 1,
+            f32::NEG_INFINITY,
+            "layer 2 bias, value 9 (-inf)",
+        ),
+    ] {
+        let path = dir.path().join("nan.pdn");
+        std::fs::write(&path, with_param(model, index, value)).unwrap();
+        let out_file = dir.path().join("flash.bin");
+        for args in [
+            vec!["inspect", s(&path)],
+            vec!["evaluate", "--model", s(&path), "--data", s(&data)],
+            vec![
+                "evaluate",
+                "--model",
+                s(&path),
+                "--data",
+                s(&data),
+                "--json",
+            ],
+            vec![
+                "predict",
+                "--model",
+                s(&path),
+                "--index",
+                "0",
+                "--data",
+                s(&data),
+            ],
+            vec![
+                "export",
+                "--model",
+                s(&path),
+                "--format",
+                "f32",
+                "--out",
+                s(&out_file),
+                "--data",
+                s(&data),
+            ],
+        ] {
+            let out = bin().args(&args).output().unwrap();
+            let printed = assert_fails(&out, &[s(&path), place, "is not finite"]);
+            assert!(!printed.contains("checksum:      ok"), "{printed}");
+        }
+        assert!(!out_file.exists());
+    }
+    // Checkpoints: non-finite weights, and optimizer state no run could write.
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (
+            with_state(ckpt, |_, _, p| p[5] = f32::NAN),
+            "layer 1 weights, value 5 (NaN) is not finite",
+        ),
+        (
+            with_state(ckpt, |_, v, _| v[100] = -1.0),
+            "RMSprop mean square -1 (value 100) is negative",
+        ),
+        (
+            with_state(ckpt, |_, v, _| v[7] = f32::NAN),
+            "RMSprop mean square of layer 1 weights, value 7 (NaN) is not finite",
+        ),
+        (
+            with_state(ckpt, |r, _, _| r.rho = 1.0),
+            "rho 1 is outside [0, 1)",
+        ),
+        (
+            with_state(ckpt, |r, _, _| r.rho = -0.5),
+            "rho -0.5 is outside",
+        ),
+        (
+            with_state(ckpt, |r, _, _| r.epsilon = 0.0),
+            "epsilon 0 is not a positive",
+        ),
+        (
+            with_state(ckpt, |r, _, _| r.epsilon = f32::NAN),
+            "epsilon NaN",
+        ),
+        (
+            with_state(ckpt, |r, _, _| r.learning_rate = 5.0),
+            "learning rate 5 differs from the record's 0.001",
+        ),
+    ];
+    for (bytes, problem) in cases {
+        let path = dir.path().join("bad-ckpt.pdn");
+        std::fs::write(&path, &bytes).unwrap();
+        let save = dir.path().join("resumed.pdn");
+        for args in [
+            vec!["inspect", s(&path)],
+            vec![
+                "train",
+                "--data",
+                s(&data),
+                "--resume",
+                s(&path),
+                "--save",
+                s(&save),
+            ],
+        ] {
+            let out = bin().args(&args).output().unwrap();
+            assert_fails(&out, &[s(&path), problem]);
+        }
+        assert!(!save.exists());
+    }
+}
