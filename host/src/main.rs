@@ -340,15 +340,38 @@ fn run_train(args: cli::TrainArgs) -> Result<ExitCode> {
     };
     // Settings are checked before any data is read.
     train::validate(&requested)?;
+    let interrupt_checkpoint = args.save.with_extension("ckpt.pdn");
+    let mut outputs = vec![Output::new("--save", &args.save)];
+    let optional = [
+        ("--checkpoint", &args.checkpoint),
+        ("--log-json", &args.log_json),
+        ("--plot", &args.plot),
+    ];
+    outputs.extend(
+        optional
+            .iter()
+            .filter_map(|(flag, p)| Some(Output::new(flag, p.as_ref()?))),
+    );
+    if args.checkpoint.is_none() {
+        outputs.push(Output {
+            flag: "the interrupt checkpoint (--save with .ckpt.pdn)",
+            path: &interrupt_checkpoint,
+            // Written only on Ctrl-C: its name is checked against the inputs, not probed.
+            probe: false,
+        });
+    }
+    let mut inputs = data_inputs(&args.data, None);
+    if let Some(resume) = &args.resume {
+        // Resuming a checkpoint and checkpointing on to the same file is the usual way (and
+        // what the resume hint of an interrupted run does).
+        let checkpoint = args.checkpoint.as_ref().unwrap_or(&interrupt_checkpoint);
+        if file_key(checkpoint) != file_key(resume) {
+            inputs.push(resume.clone());
+        }
+    }
+    check_outputs(&outputs, &inputs)?;
     let resumed = match &args.resume {
         Some(path) => Some(Trainer::resume(path, threads, kernel)?),
-        None => None,
-    };
-    let mut log = match &args.log_json {
-        Some(path) => Some(
-            JsonLog::create(path)
-                .with_context(|| format!("{}: cannot create the log", path.display()))?,
-        ),
         None => None,
     };
     let Loaded {
@@ -431,6 +454,18 @@ fn run_train(args: cli::TrainArgs) -> Result<ExitCode> {
         }
     }
     // A second Ctrl-C leaves at once; the first lets the current step finish.
+    // Opened last, once everything is checked, so that a failed start keeps the old log.
+    let mut log = match &args.log_json {
+        Some(path) => Some(
+            if args.resume.is_some() {
+                JsonLog::append(path)
+            } else {
+                JsonLog::create(path)
+            }
+            .with_context(|| format!("{}: cannot create the log", path.display()))?,
+        ),
+        None => None,
+    };
     ctrlc::set_handler(|| {
         if STOP.swap(true, Ordering::SeqCst) {
             std::process::exit(i32::from(INTERRUPTED));
@@ -444,7 +479,7 @@ fn run_train(args: cli::TrainArgs) -> Result<ExitCode> {
         } else {
             Every::Never
         },
-        interrupt_checkpoint: Some(args.save.with_extension("ckpt.pdn")),
+        interrupt_checkpoint: Some(interrupt_checkpoint.clone()),
         stop: Some(&STOP),
     };
     let mut progress = Progress::new(config.epochs, args.quiet);
@@ -465,9 +500,6 @@ fn run_train(args: cli::TrainArgs) -> Result<ExitCode> {
         },
     )?;
     let train_seconds = started.elapsed().as_secs_f64();
-    if let Some(e) = log_error {
-        return Err(e.into());
-    }
     if let Outcome::Interrupted {
         position,
         checkpoint,
@@ -482,6 +514,10 @@ fn run_train(args: cli::TrainArgs) -> Result<ExitCode> {
             path.display(),
             path.display()
         );
+        if let Some(e) = log_error {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
         return Ok(ExitCode::from(INTERRUPTED));
     }
     let test = trainer.evaluate(&splits.test);
@@ -489,26 +525,155 @@ fn run_train(args: cli::TrainArgs) -> Result<ExitCode> {
         println!("test loss: {:.4}", test.mean_loss());
         println!("test accuracy: {:.4}", test.accuracy());
     }
-    if let Some(log) = log.as_mut() {
-        log.write(&Summary {
+    if let (Some(log), None) = (log.as_mut(), &log_error)
+        && let Err(e) = log.write(&Summary {
             test_loss: test.mean_loss(),
             test_accuracy: test.accuracy(),
             train_seconds,
-        })?;
+        })
+    {
+        log_error = Some(e);
     }
+    // The model first: a log or figure that cannot be written must not cost the training.
     train::write_atomic(&args.save, &trainer.to_bytes())?;
     if !args.quiet {
         println!("saved {}", args.save.display());
     }
-    // Drawn after the model is saved, so a figure that cannot be written costs no training.
+    let mut failed = false;
+    if let Some(e) = log_error {
+        eprintln!(
+            "error: {e} (the model was saved to {})",
+            args.save.display()
+        );
+        failed = true;
+    }
     if let Some(path) = &args.plot {
         // After a resume, the epochs before it too: the whole run.
-        plot::training_curves(path, trainer.history())?;
-        if !args.quiet {
-            println!("plotted {}", path.display());
+        match plot::training_curves(path, trainer.history()) {
+            Ok(()) if !args.quiet => println!("plotted {}", path.display()),
+            Ok(()) => {}
+            Err(e) => {
+                eprintln!(
+                    "error: {e:#} (the model was saved to {})",
+                    args.save.display()
+                );
+                failed = true;
+            }
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// A file a command writes, for [`check_outputs`].
+struct Output<'a> {
+    /// The option that names it, for messages.
+    flag: &'a str,
+    path: &'a std::path::Path,
+    /// Whether to check now that it can be written (else only that it destroys no input).
+    probe: bool,
+}
+
+impl<'a> Output<'a> {
+    fn new(flag: &'a str, path: &'a std::path::Path) -> Self {
+        Self {
+            flag,
+            path,
+            probe: true,
+        }
+    }
+}
+
+/// What identifies an existing file whatever the path (symlinks and hard links followed):
+/// its device and inode; `None` when it does not exist.
+fn file_key(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// Where a path that may not exist yet points: its folder made absolute (symlinks resolved)
+/// and its name.
+fn future_path(path: &std::path::Path) -> Option<PathBuf> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    Some(std::fs::canonicalize(dir).ok()?.join(path.file_name()?))
+}
+
+/// Refuses, before any work, an output that is not a regular file (a device would be replaced
+/// by a file, a FIFO block), that is an input of the run or another output (symlinks and hard
+/// links followed), or that cannot be written (a missing folder, a name too long).
+fn check_outputs(outputs: &[Output], inputs: &[PathBuf]) -> Result<()> {
+    let input_keys: Vec<_> = inputs
+        .iter()
+        .filter_map(|p| Some((file_key(p)?, p)))
+        .collect();
+    // Each output so far: its file (if it exists), where it will be, and its flag.
+    type Seen<'f> = (Option<(u64, u64)>, Option<PathBuf>, &'f str);
+    let mut seen: Vec<Seen> = Vec::new();
+    for out in outputs {
+        let (flag, path) = (out.flag, out.path);
+        if let Ok(meta) = std::fs::metadata(path)
+            && !meta.is_file()
+        {
+            bail!(
+                "{}: {flag} is not a regular file ({}); give the path of a file",
+                path.display(),
+                image_input::file_kind(&meta.file_type())
+            );
+        }
+        let key = file_key(path);
+        if let Some((_, input)) = input_keys.iter().find(|(k, _)| Some(*k) == key) {
+            bail!(
+                "{}: {flag} would overwrite {}, an input of this run",
+                path.display(),
+                input.display()
+            );
+        }
+        let future = future_path(&picodense::model::resolve_link(path));
+        if let Some((.., other)) = seen
+            .iter()
+            .find(|(k, f, _)| (key.is_some() && *k == key) || (future.is_some() && *f == future))
+        {
+            bail!("{}: {flag} and {other} name the same file", path.display());
+        }
+        seen.push((key, future, flag));
+        if out.probe {
+            picodense::model::check_writable(path)
+                .with_context(|| format!("{}: cannot write {flag}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// The files a run reads its data from, as far as they are known before reading: the `--data`
+/// path (every file of a folder), `--test-data`, or the folder of the named dataset.
+fn data_inputs(args: &DataArgs, model: Option<&ModelMeta>) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let dir = match &args.data {
+        Some(path) => {
+            files.push(path.clone());
+            files.extend(args.test_data.clone());
+            path.is_dir().then(|| path.clone())
+        }
+        None => {
+            let kind = args
+                .dataset
+                .or(model.and_then(ModelMeta::dataset_kind))
+                .unwrap_or(DatasetKind::Mnist);
+            data::find(kind)
+        }
+    };
+    if let Some(dir) = dir
+        && let Ok(entries) = std::fs::read_dir(dir)
+    {
+        files.extend(entries.filter_map(|e| Some(e.ok()?.path())));
+    }
+    files
 }
 
 /// The metadata of a model file, if it is a readable f32 or int8 model.
@@ -965,6 +1130,11 @@ fn print_median<'r>(
 
 fn run_export(args: cli::ExportArgs) -> Result<()> {
     let network = picodense::model::load_network(&args.model)?;
+    let mut inputs = data_inputs(&args.data, Some(&network.meta));
+    inputs.extend(network.meta.data.clone());
+    inputs.extend(network.meta.test_data.clone());
+    inputs.push(args.model.clone());
+    check_outputs(&[Output::new("--out", &args.out)], &inputs)?;
     let loaded = load_data(&args.data, Some(&network.meta), false)?;
     let splits = &loaded.splits;
     check_fits(&args.model, &network, splits)?;

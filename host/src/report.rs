@@ -126,6 +126,17 @@ impl JsonLog {
         })
     }
 
+    /// Opens the log to add to it (creating it if missing): a resumed run continues its log.
+    pub fn append(path: &Path) -> std::io::Result<Self> {
+        Ok(Self {
+            path: path.to_owned(),
+            file: std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?,
+        })
+    }
+
     /// Appends one object as a line.
     pub fn write(&mut self, value: &impl serde::Serialize) -> Result<(), crate::report::LogError> {
         let line = serde_json::to_string(value).expect("plain numbers serialise");

@@ -420,3 +420,258 @@ fn non_finite_models_and_impossible_optimizer_state_are_refused_at_load() {
         assert!(!save.exists());
     }
 }
+
+/// `train` on the shared dataset for one epoch with `extra` arguments.
+fn train(extra: &[&str]) -> Output {
+    let data = good_files().0.path().join("data");
+    run_within(
+        bin()
+            .args(["train", "--data", s(&data), "--epochs", "1", "--quiet"])
+            .args(extra),
+        300,
+    )
+}
+
+/// Every file under `dir` and its bytes, to show that a refused run changed nothing.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .map(|p| {
+            let bytes = std::fs::read(&p).unwrap();
+            (p, bytes)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn outputs_aimed_at_inputs_or_each_other_are_refused_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path());
+    let before = snapshot(&data);
+    let images = data.join("train-images-idx3-ubyte.gz");
+    let labels = data.join("t10k-labels-idx1-ubyte");
+    let (link, hard) = (dir.path().join("link.pdn"), dir.path().join("hard.pdn"));
+    std::os::unix::fs::symlink(&images, &link).unwrap();
+    std::fs::hard_link(&labels, &hard).unwrap();
+    let (model, svg) = (dir.path().join("m.pdn"), dir.path().join("m.svg"));
+    let run = |extra: &[&str]| {
+        run_within(
+            bin()
+                .args(["train", "--data", s(&data), "--epochs", "1", "--quiet"])
+                .args(extra),
+            300,
+        )
+    };
+    for (extra, needles) in [
+        (
+            vec!["--save", s(&images)],
+            vec!["--save would overwrite", s(&images)],
+        ),
+        (
+            vec!["--save", s(&model), "--log-json", s(&labels)],
+            vec!["--log-json would overwrite", "an input of this run"],
+        ),
+        (
+            vec!["--save", s(&link)],
+            vec![s(&link), "--save would overwrite"],
+        ),
+        (
+            vec!["--save", s(&hard)],
+            vec![s(&hard), "--save would overwrite"],
+        ),
+        (
+            vec!["--save", s(&svg), "--plot", s(&svg)],
+            vec!["--plot and --save name the same file"],
+        ),
+        (
+            vec!["--save", s(&model), "--checkpoint", s(&model)],
+            vec!["--checkpoint and --save name the same file"],
+        ),
+        (
+            vec![
+                "--save",
+                s(&model),
+                "--checkpoint",
+                "./x.pdn",
+                "--log-json",
+                "x.pdn",
+            ],
+            vec!["--log-json and --checkpoint name the same file"],
+        ),
+        (
+            vec!["--save", "/dev/null"],
+            vec!["/dev/null: --save is not a regular file (a character device)"],
+        ),
+        (
+            vec!["--save", s(&model), "--log-json", "/dev/full"],
+            vec!["/dev/full: --log-json is not a regular file (a character device)"],
+        ),
+        (
+            vec!["--save", s(&data)],
+            vec!["--save is not a regular file (a directory)"],
+        ),
+    ] {
+        assert_fails(&run(&extra), &needles);
+        assert_eq!(snapshot(&data), before, "{extra:?} changed the data");
+        assert!(
+            !model.exists() && !svg.exists(),
+            "{extra:?} wrote the model"
+        );
+    }
+    use std::os::unix::fs::FileTypeExt;
+    assert!(
+        std::fs::metadata("/dev/null")
+            .unwrap()
+            .file_type()
+            .is_char_device()
+    );
+    // A FIFO as an output: refused, not waited on.
+    let fifo = dir.path().join("fifo");
+    mkfifo(&fifo);
+    assert_fails(&run(&["--save", s(&fifo)]), &["(a FIFO)"]);
+    // --resume read and --save written to the same file: the checkpoint would be lost.
+    let ckpt = dir.path().join("c.pdn");
+    std::fs::write(&ckpt, &good_files().2).unwrap();
+    assert_fails(
+        &run(&["--resume", s(&ckpt), "--save", s(&ckpt)]),
+        &["--save would overwrite", "an input of this run"],
+    );
+    assert!(std::fs::read(&ckpt).unwrap() == good_files().2);
+    // Checkpointing on to the checkpoint resumed from is the usual way, and allowed.
+    let out = run(&[
+        "--resume",
+        s(&ckpt),
+        "--checkpoint",
+        s(&ckpt),
+        "--save",
+        s(&model),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    // export --out onto its own model.
+    let good = dir.path().join("good.pdn");
+    std::fs::write(&good, &good_files().1).unwrap();
+    let out = bin()
+        .args(["export", "--model", s(&good), "--format", "f32"])
+        .args(["--out", s(&good), "--data", s(&data)])
+        .output()
+        .unwrap();
+    assert_fails(&out, &["--out would overwrite"]);
+    assert!(std::fs::read(&good).unwrap() == good_files().1);
+}
+
+#[test]
+fn a_replaced_file_keeps_its_mode_and_a_symlink_stays_a_link() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m.pdn");
+    std::fs::write(&model, b"old").unwrap();
+    std::fs::set_permissions(&model, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let out = train(&["--save", s(&model)]);
+    assert!(out.status.success(), "{}", text(&out));
+    let meta = std::fs::metadata(&model).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o640);
+    assert!(meta.len() > 3);
+    // Through a symlink: the file it points to is replaced, the link stays.
+    let link = dir.path().join("link.pdn");
+    std::os::unix::fs::symlink(&model, &link).unwrap();
+    std::fs::write(&model, b"old").unwrap();
+    let out = train(&["--save", s(&link)]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert!(load_network(&model).is_ok());
+}
+
+#[test]
+fn long_output_names_are_checked_before_training_and_written_after() {
+    let dir = tempfile::tempdir().unwrap();
+    // 255 bytes is the longest name; the temporary file's name is short whatever this one is.
+    let longest = dir.path().join(format!("{}.pdn", "m".repeat(251)));
+    let out = train(&["--save", s(&longest)]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(load_network(&longest).is_ok());
+    let log = dir.path().join(format!("{}.jsonl", "l".repeat(249)));
+    let plot = dir.path().join(format!("{}.svg", "p".repeat(251)));
+    let out = train(&[
+        "--save",
+        s(&longest),
+        "--log-json",
+        s(&log),
+        "--plot",
+        s(&plot),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(log.exists() && plot.exists());
+    // One byte more: refused before training, nothing written.
+    for flag in ["--save", "--checkpoint", "--log-json", "--plot"] {
+        let too_long = dir.path().join(format!("{}.svg", "x".repeat(252)));
+        let mut args = vec!["--save", s(&longest)];
+        if flag == "--save" {
+            args = vec![];
+        }
+        args.extend([flag, s(&too_long)]);
+        let started = Instant::now();
+        let out = train(&args);
+        assert_fails(
+            &out,
+            &[&format!("cannot write {flag}"), "File name too long"],
+        );
+        assert!(started.elapsed() < Duration::from_secs(30));
+    }
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.contains(".tmp-")), "{names:?}");
+}
+
+/// A log that fails during training (a file-size limit the log is past and the model is not)
+/// costs the log, never the model: the model is saved, the error printed, the exit status 1.
+#[test]
+fn a_failing_log_never_costs_the_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = good_files().0.path().join("data");
+    let ckpt = dir.path().join("c.pdn");
+    std::fs::write(&ckpt, &good_files().2).unwrap();
+    // 3 MB of earlier log lines: past a 2.5 MB limit that the 1.6 MB model is under.
+    let log = dir.path().join("log.jsonl");
+    let line = "{\"epoch\":0}\n";
+    std::fs::write(&log, line.repeat(3_000_000 / line.len())).unwrap();
+    let before = std::fs::read(&log).unwrap();
+    let model = dir.path().join("m.pdn");
+    let out = run_within(
+        Command::new("sh")
+            .arg("-c")
+            .arg("trap '' XFSZ; ulimit -f 5000 && exec \"$0\" \"$@\"")
+            .arg(env!("CARGO_BIN_EXE_picodense"))
+            .args(["train", "--data", s(&data), "--epochs", "2", "--quiet"])
+            .args([
+                "--resume",
+                s(&ckpt),
+                "--log-json",
+                s(&log),
+                "--save",
+                s(&model),
+            ]),
+        300,
+    );
+    assert_fails(
+        &out,
+        &[
+            s(&log),
+            "cannot write the log",
+            "File too large",
+            &format!("the model was saved to {}", s(&model)),
+        ],
+    );
+    assert!(load_network(&model).is_ok(), "no model: {}", text(&out));
+    assert!(std::fs::read(&log).unwrap() == before);
+}
