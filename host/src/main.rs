@@ -19,6 +19,7 @@ use picodense::model::{ModelMeta, Network, Scaling};
 use picodense::plot::{self, PlotFormat};
 use picodense::report::{JsonLog, Progress, Summary};
 use picodense::train::{self, Every, Outcome, RunControl, TrainConfig, Trainer};
+use picodense::{say, sayln};
 use picodense_core::Shape;
 use picodense_core::format::{Dtype, ModelView};
 use std::io::Write;
@@ -39,12 +40,22 @@ fn main() -> ExitCode {
         Command::Bench(args) => run_bench(args).map(|()| ExitCode::SUCCESS),
         Command::Export(args) => run_export(args).map(|()| ExitCode::SUCCESS),
     };
-    match result {
+    let code = match result {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
         }
+    };
+    match picodense::report::stdout_error() {
+        // The reader left (`| head`): it has what it wanted, and the work is done.
+        Some(e) if e.kind() == std::io::ErrorKind::BrokenPipe => code,
+        // Output that was asked for is lost (`> /dev/full`): the run is not a success.
+        Some(e) => {
+            eprintln!("error: cannot write to stdout: {e}");
+            ExitCode::FAILURE
+        }
+        None => code,
     }
 }
 
@@ -428,7 +439,7 @@ fn run_train(args: cli::TrainArgs) -> Result<ExitCode> {
         );
     }
     if !args.quiet {
-        println!(
+        sayln!(
             "picodense: {} from {} ({} train, {}{} test); kernel {}, {} thread{}",
             kind.map_or("data", |k| k.name()),
             source.display(),
@@ -441,10 +452,10 @@ fn run_train(args: cli::TrainArgs) -> Result<ExitCode> {
             threads,
             if threads == 1 { "" } else { "s" }
         );
-        print!("{}", summary(trainer.network.shape));
+        say!("{}", summary(trainer.network.shape));
         if let Some(path) = &args.resume {
             let at = trainer.position();
-            println!(
+            sayln!(
                 "resuming {} at epoch {}/{}, step {}",
                 path.display(),
                 at.epoch.saturating_add(1),
@@ -522,8 +533,8 @@ fn run_train(args: cli::TrainArgs) -> Result<ExitCode> {
     }
     let test = trainer.evaluate(&splits.test);
     if !args.quiet {
-        println!("test loss: {:.4}", test.mean_loss());
-        println!("test accuracy: {:.4}", test.accuracy());
+        sayln!("test loss: {:.4}", test.mean_loss());
+        sayln!("test accuracy: {:.4}", test.accuracy());
     }
     if let (Some(log), None) = (log.as_mut(), &log_error)
         && let Err(e) = log.write(&Summary {
@@ -537,7 +548,7 @@ fn run_train(args: cli::TrainArgs) -> Result<ExitCode> {
     // The model first: a log or figure that cannot be written must not cost the training.
     train::write_atomic(&args.save, &trainer.to_bytes())?;
     if !args.quiet {
-        println!("saved {}", args.save.display());
+        sayln!("saved {}", args.save.display());
     }
     let mut failed = false;
     if let Some(e) = log_error {
@@ -550,7 +561,7 @@ fn run_train(args: cli::TrainArgs) -> Result<ExitCode> {
     if let Some(path) = &args.plot {
         // After a resume, the epochs before it too: the whole run.
         match plot::training_curves(path, trainer.history()) {
-            Ok(()) if !args.quiet => println!("plotted {}", path.display()),
+            Ok(()) if !args.quiet => sayln!("plotted {}", path.display()),
             Ok(()) => {}
             Err(e) => {
                 eprintln!(
@@ -737,12 +748,12 @@ fn run_evaluate(args: cli::EvaluateArgs) -> Result<()> {
             out["recall"] =
                 serde_json::json!((0..classes).map(|c| matrix.recall(c)).collect::<Vec<_>>());
         }
-        println!("{out}");
+        sayln!("{out}");
     } else {
-        println!("test loss: {:.4}", test.mean_loss());
-        println!("test accuracy: {:.4}", test.accuracy());
+        sayln!("test loss: {:.4}", test.mean_loss());
+        sayln!("test accuracy: {:.4}", test.accuracy());
         if let (true, Some((_, matrix))) = (args.confusion, &details) {
-            print!("\n{}", matrix.to_table(&names));
+            say!("\n{}", matrix.to_table(&names));
         }
     }
     if let (Some(dir), Some((probabilities, matrix))) = (&args.report, &details) {
@@ -760,8 +771,8 @@ fn run_evaluate(args: cli::EvaluateArgs) -> Result<()> {
         )?;
         if !args.json {
             match misclassified {
-                Some(m) => println!("wrote {} and {}", confusion.display(), m.display()),
-                None => println!("wrote {}", confusion.display()),
+                Some(m) => sayln!("wrote {} and {}", confusion.display(), m.display()),
+                None => sayln!("wrote {}", confusion.display()),
             }
         }
     }
@@ -847,16 +858,16 @@ fn run_predict(args: cli::PredictArgs) -> Result<()> {
         let cols = meta.image.map_or(data::IMAGE_SIDE, |[_, c]| c);
         let p = trainer.image_probabilities(&pixels);
         if args.json {
-            println!("{}", serde_json::to_string(&Prediction::new(p))?);
+            sayln!("{}", serde_json::to_string(&Prediction::new(p))?);
             return Ok(());
         }
         if args.show {
-            print!("{}", draw(&pixels, cols));
+            say!("{}", draw(&pixels, cols));
         }
         let top = top_k(&p, 3);
-        println!("predicted: {}", class_label(top[0].0, &names));
+        sayln!("predicted: {}", class_label(top[0].0, &names));
         for (rank, (class, prob)) in top.into_iter().enumerate() {
-            println!(
+            sayln!(
                 "  {}. {:<14} {prob:.4} {}",
                 rank + 1,
                 class_label(class, &names),
@@ -884,18 +895,18 @@ fn run_predict(args: cli::PredictArgs) -> Result<()> {
         trainer.probabilities(test.row_values(index))
     };
     if args.json {
-        println!("{}", serde_json::to_string(&Prediction::new(p))?);
+        sayln!("{}", serde_json::to_string(&Prediction::new(p))?);
         return Ok(());
     }
     if let (true, Some(size)) = (test.is_images(), loaded.splits.image) {
-        print!("{}", draw(test.image(index), size.cols));
+        say!("{}", draw(test.image(index), size.cols));
     }
     let predicted = picodense_core::loss::argmax(&p);
     let label = test.labels[index] as usize;
-    println!("true label: {} ({})", label, names[label]);
-    println!("predicted:  {} ({})", predicted, names[predicted]);
+    sayln!("true label: {} ({})", label, names[label]);
+    sayln!("predicted:  {} ({})", predicted, names[predicted]);
     for (class, prob) in p.iter().enumerate() {
-        println!(
+        sayln!(
             "  {class} {:<12} {prob:.4} {}",
             names[class],
             "#".repeat((prob * 40.0).round() as usize)
@@ -933,22 +944,22 @@ fn run_inspect(path: &std::path::Path) -> Result<()> {
         }
     }
     let meta = file_meta(path, &bytes).unwrap_or_default();
-    println!("file:          {} ({} bytes)", path.display(), bytes.len());
-    println!("format:        PDN version {}", h.version);
-    print!("{}", summary(h.shape));
-    println!("dtype:         {}", h.dtype.name());
-    println!(
+    sayln!("file:          {} ({} bytes)", path.display(), bytes.len());
+    sayln!("format:        PDN version {}", h.version);
+    say!("{}", summary(h.shape));
+    sayln!("dtype:         {}", h.dtype.name());
+    sayln!(
         "data:          {}",
         meta.dataset
             .clone()
             .or(meta.data.as_ref().map(|d| d.display().to_string()))
             .unwrap_or_else(|| "unknown".into())
     );
-    println!("input scaling: {}", meta.scaling.name());
+    sayln!("input scaling: {}", meta.scaling.name());
     if let Some(names) = &meta.classes {
-        println!("classes:       {}", names.join(", "));
+        sayln!("classes:       {}", names.join(", "));
     }
-    println!(
+    sayln!(
         "optimizer:     {}",
         if h.has_optimizer {
             "RMSprop state included"
@@ -956,7 +967,7 @@ fn run_inspect(path: &std::path::Path) -> Result<()> {
             "none"
         }
     );
-    println!(
+    sayln!(
         "checksum:      ok (CRC-32 {:08x})",
         u32::from_le_bytes(bytes[bytes.len() - 4..].try_into().expect("4 bytes"))
     );
@@ -971,7 +982,7 @@ fn run_download(kind: DatasetKind) -> Result<()> {
         &picodense::download::mirrors_from_env(kind),
         true,
     )?;
-    println!("{} is in {}", kind.name(), dest.display());
+    sayln!("{} is in {}", kind.name(), dest.display());
     Ok(())
 }
 
@@ -999,7 +1010,7 @@ fn run_bench(args: cli::BenchArgs) -> Result<()> {
             source.display()
         );
     }
-    println!(
+    sayln!(
         "picodense bench: {} ({} training images), {} epoch{}, batch {}, kernel {}, {} thread{}{}",
         kind.map_or("data", |k| k.name()),
         splits.train.len(),
@@ -1070,16 +1081,21 @@ fn run_bench(args: cli::BenchArgs) -> Result<()> {
         images: (splits.train.len() * config.epochs) as f64,
         flops: bench::training_flops(shape, splits.train.len()) * config.epochs as f64,
     };
-    println!(
+    sayln!(
         "{:<10} {:>9} {:>12} {:>9} {:>9} {:>9}  epoch losses",
-        "", "fit (s)", "samples/s", "GFLOP/s", "test acc", "peak MiB"
+        "",
+        "fit (s)",
+        "samples/s",
+        "GFLOP/s",
+        "test acc",
+        "peak MiB"
     );
     // The process's peak: the largest of all its rounds.
     let peak_rss = bench::peak_rss_mib().unwrap_or(f64::NAN);
     let ours = print_median(&totals, "picodense", &ours);
     for (mode, runs) in modes.iter().zip(&references) {
         let theirs = print_median(&totals, mode, runs);
-        println!(
+        sayln!(
             "{:<10} picodense is {:.1}x faster and uses {:.1}x less memory",
             "",
             theirs.fit_seconds / ours.fit_seconds,
@@ -1108,7 +1124,7 @@ fn print_median<'r>(
         .iter()
         .map(|l| format!("{l:.4}"))
         .collect();
-    println!(
+    sayln!(
         "{:<10} {:>9.2} {:>12.0} {:>9.1} {:>9.4} {:>9.0}  {}",
         name,
         median.fit_seconds,
@@ -1123,7 +1139,7 @@ fn print_median<'r>(
             .iter()
             .map(|r| format!("{:.2}", r.fit_seconds))
             .collect();
-        println!("{:<10} rounds (s): {}", "", times.join(" "));
+        sayln!("{:<10} rounds (s): {}", "", times.join(" "));
     }
     median
 }
@@ -1143,7 +1159,7 @@ fn run_export(args: cli::ExportArgs) -> Result<()> {
     let threads = default_threads();
     let f32_stats = Trainer::with_network(network, threads, select_kernel(KernelChoice::Auto)?)
         .evaluate(&splits.test);
-    println!(
+    sayln!(
         "wrote {} ({} bytes, {})",
         args.out.display(),
         bytes.len(),
@@ -1152,10 +1168,10 @@ fn run_export(args: cli::ExportArgs) -> Result<()> {
             export::ExportFormat::Int8 => "int8",
         }
     );
-    println!("f32 test accuracy:  {:.4}", f32_stats.accuracy());
+    sayln!("f32 test accuracy:  {:.4}", f32_stats.accuracy());
     if args.format == export::ExportFormat::Int8 {
         let int8 = export::evaluate_int8(&bytes, &splits.test, threads)?;
-        println!(
+        sayln!(
             "int8 test accuracy: {:.4} ({:+.2} points)",
             int8.accuracy(),
             100.0 * (int8.accuracy() - f32_stats.accuracy())

@@ -675,3 +675,114 @@ fn a_failing_log_never_costs_the_model() {
     assert!(load_network(&model).is_ok(), "no model: {}", text(&out));
     assert!(std::fs::read(&log).unwrap() == before);
 }
+
+/// Runs `args` with stdout on a pipe closed after its first `lines` lines (`| head -2`);
+/// returns the exit status and stderr.
+fn with_head(args: &[&str], lines: usize) -> (std::process::ExitStatus, String) {
+    use std::io::{BufRead, Read};
+    let mut child = bin()
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = std::io::BufReader::new(child.stdout.take().unwrap());
+    for _ in 0..lines {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+    }
+    drop(reader);
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (child.wait().unwrap(), stderr)
+}
+
+#[test]
+fn a_closed_or_full_stdout_never_costs_the_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = good_files().0.path().join("data");
+    let model = dir.path().join("m.pdn");
+    // `| head -2`: the reader leaves, training goes on, the model is saved, exit 0.
+    let (status, stderr) = with_head(
+        &[
+            "train",
+            "--data",
+            s(&data),
+            "--epochs",
+            "3",
+            "--save",
+            s(&model),
+        ],
+        2,
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(status.success(), "{status:?}: {stderr}");
+    assert!(load_network(&model).is_ok());
+    for args in [
+        vec!["evaluate", "--model", s(&model), "--data", s(&data)],
+        vec![
+            "evaluate",
+            "--model",
+            s(&model),
+            "--data",
+            s(&data),
+            "--json",
+        ],
+        vec!["inspect", s(&model)],
+        vec![
+            "predict",
+            "--model",
+            s(&model),
+            "--index",
+            "0",
+            "--data",
+            s(&data),
+        ],
+    ] {
+        let (status, stderr) = with_head(&args, 0);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(status.success(), "{args:?}: {status:?}: {stderr}");
+    }
+    // `> /dev/full`: the figures asked for are lost, so exit 1 saying so; the model is saved.
+    std::fs::remove_file(&model).unwrap();
+    let full = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap()
+    };
+    let out = bin()
+        .args([
+            "train",
+            "--data",
+            s(&data),
+            "--epochs",
+            "1",
+            "--save",
+            s(&model),
+        ])
+        .stdout(full())
+        .output()
+        .unwrap();
+    assert_fails(&out, &["cannot write to stdout: No space left on device"]);
+    assert!(load_network(&model).is_ok());
+    let out = bin()
+        .args([
+            "evaluate",
+            "--model",
+            s(&model),
+            "--data",
+            s(&data),
+            "--json",
+        ])
+        .stdout(full())
+        .output()
+        .unwrap();
+    let printed = assert_fails(&out, &["cannot write to stdout: No space left on device"]);
+    assert_eq!(printed.matches("error:").count(), 1, "{printed}");
+}
