@@ -179,7 +179,9 @@ fn load_path(path: &std::path::Path, args: &DataArgs) -> Result<Loaded> {
     };
     let Some((train, test)) = csv_pair else {
         let mut splits = data::load(path)?;
-        let kind = guess_kind(path);
+        // The folder's name says nothing certain ("fashion" in a path of MNIST files): the
+        // kind is the one named by --dataset, else none.
+        let kind = args.dataset;
         let mut meta = image_meta(&splits, kind, Some(absolute.clone()));
         if !splits.train.is_images() {
             // Float features (an .npz): scaled as --normalize says, like a CSV's.
@@ -253,18 +255,6 @@ fn scaling_of(normalize: Normalize, train: &[f32], width: usize) -> Scaling {
 fn scale_rows(scaling: &Scaling, values: &mut [f32], width: usize) {
     for row in values.chunks_exact_mut(width.max(1)) {
         scaling.apply(row);
-    }
-}
-
-/// A `--data` path says nothing certain about the dataset; names are a good hint.
-fn guess_kind(path: &std::path::Path) -> Option<DatasetKind> {
-    let text = path.to_string_lossy().to_lowercase();
-    if text.contains("fashion") {
-        Some(DatasetKind::FashionMnist)
-    } else if text.contains("mnist") {
-        Some(DatasetKind::Mnist)
-    } else {
-        None
     }
 }
 

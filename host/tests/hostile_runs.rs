@@ -786,3 +786,36 @@ fn a_closed_or_full_stdout_never_costs_the_model() {
     let printed = assert_fails(&out, &["cannot write to stdout: No space left on device"]);
     assert_eq!(printed.matches("error:").count(), 1, "{printed}");
 }
+
+#[test]
+fn the_dataset_kind_comes_from_dataset_never_from_the_folder_name() {
+    let dir = tempfile::tempdir().unwrap();
+    // MNIST-like files in a folder named "fashion".
+    let data = write_dataset(
+        dir.path(),
+        "my-fashion-data",
+        block_images(200, 1),
+        block_images(50, 2),
+    );
+    let model = dir.path().join("m.pdn");
+    let out = train_on(&data, &["--save", s(&model)]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = bin().args(["inspect", s(&model)]).output().unwrap();
+    let printed = text(&out);
+    assert!(out.status.success(), "{printed}");
+    assert!(!printed.contains("fashion-mnist"), "{printed}");
+    assert!(!printed.contains("T-shirt"), "{printed}");
+    // An explicit --dataset names it.
+    let out = train_on(&data, &["--save", s(&model), "--dataset", "fashion-mnist"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let printed = text(&bin().args(["inspect", s(&model)]).output().unwrap());
+    assert!(printed.contains("fashion-mnist"), "{printed}");
+}
+
+fn train_on(data: &Path, extra: &[&str]) -> Output {
+    bin()
+        .args(["train", "--data", s(data), "--epochs", "1", "--quiet"])
+        .args(extra)
+        .output()
+        .unwrap()
+}
