@@ -48,7 +48,8 @@ pub struct DataArgs {
     #[arg(long)]
     pub dataset: Option<DatasetKind>,
     /// A folder with the four IDX files or with train.csv and test.csv, a Keras-style .npz,
-    /// or a training CSV (with --test-data). Overrides --dataset.
+    /// or a training CSV (with --test-data). Read in place of --dataset's files; --dataset
+    /// then only names the kind of data (class names, picture preparation).
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// The test CSV, when --data is a training CSV file.

@@ -138,6 +138,14 @@ pub enum CsvError {
         /// What the OS said.
         error: io::Error,
     },
+    /// A FIFO, device or socket: reading it could block or never end.
+    #[error("{}: not a regular file ({kind}), expected a CSV file", .path.display())]
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+        /// What it is instead.
+        kind: &'static str,
+    },
     /// A directory stands where the file is expected.
     #[error("{}: is a directory, expected a CSV file", .path.display())]
     IsDirectory {
@@ -615,6 +623,14 @@ fn load(path: &Path) -> Result<Vec<u8>, CsvError> {
         path: path.to_owned(),
         error,
     };
+    // Checked before opening: opening a FIFO blocks until someone writes to it.
+    let before = std::fs::metadata(path).map_err(io_error)?;
+    if !before.is_file() && !before.is_dir() {
+        return Err(CsvError::NotAFile {
+            path: path.to_owned(),
+            kind: crate::image_input::file_kind(&before.file_type()),
+        });
+    }
     let mut file = File::open(path).map_err(io_error)?;
     if file.metadata().map_err(io_error)?.is_dir() {
         return Err(CsvError::IsDirectory {

@@ -262,6 +262,22 @@ pub enum DataError {
         /// The directory.
         path: PathBuf,
     },
+    /// A set with no rows: it would give a loss and accuracy of nothing.
+    #[error("{}: holds 0 {what}; training, evaluation and calibration need at least one", .path.display())]
+    EmptySet {
+        /// The file (or archive member).
+        path: PathBuf,
+        /// "images" or "rows".
+        what: &'static str,
+    },
+    /// A FIFO, device or socket: reading it could block or never end.
+    #[error("{}: not a regular file ({kind}), expected a dataset file", .path.display())]
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+        /// What it is instead.
+        kind: &'static str,
+    },
     /// A file stands where a directory is expected.
     #[error("{}: not a directory", .path.display())]
     NotADirectory {
@@ -514,6 +530,14 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> DataError + '_ {
 
 /// Opens a regular file, refusing directories with a clear error, and returns its length.
 fn open_file(path: &Path) -> Result<(File, u64), DataError> {
+    // Checked before opening: opening a FIFO blocks until someone writes to it.
+    let before = fs::metadata(path).map_err(io_err(path))?;
+    if !before.is_file() && !before.is_dir() {
+        return Err(DataError::NotAFile {
+            path: path.to_path_buf(),
+            kind: crate::image_input::file_kind(&before.file_type()),
+        });
+    }
     let file = File::open(path).map_err(io_err(path))?;
     let meta = file.metadata().map_err(io_err(path))?;
     if meta.is_dir() {
@@ -774,6 +798,12 @@ fn load_idx_pair(
     let labels = read_idx_labels(labels_path)?;
     let width = size.rows * size.cols;
     let image_count = images.len() / width;
+    if image_count == 0 {
+        return Err(DataError::EmptySet {
+            path: images_path.to_path_buf(),
+            what: "images",
+        });
+    }
     if image_count != labels.len() {
         return Err(DataError::CountMismatch {
             images: images_path.to_path_buf(),
@@ -1294,6 +1324,12 @@ fn npz_split<R: Read + Seek>(
 ) -> Result<(Dataset, ImageSize), DataError> {
     let images = read_npy_member(archive, npz, archive_len, x, NpyRole::Images)?;
     let labels = read_npy_member(archive, npz, archive_len, y, NpyRole::Labels)?;
+    if images.rows == 0 {
+        return Err(DataError::EmptySet {
+            path: images.path,
+            what: "rows",
+        });
+    }
     if images.rows != labels.rows {
         return Err(DataError::CountMismatch {
             images: images.path,

@@ -201,7 +201,7 @@ fn read_bounded(path: &Path) -> Result<Vec<u8>, ImageInputError> {
 }
 
 /// What a file that is not a regular file is, for messages.
-fn file_kind(kind: &fs::FileType) -> &'static str {
+pub fn file_kind(kind: &fs::FileType) -> &'static str {
     #[cfg(unix)]
     {
         use std::os::unix::fs::FileTypeExt;

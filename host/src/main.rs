@@ -19,6 +19,7 @@ use picodense::model::{ModelMeta, Network, Scaling};
 use picodense::plot::{self, PlotFormat};
 use picodense::report::{JsonLog, Progress, Summary};
 use picodense::train::{self, Every, Outcome, RunControl, TrainConfig, Trainer};
+use picodense::{say, sayln};
 use picodense_core::Shape;
 use picodense_core::format::{Dtype, ModelView};
 use std::io::Write;
@@ -39,12 +40,22 @@ fn main() -> ExitCode {
         Command::Bench(args) => run_bench(args).map(|()| ExitCode::SUCCESS),
         Command::Export(args) => run_export(args).map(|()| ExitCode::SUCCESS),
     };
-    match result {
+    let code = match result {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
         }
+    };
+    match picodense::report::stdout_error() {
+        // The reader left (`| head`): it has what it wanted, and the work is done.
+        Some(e) if e.kind() == std::io::ErrorKind::BrokenPipe => code,
+        // Output that was asked for is lost (`> /dev/full`): the run is not a success.
+        Some(e) => {
+            eprintln!("error: cannot write to stdout: {e}");
+            ExitCode::FAILURE
+        }
+        None => code,
     }
 }
 
@@ -168,7 +179,9 @@ fn load_path(path: &std::path::Path, args: &DataArgs) -> Result<Loaded> {
     };
     let Some((train, test)) = csv_pair else {
         let mut splits = data::load(path)?;
-        let kind = guess_kind(path);
+        // The folder's name says nothing certain ("fashion" in a path of MNIST files): the
+        // kind is the one named by --dataset, else none.
+        let kind = args.dataset;
         let mut meta = image_meta(&splits, kind, Some(absolute.clone()));
         if !splits.train.is_images() {
             // Float features (an .npz): scaled as --normalize says, like a CSV's.
@@ -245,22 +258,24 @@ fn scale_rows(scaling: &Scaling, values: &mut [f32], width: usize) {
     }
 }
 
-/// A `--data` path says nothing certain about the dataset; names are a good hint.
-fn guess_kind(path: &std::path::Path) -> Option<DatasetKind> {
-    let text = path.to_string_lossy().to_lowercase();
-    if text.contains("fashion") {
-        Some(DatasetKind::FashionMnist)
-    } else if text.contains("mnist") {
-        Some(DatasetKind::Mnist)
-    } else {
-        None
-    }
-}
+/// `--threads` may ask for at most this many threads a core.
+const MAX_THREADS_PER_CORE: usize = 4;
 
 fn compute_settings(args: &ComputeArgs) -> Result<(usize, picodense_core::Kernel)> {
     let threads = args.threads.unwrap_or_else(default_threads);
     if threads == 0 {
         bail!("--threads must be at least 1");
+    }
+    // More threads than cores only wait on each other; past a few per core each one's stack
+    // and scratch cost memory for nothing, and a huge count cannot even be allocated.
+    let cores = default_threads();
+    let most = cores.saturating_mul(MAX_THREADS_PER_CORE);
+    if threads > most {
+        bail!(
+            "--threads {threads} is too many: this machine has {cores} core{}, at most {most} \
+             threads ({MAX_THREADS_PER_CORE} a core) are allowed",
+            if cores == 1 { "" } else { "s" }
+        );
     }
     let kernel = select_kernel(args.kernel)?;
     Ok((threads, kernel))
@@ -326,15 +341,38 @@ fn run_train(args: cli::TrainArgs) -> Result<ExitCode> {
     };
     // Settings are checked before any data is read.
     train::validate(&requested)?;
+    let interrupt_checkpoint = args.save.with_extension("ckpt.pdn");
+    let mut outputs = vec![Output::new("--save", &args.save)];
+    let optional = [
+        ("--checkpoint", &args.checkpoint),
+        ("--log-json", &args.log_json),
+        ("--plot", &args.plot),
+    ];
+    outputs.extend(
+        optional
+            .iter()
+            .filter_map(|(flag, p)| Some(Output::new(flag, p.as_ref()?))),
+    );
+    if args.checkpoint.is_none() {
+        outputs.push(Output {
+            flag: "the interrupt checkpoint (--save with .ckpt.pdn)",
+            path: &interrupt_checkpoint,
+            // Written only on Ctrl-C: its name is checked against the inputs, not probed.
+            probe: false,
+        });
+    }
+    let mut inputs = data_inputs(&args.data, None);
+    if let Some(resume) = &args.resume {
+        // Resuming a checkpoint and checkpointing on to the same file is the usual way (and
+        // what the resume hint of an interrupted run does).
+        let checkpoint = args.checkpoint.as_ref().unwrap_or(&interrupt_checkpoint);
+        if file_key(checkpoint) != file_key(resume) {
+            inputs.push(resume.clone());
+        }
+    }
+    check_outputs(&outputs, &inputs)?;
     let resumed = match &args.resume {
         Some(path) => Some(Trainer::resume(path, threads, kernel)?),
-        None => None,
-    };
-    let mut log = match &args.log_json {
-        Some(path) => Some(
-            JsonLog::create(path)
-                .with_context(|| format!("{}: cannot create the log", path.display()))?,
-        ),
         None => None,
     };
     let Loaded {
@@ -366,7 +404,17 @@ fn run_train(args: cli::TrainArgs) -> Result<ExitCode> {
     let validation = if args.validation_split > 0.0 {
         // Keras keeps the first ceil(n * (1 - split)) rows for training.
         let keep = (splits.train.len() as f64 * (1.0 - args.validation_split)).ceil() as usize;
-        Some(splits.train.split_off_end(splits.train.len() - keep))
+        let held = splits.train.len() - keep;
+        if held == 0 {
+            bail!(
+                "--validation-split {} holds out 0 of the {} training rows: give a larger split \
+                 (at least {}), or none",
+                args.validation_split,
+                splits.train.len(),
+                1.0 / splits.train.len() as f64
+            );
+        }
+        Some(splits.train.split_off_end(held))
     } else {
         None
     };
@@ -381,7 +429,7 @@ fn run_train(args: cli::TrainArgs) -> Result<ExitCode> {
         );
     }
     if !args.quiet {
-        println!(
+        sayln!(
             "picodense: {} from {} ({} train, {}{} test); kernel {}, {} thread{}",
             kind.map_or("data", |k| k.name()),
             source.display(),
@@ -394,10 +442,10 @@ fn run_train(args: cli::TrainArgs) -> Result<ExitCode> {
             threads,
             if threads == 1 { "" } else { "s" }
         );
-        print!("{}", summary(trainer.network.shape));
+        say!("{}", summary(trainer.network.shape));
         if let Some(path) = &args.resume {
             let at = trainer.position();
-            println!(
+            sayln!(
                 "resuming {} at epoch {}/{}, step {}",
                 path.display(),
                 at.epoch.saturating_add(1),
@@ -407,6 +455,18 @@ fn run_train(args: cli::TrainArgs) -> Result<ExitCode> {
         }
     }
     // A second Ctrl-C leaves at once; the first lets the current step finish.
+    // Opened last, once everything is checked, so that a failed start keeps the old log.
+    let mut log = match &args.log_json {
+        Some(path) => Some(
+            if args.resume.is_some() {
+                JsonLog::append(path)
+            } else {
+                JsonLog::create(path)
+            }
+            .with_context(|| format!("{}: cannot create the log", path.display()))?,
+        ),
+        None => None,
+    };
     ctrlc::set_handler(|| {
         if STOP.swap(true, Ordering::SeqCst) {
             std::process::exit(i32::from(INTERRUPTED));
@@ -420,7 +480,7 @@ fn run_train(args: cli::TrainArgs) -> Result<ExitCode> {
         } else {
             Every::Never
         },
-        interrupt_checkpoint: Some(args.save.with_extension("ckpt.pdn")),
+        interrupt_checkpoint: Some(interrupt_checkpoint.clone()),
         stop: Some(&STOP),
     };
     let mut progress = Progress::new(config.epochs, args.quiet);
@@ -441,9 +501,6 @@ fn run_train(args: cli::TrainArgs) -> Result<ExitCode> {
         },
     )?;
     let train_seconds = started.elapsed().as_secs_f64();
-    if let Some(e) = log_error {
-        return Err(e.into());
-    }
     if let Outcome::Interrupted {
         position,
         checkpoint,
@@ -458,33 +515,166 @@ fn run_train(args: cli::TrainArgs) -> Result<ExitCode> {
             path.display(),
             path.display()
         );
+        if let Some(e) = log_error {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
         return Ok(ExitCode::from(INTERRUPTED));
     }
     let test = trainer.evaluate(&splits.test);
     if !args.quiet {
-        println!("test loss: {:.4}", test.mean_loss());
-        println!("test accuracy: {:.4}", test.accuracy());
+        sayln!("test loss: {:.4}", test.mean_loss());
+        sayln!("test accuracy: {:.4}", test.accuracy());
     }
-    if let Some(log) = log.as_mut() {
-        log.write(&Summary {
+    if let (Some(log), None) = (log.as_mut(), &log_error)
+        && let Err(e) = log.write(&Summary {
             test_loss: test.mean_loss(),
             test_accuracy: test.accuracy(),
             train_seconds,
-        })?;
+        })
+    {
+        log_error = Some(e);
     }
+    // The model first: a log or figure that cannot be written must not cost the training.
     train::write_atomic(&args.save, &trainer.to_bytes())?;
     if !args.quiet {
-        println!("saved {}", args.save.display());
+        sayln!("saved {}", args.save.display());
     }
-    // Drawn after the model is saved, so a figure that cannot be written costs no training.
+    let mut failed = false;
+    if let Some(e) = log_error {
+        eprintln!(
+            "error: {e} (the model was saved to {})",
+            args.save.display()
+        );
+        failed = true;
+    }
     if let Some(path) = &args.plot {
         // After a resume, the epochs before it too: the whole run.
-        plot::training_curves(path, trainer.history())?;
-        if !args.quiet {
-            println!("plotted {}", path.display());
+        match plot::training_curves(path, trainer.history()) {
+            Ok(()) if !args.quiet => sayln!("plotted {}", path.display()),
+            Ok(()) => {}
+            Err(e) => {
+                eprintln!(
+                    "error: {e:#} (the model was saved to {})",
+                    args.save.display()
+                );
+                failed = true;
+            }
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// A file a command writes, for [`check_outputs`].
+struct Output<'a> {
+    /// The option that names it, for messages.
+    flag: &'a str,
+    path: &'a std::path::Path,
+    /// Whether to check now that it can be written (else only that it destroys no input).
+    probe: bool,
+}
+
+impl<'a> Output<'a> {
+    fn new(flag: &'a str, path: &'a std::path::Path) -> Self {
+        Self {
+            flag,
+            path,
+            probe: true,
+        }
+    }
+}
+
+/// What identifies an existing file whatever the path (symlinks and hard links followed):
+/// its device and inode; `None` when it does not exist.
+fn file_key(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// Where a path that may not exist yet points: its folder made absolute (symlinks resolved)
+/// and its name.
+fn future_path(path: &std::path::Path) -> Option<PathBuf> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    Some(std::fs::canonicalize(dir).ok()?.join(path.file_name()?))
+}
+
+/// Refuses, before any work, an output that is not a regular file (a device would be replaced
+/// by a file, a FIFO block), that is an input of the run or another output (symlinks and hard
+/// links followed), or that cannot be written (a missing folder, a name too long).
+fn check_outputs(outputs: &[Output], inputs: &[PathBuf]) -> Result<()> {
+    let input_keys: Vec<_> = inputs
+        .iter()
+        .filter_map(|p| Some((file_key(p)?, p)))
+        .collect();
+    // Each output so far: its file (if it exists), where it will be, and its flag.
+    type Seen<'f> = (Option<(u64, u64)>, Option<PathBuf>, &'f str);
+    let mut seen: Vec<Seen> = Vec::new();
+    for out in outputs {
+        let (flag, path) = (out.flag, out.path);
+        if let Ok(meta) = std::fs::metadata(path)
+            && !meta.is_file()
+        {
+            bail!(
+                "{}: {flag} is not a regular file ({}); give the path of a file",
+                path.display(),
+                image_input::file_kind(&meta.file_type())
+            );
+        }
+        let key = file_key(path);
+        if let Some((_, input)) = input_keys.iter().find(|(k, _)| Some(*k) == key) {
+            bail!(
+                "{}: {flag} would overwrite {}, an input of this run",
+                path.display(),
+                input.display()
+            );
+        }
+        let future = future_path(&picodense::model::resolve_link(path));
+        if let Some((.., other)) = seen
+            .iter()
+            .find(|(k, f, _)| (key.is_some() && *k == key) || (future.is_some() && *f == future))
+        {
+            bail!("{}: {flag} and {other} name the same file", path.display());
+        }
+        seen.push((key, future, flag));
+        if out.probe {
+            picodense::model::check_writable(path)
+                .with_context(|| format!("{}: cannot write {flag}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// The files a run reads its data from, as far as they are known before reading: the `--data`
+/// path (every file of a folder), `--test-data`, or the folder of the named dataset.
+fn data_inputs(args: &DataArgs, model: Option<&ModelMeta>) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let dir = match &args.data {
+        Some(path) => {
+            files.push(path.clone());
+            files.extend(args.test_data.clone());
+            path.is_dir().then(|| path.clone())
+        }
+        None => {
+            let kind = args
+                .dataset
+                .or(model.and_then(ModelMeta::dataset_kind))
+                .unwrap_or(DatasetKind::Mnist);
+            data::find(kind)
+        }
+    };
+    if let Some(dir) = dir
+        && let Ok(entries) = std::fs::read_dir(dir)
+    {
+        files.extend(entries.filter_map(|e| Some(e.ok()?.path())));
+    }
+    files
 }
 
 /// The metadata of a model file, if it is a readable f32 or int8 model.
@@ -504,8 +694,7 @@ fn file_meta(path: &std::path::Path, bytes: &[u8]) -> Option<ModelMeta> {
 
 fn run_evaluate(args: cli::EvaluateArgs) -> Result<()> {
     let (threads, kernel) = compute_settings(&args.compute)?;
-    let bytes = std::fs::read(&args.model)
-        .with_context(|| format!("{}: cannot read", args.model.display()))?;
+    let bytes = picodense::model::read_model_file(&args.model)?;
     let dtype = export::file_dtype(&args.model, &bytes)?;
     let model_meta = file_meta(&args.model, &bytes);
     let loaded = load_data(&args.data, model_meta.as_ref(), args.json)?;
@@ -549,12 +738,12 @@ fn run_evaluate(args: cli::EvaluateArgs) -> Result<()> {
             out["recall"] =
                 serde_json::json!((0..classes).map(|c| matrix.recall(c)).collect::<Vec<_>>());
         }
-        println!("{out}");
+        sayln!("{out}");
     } else {
-        println!("test loss: {:.4}", test.mean_loss());
-        println!("test accuracy: {:.4}", test.accuracy());
+        sayln!("test loss: {:.4}", test.mean_loss());
+        sayln!("test accuracy: {:.4}", test.accuracy());
         if let (true, Some((_, matrix))) = (args.confusion, &details) {
-            print!("\n{}", matrix.to_table(&names));
+            say!("\n{}", matrix.to_table(&names));
         }
     }
     if let (Some(dir), Some((probabilities, matrix))) = (&args.report, &details) {
@@ -572,8 +761,8 @@ fn run_evaluate(args: cli::EvaluateArgs) -> Result<()> {
         )?;
         if !args.json {
             match misclassified {
-                Some(m) => println!("wrote {} and {}", confusion.display(), m.display()),
-                None => println!("wrote {}", confusion.display()),
+                Some(m) => sayln!("wrote {} and {}", confusion.display(), m.display()),
+                None => sayln!("wrote {}", confusion.display()),
             }
         }
     }
@@ -659,16 +848,16 @@ fn run_predict(args: cli::PredictArgs) -> Result<()> {
         let cols = meta.image.map_or(data::IMAGE_SIDE, |[_, c]| c);
         let p = trainer.image_probabilities(&pixels);
         if args.json {
-            println!("{}", serde_json::to_string(&Prediction::new(p))?);
+            sayln!("{}", serde_json::to_string(&Prediction::new(p))?);
             return Ok(());
         }
         if args.show {
-            print!("{}", draw(&pixels, cols));
+            say!("{}", draw(&pixels, cols));
         }
         let top = top_k(&p, 3);
-        println!("predicted: {}", class_label(top[0].0, &names));
+        sayln!("predicted: {}", class_label(top[0].0, &names));
         for (rank, (class, prob)) in top.into_iter().enumerate() {
-            println!(
+            sayln!(
                 "  {}. {:<14} {prob:.4} {}",
                 rank + 1,
                 class_label(class, &names),
@@ -696,18 +885,18 @@ fn run_predict(args: cli::PredictArgs) -> Result<()> {
         trainer.probabilities(test.row_values(index))
     };
     if args.json {
-        println!("{}", serde_json::to_string(&Prediction::new(p))?);
+        sayln!("{}", serde_json::to_string(&Prediction::new(p))?);
         return Ok(());
     }
     if let (true, Some(size)) = (test.is_images(), loaded.splits.image) {
-        print!("{}", draw(test.image(index), size.cols));
+        say!("{}", draw(test.image(index), size.cols));
     }
     let predicted = picodense_core::loss::argmax(&p);
     let label = test.labels[index] as usize;
-    println!("true label: {} ({})", label, names[label]);
-    println!("predicted:  {} ({})", predicted, names[predicted]);
+    sayln!("true label: {} ({})", label, names[label]);
+    sayln!("predicted:  {} ({})", predicted, names[predicted]);
     for (class, prob) in p.iter().enumerate() {
-        println!(
+        sayln!(
             "  {class} {:<12} {prob:.4} {}",
             names[class],
             "#".repeat((prob * 40.0).round() as usize)
@@ -733,27 +922,34 @@ fn draw(pixels: &[u8], cols: usize) -> String {
 }
 
 fn run_inspect(path: &std::path::Path) -> Result<()> {
-    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let bytes = picodense::model::read_model_file(path)?;
     let view = ModelView::parse(&bytes)
         .with_context(|| format!("{}: checksum or format check failed", path.display()))?;
     let h = view.header();
+    // "checksum: ok" must not vouch for a file every command refuses.
+    if h.dtype == Dtype::F32 {
+        picodense::model::network_from_bytes(path, &bytes)?;
+        if h.has_extra {
+            Trainer::resume(path, 1, picodense_core::Kernel::PORTABLE)?;
+        }
+    }
     let meta = file_meta(path, &bytes).unwrap_or_default();
-    println!("file:          {} ({} bytes)", path.display(), bytes.len());
-    println!("format:        PDN version {}", h.version);
-    print!("{}", summary(h.shape));
-    println!("dtype:         {}", h.dtype.name());
-    println!(
+    sayln!("file:          {} ({} bytes)", path.display(), bytes.len());
+    sayln!("format:        PDN version {}", h.version);
+    say!("{}", summary(h.shape));
+    sayln!("dtype:         {}", h.dtype.name());
+    sayln!(
         "data:          {}",
         meta.dataset
             .clone()
             .or(meta.data.as_ref().map(|d| d.display().to_string()))
             .unwrap_or_else(|| "unknown".into())
     );
-    println!("input scaling: {}", meta.scaling.name());
+    sayln!("input scaling: {}", meta.scaling.name());
     if let Some(names) = &meta.classes {
-        println!("classes:       {}", names.join(", "));
+        sayln!("classes:       {}", names.join(", "));
     }
-    println!(
+    sayln!(
         "optimizer:     {}",
         if h.has_optimizer {
             "RMSprop state included"
@@ -761,7 +957,7 @@ fn run_inspect(path: &std::path::Path) -> Result<()> {
             "none"
         }
     );
-    println!(
+    sayln!(
         "checksum:      ok (CRC-32 {:08x})",
         u32::from_le_bytes(bytes[bytes.len() - 4..].try_into().expect("4 bytes"))
     );
@@ -776,7 +972,7 @@ fn run_download(kind: DatasetKind) -> Result<()> {
         &picodense::download::mirrors_from_env(kind),
         true,
     )?;
-    println!("{} is in {}", kind.name(), dest.display());
+    sayln!("{} is in {}", kind.name(), dest.display());
     Ok(())
 }
 
@@ -804,7 +1000,7 @@ fn run_bench(args: cli::BenchArgs) -> Result<()> {
             source.display()
         );
     }
-    println!(
+    sayln!(
         "picodense bench: {} ({} training images), {} epoch{}, batch {}, kernel {}, {} thread{}{}",
         kind.map_or("data", |k| k.name()),
         splits.train.len(),
@@ -875,9 +1071,14 @@ fn run_bench(args: cli::BenchArgs) -> Result<()> {
         images: (splits.train.len() * config.epochs) as f64,
         flops: bench::training_flops(shape, splits.train.len()) * config.epochs as f64,
     };
-    println!(
+    sayln!(
         "{:<10} {:>9} {:>12} {:>9} {:>9} {:>9}  epoch losses",
-        "", "fit (s)", "samples/s", "GFLOP/s", "test acc", "peak MiB"
+        "",
+        "fit (s)",
+        "samples/s",
+        "GFLOP/s",
+        "test acc",
+        "peak MiB"
     );
     // The process's peak: the largest of all its rounds.
     let peak_rss = bench::peak_rss_mib().unwrap_or(f64::NAN);
@@ -885,7 +1086,7 @@ fn run_bench(args: cli::BenchArgs) -> Result<()> {
     let mut fastest_keras: Option<(&str, f64)> = None;
     for (mode, runs) in modes.iter().zip(&references) {
         let theirs = print_median(&totals, mode, runs);
-        println!(
+        sayln!(
             "{:<10} picodense is {:.1}x faster and uses {:.1}x less memory",
             "",
             theirs.fit_seconds / ours.fit_seconds,
@@ -896,7 +1097,7 @@ fn run_bench(args: cli::BenchArgs) -> Result<()> {
         }
     }
     if let Some((mode, seconds)) = fastest_keras {
-        println!(
+        sayln!(
             "fastest Keras backend here: {mode} ({seconds:.2} s); picodense ({}, {} thread{}) \
              is {:.1}x faster on {}",
             kernel.name(),
@@ -940,7 +1141,7 @@ fn print_median<'r>(
         .iter()
         .map(|l| format!("{l:.4}"))
         .collect();
-    println!(
+    sayln!(
         "{:<10} {:>9.2} {:>12.0} {:>9.1} {:>9.4} {:>9.0}  {}",
         name,
         median.fit_seconds,
@@ -955,13 +1156,18 @@ fn print_median<'r>(
             .iter()
             .map(|r| format!("{:.2}", r.fit_seconds))
             .collect();
-        println!("{:<10} rounds (s): {}", "", times.join(" "));
+        sayln!("{:<10} rounds (s): {}", "", times.join(" "));
     }
     median
 }
 
 fn run_export(args: cli::ExportArgs) -> Result<()> {
     let network = picodense::model::load_network(&args.model)?;
+    let mut inputs = data_inputs(&args.data, Some(&network.meta));
+    inputs.extend(network.meta.data.clone());
+    inputs.extend(network.meta.test_data.clone());
+    inputs.push(args.model.clone());
+    check_outputs(&[Output::new("--out", &args.out)], &inputs)?;
     let loaded = load_data(&args.data, Some(&network.meta), false)?;
     let splits = &loaded.splits;
     check_fits(&args.model, &network, splits)?;
@@ -982,16 +1188,16 @@ fn run_export(args: cli::ExportArgs) -> Result<()> {
     let threads = default_threads();
     let f32_stats = Trainer::with_network(network, threads, select_kernel(KernelChoice::Auto)?)
         .evaluate(&splits.test);
-    println!(
+    sayln!(
         "wrote {} ({} bytes, {dtype}{})",
         args.out.display(),
         bytes.len(),
         if as_header { ", as a C header" } else { "" }
     );
-    println!("f32 test accuracy:  {:.4}", f32_stats.accuracy());
+    sayln!("f32 test accuracy:  {:.4}", f32_stats.accuracy());
     if args.format == export::ExportFormat::Int8 {
         let int8 = export::evaluate_int8(&bytes, &splits.test, threads)?;
-        println!(
+        sayln!(
             "int8 test accuracy: {:.4} ({:+.2} points)",
             int8.accuracy(),
             100.0 * (int8.accuracy() - f32_stats.accuracy())

@@ -183,12 +183,46 @@ impl Network {
         };
         view.load_into(&mut network.layers_mut())
             .map_err(format_err)?;
+        // A NaN or infinity under a valid CRC would evaluate to NaN, predict class 0 and
+        // export to flash without a word.
+        if let Some(at) = first_non_finite(shape, &network.params) {
+            return Err(ModelFileError::NonFinite {
+                path: path.to_owned(),
+                what: at,
+            });
+        }
         check_meta(&network).map_err(|reason| ModelFileError::BadRecord {
             path: path.to_owned(),
             reason,
         })?;
         Ok(network)
     }
+}
+
+/// Where the first NaN or infinity of `params` (a network of `shape`, in file order) is: e.g.
+/// `layer 2 weights, value 17 (NaN)`; `None` when every value is finite.
+pub fn first_non_finite(shape: Shape, params: &[f32]) -> Option<String> {
+    let index = params.iter().position(|v| !v.is_finite())?;
+    let mut start = 0;
+    for l in 0..shape.layers() {
+        let (_, units) = shape.layer(l);
+        let len = shape.layer_parameters(l);
+        if index < start + len {
+            let weights = len - units;
+            let (part, at) = if index - start < weights {
+                ("weights", index - start)
+            } else {
+                ("bias", index - start - weights)
+            };
+            return Some(format!(
+                "layer {} {part}, value {at} ({})",
+                l + 1,
+                params[index]
+            ));
+        }
+        start += len;
+    }
+    Some(format!("value {index} ({})", params[index]))
 }
 
 /// Refuses metadata that does not fit the network.
@@ -272,16 +306,100 @@ pub enum ModelFileError {
         /// What is wrong.
         reason: String,
     },
+    /// A weight, bias or optimizer value is NaN or infinite, or the optimizer's settings are
+    /// impossible: nothing sensible can be computed from it.
+    #[error("{}: {what} is not finite: the file holds no usable model", path.display())]
+    NonFinite {
+        /// The file.
+        path: PathBuf,
+        /// Which value.
+        what: String,
+    },
+    /// The optimizer state of a checkpoint is one no run could have written.
+    #[error("{}: impossible optimizer state: {reason}", path.display())]
+    BadOptimizer {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A FIFO, device or socket given as a model file.
+    #[error("{}: not a regular file ({kind}), expected a model file", path.display())]
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+        /// What it is instead.
+        kind: &'static str,
+    },
     /// A model file without a training record was given to `--resume`.
     #[error("{}: not a checkpoint (no training record); use a file written by --checkpoint", .0.display())]
     NotCheckpoint(PathBuf),
 }
 
-pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, ModelFileError> {
-    std::fs::read(path).map_err(|error| ModelFileError::Io {
+/// Reads a model file, checking before reading: a regular file (a FIFO would block, a device
+/// never end), a valid header, and a length equal to the one the header declares. Only that
+/// length is read, so memory is bounded by the declared payload (a `u32`: at most 4 GiB), and a
+/// file that is not a model costs its first bytes only.
+pub fn read_model_file(path: &Path) -> Result<Vec<u8>, ModelFileError> {
+    use std::io::Read;
+    let io_err = |error| ModelFileError::Io {
         path: path.to_owned(),
         error,
-    })
+    };
+    let format_err = |error| ModelFileError::Format {
+        path: path.to_owned(),
+        error: Box::new(error),
+    };
+    let meta = std::fs::metadata(path).map_err(io_err)?;
+    if !meta.is_file() && !meta.is_dir() {
+        return Err(ModelFileError::NotAFile {
+            path: path.to_owned(),
+            kind: crate::image_input::file_kind(&meta.file_type()),
+        });
+    }
+    let file = std::fs::File::open(path).map_err(io_err)?;
+    let len = file.metadata().map_err(io_err)?.len();
+    // The longest header: the fixed part, the widths of the deepest network, the checksum.
+    let header_max = format::HEADER_LEN + 4 * (picodense_core::shape::MAX_LAYERS + 1) + 4;
+    let mut head = Vec::with_capacity(header_max);
+    let mut file = file;
+    (&mut file)
+        .take(header_max as u64)
+        .read_to_end(&mut head)
+        .map_err(io_err)?;
+    let header = format::Header::parse(&head).map_err(format_err)?;
+    let total = (format::HEADER_LEN + header.payload_len + 4) as u64;
+    if len < total {
+        return Err(format_err(format::FormatError::Truncated {
+            needed: total as usize,
+            got: len.try_into().unwrap_or(usize::MAX),
+        }));
+    }
+    if len > total {
+        return Err(format_err(format::FormatError::LengthMismatch {
+            declared: header.payload_len,
+            expected: (len - format::HEADER_LEN as u64 - 4)
+                .try_into()
+                .unwrap_or(usize::MAX),
+        }));
+    }
+    let mut bytes = head;
+    bytes.reserve_exact(total as usize - bytes.len().min(total as usize));
+    // One byte more than declared: a file that grew since its length was read is refused.
+    file.take(total + 1 - bytes.len() as u64)
+        .read_to_end(&mut bytes)
+        .map_err(io_err)?;
+    if bytes.len() as u64 != total {
+        return Err(io_err(std::io::Error::other(format!(
+            "the file changed while it was read ({} bytes, the header declares {total})",
+            bytes.len()
+        ))));
+    }
+    Ok(bytes)
+}
+
+pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, ModelFileError> {
+    read_model_file(path)
 }
 
 /// Reads an f32 model file.
@@ -300,25 +418,27 @@ pub fn network_from_bytes(path: &Path, bytes: &[u8]) -> Result<Network, ModelFil
 
 /// Writes `bytes` to `path` so that a crash leaves either the old file or the new one, never a
 /// mix: a temporary file in the same directory, fsync, rename, fsync of the directory.
+///
+/// A symlink is followed: the file it points to is replaced, the link stays. A replaced file
+/// keeps its permissions.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModelFileError> {
     use std::io::Write;
     let io_err = |error| ModelFileError::Io {
         path: path.to_owned(),
         error,
     };
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .ok_or_else(|| io_err(std::io::Error::other("not a file name")))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".tmp-{}", std::process::id()));
-    let tmp = dir.join(tmp_name);
+    let target = resolve_link(path);
+    let path = target.as_path();
+    let tmp = temp_path(path).map_err(io_err)?;
+    let dir = tmp
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let old_permissions = std::fs::metadata(path).ok().map(|m| m.permissions());
     let result = (|| {
         let mut file = std::fs::File::create(&tmp)?;
+        if let Some(permissions) = old_permissions {
+            file.set_permissions(permissions)?;
+        }
         file.write_all(bytes)?;
         file.sync_all()?;
         drop(file);
@@ -330,4 +450,46 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModelFileError> {
         let _ = std::fs::remove_file(&tmp);
     }
     result.map_err(io_err)
+}
+
+/// Where a write to `path` lands: the file a symlink points to, else `path` itself.
+pub fn resolve_link(path: &Path) -> PathBuf {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => {
+            std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned())
+        }
+        _ => path.to_owned(),
+    }
+}
+
+/// The temporary file [`write_atomic`] writes before renaming it to `path`: in the same folder,
+/// with a short name whatever the length of `path`'s (a name has at most 255 bytes).
+pub fn temp_path(path: &Path) -> std::io::Result<PathBuf> {
+    if path.file_name().is_none() {
+        return Err(std::io::Error::other("not a file name"));
+    }
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    Ok(dir.join(format!(".picodense.tmp-{}", std::process::id())))
+}
+
+/// Checks before any work that `write_atomic` (or an append) can write `path`: its name can be
+/// created, an existing file can be opened for writing, and the temporary file can be made in
+/// its folder. Nothing is left behind and an existing file is not changed.
+pub fn check_writable(path: &Path) -> std::io::Result<()> {
+    let path = resolve_link(path);
+    if path.exists() {
+        std::fs::OpenOptions::new().append(true).open(&path)?;
+    } else {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        std::fs::remove_file(&path)?;
+    }
+    let tmp = temp_path(&path)?;
+    std::fs::File::create(&tmp)?;
+    std::fs::remove_file(&tmp)
 }

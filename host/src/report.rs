@@ -8,6 +8,46 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::train::{EpochReport, Event};
 
+/// The first error writing to stdout: once set, nothing more is printed there.
+static STDOUT_ERROR: std::sync::OnceLock<std::io::Error> = std::sync::OnceLock::new();
+
+/// Writes to stdout unless an earlier write failed. A closed pipe (`| head`) or a full disk
+/// (`> /dev/full`) ends the printing, never the run: `print!` would panic and lose the model.
+pub fn say(args: std::fmt::Arguments) {
+    if STDOUT_ERROR.get().is_some() {
+        return;
+    }
+    if let Err(e) = std::io::stdout().lock().write_fmt(args) {
+        let _ = STDOUT_ERROR.set(e);
+    }
+}
+
+/// Flushes stdout, recording a failure as [`say`] does; returns the first stdout error, if any.
+pub fn stdout_error() -> Option<&'static std::io::Error> {
+    if STDOUT_ERROR.get().is_none()
+        && let Err(e) = std::io::stdout().lock().flush()
+    {
+        let _ = STDOUT_ERROR.set(e);
+    }
+    STDOUT_ERROR.get()
+}
+
+/// `println!` through [`say`]: never panics on a closed or full stdout.
+#[macro_export]
+macro_rules! sayln {
+    ($($arg:tt)*) => {
+        $crate::report::say(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `print!` through [`say`].
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::report::say(format_args!($($arg)*))
+    };
+}
+
 /// Prints `Epoch 1/5` and `469/469 [====] - 1s 2ms/step - loss: .. - accuracy: ..` lines, with a
 /// live bar on a terminal.
 pub struct Progress {
@@ -37,7 +77,7 @@ impl Progress {
         }
         match *event {
             Event::EpochStart { epoch, steps } => {
-                println!("Epoch {epoch}/{}", self.epochs);
+                crate::sayln!("Epoch {epoch}/{}", self.epochs);
                 self.steps = steps;
                 self.started = Instant::now();
                 let bar = ProgressBar::with_draw_target(
@@ -67,7 +107,7 @@ impl Progress {
                 if let Some(bar) = self.bar.take() {
                     bar.finish_and_clear();
                 }
-                println!("{}", epoch_line(report, self.steps));
+                crate::sayln!("{}", epoch_line(report, self.steps));
             }
         }
     }
@@ -123,6 +163,17 @@ impl JsonLog {
         Ok(Self {
             path: path.to_owned(),
             file: std::fs::File::create(path)?,
+        })
+    }
+
+    /// Opens the log to add to it (creating it if missing): a resumed run continues its log.
+    pub fn append(path: &Path) -> std::io::Result<Self> {
+        Ok(Self {
+            path: path.to_owned(),
+            file: std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?,
         })
     }
 

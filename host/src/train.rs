@@ -395,6 +395,7 @@ impl Trainer {
             let rule = view
                 .load_optimizer(&mut Layers::split_mut(shape, &mut velocity).expect("sized"))
                 .map_err(format_err)?;
+            check_optimizer(path, &rule, shape, &velocity, record.learning_rate)?;
             trainer.optimizer = OptimizerState::RmsProp { rule, velocity };
         } else {
             trainer.optimizer = OptimizerState::Sgd(Sgd {
@@ -762,6 +763,50 @@ impl Trainer {
     pub fn to_bytes(&self) -> Vec<u8> {
         self.network.file_bytes()
     }
+}
+
+/// Refuses RMSprop state no run could have written: a mean of squares that is negative or not
+/// finite, a decay outside [0, 1), an epsilon that is not positive, or a learning rate other
+/// than the record's.
+fn check_optimizer(
+    path: &Path,
+    rule: &RmsPropRule,
+    shape: Shape,
+    velocity: &[f32],
+    learning_rate: f32,
+) -> Result<(), ModelFileError> {
+    let bad = |reason: String| ModelFileError::BadOptimizer {
+        path: path.to_owned(),
+        reason,
+    };
+    if !(0.0..1.0).contains(&rule.rho) {
+        return Err(bad(format!("RMSprop rho {} is outside [0, 1)", rule.rho)));
+    }
+    if !(rule.epsilon.is_finite() && rule.epsilon > 0.0) {
+        return Err(bad(format!(
+            "RMSprop epsilon {} is not a positive number",
+            rule.epsilon
+        )));
+    }
+    if rule.learning_rate != learning_rate {
+        return Err(bad(format!(
+            "RMSprop learning rate {} differs from the record's {learning_rate}",
+            rule.learning_rate
+        )));
+    }
+    if let Some(at) = crate::model::first_non_finite(shape, velocity) {
+        return Err(ModelFileError::NonFinite {
+            path: path.to_owned(),
+            what: format!("RMSprop mean square of {at}"),
+        });
+    }
+    if let Some(i) = velocity.iter().position(|&v| v < 0.0) {
+        return Err(bad(format!(
+            "RMSprop mean square {} (value {i}) is negative",
+            velocity[i]
+        )));
+    }
+    Ok(())
 }
 
 /// Refuses a checkpoint record that no run could have written: settings `fit` rejects, or a

@@ -346,9 +346,13 @@ fn unreadable_file_permission_denied() {
     let data = dataset(dir.path());
     let secret = data.join(TRAIN_IMAGES);
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o000)).unwrap();
+    // Outputs are checked before the data is read, so the model goes where nobody may write.
+    let out_dir = dir.path().join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    std::fs::set_permissions(&out_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
     let mut cmd = bin();
     cmd.args(["train", "--data", s(&data), "--epochs", "1", "--quiet"])
-        .args(["--save", s(&dir.path().join("m.pdn"))]);
+        .args(["--save", s(&out_dir.join("m.pdn"))]);
     if running_as_root() {
         cmd.uid(65534).gid(65534);
     }
@@ -496,9 +500,9 @@ fn unwritable_output_path() {
             .unwrap();
         assert_fails(&out, &[s(ckpt)]);
     }
-    // The JSON log is opened before any data is read.
+    // The JSON log is checked before any data is read.
     let out = guard.train(&data, &["--log-json", s(&under_file)]);
-    assert_fails(&out, &[s(&under_file), "cannot create the log"]);
+    assert_fails(&out, &[s(&under_file), "cannot write --log-json"]);
     // A directory standing where the model goes.
     let out = bin()
         .args(["train", "--data", s(&data), "--epochs", "1", "--quiet"])

@@ -87,8 +87,8 @@ fn centred_box(class: u8) -> (i32, i32) {
     (place(sr / n), place(sc / n))
 }
 
-/// A dataset folder. A name with "fashion" in it makes models trained on it Fashion-MNIST
-/// ones, which print its class names and prepare pictures its way.
+/// A dataset folder: Fashion-MNIST-like garments when the name has "fashion" in it, digits
+/// otherwise. [`train`] names the kind with --dataset: the folder's name decides nothing.
 fn dataset_named(dir: &Path, name: &str, train: usize, test: usize) -> PathBuf {
     let fashion = name.contains("fashion");
     write_dataset(
@@ -117,6 +117,9 @@ fn train(data: &Path, model: &Path, epochs: &str, extra: &[&str]) -> String {
         "--save",
         s(model),
     ];
+    if data.to_string_lossy().contains("fashion") {
+        args.extend(["--dataset", "fashion-mnist"]);
+    }
     args.extend(extra);
     ok(&args)
 }
