@@ -157,7 +157,7 @@ pub fn evaluate_int8(
             let class = view.predict(data.image(i), &mut scratch, &mut logits);
             let real: Vec<f32> = logits
                 .iter()
-                .map(|&z| z as f32 * view.logit_scale())
+                .map(|&z| (z - view.logit_zero_point()) as f32 * view.logit_scale())
                 .collect();
             let label = data.labels[i];
             stats.loss_sum += f64::from(cross_entropy(&real, label as usize));
