@@ -8,10 +8,12 @@
 //! - hidden activations: int8 with zero point -128 and a scale of `max / 255`, `max` the largest
 //!   ReLU output seen on the calibration images (the ReLU is the clamp at the zero point);
 //! - biases: int32 at the accumulator's scale (`input scale * weight scale[o]`);
-//! - requantisation: a per-unit fixed-point multiplier and shift chosen at export, applied with
-//!   one 64-bit product and one rounding (round half up);
-//! - logits: int32, requantised from each unit's accumulator scale to one common `logit_scale`
-//!   (so the arg-max of the integers is the class); multiply by `logit_scale` for real logits.
+//! - requantisation: a per-unit fixed-point multiplier and shift chosen at export, applied as
+//!   TensorFlow Lite's reference kernels apply it ([`requantize`]), so that the `.tflite`
+//!   export runs bit for bit the same in TFLite Micro and LiteRT;
+//! - logits: int8 like every activation (what a TFLite FULLY_CONNECTED int8 head writes), with
+//!   a scale and zero point spanning the logits seen on the calibration images; the real logit
+//!   is `(q - zero_point) * scale`, and the arg-max of the integers is the class.
 //!
 //! Int8 payload (after the 32-byte header of [`crate::format`]; little-endian, every section a
 //! multiple of 4 bytes; `IN8`, `H8` are the inputs and hidden units rounded up to 8, `H2`, `O2`
@@ -20,9 +22,10 @@
 //! size        field
 //! 4           f32 input scale (1/255)
 //! 4           i32 input zero point (-128)
-//! 4           f32 hidden activation scale
+//! 4           f32 hidden activation scale (one scale and zero point per hidden layer)
 //! 4           i32 hidden zero point (-128)
-//! 4           f32 logit scale (real logit = int32 logit * logit scale)
+//! 4           f32 logit scale
+//! 4           i32 logit zero point (real logit = (int8 logit - zero point) * scale)
 //! H2 * IN8    hidden weights, int8, transposed (output-unit major) and interleaved by pairs of
 //!             units: for units 2p, 2p+1 and each block of 8 inputs, the 8 weights into unit 2p
 //!             then the 8 into unit 2p+1
@@ -49,9 +52,6 @@ use crate::shape::{MAX_HIDDEN_LAYERS, MAX_LAYERS, Shape};
 pub const INPUT_SCALE: f32 = 1.0 / 255.0;
 /// Zero point of the quantised input (and of the hidden activations): `q = p - 128`.
 pub const ZERO_POINT: i32 = -128;
-/// Calibrated logits map to at most this magnitude in the int32 logits (2^20 keeps about 11 bits
-/// of headroom for inputs that produce larger logits than the calibration set did).
-const LOGIT_RANGE: f32 = (1u32 << 20) as f32;
 /// Bytes of the scale/zero-point block at the start of the payload.
 const PARAMS_LEN: usize = params_len(1);
 
@@ -83,27 +83,82 @@ pub fn quantize_multiplier(m: f64) -> (i32, i32) {
     (q as i32, exponent)
 }
 
-/// `round(acc * multiplier * 2^(shift - 31))`, rounding halves up, saturated to `i32`.
+/// `acc * multiplier * 2^(shift - 31)` rounded as TensorFlow Lite's reference kernels round it
+/// (`MultiplyByQuantizedMultiplier` in tflite-micro's `kernels/internal/common.h`), so that an
+/// exported `.tflite` model computes the same int8 values in TFLite Micro and LiteRT:
+/// a left shift for a multiplier above one, a saturating rounding doubling high multiply
+/// (`round(a * b / 2^31)`, halves up), then a rounding right shift (halves away from zero).
 ///
-/// One widening product and one rounding shift: exact for every input (no double rounding).
-/// Shifts outside the range [`quantize_multiplier`] produces are clamped, so a crafted file
-/// cannot make this panic.
+/// Two roundings rather than one: the result can differ by one from the exactly rounded
+/// product, which is what the interpreters compute and so what this matches. Shifts outside
+/// the range [`quantize_multiplier`] produces are clamped, so a crafted file cannot make this
+/// panic; the left shift wraps as the C code does on every target it runs on.
 #[inline]
 pub fn requantize(acc: i32, multiplier: i32, shift: i32) -> i32 {
+    let left = shift.clamp(0, 31) as u32;
+    let right = shift.saturating_neg().clamp(0, 31) as u32;
+    let high = rounding_doubling_high_mul(acc.wrapping_shl(left), multiplier);
+    rounding_divide_by_pot(high, right)
+}
+
+/// `round(acc * multiplier * 2^(shift - 31))` with one rounding, halves up, saturated to
+/// `i32`: what LiteRT computes when built with `TFLITE_SINGLE_ROUNDING` (its PyPI wheels are).
+///
+/// Shifts outside the range [`quantize_multiplier`] produces are clamped.
+#[inline]
+pub fn requantize_single(acc: i32, multiplier: i32, shift: i32) -> i32 {
     let product = i64::from(acc) * i64::from(multiplier);
-    // A shift of 33-62 bits (multipliers below 1/4: every hidden unit) puts the rounding bit in
-    // the high word, and dropping the low word first cannot change the floor: 32-bit
-    // arithmetic on the high word gives the same result (SMULL, ADD, ASR on a Cortex-M4).
-    let below_high = (-1i32).wrapping_sub(shift);
-    if (1..=30).contains(&below_high) {
-        // |product| <= 2^62, so |high| <= 2^30 and adding 2^29 cannot overflow.
-        let high = (product >> 32) as i32;
-        return (high + (1 << (below_high - 1))) >> below_high;
-    }
     let n = 31i32.saturating_sub(shift).clamp(1, 62) as u32;
     // |product| <= 2^62, so adding 2^61 cannot overflow.
     let rounded = (product + (1i64 << (n - 1))) >> n;
     rounded.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32
+}
+
+/// How an int8 runtime rounds the requantisation: the same model file gives outputs that
+/// differ by one in a few units between the two, so inference takes the runtime's rule.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Rounding {
+    /// TFLite's reference kernels as TensorFlow Lite Micro (and CMSIS-NN) build them: two
+    /// roundings ([`requantize`]).
+    #[default]
+    Double,
+    /// One rounding ([`requantize_single`]): LiteRT's kernels as its wheels build them.
+    Single,
+}
+
+impl Rounding {
+    /// Requantises `acc` by this rule.
+    #[inline(always)]
+    pub fn apply(self, acc: i32, multiplier: i32, shift: i32) -> i32 {
+        match self {
+            Rounding::Double => requantize(acc, multiplier, shift),
+            Rounding::Single => requantize_single(acc, multiplier, shift),
+        }
+    }
+}
+
+/// `round(a * b / 2^31)` with halves rounded up, saturated: gemmlowp's
+/// `SaturatingRoundingDoublingHighMul` (ARM's SQRDMULH).
+#[inline(always)]
+fn rounding_doubling_high_mul(a: i32, b: i32) -> i32 {
+    if a == i32::MIN && b == i32::MIN {
+        return i32::MAX;
+    }
+    let ab = i64::from(a) * i64::from(b);
+    let nudge = if ab >= 0 { 1 << 30 } else { 1 - (1 << 30) };
+    // Division truncates toward zero, as in C; |ab + nudge| / 2^31 < 2^31.
+    ((ab + nudge) / (1i64 << 31)) as i32
+}
+
+/// `x / 2^exponent` rounded to nearest, halves away from zero: gemmlowp's
+/// `RoundingDivideByPOT` (`exponent` at most 31).
+#[inline(always)]
+fn rounding_divide_by_pot(x: i32, exponent: u32) -> i32 {
+    let mask = ((1i64 << exponent) - 1) as i32;
+    let remainder = x & mask;
+    let threshold = (mask >> 1) + i32::from(x < 0);
+    (x >> exponent) + i32::from(remainder > threshold)
 }
 
 /// Ranges seen on calibration images: what fixes the activation and logit scales.
@@ -111,8 +166,10 @@ pub fn requantize(acc: i32, multiplier: i32, shift: i32) -> i32 {
 pub struct Calibration {
     /// Largest ReLU output of each hidden layer.
     pub hidden_max: [f32; MAX_HIDDEN_LAYERS],
-    /// Largest logit magnitude.
+    /// Largest logit (zero or more: the int8 range holds zero, as TFLite requires).
     pub logit_max: f32,
+    /// Smallest logit (zero or less).
+    pub logit_min: f32,
     /// Images observed.
     pub images: u32,
 }
@@ -129,6 +186,7 @@ impl Calibration {
         Self {
             hidden_max: [0.0; MAX_HIDDEN_LAYERS],
             logit_max: 0.0,
+            logit_min: 0.0,
             images: 0,
         }
     }
@@ -192,7 +250,8 @@ impl Calibration {
             core::mem::swap(&mut a, &mut b);
         }
         for &z in logits[..shape.classes()].iter() {
-            self.logit_max = self.logit_max.max(z.abs());
+            self.logit_max = self.logit_max.max(z);
+            self.logit_min = self.logit_min.min(z);
         }
         self.images += 1;
     }
@@ -234,13 +293,27 @@ impl Calibration {
         }
     }
 
-    /// Real value of one step of the int32 logits.
+    /// Real value of one step of the int8 logits: the calibrated range over 255 steps (a
+    /// positive fallback if the logits were all zero).
     pub fn logit_scale(&self) -> f32 {
-        if self.logit_max.is_finite() && self.logit_max > 0.0 {
-            self.logit_max / LOGIT_RANGE
+        let range = self.logit_max - self.logit_min;
+        if range.is_finite() && range > 0.0 {
+            range / 255.0
         } else {
-            1.0 / LOGIT_RANGE
+            INPUT_SCALE
         }
+    }
+
+    /// The int8 logit that stands for a real zero: the smallest logit at -128, rounded as
+    /// TFLite's converter nudges a zero point.
+    pub fn logit_zero_point(&self) -> i32 {
+        let min = if self.logit_min.is_finite() {
+            self.logit_min
+        } else {
+            0.0
+        };
+        let zp = f64::from(ZERO_POINT) - f64::from(min) / f64::from(self.logit_scale());
+        libm::round(zp).clamp(-128.0, 127.0) as i32
     }
 }
 
@@ -282,9 +355,9 @@ impl LayerLayout {
 }
 
 /// Bytes of the scales section of an int8 file with `hidden` hidden layers: the input scale
-/// and zero point, each hidden layer's activation scale and zero point, the logit scale.
+/// and zero point, each hidden layer's activation scale and zero point, the logits'.
 const fn params_len(hidden: usize) -> usize {
-    8 + 8 * hidden + 4
+    8 + 8 * hidden + 8
 }
 
 /// Each layer's sections and the int8 payload's length (the widths of a version 2 file
@@ -368,9 +441,12 @@ pub fn encode_layers(
     let (params, mut rest) = payload.split_at_mut(params_len(hidden));
     for (l, &scale) in scales.iter().enumerate() {
         LittleEndian::write_f32(&mut params[8 * l..8 * l + 4], scale);
-        if l < scales.len() - 1 {
-            LittleEndian::write_i32(&mut params[8 * l + 4..8 * l + 8], ZERO_POINT);
-        }
+        let zero_point = if l < scales.len() - 1 {
+            ZERO_POINT
+        } else {
+            calibration.logit_zero_point()
+        };
+        LittleEndian::write_i32(&mut params[8 * l + 4..8 * l + 8], zero_point);
     }
     for (l, layout) in layouts.iter().enumerate() {
         let (bytes, tail) = rest.split_at_mut(layout.bytes());
@@ -465,6 +541,7 @@ impl<'a> WeightWords<'a> {
 #[derive(Clone, Copy, Debug)]
 struct Int8Layer<'a> {
     layout: LayerLayout,
+    rounding: Rounding,
     weights: &'a [u8],
     words: WeightWords<'a>,
     scales: &'a [u8],
@@ -482,6 +559,7 @@ impl<'a> Int8Layer<'a> {
         let (multiplier, shift) = rest.split_at(n);
         Self {
             layout,
+            rounding: Rounding::default(),
             weights,
             words: WeightWords::new(weights),
             scales,
@@ -498,7 +576,7 @@ impl<'a> Int8Layer<'a> {
 
     #[inline(always)]
     fn requantize(&self, o: usize, acc: i32) -> i32 {
-        requantize(
+        self.rounding.apply(
             acc,
             LittleEndian::read_i32(&self.multiplier[4 * o..]),
             LittleEndian::read_i32(&self.shift[4 * o..]),
@@ -534,14 +612,14 @@ impl<'a> Int8Layer<'a> {
             let [b0, b1, b2, b3] = le_i32x4(bias);
             let [a0, a1] = kernel::dot_pair(p0, x, [b0, b1]);
             let [a2, a3] = kernel::dot_pair(p1, x, [b2, b3]);
-            let (m, s) = (le_i32x4(multiplier), le_i32x4(shift));
+            let (m, s, r) = (le_i32x4(multiplier), le_i32x4(shift), self.rounding);
             emit(
                 o,
                 [
-                    requantize(a0, m[0], s[0]),
-                    requantize(a1, m[1], s[1]),
-                    requantize(a2, m[2], s[2]),
-                    requantize(a3, m[3], s[3]),
+                    r.apply(a0, m[0], s[0]),
+                    r.apply(a1, m[1], s[1]),
+                    r.apply(a2, m[2], s[2]),
+                    r.apply(a3, m[3], s[3]),
                 ],
             );
             o += 4;
@@ -571,6 +649,7 @@ pub struct Int8View<'a> {
     /// The scale of each hidden layer's activations (zero point [`ZERO_POINT`]).
     activation_scales: heapless::Vec<f32, MAX_HIDDEN_LAYERS>,
     logit_scale: f32,
+    logit_zero_point: i32,
     layers: heapless::Vec<Int8Layer<'a>, MAX_LAYERS>,
 }
 
@@ -609,6 +688,8 @@ impl<'a> Int8View<'a> {
             header,
             activation_scales: (1..=hidden).map(scale).collect(),
             logit_scale: scale(hidden + 1),
+            // A crafted zero point outside int8 would only move every logit to a bound.
+            logit_zero_point: LittleEndian::read_i32(&params[8 * hidden + 12..]),
             layers,
         })
     }
@@ -628,9 +709,53 @@ impl<'a> Int8View<'a> {
         self.activation_scales[0]
     }
 
-    /// Real value of one step of the int32 logits [`Int8View::predict`] writes.
+    /// Real value of one step of the int8 logits [`Int8View::predict`] writes.
     pub fn logit_scale(&self) -> f32 {
         self.logit_scale
+    }
+
+    /// The int8 logit that stands for zero: a logit `q` is `(q - zero point) * scale`.
+    pub fn logit_zero_point(&self) -> i32 {
+        self.logit_zero_point
+    }
+
+    /// The same view computing as a runtime that rounds by `rounding` does (the default is
+    /// [`Rounding::Double`], TensorFlow Lite Micro's).
+    pub fn with_rounding(mut self, rounding: Rounding) -> Self {
+        for layer in self.layers.iter_mut() {
+            layer.rounding = rounding;
+        }
+        self
+    }
+
+    /// Scale of hidden layer `l`'s int8 activations (zero point [`ZERO_POINT`]).
+    ///
+    /// # Panics
+    /// If there is no hidden layer `l`.
+    pub fn activation_scale(&self, l: usize) -> f32 {
+        self.activation_scales[l]
+    }
+
+    /// The int32 bias of unit `o` of layer `layer` (at the scale of its accumulator: the
+    /// layer's input scale times the unit's weight scale).
+    ///
+    /// # Panics
+    /// If the layer or unit does not exist.
+    pub fn bias(&self, layer: usize, o: usize) -> i32 {
+        self.layers[layer].bias(o)
+    }
+
+    /// The requantisation multiplier (Q31) and shift of unit `o` of layer `layer`, as
+    /// [`quantize_multiplier`] made them.
+    ///
+    /// # Panics
+    /// If the layer or unit does not exist.
+    pub fn requantisation(&self, layer: usize, o: usize) -> (i32, i32) {
+        let l = &self.layers[layer];
+        (
+            LittleEndian::read_i32(&l.multiplier[4 * o..]),
+            LittleEndian::read_i32(&l.shift[4 * o..]),
+        )
     }
 
     /// Scale of the int8 weights into unit `o` of layer `layer` (the head is the last).
@@ -672,9 +797,10 @@ impl<'a> Int8View<'a> {
         (widest.unwrap_or(0), (self.layers.len() - 1).min(2))
     }
 
-    /// Classifies one image of `u8` pixels: writes the int32 logits (scale
-    /// [`Int8View::logit_scale`]) and returns the arg-max (the first on ties). Integer
-    /// arithmetic only, so every target computes the same bits.
+    /// Classifies one image of `u8` pixels: writes the int8 logits (as `i32`, in -128..=127;
+    /// scale [`Int8View::logit_scale`], zero point [`Int8View::logit_zero_point`]) and returns
+    /// the arg-max (the first on ties). Integer arithmetic only, so every target computes the
+    /// same bits, and they are those of TFLite's FULLY_CONNECTED int8 kernels.
     ///
     /// # Panics
     /// If `pixels` is not one image, `scratch` is shorter than [`Int8View::scratch_words`] or
@@ -711,9 +837,10 @@ impl<'a> Int8View<'a> {
         let top = if hidden.len() % 2 == 1 { &*a } else { &*b };
 
         let logits = &mut logits[..outputs];
+        let zero_point = self.logit_zero_point;
         last.for_each_group(&top[..last.layout.depth / 2], |o, v| {
             for (z, v) in logits[o..].iter_mut().zip(v) {
-                *z = v;
+                *z = v.saturating_add(zero_point).clamp(-128, 127);
             }
         });
         argmax(logits)
@@ -1294,6 +1421,9 @@ mod tests {
                 .collect();
         }
         run(last, &view.layers[last], &x, shape.classes())
+            .iter()
+            .map(|&v| (i64::from(v) + i64::from(view.logit_zero_point())).clamp(-128, 127) as i32)
+            .collect()
     }
 
     /// A deep network's int8 file: every layer quantised, the version 2 header, predictions
@@ -1358,6 +1488,7 @@ mod tests {
         ));
         let f32_bytes = f32_file(&model);
         let f32_view = F32View::parse(&f32_bytes).unwrap();
+        let dequantise = |q: i32| (q - view.logit_zero_point()) as f32 * view.logit_scale();
         let (images, labels) = synthetic(9, 400);
         let mut scratch = vec![0u32; view.scratch_words()];
         let (mut agree, mut correct8, mut correct32) = (0, 0, 0);
@@ -1374,7 +1505,10 @@ mod tests {
             let class32 = f32_view.predict(&image.map(unit_pixel), &mut hidden, &mut z);
             // Dequantised logits track the f32 ones.
             for (&q, &f) in logits.iter().zip(&z) {
-                assert!((q as f32 * view.logit_scale() - f).abs() < 0.1 + 0.05 * f.abs());
+                // int8 logits saturate beyond the calibrated range.
+                let real = dequantise(q);
+                let f = f.clamp(dequantise(-128), dequantise(127));
+                assert!((real - f).abs() < 0.1 + 0.05 * f.abs(), "{real} vs {f}");
             }
             agree += usize::from(class == class32);
             correct8 += usize::from(class == label as usize);
@@ -1403,6 +1537,8 @@ mod tests {
         encode(&model, &cal, 0, &mut bytes).unwrap();
         let view = Int8View::parse(&bytes).unwrap();
         assert_eq!(view.scratch_words(), scratch_words(13, 7));
+        let single = view.clone().with_rounding(Rounding::Single);
+        let dequantise = |q: i32| (q - view.logit_zero_point()) as f32 * view.logit_scale();
         let sections = format::Sections::default();
         let mut f32_bytes = vec![0u8; format::encoded_len(Mlp::<13, 7, 3>::shape(), &sections)];
         format::encode(&model.layers(), &sections, &mut f32_bytes).unwrap();
@@ -1413,11 +1549,17 @@ mod tests {
             let mut logits = [0i32; 3];
             let class = view.predict(image, &mut scratch, &mut logits);
             assert_eq!(logits.to_vec(), reference_int8(&view, image));
+            let mut single_logits = [0i32; 3];
+            single.predict(image, &mut scratch, &mut single_logits);
+            assert_eq!(single_logits.to_vec(), reference_int8(&single, image));
             let (mut h, mut z) = ([0.0; 7], [0.0; 3]);
             let expected = f32_view.predict(&image.map(unit_pixel), &mut h, &mut z);
             agree += usize::from(class == expected);
             for (&q, &f) in logits.iter().zip(&z) {
-                assert!((q as f32 * view.logit_scale() - f).abs() < 0.05 + 0.05 * f.abs());
+                // int8 logits saturate beyond the calibrated range.
+                let real = dequantise(q);
+                let f = f.clamp(dequantise(-128), dequantise(127));
+                assert!((real - f).abs() < 0.05 + 0.05 * f.abs(), "{real} vs {f}");
             }
         }
         assert!(agree >= 36, "{agree}/40");
@@ -1445,6 +1587,25 @@ mod tests {
         }
     }
 
+    /// TFLite's `MultiplyByQuantizedMultiplier` written out in i128: `x = acc * 2^left`
+    /// (wrapping to i32 as C does), `h = floor((x * q + 2^30) / 2^31)`, then `h / 2^right` with
+    /// halves away from zero.
+    fn tflite_reference(acc: i32, q: i32, shift: i32) -> i32 {
+        let (left, right) = (shift.max(0), (-shift).max(0));
+        let x = i128::from(acc.wrapping_shl(left as u32));
+        let h = (x * i128::from(q) + (1 << 30)).div_euclid(1 << 31);
+        let h = h.clamp(i128::from(i32::MIN), i128::from(i32::MAX));
+        let d = 1i128 << right;
+        let (quot, rem) = (h.div_euclid(d), h.rem_euclid(d));
+        // floor quotient, then round: above half up; exactly half away from zero.
+        let r = match (2 * rem).cmp(&d) {
+            core::cmp::Ordering::Greater => quot + 1,
+            core::cmp::Ordering::Equal if h >= 0 => quot + 1,
+            _ => quot,
+        };
+        r as i32
+    }
+
     #[test]
     fn requantize_matches_wide_reference() {
         let mut rng = XorShiftRng::seed_from_u64(11);
@@ -1466,24 +1627,46 @@ mod tests {
                 _ => (rng.next_u32() % 201) as i32 - 100,
             };
             let got = requantize(acc, q, shift);
-            // Exact: floor(acc * q / 2^n + 1/2) in i128.
+            assert_eq!(
+                got,
+                tflite_reference(acc, q, shift),
+                "acc {acc} q {q} shift {shift}"
+            );
+            // One rounding: floor(acc * q / 2^n + 1/2) in i128.
             let n = 31 - shift;
             let exact = (i128::from(acc) * i128::from(q) + (1i128 << (n - 1))) >> n;
             let exact = exact.clamp(i128::from(i32::MIN), i128::from(i32::MAX)) as i32;
-            assert_eq!(got, exact, "acc {acc} q {q} shift {shift}");
-            // And within rounding of the real product computed in f64.
+            assert_eq!(requantize_single(acc, q, shift), exact);
+            assert_eq!(Rounding::Single.apply(acc, q, shift), exact);
+            if acc.checked_mul(1 << shift.max(0)).is_some() {
+                assert!((i64::from(got) - i64::from(exact)).abs() <= 1);
+            }
+            // Within one step of the real product computed in f64 (two roundings), where the
+            // left shift does not wrap.
             let real = f64::from(acc) * represented;
-            if real.abs() < 2e9 {
-                assert!((f64::from(got) - real).abs() <= 0.5 + real.abs() * 1e-15);
+            if acc.checked_mul(1 << shift.max(0)).is_some() && real.abs() < 2e9 {
+                assert!((f64::from(got) - real).abs() <= 1.0 + real.abs() * 1e-15);
             }
         }
-        assert_eq!(requantize(3, 1 << 30, 0), 2); // 1.5 rounds up
-        assert_eq!(requantize(-3, 1 << 30, 0), -1); // -1.5 rounds up too
-        assert_eq!(requantize(i32::MAX, i32::MAX, 30), i32::MAX); // saturates
-        assert_eq!(requantize(i32::MIN, i32::MAX, 30), i32::MIN);
+        // Halves: up in the high multiply, away from zero in the shift.
+        assert_eq!(requantize(3, 1 << 30, 0), 2); // 1.5
+        assert_eq!(requantize(-3, 1 << 30, 0), -1); // -1.5
+        assert_eq!(requantize(-2, 1 << 30, -1), -1); // -0.5
+        // Two roundings: 3 * 0.125 = 0.375 goes to 1.5 -> 2, then 0.5 -> 1 (not 0).
+        assert_eq!(requantize(3, 1 << 30, -2), 1);
+        for (acc, q, shift) in [
+            (i32::MAX, i32::MAX, 30),
+            (i32::MIN, i32::MAX, 30),
+            (i32::MIN, i32::MIN, 0),
+            (i32::MIN, 1 << 30, -31),
+            (i32::MAX, i32::MAX, -31),
+        ] {
+            assert_eq!(requantize(acc, q, shift), tflite_reference(acc, q, shift));
+        }
+        assert_eq!(requantize(i32::MIN, i32::MIN, 0), i32::MAX); // the one saturating product
         // Out-of-range shifts from a crafted file are clamped, not a panic.
         assert_eq!(requantize(5, 1 << 30, i32::MIN), 0);
-        assert_eq!(requantize(5, 1 << 30, i32::MAX), i32::MAX);
+        let _ = requantize(5, 1 << 30, i32::MAX);
         assert_eq!(quantize_multiplier(0.0), (0, 0));
         assert_eq!(quantize_multiplier(f64::NAN), (0, 0));
         assert_eq!(quantize_multiplier(1e-12), (0, 0));

@@ -21,6 +21,9 @@ pub enum ExportFormat {
     F32,
     /// Post-training int8 quantisation (0.4 MB), integer-only inference.
     Int8,
+    /// The int8 model as a TensorFlow Lite flatbuffer for TFLite Micro and LiteRT (int8
+    /// logits, no softmax), their outputs bit for bit those of the int8 file.
+    Tflite,
 }
 
 /// Why a network cannot be exported.
@@ -50,6 +53,10 @@ pub fn export(
                 ..Sections::default()
             },
         )),
+        ExportFormat::Tflite => {
+            let int8 = export(network, ExportFormat::Int8, train)?;
+            Ok(crate::tflite::from_int8(&int8).expect("a valid int8 file"))
+        }
         ExportFormat::Int8 => {
             let shape = network.shape;
             let len = quant::encoded_len_of(shape).ok_or(ExportError::TooLarge(shape))?;
@@ -157,7 +164,7 @@ pub fn evaluate_int8(
             let class = view.predict(data.image(i), &mut scratch, &mut logits);
             let real: Vec<f32> = logits
                 .iter()
-                .map(|&z| z as f32 * view.logit_scale())
+                .map(|&z| (z - view.logit_zero_point()) as f32 * view.logit_scale())
                 .collect();
             let label = data.labels[i];
             stats.loss_sum += f64::from(cross_entropy(&real, label as usize));

@@ -14,4 +14,5 @@ pub mod memory;
 pub mod model;
 pub mod plot;
 pub mod report;
+pub mod tflite;
 pub mod train;
