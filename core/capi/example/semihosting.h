@@ -14,4 +14,9 @@ void semihosting_puts(const char *s);
 /* Ends the run: QEMU exits with 0 when code is 0, else 1. */
 void semihosting_exit(int code) __attribute__((noreturn));
 
+/* Marks the free RAM below the stack, so that stack_used can find how deep the stack went. */
+void paint_stack(void);
+/* Bytes of stack used since paint_stack: from the top of RAM to the lowest overwritten mark. */
+unsigned stack_used(void);
+
 #endif /* SEMIHOSTING_H */

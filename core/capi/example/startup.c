@@ -39,6 +39,25 @@ void semihosting_exit(int code) {
     }
 }
 
+/* Free RAM: from `end` (after .bss) to the stack. */
+extern uint32_t end[];
+#define PAINT 0x5AA5F00Du
+
+void paint_stack(void) {
+    uint32_t *sp;
+    __asm__ volatile("mov %0, sp" : "=r"(sp));
+    /* Leave 64 bytes below this frame alone. */
+    for (volatile uint32_t *p = end; p + 16 < sp; p++)
+        *p = PAINT;
+}
+
+unsigned stack_used(void) {
+    volatile uint32_t *p = end;
+    while (p < __stack_top && *p == PAINT)
+        p++;
+    return (unsigned)((uintptr_t)__stack_top - (uintptr_t)p);
+}
+
 void Reset_Handler(void) {
     /* Full access to CP10/CP11 (the FPU) before any float instruction runs. */
     volatile uint32_t *cpacr = (volatile uint32_t *)0xE000ED88u;
