@@ -75,9 +75,9 @@ extern "C" {
 
 /* Size of a picodense_view in 64-bit words (the view holds pointers). */
 #if UINTPTR_MAX == 0xFFFFFFFFu
-#define PICODENSE_VIEW_WORDS 48
+#define PICODENSE_VIEW_WORDS 64
 #else
-#define PICODENSE_VIEW_WORDS 96
+#define PICODENSE_VIEW_WORDS 128
 #endif
 
 /* What a model image holds and what running it takes. */
@@ -94,7 +94,7 @@ typedef struct picodense_info {
 } picodense_info;
 
 /* A checked model: opaque storage the caller owns (static, stack or heap), filled by
-   picodense_open. 384 bytes on 32-bit targets. */
+   picodense_open. 512 bytes on 32-bit targets. */
 typedef struct picodense_view {
     uint64_t opaque[PICODENSE_VIEW_WORDS];
 } picodense_view;

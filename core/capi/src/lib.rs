@@ -67,11 +67,11 @@ pub const PICODENSE_MAX_WIDTHS: usize = 6;
 /// 64-bit words of a `picodense_view`: room for the parsed view of any model (checked at
 /// compile time below); the view holds pointers, so 64-bit targets need twice the room.
 #[cfg(target_pointer_width = "32")]
-pub const PICODENSE_VIEW_WORDS: usize = 48;
+pub const PICODENSE_VIEW_WORDS: usize = 64;
 /// 64-bit words of a `picodense_view`: room for the parsed view of any model (checked at
 /// compile time below); the view holds pointers, so 64-bit targets need twice the room.
 #[cfg(not(target_pointer_width = "32"))]
-pub const PICODENSE_VIEW_WORDS: usize = 96;
+pub const PICODENSE_VIEW_WORDS: usize = 128;
 
 /// What a model image holds and what running it takes (`picodense_info` in C).
 #[repr(C)]
