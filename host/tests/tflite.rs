@@ -25,8 +25,11 @@ fn skip<T>(reason: &str) -> Option<T> {
     None
 }
 
-/// The venv's python, made and filled on first use.
+/// The venv's python, made and filled on first use (by one test at a time: the tests run in
+/// parallel, and two `venv` runs in one folder fail).
 fn interpreters() -> Option<PathBuf> {
+    static MAKING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = MAKING.lock().unwrap_or_else(|e| e.into_inner());
     let venv = std::env::var_os("PICODENSE_VENV")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("tflite-venv"));
