@@ -711,14 +711,7 @@ mod tests {
     fn encoded(opt: Option<&RmsProp<5, 7, 3>>, extra: Option<&[u8]>) -> std::vec::Vec<u8> {
         let velocity = opt.map(|o| o.velocity.layers());
         let sections = Sections {
-            optimizer: opt.zip(velocity.as_ref()).map(|(o, v)| {
-                let rule = RmsPropRule {
-                    learning_rate: o.learning_rate,
-                    rho: o.rho,
-                    epsilon: o.epsilon,
-                };
-                (rule, v)
-            }),
+            optimizer: opt.zip(velocity.as_ref()).map(|(o, v)| (o.rule, v)),
             extra,
             meta: None,
             dataset: 2,

@@ -576,7 +576,7 @@ fn output_and_back<P: Parallel>(
     };
     let par = compute.parallel();
     let mut pieces: heapless::Vec<HeadRows, MAX_HEAD_PARTS> = heapless::Vec::new();
-    let rows_of = here[0][..rows * width]
+    let shares = here[0][..rows * width]
         .chunks(chunk * width)
         .zip(ws.logits[..rows * classes].chunks_mut(chunk * classes))
         .zip(ws.act_grads[top][..rows * width].chunks_mut(chunk * width))
@@ -584,7 +584,7 @@ fn output_and_back<P: Parallel>(
         .zip(ws.row_correct[..rows].chunks_mut(chunk))
         .zip(labels.chunks(chunk).zip(top_inputs.chunks(chunk * fan_in)))
         .zip(compute.scratches().iter_mut());
-    for ((((((hidden, logits), hidden_grad), loss), correct), (labels, inputs)), scratch) in rows_of
+    for ((((((hidden, logits), hidden_grad), loss), correct), (labels, inputs)), scratch) in shares
     {
         // At most `parts` <= MAX_HEAD_PARTS chunks, so this never fails.
         let _ = pieces.push(HeadRows {

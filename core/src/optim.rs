@@ -124,12 +124,8 @@ impl Optimizer for RmsPropState<'_> {
 /// RMSprop with fixed-size state for an [`Mlp`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct RmsProp<const IN: usize, const HIDDEN: usize, const OUT: usize> {
-    /// Learning rate (Keras default 1e-3).
-    pub learning_rate: f32,
-    /// Decay of the squared-gradient average (Keras default 0.9).
-    pub rho: f32,
-    /// Added under the root (Keras default 1e-7).
-    pub epsilon: f32,
+    /// The rule.
+    pub rule: RmsPropRule,
     /// Running average of squared gradients, one per parameter.
     pub velocity: Mlp<IN, HIDDEN, OUT>,
 }
@@ -138,30 +134,22 @@ impl<const I: usize, const H: usize, const O: usize> RmsProp<I, H, O> {
     /// Keras's defaults with the given learning rate, zero velocity (small nets: a big one
     /// belongs in a zeroed heap allocation, then [`RmsProp::reset`]).
     pub const fn new(learning_rate: f32) -> Self {
-        let rule = RmsPropRule::keras(learning_rate);
         Self {
-            learning_rate,
-            rho: rule.rho,
-            epsilon: rule.epsilon,
+            rule: RmsPropRule::keras(learning_rate),
             velocity: Mlp::zeroed(),
         }
     }
 
     /// Keras's defaults with the given learning rate, and zero velocity, in place.
     pub fn reset(&mut self, learning_rate: f32) {
-        let rule = RmsPropRule::keras(learning_rate);
-        (self.learning_rate, self.rho, self.epsilon) = (rule.learning_rate, rule.rho, rule.epsilon);
+        self.rule = RmsPropRule::keras(learning_rate);
         self.velocity.clear();
     }
 
     /// The rule and the velocity as an [`RmsPropState`].
     pub fn state(&mut self) -> RmsPropState<'_> {
         RmsPropState {
-            rule: RmsPropRule {
-                learning_rate: self.learning_rate,
-                rho: self.rho,
-                epsilon: self.epsilon,
-            },
+            rule: self.rule,
             velocity: self.velocity.layers_mut(),
         }
     }

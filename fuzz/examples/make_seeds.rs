@@ -82,8 +82,14 @@ fn main() {
         ("record", Some(&*optimizer), Some(&b"{\"epoch\":1}"[..])),
         ("record-only", None, Some(&b"abc"[..])),
     ] {
-        let mut bytes = vec![0u8; format::encoded_len::<2, 3, 2>(opt.is_some(), extra)];
-        format::encode(&*model, opt, 1, extra, &mut bytes).expect("sized by encoded_len");
+        let velocity = optimizer.velocity.layers();
+        let sections = format::Sections {
+            optimizer: opt.map(|o: &RmsProp<2, 3, 2>| (o.rule, &velocity)),
+            extra,
+            meta: None,
+            dataset: 1,
+        };
+        let bytes = picodense::model::encode_file(&model.layers(), &sections);
         put("pdn", name, 0, &bytes);
         put("pdn", &format!("{name}-fixed"), 1, &bytes);
     }

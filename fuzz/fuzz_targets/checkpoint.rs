@@ -11,8 +11,9 @@ use std::sync::atomic::AtomicBool;
 use libfuzzer_sys::fuzz_target;
 use picodense::compute::zeroed_box;
 use picodense::data::{Dataset, IMAGE_PIXELS};
+use picodense::model::encode_file;
 use picodense::train::{Every, RunControl, Trainer};
-use picodense_core::format::{self, HEADER_LEN};
+use picodense_core::format::{HEADER_LEN, Sections};
 use picodense_core::{Kernel, MnistMlp, RmsProp};
 use picodense_fuzz::{assert_names, fix_pdn, scratch_file, scratch_path};
 
@@ -24,9 +25,14 @@ fn prefix(with_optimizer: bool) -> &'static [u8] {
         let model: Box<MnistMlp> = zeroed_box();
         let mut optimizer: Box<RmsProp<784, 512, 10>> = zeroed_box();
         optimizer.reset(1e-3);
-        let opt = with_optimizer.then_some(&*optimizer);
-        let mut bytes = vec![0u8; format::encoded_len::<784, 512, 10>(with_optimizer, Some(&[]))];
-        format::encode(&*model, opt, 1, Some(&[]), &mut bytes).expect("sized by encoded_len");
+        let velocity = optimizer.velocity.layers();
+        let sections = Sections {
+            optimizer: with_optimizer.then_some((optimizer.rule, &velocity)),
+            extra: Some(&[]),
+            meta: None,
+            dataset: 1,
+        };
+        let mut bytes = encode_file(&model.layers(), &sections);
         // Drop the empty record's length word and the CRC.
         bytes.truncate(bytes.len() - 8);
         assert!(bytes.len() > HEADER_LEN);
@@ -45,9 +51,9 @@ fn checkpoint(record: &[u8], with_optimizer: bool) -> Vec<u8> {
 
 fn train_set() -> &'static Dataset {
     static SET: OnceLock<Dataset> = OnceLock::new();
-    SET.get_or_init(|| Dataset {
-        images: (0..3 * IMAGE_PIXELS).map(|i| (i % 251) as u8).collect(),
-        labels: vec![0, 1, 2],
+    SET.get_or_init(|| {
+        let pixels = (0..3 * IMAGE_PIXELS).map(|i| (i % 251) as u8).collect();
+        Dataset::from_images(IMAGE_PIXELS, pixels, vec![0, 1, 2])
     })
 }
 

@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use picodense::data::{CLASSES, Dataset, IMAGE_PIXELS, load_npz};
+use picodense::data::{Dataset, load_npz};
 use picodense_fuzz::{NPZ_MEMBERS, NPZ_SEPARATOR, assert_names, scratch_file, zip_archive};
 
 fn split_members(mut body: &[u8]) -> Vec<&[u8]> {
@@ -27,8 +27,10 @@ fn split_members(mut body: &[u8]) -> Vec<&[u8]> {
 }
 
 fn check(set: &Dataset) {
-    assert_eq!(set.images.len(), set.labels.len() * IMAGE_PIXELS);
-    assert!(set.labels.iter().all(|&l| usize::from(l) < CLASSES));
+    // Pixels or features, never both, whole rows of `width`; float features all finite.
+    assert!(set.images.is_empty() || set.values.is_empty());
+    assert_eq!(set.images.len() + set.values.len(), set.labels.len() * set.width);
+    assert!(set.values.iter().all(|v| v.is_finite()));
 }
 
 fuzz_target!(|data: &[u8]| {

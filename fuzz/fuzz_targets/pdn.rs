@@ -1,12 +1,12 @@
 //! `.pdn` model files: the core's `ModelView` (parse, tensors, extra record, loading weights and
-//! optimizer state into a small model) and the host's `train::load_model`. First byte bit 0
+//! optimizer state into a small model) and the host's `model::load_network`. First byte bit 0
 //! set: the harness rewrites the payload length and CRC so that the checks after the checksum
 //! (sizes, layout, extra record) are reached.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use picodense::compute::zeroed_box;
-use picodense::train::load_model;
+use picodense::model::load_network;
 use picodense_core::format::ModelView;
 use picodense_core::{Mlp, RmsProp};
 use picodense_fuzz::{assert_names, fix_pdn, scratch_file};
@@ -33,12 +33,12 @@ fuzz_target!(|data: &[u8]| {
             assert!(extra.len() <= header.payload_len);
         }
         let mut model: Box<Small> = zeroed_box();
-        let _ = view.load_into(&mut *model);
+        let _ = view.load_into(&mut model.layers_mut());
         let mut optimizer: Box<RmsProp<2, 3, 2>> = zeroed_box();
-        let _ = view.load_optimizer(&mut *optimizer);
+        let _ = view.load_optimizer(&mut optimizer.velocity.layers_mut());
     }
     let path = scratch_file("model.pdn", &bytes);
-    if let Err(e) = load_model(&path) {
+    if let Err(e) = load_network(&path) {
         assert_names(&e.to_string(), &path);
     }
 });

@@ -1,6 +1,6 @@
 //! Flash images for microcontrollers (f32 and int8) and the test accuracy of any model file.
 
-use picodense_core::format::{Dtype, FormatError, ModelView, Sections};
+use picodense_core::format::{FormatError, Sections};
 use picodense_core::loss::cross_entropy;
 use picodense_core::quant::{self, Calibration, Int8View};
 use picodense_core::{Parallel, StepStats};
@@ -8,7 +8,7 @@ use picodense_core::{Parallel, StepStats};
 use crate::batch::epoch_rng;
 use crate::compute::Threads;
 use crate::data::Dataset;
-use crate::model::{ModelFileError, Network, Scaling, dataset_byte, encode_file};
+use crate::model::{Network, Scaling, dataset_byte, encode_file};
 
 /// Images used to calibrate the int8 activation ranges (Keras-free TFLite-style export uses a
 /// few hundred; more changes the scales by well under a percent).
@@ -177,14 +177,4 @@ pub fn evaluate_int8(
         total.merge(p);
     }
     Ok(total)
-}
-
-/// The storage type of a model file, after its checks pass.
-pub fn file_dtype(path: &std::path::Path, bytes: &[u8]) -> Result<Dtype, ModelFileError> {
-    ModelView::parse(bytes)
-        .map(|v| v.header().dtype)
-        .map_err(|error| ModelFileError::Format {
-            path: path.to_owned(),
-            error: Box::new(error),
-        })
 }

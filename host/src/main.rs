@@ -22,7 +22,6 @@ use picodense::train::{self, Every, Outcome, RunControl, TrainConfig, Trainer};
 use picodense::{say, sayln};
 use picodense_core::Shape;
 use picodense_core::format::{Dtype, ModelView};
-use std::io::Write;
 
 use cli::{Cli, Command, ComputeArgs, DataArgs, Normalize};
 
@@ -110,13 +109,12 @@ fn load_data(args: &DataArgs, model: Option<&ModelMeta>, quiet: bool) -> Result<
 
 /// [`load_data`] without a model's scaling; `model` names the dataset when `args` name none.
 fn load_fresh(args: &DataArgs, model: Option<&ModelMeta>, quiet: bool) -> Result<Loaded> {
-    let from_model = model;
     if let Some(path) = &args.data {
         return load_path(path, args);
     }
     let kind = args
         .dataset
-        .or(from_model.and_then(ModelMeta::dataset_kind))
+        .or(model.and_then(ModelMeta::dataset_kind))
         .unwrap_or(DatasetKind::Mnist);
     let dir = match data::find(kind) {
         Some(dir) => dir,
@@ -677,32 +675,22 @@ fn data_inputs(args: &DataArgs, model: Option<&ModelMeta>) -> Vec<PathBuf> {
     files
 }
 
-/// The metadata of a model file, if it is a readable f32 or int8 model.
-fn file_meta(path: &std::path::Path, bytes: &[u8]) -> Option<ModelMeta> {
-    picodense::model::network_from_bytes(path, bytes)
-        .ok()
-        .map(|n| n.meta)
-        .or_else(|| {
-            let view = ModelView::parse(bytes).ok()?;
-            Some(ModelMeta {
-                dataset: picodense::model::dataset_from_byte(view.header().dataset)
-                    .map(|k| k.name().to_string()),
-                ..ModelMeta::default()
-            })
-        })
-}
-
 fn run_evaluate(args: cli::EvaluateArgs) -> Result<()> {
     let (threads, kernel) = compute_settings(&args.compute)?;
     let bytes = picodense::model::read_model_file(&args.model)?;
-    let dtype = export::file_dtype(&args.model, &bytes)?;
-    let model_meta = file_meta(&args.model, &bytes);
-    let loaded = load_data(&args.data, model_meta.as_ref(), args.json)?;
+    let view = picodense::model::parse_model(&args.model, &bytes)?;
+    let network = match view.header().dtype {
+        Dtype::F32 => Some(Network::from_view(&args.model, &view)?),
+        Dtype::Int8 => None,
+    };
+    let model_meta = network
+        .as_ref()
+        .map_or_else(|| ModelMeta::of_header(view.header()), |n| n.meta.clone());
+    let loaded = load_data(&args.data, Some(&model_meta), args.json)?;
     let splits = &loaded.splits;
     let wants_details = args.confusion || args.report.is_some();
-    let (test, details, meta, classes) = match dtype {
-        Dtype::F32 => {
-            let network = picodense::model::network_from_bytes(&args.model, &bytes)?;
+    let (test, details, meta, classes) = match network {
+        Some(network) => {
             check_fits(&args.model, &network, splits)?;
             let (meta, classes) = (network.meta.clone(), network.shape.classes());
             let mut trainer = Trainer::with_network(network, threads, kernel);
@@ -715,13 +703,13 @@ fn run_evaluate(args: cli::EvaluateArgs) -> Result<()> {
                 (trainer.evaluate(&splits.test), None, meta, classes)
             }
         }
-        Dtype::Int8 => {
+        None => {
             if wants_details {
                 bail!("--confusion and --report need the f32 model, not an int8 export");
             }
             let test = export::evaluate_int8(&bytes, &splits.test, threads)
                 .with_context(|| format!("{}", args.model.display()))?;
-            (test, None, model_meta.unwrap_or_default(), splits.classes())
+            (test, None, model_meta, splits.classes())
         }
     };
     let names = meta.class_names(classes);
@@ -813,8 +801,11 @@ fn run_predict(args: cli::PredictArgs) -> Result<()> {
             .as_ref()
             .context("--csv needs a model trained on CSV data")?;
         let rows = csv_data::read_features(path, features, meta.label_column.as_deref())?;
-        let mut out = std::io::stdout().lock();
         for row in rows.chunks_exact(features.len().max(1)) {
+            // A reader that left (`| head`) wants no more rows.
+            if picodense::report::stdout_error().is_some() {
+                break;
+            }
             let mut row = row.to_vec();
             meta.scaling.apply(&mut row);
             let p = trainer.probabilities(&row);
@@ -822,9 +813,9 @@ fn run_predict(args: cli::PredictArgs) -> Result<()> {
             let name = names[prediction.class].clone();
             if args.json {
                 prediction.name = meta.classes.as_ref().map(|_| name);
-                writeln!(out, "{}", serde_json::to_string(&prediction)?)?;
+                sayln!("{}", serde_json::to_string(&prediction)?);
             } else {
-                writeln!(out, "{name}")?;
+                sayln!("{name}");
             }
         }
         return Ok(());
@@ -926,14 +917,16 @@ fn run_inspect(path: &std::path::Path) -> Result<()> {
     let view = ModelView::parse(&bytes)
         .with_context(|| format!("{}: checksum or format check failed", path.display()))?;
     let h = view.header();
-    // "checksum: ok" must not vouch for a file every command refuses.
-    if h.dtype == Dtype::F32 {
-        picodense::model::network_from_bytes(path, &bytes)?;
-        if h.has_extra {
-            Trainer::resume(path, 1, picodense_core::Kernel::PORTABLE)?;
+    // "checksum: ok" must not vouch for a file every command refuses: the weights (and a
+    // checkpoint's record and state) are checked as the commands that load them check them.
+    let meta = match h.dtype {
+        Dtype::F32 if h.has_extra => {
+            let (trainer, _) = Trainer::resume(path, 1, picodense_core::Kernel::PORTABLE)?;
+            trainer.network.meta
         }
-    }
-    let meta = file_meta(path, &bytes).unwrap_or_default();
+        Dtype::F32 => Network::from_view(path, &view)?.meta,
+        Dtype::Int8 => ModelMeta::of_header(h),
+    };
     sayln!("file:          {} ({} bytes)", path.display(), bytes.len());
     sayln!("format:        PDN version {}", h.version);
     say!("{}", summary(h.shape));

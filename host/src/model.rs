@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use picodense_core::format::{self, ModelView, Sections};
+use picodense_core::format::{self, Dtype, FormatError, Header, ModelView, Sections};
 use picodense_core::{Layers, Shape};
 use serde::{Deserialize, Serialize};
 
@@ -88,6 +88,17 @@ impl ModelMeta {
         self.dataset.as_deref().and_then(|d| d.parse().ok())
     }
 
+    /// What a file without a metadata record (version 1, or an int8 export) says of its model:
+    /// the dataset byte, and MNIST-shaped images scaled by /255 for 784 inputs.
+    pub fn of_header(header: &Header) -> Self {
+        let side = crate::data::IMAGE_SIDE;
+        Self {
+            dataset: dataset_from_byte(header.dataset).map(|k| k.name().to_string()),
+            image: (header.shape.inputs() == side * side).then_some([side, side]),
+            ..Self::default()
+        }
+    }
+
     /// The name of class `c`: the data's, the known dataset's, or the number.
     pub fn class_name(&self, c: usize) -> String {
         if let Some(name) = self.classes.as_ref().and_then(|n| n.get(c)) {
@@ -157,10 +168,12 @@ impl Network {
 
     /// The network of a model file (f32).
     pub fn from_view(path: &Path, view: &ModelView) -> Result<Self, ModelFileError> {
-        let format_err = |error| ModelFileError::Format {
-            path: path.to_owned(),
-            error: Box::new(error),
-        };
+        let format_err = |error| ModelFileError::format(path, error);
+        // Before anything sized by the header is allocated: only an f32 file's length was
+        // checked against its layers (an int8 header may declare any sizes).
+        if view.header().dtype != Dtype::F32 {
+            return Err(format_err(FormatError::WrongDtype(view.header().dtype)));
+        }
         let shape = view.header().shape;
         let meta = match view.meta().map_err(format_err)? {
             Some(bytes) => {
@@ -169,12 +182,7 @@ impl Network {
                     reason: format!("metadata: {e}"),
                 })?
             }
-            // A version 1 file: MNIST-shaped images scaled by /255.
-            None => ModelMeta {
-                dataset: dataset_from_byte(view.header().dataset).map(|k| k.name().to_string()),
-                image: (shape.inputs() == 784).then_some([28, 28]),
-                ..ModelMeta::default()
-            },
+            None => ModelMeta::of_header(view.header()),
         };
         let mut network = Self {
             shape,
@@ -336,6 +344,16 @@ pub enum ModelFileError {
     NotCheckpoint(PathBuf),
 }
 
+impl ModelFileError {
+    /// `error` in the model file `path`.
+    pub fn format(path: &Path, error: FormatError) -> Self {
+        Self::Format {
+            path: path.to_owned(),
+            error: Box::new(error),
+        }
+    }
+}
+
 /// Reads a model file, checking before reading: a regular file (a FIFO would block, a device
 /// never end), a valid header, and a length equal to the one the header declares. Only that
 /// length is read, so memory is bounded by the declared payload (a `u32`: at most 4 GiB), and a
@@ -346,10 +364,7 @@ pub fn read_model_file(path: &Path) -> Result<Vec<u8>, ModelFileError> {
         path: path.to_owned(),
         error,
     };
-    let format_err = |error| ModelFileError::Format {
-        path: path.to_owned(),
-        error: Box::new(error),
-    };
+    let format_err = |error| ModelFileError::format(path, error);
     let meta = std::fs::metadata(path).map_err(io_err)?;
     if !meta.is_file() && !meta.is_dir() {
         return Err(ModelFileError::NotAFile {
@@ -398,22 +413,19 @@ pub fn read_model_file(path: &Path) -> Result<Vec<u8>, ModelFileError> {
     Ok(bytes)
 }
 
-pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, ModelFileError> {
-    read_model_file(path)
-}
-
 /// Reads an f32 model file.
 pub fn load_network(path: &Path) -> Result<Network, ModelFileError> {
-    network_from_bytes(path, &read_file(path)?)
+    network_from_bytes(path, &read_model_file(path)?)
 }
 
 /// [`load_network`] on the bytes of `path`, already read.
 pub fn network_from_bytes(path: &Path, bytes: &[u8]) -> Result<Network, ModelFileError> {
-    let view = ModelView::parse(bytes).map_err(|error| ModelFileError::Format {
-        path: path.to_owned(),
-        error: Box::new(error),
-    })?;
-    Network::from_view(path, &view)
+    Network::from_view(path, &parse_model(path, bytes)?)
+}
+
+/// The checked view of the model file `path`, whose bytes are `bytes`.
+pub fn parse_model<'a>(path: &Path, bytes: &'a [u8]) -> Result<ModelView<'a>, ModelFileError> {
+    ModelView::parse(bytes).map_err(|error| ModelFileError::format(path, error))
 }
 
 /// Writes `bytes` to `path` so that a crash leaves either the old file or the new one, never a

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use picodense_core::format::{ModelView, Sections};
+use picodense_core::format::Sections;
 use picodense_core::model::{forward, train_step};
 use picodense_core::{
     Batch, Compute, Kernel, Layers, PanelState, Panels, RmsPropRule, RmsPropState, Scratch, Sgd,
@@ -15,7 +15,7 @@ use crate::batch::{BatchInfo, epoch_order, fill_batch};
 use crate::compute::{Threads, zeroed_slice};
 use crate::data::Dataset;
 pub use crate::model::{ModelFileError, write_atomic};
-use crate::model::{ModelMeta, Network, dataset_byte, encode_file, read_file};
+use crate::model::{ModelMeta, Network, dataset_byte, encode_file, parse_model, read_model_file};
 
 /// Largest batch the host trains with (Keras's default is 128).
 pub const MAX_BATCH: usize = 1024;
@@ -370,12 +370,9 @@ impl Trainer {
         threads: usize,
         kernel: Kernel,
     ) -> Result<(Self, TrainConfig), ModelFileError> {
-        let bytes = read_file(path)?;
-        let format_err = |error| ModelFileError::Format {
-            path: path.to_owned(),
-            error: Box::new(error),
-        };
-        let view = ModelView::parse(&bytes).map_err(format_err)?;
+        let bytes = read_model_file(path)?;
+        let format_err = |error| ModelFileError::format(path, error);
+        let view = parse_model(path, &bytes)?;
         let extra = view
             .extra()
             .map_err(format_err)?
@@ -490,8 +487,6 @@ impl Trainer {
         self.grow_for(config.batch_size);
         // The network is a public field: it may have changed since the last fit.
         let (rows, cols) = self.network.shape.layer(0);
-        let weights = &self.network.layers().weights(0).as_ptr();
-        let _ = weights;
         Panels::new(&mut self.panels, &mut self.panel_state).copy_from(
             self.network.layers().weights(0),
             rows,

@@ -15,29 +15,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-const FASHION: &str = "/usr/share/datasets/fashion-mnist";
-const FILES: [&str; 4] = [
-    "train-images-idx3-ubyte.gz",
-    "train-labels-idx1-ubyte.gz",
-    "t10k-images-idx3-ubyte.gz",
-    "t10k-labels-idx1-ubyte.gz",
-];
-
-/// True when Debian's files are there; otherwise skips with a reason, or fails when CI
-/// requires the real data.
-fn have_fashion_mnist() -> bool {
-    if FILES.iter().all(|f| Path::new(FASHION).join(f).is_file()) {
-        return true;
-    }
-    let required = std::env::var_os("PICODENSE_REQUIRE_REAL_DATA").is_some_and(|v| v == "1");
-    assert!(
-        !required,
-        "PICODENSE_REQUIRE_REAL_DATA=1 but {FASHION} is missing (apt-get install dataset-fashion-mnist)"
-    );
-    eprintln!("skipped: {FASHION} is missing (apt-get install dataset-fashion-mnist)");
-    false
-}
-
 /// A static file server for `dir` on 127.0.0.1, in a thread that lives as long as the test
 /// process: `GET /<name>` answers the file `dir/<name>` (a plain name, no folders), anything
 /// else 404. Returns the base URL and a count of the files served.
@@ -127,7 +104,7 @@ fn debian_files_from_a_local_mirror_are_accepted_by_their_data() {
         printed.contains(&format!("is in {}", s(&dest))),
         "{printed}"
     );
-    for file in FILES {
+    for file in FASHION_FILES {
         let got = std::fs::read(dest.join(file)).unwrap();
         assert!(
             got == std::fs::read(Path::new(FASHION).join(file)).unwrap(),
@@ -149,10 +126,10 @@ fn other_data_from_a_local_mirror_is_refused() {
     // The same files, but one test label changed and the file gzipped again: a well-formed
     // file whose data is not the published data.
     let mirror = tempfile::tempdir().unwrap();
-    for file in FILES {
+    for file in FASHION_FILES {
         std::fs::copy(Path::new(FASHION).join(file), mirror.path().join(file)).unwrap();
     }
-    let labels = mirror.path().join(FILES[3]);
+    let labels = mirror.path().join(FASHION_FILES[3]);
     let mut idx = Vec::new();
     std::io::Read::read_to_end(
         &mut flate2::read::GzDecoder::new(std::fs::File::open(&labels).unwrap()),
@@ -168,7 +145,7 @@ fn other_data_from_a_local_mirror_is_refused() {
     assert_eq!(out.status.code(), Some(1), "{printed}");
     let dest = data.path().join("fashion-mnist");
     for needle in [
-        s(&dest.join(FILES[3])),
+        s(&dest.join(FASHION_FILES[3])),
         "checksum mismatch",
         "(IDX data inside)",
         // The published digests, of the `.gz` and of the data.
@@ -184,7 +161,7 @@ fn other_data_from_a_local_mirror_is_refused() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    let mut want: Vec<String> = FILES[..3].iter().map(|f| f.to_string()).collect();
+    let mut want: Vec<String> = FASHION_FILES[..3].iter().map(|f| f.to_string()).collect();
     want.sort();
     assert_eq!(names, want);
 }

@@ -57,14 +57,7 @@ fn good_files() -> &'static (Vec<u8>, Vec<u8>) {
     FILES.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
         let data = dataset(dir.path());
-        let (model, ckpt) = (dir.path().join("m.pdn"), dir.path().join("c.pdn"));
-        let out = bin()
-            .args(["train", "--data", s(&data), "--epochs", "1", "--quiet"])
-            .args(["--save", s(&model), "--checkpoint", s(&ckpt)])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", text(&out));
-        (std::fs::read(model).unwrap(), std::fs::read(ckpt).unwrap())
+        trained_files(dir.path(), &data)
     })
 }
 

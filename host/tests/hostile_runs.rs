@@ -27,14 +27,7 @@ fn good_files() -> &'static (tempfile::TempDir, Vec<u8>, Vec<u8>) {
     FILES.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
         let data = dataset(dir.path());
-        let (model, ckpt) = (dir.path().join("m.pdn"), dir.path().join("c.pdn"));
-        let out = bin()
-            .args(["train", "--data", s(&data), "--epochs", "1", "--quiet"])
-            .args(["--save", s(&model), "--checkpoint", s(&ckpt)])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", text(&out));
-        let (m, c) = (std::fs::read(model).unwrap(), std::fs::read(ckpt).unwrap());
+        let (m, c) = trained_files(dir.path(), &data);
         (dir, m, c)
     })
 }

@@ -1,26 +1,10 @@
 //! Training on real Fashion-MNIST (Debian's `dataset-fashion-mnist`), through the binary.
 
+mod common;
+use common::{have_fashion_mnist, skip_real_data};
+
 use std::path::Path;
 use std::process::Command;
-
-const FASHION: &str = "/usr/share/datasets/fashion-mnist";
-
-/// True when the data is there; otherwise skips with a reason, or fails when CI requires it.
-fn have_fashion_mnist() -> bool {
-    if Path::new(FASHION)
-        .join("train-images-idx3-ubyte.gz")
-        .exists()
-    {
-        return true;
-    }
-    let required = std::env::var_os("PICODENSE_REQUIRE_REAL_DATA").is_some_and(|v| v == "1");
-    assert!(
-        !required,
-        "PICODENSE_REQUIRE_REAL_DATA=1 but {FASHION} is missing (apt-get install dataset-fashion-mnist)"
-    );
-    eprintln!("skipped: {FASHION} is missing (apt-get install dataset-fashion-mnist)");
-    false
-}
 
 #[test]
 fn one_epoch_on_fashion_mnist_reaches_80_percent() {
@@ -75,13 +59,9 @@ fn segmentation_csvs() -> Option<std::path::PathBuf> {
         Ok(o) => String::from_utf8_lossy(&o.stderr).into_owned(),
         Err(e) => format!("python3: {e}"),
     };
-    let required = std::env::var_os("PICODENSE_REQUIRE_REAL_DATA").is_some_and(|v| v == "1");
-    assert!(
-        !required,
-        "PICODENSE_REQUIRE_REAL_DATA=1 but the segmentation CSVs could not be made: {reason}"
-    );
-    eprintln!("skipped: the segmentation CSVs could not be made ({reason})");
-    None
+    skip_real_data(&format!(
+        "the segmentation CSVs could not be made ({reason})"
+    ))
 }
 
 /// A real table end to end: 19 features, 7 named classes, standardised by the training set.

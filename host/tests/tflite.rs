@@ -12,18 +12,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{run, s, text};
+use common::{FASHION, run, s, skip_real_data as skip, text};
 use picodense_core::quant::{Int8View, Rounding};
-
-const FASHION: &str = "/usr/share/datasets/fashion-mnist";
-
-/// Skips with `reason` (returns `None`), or fails when CI requires the real-data tests.
-fn skip<T>(reason: &str) -> Option<T> {
-    let required = std::env::var_os("PICODENSE_REQUIRE_REAL_DATA").is_some_and(|v| v == "1");
-    assert!(!required, "PICODENSE_REQUIRE_REAL_DATA=1 but {reason}");
-    eprintln!("skipped: {reason}");
-    None
-}
 
 /// The venv's python, made and filled on first use (by one test at a time: the tests run in
 /// parallel, and two `venv` runs in one folder fail).

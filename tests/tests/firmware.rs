@@ -11,146 +11,19 @@
 //! skipped with the reason printed, or fail when PICODENSE_REQUIRE_QEMU=1 (as `.ci/run` sets).
 
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use picodense_core::format;
 use picodense_core::kernels::{Kernel, Scratch, Serial};
-use picodense_core::quant::{self, Calibration, F32View, Int8View};
-use picodense_core::{Batch, Compute, MnistMlp, MnistWorkspace, RmsProp, Zeroable};
-use rand_core::{Rng, SeedableRng};
-use rand_xorshift::XorShiftRng;
-
-const INPUTS: usize = 784;
-const HIDDEN: usize = 512;
-const OUTPUTS: usize = 10;
-const TEST_IMAGES: usize = 100;
-const TRAIN_IMAGES: usize = 6000;
-const FASHION: &str = "/usr/share/datasets/fashion-mnist";
-
-fn zeroed<T: Zeroable>() -> Box<T> {
-    // SAFETY: `Zeroable` promises that all-zero bytes are a valid `T`.
-    unsafe { Box::<T>::new_zeroed().assume_init() }
-}
-
-/// Images (u8 pixels) and labels.
-struct Data {
-    images: Vec<[u8; INPUTS]>,
-    labels: Vec<u8>,
-}
-
-/// The first `n` images and labels of a Fashion-MNIST IDX pair (gzip).
-fn read_idx(images: &Path, labels: &Path, n: usize) -> std::io::Result<Data> {
-    let read = |path: &Path, header: usize, len: usize| -> std::io::Result<Vec<u8>> {
-        let mut gz = flate2::read::GzDecoder::new(fs::File::open(path)?);
-        let mut buf = vec![0u8; header + len];
-        gz.read_exact(&mut buf)?;
-        Ok(buf.split_off(header))
-    };
-    let pixels = read(images, 16, n * INPUTS)?;
-    let labels = read(labels, 8, n)?;
-    let images = pixels
-        .chunks_exact(INPUTS)
-        .map(|c| c.try_into().unwrap())
-        .collect();
-    Ok(Data { images, labels })
-}
-
-/// Ten classes, each a bright stroke through its own region of a 28x28 image, with noise.
-fn generated(seed: u64, n: usize) -> Data {
-    let mut rng = XorShiftRng::seed_from_u64(seed);
-    let mut data = Data {
-        images: Vec::new(),
-        labels: Vec::new(),
-    };
-    for _ in 0..n {
-        let label = (rng.next_u32() % 10) as usize;
-        let mut image = [0u8; INPUTS];
-        for (i, p) in image.iter_mut().enumerate() {
-            let (r, c) = (i / 28, i % 28);
-            let on = match label {
-                0..=4 => r / 5 == label && c % 3 != 0,
-                _ => c / 5 == label - 5 && r % 3 != 0,
-            };
-            let noise = (rng.next_u32() % 256) as u8;
-            *p = if on {
-                noise.saturating_add(60)
-            } else if noise > 200 {
-                noise - 60
-            } else {
-                0
-            };
-        }
-        data.images.push(image);
-        data.labels.push(label as u8);
-    }
-    data
-}
-
-/// Training images, calibration images and test images.
-fn datasets() -> (Data, Data, &'static str) {
-    let dir = Path::new(FASHION);
-    let file = |name: &str| dir.join(name);
-    if file("train-images-idx3-ubyte.gz").exists() {
-        let train = read_idx(
-            &file("train-images-idx3-ubyte.gz"),
-            &file("train-labels-idx1-ubyte.gz"),
-            TRAIN_IMAGES,
-        )
-        .expect("read Fashion-MNIST training set");
-        let test = read_idx(
-            &file("t10k-images-idx3-ubyte.gz"),
-            &file("t10k-labels-idx1-ubyte.gz"),
-            TEST_IMAGES,
-        )
-        .expect("read Fashion-MNIST test set");
-        (train, test, "Fashion-MNIST")
-    } else {
-        (
-            generated(1, TRAIN_IMAGES),
-            generated(2, TEST_IMAGES),
-            "generated",
-        )
-    }
-}
-
-/// A 784-512-10 model after three quick epochs.
-fn train(data: &Data) -> Box<MnistMlp> {
-    let mut model = zeroed::<MnistMlp>();
-    model.init_glorot(&mut XorShiftRng::seed_from_u64(7));
-    let mut optimizer = zeroed::<RmsProp<INPUTS, HIDDEN, OUTPUTS>>();
-    optimizer.reset(1e-3);
-    let mut ws = zeroed::<MnistWorkspace>();
-    let mut scratch = zeroed::<Scratch>();
-    let mut compute = Compute::new(
-        Kernel::PORTABLE,
-        &Serial,
-        std::slice::from_mut(&mut *scratch),
-    );
-    let images: Vec<[f32; INPUTS]> = data
-        .images
-        .iter()
-        .map(|im| im.map(quant::unit_pixel))
-        .collect();
-    for _epoch in 0..3 {
-        for (x, y) in images.chunks(128).zip(data.labels.chunks(128)) {
-            let batch = Batch::new(x.as_flattened(), y);
-            model.train_step(&mut *optimizer, batch, None, &mut ws, &mut compute);
-        }
-    }
-    model
-}
-
-/// What the host predicts for one image.
-#[derive(Clone, Debug, PartialEq)]
-struct Prediction {
-    class: usize,
-    /// Logits as exact bits (int32 for int8 models, f32 bits for f32 ones).
-    logits: Vec<u32>,
-}
+use picodense_core::quant::{self, Calibration};
+use picodense_core::{Compute, MnistMlp, MnistWorkspace};
+use picodense_tests::{
+    HIDDEN, INPUTS, OUTPUTS, Prediction, Run, TEST_IMAGES, TRAIN_IMAGES, correct, datasets,
+    f32_predictions, int8_predictions, mismatches, run_qemu, runs, target_installed, train, zeroed,
+};
 
 /// Everything the firmware runs share, made once.
 struct Fixture {
@@ -202,25 +75,8 @@ fn fixture() -> &'static Fixture {
             path
         });
 
-        let f32_view = F32View::parse(&f32_bytes).unwrap();
-        let int8_view = Int8View::parse(&int8_bytes).unwrap();
-        let mut f32_expected = Vec::new();
-        let mut int8_expected = Vec::new();
-        let mut scratch = vec![0u32; int8_view.scratch_words()];
-        for image in &test.images {
-            let (mut h, mut z) = (vec![0.0f32; HIDDEN], [0.0f32; OUTPUTS]);
-            let class = f32_view.predict(&image.map(quant::unit_pixel), &mut h, &mut z);
-            f32_expected.push(Prediction {
-                class,
-                logits: z.iter().map(|v| v.to_bits()).collect(),
-            });
-            let mut q = [0i32; OUTPUTS];
-            let class = int8_view.predict(image, &mut scratch, &mut q);
-            int8_expected.push(Prediction {
-                class,
-                logits: q.iter().map(|&v| v as u32).collect(),
-            });
-        }
+        let f32_expected = f32_predictions(&f32_bytes, &test.images);
+        let int8_expected = int8_predictions(&int8_bytes, &test.images);
         let forward = |kernel: Kernel| -> Vec<usize> {
             let mut ws = zeroed::<MnistWorkspace>();
             let mut scratch = zeroed::<Scratch>();
@@ -251,40 +107,22 @@ fn fixture() -> &'static Fixture {
     })
 }
 
-/// Returns false (skip, with the reason printed) when QEMU or the target is missing; fails
-/// instead when PICODENSE_REQUIRE_QEMU=1, so CI cannot pass by skipping.
+/// Whether QEMU and the thumbv7em target are here (else skipped, or failed in CI).
 fn tools_present() -> bool {
     tools_present_for("thumbv7em-none-eabihf")
 }
 
 /// [`tools_present`] for the Rust target `triple`.
 fn tools_present_for(triple: &str) -> bool {
-    let qemu = Command::new("qemu-system-arm")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    let target = Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
-        .args(["--print", "target-libdir", "--target", triple])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .is_some_and(|o| Path::new(String::from_utf8_lossy(&o.stdout).trim()).is_dir());
-    if qemu && target {
-        return true;
-    }
-    let missing = match (qemu, target) {
-        (false, false) => format!("qemu-system-arm and the {triple} target"),
-        (false, true) => "qemu-system-arm".into(),
-        _ => format!("the {triple} target"),
-    };
-    let install = format!("apt-get install qemu-system-arm; rustup target add {triple}");
-    assert!(
-        std::env::var_os("PICODENSE_REQUIRE_QEMU").is_none_or(|v| v != "1"),
-        "PICODENSE_REQUIRE_QEMU=1 but {missing} is missing ({install})"
-    );
-    eprintln!("skipped: the firmware test needs {missing} ({install})");
-    false
+    let target = format!("the {triple} target");
+    picodense_tests::tools_present(
+        &[
+            (runs("qemu-system-arm"), "qemu-system-arm"),
+            (target_installed(triple), &target),
+        ],
+        &format!("apt-get install qemu-system-arm; rustup target add {triple}"),
+        "firmware test",
+    )
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -388,89 +226,8 @@ fn build(board: Board, model: &Path, expected: &[Prediction], extra_features: &[
     copy
 }
 
-/// What a firmware run reported.
-struct Run {
-    exit_code: Option<i32>,
-    stdout: String,
-    predictions: Vec<Prediction>,
-    accuracy: Option<(usize, usize)>,
-}
-
 fn run(board: Board, elf: &Path) -> Run {
-    let mut child = Command::new("qemu-system-arm")
-        .args(board.qemu_machine())
-        .args([
-            "-nographic",
-            "-semihosting-config",
-            "enable=on,target=native",
-        ])
-        .arg("-kernel")
-        .arg(elf)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start qemu-system-arm");
-    let mut stdout = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        stdout.read_to_string(&mut s).map(|_| s)
-    });
-    // A firmware that hangs must not hang the test.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            child.kill().unwrap();
-            child.wait().unwrap();
-            panic!("{} did not exit within 120 s", elf.display());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let stdout = reader.join().unwrap().unwrap();
-    let mut predictions = Vec::new();
-    let mut accuracy = None;
-    for line in stdout.lines() {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        match words.as_slice() {
-            ["img", i, "class", class, "label", _, "logits", logits @ ..] => {
-                assert_eq!(i.parse::<usize>().unwrap(), predictions.len(), "{line}");
-                predictions.push(Prediction {
-                    class: class.parse().unwrap(),
-                    logits: logits
-                        .iter()
-                        .map(|h| u32::from_str_radix(h, 16).unwrap())
-                        .collect(),
-                });
-            }
-            ["accuracy", fraction] => {
-                let (a, b) = fraction.split_once('/').unwrap();
-                accuracy = Some((a.parse().unwrap(), b.parse().unwrap()));
-            }
-            _ => {}
-        }
-    }
-    Run {
-        exit_code: status.code(),
-        stdout,
-        predictions,
-        accuracy,
-    }
-}
-
-/// Indices where the firmware's report differs from the host's, comparing classes and, when
-/// `bits` is set, the logits' bits too.
-fn mismatches(run: &Run, expected: &[Prediction], bits: bool) -> Vec<usize> {
-    let mut bad: Vec<usize> = (0..expected.len())
-        .filter(|&i| match run.predictions.get(i) {
-            None => true,
-            Some(p) => p.class != expected[i].class || (bits && p.logits != expected[i].logits),
-        })
-        .collect();
-    bad.extend(expected.len()..run.predictions.len());
-    bad
+    run_qemu(board.qemu_machine(), elf)
 }
 
 fn check_matches(board: Board, model: &Path, expected: &[Prediction], bits: bool) -> Run {
@@ -486,11 +243,7 @@ fn check_matches(board: Board, model: &Path, expected: &[Prediction], bits: bool
         bad.first(),
         run.stdout
     );
-    let host_correct = expected
-        .iter()
-        .zip(&fixture().labels)
-        .filter(|(p, l)| p.class == usize::from(**l))
-        .count();
+    let host_correct = correct(expected, &fixture().labels);
     assert_eq!(run.accuracy, Some((host_correct, TEST_IMAGES)));
     eprintln!(
         "{board:?} {}: {TEST_IMAGES} predictions identical to the host, accuracy {host_correct}/{TEST_IMAGES}",
@@ -606,20 +359,7 @@ fn small_int8_matches_host(board: Board, hidden: &[usize]) {
     let path = fx.dir.join(format!("model-{shape}-int8.pdn"));
     fs::write(&path, &bytes).unwrap();
 
-    let view = Int8View::parse(&bytes).unwrap();
-    let mut scratch = vec![0u32; view.scratch_words()];
-    let expected: Vec<Prediction> = test
-        .images
-        .iter()
-        .map(|image| {
-            let mut q = [0i32; OUTPUTS];
-            let class = view.predict(image, &mut scratch, &mut q);
-            Prediction {
-                class,
-                logits: q.iter().map(|&v| v as u32).collect(),
-            }
-        })
-        .collect();
+    let expected = int8_predictions(&bytes, &test.images);
     check_matches(board, &path, &expected, true);
 }
 

@@ -135,3 +135,46 @@ pub fn fit_first_epoch(
         "{outcome:?}"
     );
 }
+
+/// Where Debian's `dataset-fashion-mnist` installs.
+pub const FASHION: &str = "/usr/share/datasets/fashion-mnist";
+
+/// Skips a real-data test with `reason` printed (returns `None`), or fails when CI requires the
+/// real data (`PICODENSE_REQUIRE_REAL_DATA=1`).
+pub fn skip_real_data<T>(reason: &str) -> Option<T> {
+    let required = std::env::var_os("PICODENSE_REQUIRE_REAL_DATA").is_some_and(|v| v == "1");
+    assert!(!required, "PICODENSE_REQUIRE_REAL_DATA=1 but {reason}");
+    eprintln!("skipped: {reason}");
+    None
+}
+
+/// The four files of Debian's Fashion-MNIST, the test labels last.
+pub const FASHION_FILES: [&str; 4] = [
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+];
+
+/// Whether Debian's Fashion-MNIST files are all there; otherwise skipped, or failed in CI.
+pub fn have_fashion_mnist() -> bool {
+    FASHION_FILES
+        .iter()
+        .all(|f| Path::new(FASHION).join(f).is_file())
+        || skip_real_data::<()>(&format!(
+            "{FASHION} is missing (apt-get install dataset-fashion-mnist)"
+        ))
+        .is_some()
+}
+
+/// A model and a checkpoint of one epoch on `data`, written in `dir`: their bytes.
+pub fn trained_files(dir: &Path, data: &Path) -> (Vec<u8>, Vec<u8>) {
+    let (model, ckpt) = (dir.join("m.pdn"), dir.join("c.pdn"));
+    let out = bin()
+        .args(["train", "--data", s(data), "--epochs", "1", "--quiet"])
+        .args(["--save", s(&model), "--checkpoint", s(&ckpt)])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    (std::fs::read(model).unwrap(), std::fs::read(ckpt).unwrap())
+}
