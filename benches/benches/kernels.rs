@@ -19,7 +19,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use picodense::compute::{KernelChoice, Threads, select_kernel, zeroed_slice};
 use picodense_benches::{PIXELS, ThreadCpuTime, synthetic_mnist};
 use picodense_core::Scratch;
-use picodense_core::kernels::{Epilogue, Kernel, MatRef, Parallel, Serial, gemm_parallel};
+use picodense_core::gemm::{Epilogue, Kernel, MatRef, Parallel, Serial, gemm_parallel};
 
 /// Layout of A and B as stored.
 #[derive(Clone, Copy)]

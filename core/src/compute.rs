@@ -1,6 +1,6 @@
 //! How a step's products are computed: which kernel, on which threads, with one scratch a job.
 
-use crate::kernels::{Epilogue, Kernel, MatRef, Parallel, Scratch, gemm_parallel};
+use crate::gemm::{Epilogue, Kernel, MatRef, Parallel, Scratch, gemm_parallel};
 
 /// Which kernel runs the products, the [`Parallel`] that runs their jobs, and one [`Scratch`]
 /// per job.

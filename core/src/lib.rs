@@ -29,7 +29,7 @@
 pub mod compute;
 mod crc;
 pub mod format;
-pub mod kernels;
+pub mod gemm;
 pub mod layers;
 pub mod loss;
 pub mod model;
@@ -41,7 +41,7 @@ mod simd;
 
 pub use compute::Compute;
 pub use crc::crc32;
-pub use kernels::{Kernel, Parallel, Scratch, Serial};
+pub use gemm::{Kernel, Parallel, Scratch, Serial};
 pub use layers::{Dense, Layers, Mlp};
 pub use model::{Batch, StepStats, Workspace, WorkspaceLen, WorkspaceMut};
 pub use optim::{Optimizer, RmsProp, RmsPropRule, RmsPropState, Sgd};

@@ -17,8 +17,8 @@
 //! K in one fixed order on one thread, so the result is the same bits for any number of jobs.
 
 use crate::compute::Compute;
-use crate::kernels::pairs::{self, GradientSteps};
-use crate::kernels::{
+use crate::gemm::pairs::{self, GradientSteps};
+use crate::gemm::{
     Epilogue, Kernel, MAX_ORDERED_ROWS, MatRef, Parallel, Scratch, gemm, gemm_parallel_beside,
 };
 use crate::layers::{Layers, Mlp};
@@ -749,7 +749,7 @@ impl<const IN: usize, const HIDDEN: usize, const OUT: usize> Mlp<IN, HIDDEN, OUT
 mod tests {
     use super::*;
     use crate::PanelState;
-    use crate::kernels::Serial;
+    use crate::gemm::Serial;
     use crate::optim::{RmsProp, Sgd};
     use crate::{zeroed_box, zeroed_slice};
     use rand_core::{Rng, SeedableRng};

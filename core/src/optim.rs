@@ -1,7 +1,7 @@
 //! Optimizers. Each update is one fused pass over a parameter tensor, its gradient and its state.
 
 use crate::compute::Compute;
-use crate::kernels::Parallel;
+use crate::gemm::Parallel;
 use crate::layers::{Layers, Mlp};
 use crate::panels::Panels;
 use crate::simd::{self, RmsHyper};
@@ -170,7 +170,7 @@ impl<const I: usize, const H: usize, const O: usize> Optimizer for RmsProp<I, H,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::{Kernel, Scratch, Serial};
+    use crate::gemm::{Kernel, Scratch, Serial};
 
     fn hand_sized() -> (Mlp<1, 1, 1>, Mlp<1, 1, 1>) {
         let mut params = Mlp::<1, 1, 1>::zeroed();

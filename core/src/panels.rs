@@ -2,7 +2,7 @@
 //! forward product reads them in place rather than packing W1 again every step, and the
 //! optimizer updates them there.
 
-use crate::kernels::{Kernel, MatRef, panel_index};
+use crate::gemm::{Kernel, MatRef, panel_index};
 use crate::layers::Mlp;
 use crate::simd::PanelMatrix;
 

@@ -1188,7 +1188,7 @@ fn dense_f32(w: &F32Matrix, input: &[f32], bias: F32Le, out: &mut [f32], relu: b
         for (t, v) in out[o..o + n].iter_mut().enumerate() {
             let z = *v + bias.get(o + t);
             // The kernels' epilogue: NaN and -0.0 become 0.0 too.
-            *v = if relu { crate::kernels::relu(z) } else { z };
+            *v = if relu { crate::gemm::relu(z) } else { z };
         }
         o += n;
     }
@@ -1231,7 +1231,7 @@ fn tile_f32<const N: usize>(
 mod tests {
     use super::*;
     use crate::format;
-    use crate::kernels::{Kernel, Scratch, Serial};
+    use crate::gemm::{Kernel, Scratch, Serial};
     use crate::optim::RmsProp;
     use crate::{Compute, Workspace};
     use crate::{zeroed_box, zeroed_slice};

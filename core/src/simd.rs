@@ -8,7 +8,7 @@
 
 use core::marker::PhantomData;
 
-use crate::kernels::{Isa, Kernel, Parallel, panel_index};
+use crate::gemm::{Isa, Kernel, Parallel, panel_index};
 
 /// RMSprop hyper-parameters as the update uses them.
 #[derive(Clone, Copy, Debug)]
@@ -416,7 +416,7 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::Serial;
+    use crate::gemm::Serial;
     use std::vec::Vec;
 
     #[test]

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use picodense_core::kernels::{Kernel, Scratch, Serial};
+use picodense_core::gemm::{Kernel, Scratch, Serial};
 use picodense_core::quant::{self, F32View, Int8View};
 use picodense_core::{Batch, Compute, MnistMlp, MnistWorkspace, RmsProp, Zeroable};
 use rand_core::{Rng, SeedableRng};

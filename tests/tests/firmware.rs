@@ -17,7 +17,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
 use picodense_core::format;
-use picodense_core::kernels::{Kernel, Scratch, Serial};
+use picodense_core::gemm::{Kernel, Scratch, Serial};
 use picodense_core::quant::{self, Calibration};
 use picodense_core::{Compute, MnistMlp, MnistWorkspace};
 use picodense_tests::{

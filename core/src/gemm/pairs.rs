@@ -633,7 +633,7 @@ mod avx512 {
 mod tests {
     extern crate std;
     use super::*;
-    use crate::kernels::{Epilogue, MatRef, Serial, gemm};
+    use crate::gemm::{Epilogue, MatRef, Serial, gemm};
     use proptest::prelude::*;
     use std::vec::Vec;
 
