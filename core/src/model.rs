@@ -1139,10 +1139,7 @@ mod tests {
         #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
         let mut kernels = std::vec![Kernel::PORTABLE];
         #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            // SAFETY: detected just above.
-            kernels.push(unsafe { Kernel::avx2_unchecked() });
-        }
+        kernels.extend(Kernel::avx2());
         // Ink in a box of its own per image, so that each grouping skips different pixels.
         let mut rng = XorShiftRng::seed_from_u64(3);
         let images: Vec<[f32; 784]> = (0..128)

@@ -8,7 +8,9 @@
 
 use core::marker::PhantomData;
 
-use crate::gemm::{Isa, Kernel, Parallel, panel_index};
+#[cfg(target_arch = "x86_64")]
+use crate::gemm::Isa;
+use crate::gemm::{Kernel, Parallel, panel_index};
 
 /// RMSprop hyper-parameters as the update uses them.
 #[derive(Clone, Copy, Debug)]
@@ -79,7 +81,7 @@ fn rmsprop_slice(kernel: Kernel, w: &mut [f32], g: &[f32], v: &mut [f32], h: Rms
         // SAFETY: an AVX-512 kernel exists only when its creator vouched for the CPU.
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => unsafe { x86::rmsprop_avx512(w, g, v, h) },
-        Isa::Plain => rmsprop_scalar(w, g, v, h),
+        _ => rmsprop_scalar(w, g, v, h),
     }
 }
 
@@ -181,7 +183,7 @@ pub(crate) fn rmsprop_panels<P: Parallel>(
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => unsafe { x86::rmsprop_panels_avx512(w, *flat, g, v, h) },
         // SAFETY: the piece's elements are its own.
-        Isa::Plain => unsafe { rmsprop_panels_scalar(w, w.cursor(*flat), g, v, h) },
+        _ => unsafe { rmsprop_panels_scalar(w, w.cursor(*flat), g, v, h) },
     });
 }
 

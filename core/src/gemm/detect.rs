@@ -1,16 +1,14 @@
 //! Which instruction sets this CPU runs: the one place the core asks (CPUID and XGETBV on
 //! x86-64, so that a `no_std` build detects as the standard library does). The products, the
-//! paired gradient and the optimizer all run the set their [`Kernel`] names ([`Kernel::isa`]).
+//! paired gradient and the optimizer all run the set their [`Kernel`] names ([`Kernel::isa`]);
+//! nothing else in the core looks at the CPU or at which kernel it was given.
 
-use super::Kernel;
-#[cfg(target_arch = "x86_64")]
-use super::Variant;
+use super::{Kernel, Variant};
 
 /// The instruction set a kernel's fast paths run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Isa {
-    /// Plain arithmetic for the compile target (naive and portable kernels; NEON's generic
-    /// loops).
+    /// Plain arithmetic for the compile target (naive and portable kernels).
     Plain,
     /// AVX2 + FMA.
     #[cfg(target_arch = "x86_64")]
@@ -18,17 +16,17 @@ pub(crate) enum Isa {
     /// AVX-512 F with AVX2 + FMA.
     #[cfg(target_arch = "x86_64")]
     Avx512,
+    /// NEON (part of the aarch64 baseline): the generic loops with a fused multiply-add.
+    #[cfg(target_arch = "aarch64")]
+    Neon,
 }
 
 impl Kernel {
     /// The instruction set this kernel's fast paths run.
     pub(crate) fn isa(self) -> Isa {
         match self.0 {
-            #[cfg(target_arch = "x86_64")]
-            Variant::Avx2 => Isa::Avx2,
-            #[cfg(target_arch = "x86_64")]
-            Variant::Avx512 => Isa::Avx512,
-            _ => Isa::Plain,
+            Variant::Naive => Isa::Plain,
+            Variant::Blocked(isa) => isa,
         }
     }
 

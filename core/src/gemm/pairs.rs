@@ -20,33 +20,24 @@
 //! time (C's rows lie 2 KB apart: a tile's 48 rows written straight to C would fall into two
 //! sets of the L1 cache).
 
-use super::Counter;
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+use super::Isa;
+use super::claims::{Counter, Once};
+use super::epilogue::Out;
+use super::params::pairs::{
+    BLOCK, LISTED_TILE, MAX_PIECES, MAX_ROWS, PIECE_PAIRS, PREFER_PAIRS, STAGE,
+};
+use super::tiles::{MulAdd, Plain};
+use super::{Kernel, Parallel, Scratch};
 use core::ops::Range;
-
-#[cfg(target_arch = "aarch64")]
-use super::Variant;
-use super::{Isa, Kernel, MulAdd, Once, Out, Parallel, Plain, Scratch};
-
-/// Inputs per block (rows of C a unit covers): a tile of 2 x 6 vectors of 8.
-const BLOCK: usize = 48;
-/// Hidden units whose tiles are staged before they are written to C: a cache line.
-const STAGE: usize = 16;
-/// Most images: the masks are `u128`.
-const MAX_ROWS: usize = 128;
-/// Most pieces the panels of pairs are copied in.
-const MAX_PIECES: usize = 64;
-/// Pairs a piece copies (more when there would be over [`MAX_PIECES`] pieces).
-const PIECE_PAIRS: usize = 16;
-/// The AVX2 blocked product's tiles for `Xᵀ·D`: panels of 3 inputs by 32 hidden units.
-const LISTED_TILE: (usize, usize) = (3, 32);
 
 /// Tile steps for `C = Xᵀ·D` each way, counted over a batch's rows: the blocked product's
 /// (steps of its 3-input panels where X is nonzero, per 32-column tile) and the paired one's
 /// (pairs of D x blocks of X, both nonzero, per image). A step is 96 multiply-adds either way.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct GradientSteps {
-    listed: u64,
-    paired: u64,
+    pub(super) listed: u64,
+    pub(super) paired: u64,
 }
 
 impl GradientSteps {
@@ -56,7 +47,7 @@ impl GradientSteps {
             // SAFETY: an AVX2 or AVX-512 kernel vouches for AVX2.
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 | Isa::Avx512 => unsafe { avx2::count_row(x, d) },
-            Isa::Plain => count_row(x, d),
+            _ => count_row(x, d),
         };
         self.listed += u64::from(panels) * d.len().div_ceil(LISTED_TILE.1) as u64;
         self.paired += u64::from(blocks) * u64::from(pairs);
@@ -70,12 +61,12 @@ impl GradientSteps {
         }
     }
 
-    /// Whether the paired product is the cheaper. A step costs about the same either way
-    /// (2.0 ns on a Zen 3 core), but copying the pairs and staging C cost more than listing Xᵀ:
-    /// the two took the same time at 93 paired steps to 100 listed (Fashion-MNIST, step 500),
-    /// and 7 to 8 leaves a margin.
+    /// Whether the paired product is the cheaper. A step costs about the same either way, but
+    /// copying the pairs and staging C cost more than listing Xᵀ, so the paired steps must be
+    /// fewer by a margin ([`PREFER_PAIRS`]).
     pub(crate) fn prefer_pairs(self) -> bool {
-        self.paired * 8 < self.listed * 7
+        let (fewer, than) = PREFER_PAIRS;
+        self.paired * than < self.listed * fewer
     }
 }
 
@@ -89,7 +80,7 @@ pub(crate) fn fast_on(kernel: Kernel) -> bool {
     match kernel.isa() {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 | Isa::Avx512 => true,
-        Isa::Plain => false,
+        _ => false,
     }
 }
 
@@ -162,11 +153,7 @@ pub(crate) fn weight_gradient<P: Parallel>(
     drop(pieces);
 
     let beside = Once::new(beside);
-    let out = Out {
-        ptr: c.as_mut_ptr(),
-        ld: n,
-        _c: core::marker::PhantomData,
-    };
+    let out = Out::new(c, n);
     let (pairs, masks) = (&*pairs, &*masks);
     let counter = Counter::new();
     let job = |_: usize, scratch: &mut Scratch| {
@@ -192,7 +179,7 @@ pub(crate) fn weight_gradient<P: Parallel>(
                 // SAFETY: an AVX-512 kernel vouches for the CPU.
                 #[cfg(target_arch = "x86_64")]
                 Isa::Avx512 => unsafe { avx512::run_block(&block, &out, scratch) },
-                Isa::Plain => run_block(&block, &out, scratch, generic_tile(kernel)),
+                _ => run_block(&block, &out, scratch, generic_tile(kernel)),
             }
         }
     };
@@ -217,7 +204,7 @@ fn copy_pairs(
         // SAFETY: an AVX2 or AVX-512 kernel vouches for AVX2.
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 | Isa::Avx512 => unsafe { avx2::copy_pairs(d, shape, first, panels, masks) },
-        Isa::Plain => (0, 0),
+        _ => (0, 0),
     };
     copy_range(d, shape, first, panels, masks, done.0..rows, 0..pairs);
     copy_range(d, shape, first, panels, masks, 0..done.0, done.1..pairs);
@@ -267,9 +254,9 @@ type TileFn = unsafe fn(&[f32], &[[f32; 2]], u128, &mut [[f32; STAGE]; BLOCK], u
 
 /// The generic tile with the multiply-add of `kernel`'s blocked product (whose bits it gives).
 fn generic_tile(kernel: Kernel) -> TileFn {
-    match kernel.0 {
+    match kernel.isa() {
         #[cfg(target_arch = "aarch64")]
-        Variant::Neon => tile::<super::Fused>,
+        Isa::Neon => tile::<super::tiles::Fused>,
         _ => tile::<Plain>,
     }
 }
@@ -626,140 +613,5 @@ mod avx512 {
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    extern crate std;
-    use super::*;
-    use crate::gemm::{Epilogue, MatRef, Serial, gemm};
-    use proptest::prelude::*;
-    use std::vec::Vec;
-
-    /// `len` values in [-1, 1), about `zeros` in 8 of them zero (some -0), from `seed`.
-    fn sparse_values(seed: u64, len: usize, zeros: u64) -> Vec<f32> {
-        let mut s = seed | 1;
-        (0..len)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                match s % 8 {
-                    z if z < zeros && s.is_multiple_of(3) => -0.0,
-                    z if z < zeros => 0.0,
-                    _ => ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0,
-                }
-            })
-            .collect()
-    }
-
-    fn bits(values: &[f32]) -> Vec<u32> {
-        values.iter().map(|v| v.to_bits()).collect()
-    }
-
-    /// Xᵀ·D through the pairs with `jobs` scratches.
-    fn paired(
-        kernel: Kernel,
-        x: &[f32],
-        d: &[f32],
-        shape: (usize, usize, usize),
-        jobs: usize,
-    ) -> Vec<f32> {
-        let (rows, k, n) = shape;
-        let mut c = std::vec![f32::NAN; k * n];
-        let mut pairs = std::vec![f32::NAN; rows * n];
-        let mut masks = std::vec![u128::MAX; n / 2];
-        let mut scratches = crate::zeroed_slice::<Scratch>(jobs);
-        let mut beside_ran = 0;
-        weight_gradient(
-            &Serial,
-            kernel,
-            x,
-            d,
-            shape,
-            &mut pairs,
-            &mut masks,
-            &mut c,
-            &mut scratches,
-            |_| beside_ran += 1,
-        );
-        assert_eq!(beside_ran, 1);
-        c
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(64))]
-        /// The paired product gives the blocked product's bits (the naive one's for the naive
-        /// kernel), for any shape it takes, any sparsity of either side and any number of jobs.
-        #[test]
-        fn pairs_give_the_blocked_bits(
-            rows in prop::sample::select(&[1usize, 3, 8, 31, 64, 65, 127, 128][..]),
-            k in prop::sample::select(&[1usize, 5, 8, 47, 48, 49, 100, 150][..]),
-            half_n in 1usize..40,
-            x_zeros in 0u64..8, d_zeros in 0u64..8, jobs in 1usize..4, seed in any::<u64>(),
-        ) {
-            let n = 2 * half_n;
-            let x = sparse_values(seed, rows * k, x_zeros);
-            let d = sparse_values(seed ^ 0x5555, rows * n, d_zeros);
-            for kernel in crate::every_kernel() {
-                let mut want = std::vec![0.0; k * n];
-                let mut scratch = crate::zeroed_box::<Scratch>();
-                let (xm, dm) = (MatRef::row_major(&x, rows, k), MatRef::row_major(&d, rows, n));
-                gemm(kernel, xm.t(), dm, &mut want, Epilogue::Store, &mut scratch);
-                let got = paired(kernel, &x, &d, (rows, k, n), jobs);
-                // Up to the sign of zero sums (the two skip different zero products).
-                let zero_signs = |v: &[f32]| bits(v).iter().map(|&b| if b == 1 << 31 { 0 } else { b }).collect::<Vec<_>>();
-                prop_assert_eq!(zero_signs(&got), zero_signs(&want), "{:?}", kernel);
-            }
-        }
-
-        /// AVX-512's paired product gives AVX2's bits exactly, signs of zero sums included.
-        #[cfg(target_arch = "x86_64")]
-        #[test]
-        fn avx512_pairs_give_the_avx2_bits(
-            rows in prop::sample::select(&[1usize, 3, 8, 31, 64, 65, 127, 128][..]),
-            k in prop::sample::select(&[1usize, 5, 16, 17, 32, 47, 48, 49, 100, 784][..]),
-            half_n in prop::sample::select(&[1usize, 7, 8, 9, 33, 256][..]),
-            x_zeros in 0u64..8, d_zeros in 0u64..8, jobs in 1usize..4, seed in any::<u64>(),
-        ) {
-            let (Some(avx512), Some(avx2)) = (crate::avx512_kernel(), Kernel::avx2()) else {
-                return Ok(());
-            };
-            let n = 2 * half_n;
-            let x = sparse_values(seed, rows * k, x_zeros);
-            let d = sparse_values(seed ^ 0x5555, rows * n, d_zeros);
-            let want = paired(avx2, &x, &d, (rows, k, n), 1);
-            let got = paired(avx512, &x, &d, (rows, k, n), jobs);
-            prop_assert_eq!(bits(&got), bits(&want));
-        }
-
-        /// Counting gives the steps each product runs, by every kernel's code.
-        #[test]
-        fn steps_are_counted_exactly(
-            k in 1usize..200, half_n in 1usize..80, x_zeros in 0u64..9, d_zeros in 0u64..9,
-            seed in any::<u64>(),
-        ) {
-            let n = 2 * half_n;
-            let x = sparse_values(seed, k, x_zeros);
-            let d = sparse_values(seed ^ 0xaaaa, n, d_zeros);
-            let nonzero = |v: &[f32]| v.iter().any(|&v| v != 0.0);
-            let panels = x.chunks(3).filter(|p| nonzero(p)).count() as u64;
-            let blocks = x.chunks(BLOCK).filter(|b| nonzero(b)).count() as u64;
-            // -0 counts as nonzero for the pairs' masks but not for the estimate: either way.
-            let pairs = d.chunks(2).filter(|p| nonzero(p)).count() as u64;
-            let want = GradientSteps { listed: panels * n.div_ceil(32) as u64, paired: blocks * pairs };
-            for kernel in crate::every_kernel() {
-                let mut got = GradientSteps::default();
-                got.add_row(kernel, &x, &d);
-                prop_assert_eq!(got, want, "{:?}", kernel);
-            }
-        }
-    }
-
-    #[test]
-    fn shapes_beyond_the_masks_do_not_fit() {
-        assert!(fits(128, 512) && fits(1, 2));
-        assert!(!fits(129, 512) && !fits(0, 512) && !fits(64, 511));
     }
 }

@@ -1,0 +1,227 @@
+//! Zero skipping: before the tiles of a panel of A rows run, the K steps where all its values
+//! are zero are listed out, and rows of B that no panel needs are marked unused.
+
+use super::pack::APanel;
+use super::params::{PACKED_LEN, PACKED_ROWS};
+use super::{MatRef, Scratch};
+use core::ops::Range;
+
+/// Which K steps of a block a panel runs, and where its values of A come from.
+#[derive(Clone, Copy)]
+pub(super) enum Steps<'a> {
+    /// Every step, values read in A.
+    All,
+    /// The listed steps, values read in A.
+    Listed(&'a [u16]),
+    /// The listed steps, values packed beside them.
+    Packed(&'a [u16], &'a [[f32; PACKED_ROWS]]),
+}
+
+/// For each MR-row panel of A rows `rows`, K steps `pc..pc+kc`: lists the steps where some
+/// row is nonzero (NaN counts as nonzero) in `steps`, their number in `counts`, and marks in
+/// `used` every step some panel lists.
+// Not inlined: inside the loop nest LLVM kept the listing's values on the stack.
+#[inline(never)]
+pub(super) fn list_block_steps<const MR: usize>(
+    a: &MatRef,
+    rows: Range<usize>,
+    pc: usize,
+    kc: usize,
+    pack_a: bool,
+    scratch: &mut Scratch,
+) {
+    scratch.used[..kc.div_ceil(8)].fill(0);
+    let mut first = rows.start;
+    if pack_a && a.row_stride == 1 && a.order.is_empty() {
+        // Whole panels of neighbouring rows (Xᵀ: neighbouring pixels), all in one pass.
+        let panels = rows.len() / MR;
+        list_and_pack_neighbours::<MR>(a, first, panels, pc, kc, scratch);
+        first += panels * MR;
+    }
+    let done = (first - rows.start) / MR;
+    for (q, i0) in (first..rows.end).step_by(MR).enumerate() {
+        let q = done + q;
+        // Each panel's list may spill up to 8 entries into the next panel's space, which that
+        // panel's own listing then overwrites.
+        let steps = &mut scratch.steps[q * kc..];
+        let panel = APanel::<MR>::new(a, i0, MR.min(rows.end - i0), pc, kc);
+        let used = &mut scratch.used[..kc.div_ceil(8)];
+        let count = if pack_a {
+            list_and_pack_steps(&panel, steps, &mut scratch.packed_a[q * kc..], used)
+        } else {
+            list_steps(&panel, steps, used)
+        };
+        scratch.counts[q] = count as u16;
+    }
+}
+
+/// Bit `i` set when `bits[i]`, its sign left out, is not zero.
+#[inline(always)]
+fn nonzero_mask(bits: [u32; 8]) -> u8 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use core::arch::x86_64::{
+            _mm_and_si128, _mm_castsi128_ps, _mm_cmpeq_epi32, _mm_loadu_si128, _mm_movemask_ps,
+            _mm_set1_epi32, _mm_setzero_si128,
+        };
+        // SSE2 is part of the x86-64 baseline: one compare and move-mask per 4 flags, where
+        // the plain fold below became 8 scalar tests.
+        // SAFETY: SSE2 is always present on x86-64, and each load reads 4 of the 8 values.
+        unsafe {
+            let [low, high] = [0, 4].map(|i| _mm_loadu_si128(bits[i..].as_ptr().cast()));
+            let magnitude = _mm_set1_epi32(0x7fff_ffff);
+            let zero = |v| {
+                let is_zero = _mm_cmpeq_epi32(_mm_and_si128(v, magnitude), _mm_setzero_si128());
+                _mm_movemask_ps(_mm_castsi128_ps(is_zero))
+            };
+            !((zero(low) | zero(high) << 4) as u8)
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        bits.iter()
+            .enumerate()
+            .fold(0, |mask, (i, &b)| mask | (u8::from(nonzero_bits(b)) << i))
+    }
+}
+
+/// For each byte, the positions of its set bits, lowest first: they turn the flags of 8 steps
+/// into list entries without a branch per step.
+static SET_BITS: [[u16; 8]; 256] = set_bits_table();
+
+const fn set_bits_table() -> [[u16; 8]; 256] {
+    let mut table = [[0; 8]; 256];
+    let mut mask = 0;
+    while mask < 256 {
+        let (mut bit, mut count) = (0, 0);
+        while bit < 8 {
+            if mask & (1 << bit) != 0 {
+                table[mask][count] = bit as u16;
+                count += 1;
+            }
+            bit += 1;
+        }
+        mask += 1;
+    }
+    table
+}
+
+/// Lists in `steps` the K steps where some row of the panel is nonzero and marks them in
+/// `used` (a bit per step); returns how many. `steps` needs room for 8 entries past the last.
+#[inline(always)]
+fn list_steps<const R: usize>(panel: &APanel<R>, steps: &mut [u16], used: &mut [u8]) -> usize {
+    let kc = panel.kc;
+    assert!(steps.len() >= kc + 8 && used.len() >= kc.div_ceil(8));
+    let mut count = 0;
+    for (group, used) in (0..kc).step_by(8).zip(used) {
+        let len = 8.min(kc - group);
+        let mut bits = [0u32; 8];
+        if panel.stride == 1 && len == 8 {
+            // Rows lie along K (X, dZ): 8 steps of a row are one load.
+            for &row in &panel.rows {
+                // SAFETY: group + 8 <= kc, and `APanel::new` checked that the row's kc values
+                // lie inside A.
+                let values = unsafe { &*row.add(group).cast::<[f32; 8]>() };
+                for (b, v) in bits.iter_mut().zip(values) {
+                    *b |= v.to_bits();
+                }
+            }
+        } else {
+            for (i, b) in bits[..len].iter_mut().enumerate() {
+                // SAFETY: group + i < kc.
+                *b = (0..R).fold(0, |any, ii| {
+                    any | unsafe { panel.at(ii, group + i) }.to_bits()
+                });
+            }
+        }
+        let mask = nonzero_mask(bits);
+        *used |= mask;
+        let out: &mut [u16; 8] = (&mut steps[count..count + 8])
+            .try_into()
+            .expect("8 entries");
+        for (entry, &bit) in out.iter_mut().zip(&SET_BITS[usize::from(mask)]) {
+            *entry = group as u16 + bit;
+        }
+        count += mask.count_ones() as usize;
+    }
+    count
+}
+
+/// The listing of [`list_block_steps`] with A's values packed beside the steps, for `panels`
+/// whole panels of R rows from row `i0` that lie next to each other in memory (Xᵀ:
+/// neighbouring pixels). One pass along K: each step's values of every panel are read in a
+/// row, rather than a cache line per step and panel.
+fn list_and_pack_neighbours<const R: usize>(
+    a: &MatRef,
+    i0: usize,
+    panels: usize,
+    pc: usize,
+    kc: usize,
+    scratch: &mut Scratch,
+) {
+    assert!(R <= PACKED_ROWS && panels * kc <= PACKED_LEN);
+    let counts = &mut scratch.counts[..panels];
+    counts.fill(0);
+    for p in 0..kc {
+        let start = i0 + (pc + p) * a.col_stride;
+        let values = a.data[start..start + panels * R].as_chunks::<R>().0;
+        let mut any = 0;
+        for (q, (row, count)) in values.iter().zip(counts.iter_mut()).enumerate() {
+            let bits = row.iter().fold(0, |bits, v| bits | v.to_bits());
+            let at = q * kc + usize::from(*count);
+            scratch.steps[at] = p as u16;
+            scratch.packed_a[at] = core::array::from_fn(|ii| if ii < R { row[ii] } else { 0.0 });
+            *count += u16::from(nonzero_bits(bits));
+            any |= bits;
+        }
+        scratch.used[p / 8] |= u8::from(nonzero_bits(any)) << (p % 8);
+    }
+}
+
+/// Lists in `steps` the K steps where some row of the panel is nonzero, and the panel's values
+/// there in `packed` (zero past its R rows); marks them in `used`; returns how many.
+#[inline(always)]
+fn list_and_pack_steps<const R: usize>(
+    panel: &APanel<R>,
+    steps: &mut [u16],
+    packed: &mut [[f32; PACKED_ROWS]],
+    used: &mut [u8],
+) -> usize {
+    let kc = panel.kc;
+    assert!(R <= PACKED_ROWS && steps.len() >= kc && packed.len() >= kc);
+    assert!(used.len() >= kc.div_ceil(8));
+    let mut count = 0;
+    for p in 0..kc {
+        // SAFETY: p < kc.
+        let values: [f32; PACKED_ROWS] = core::array::from_fn(|ii| {
+            if ii < R {
+                unsafe { panel.at(ii, p) }
+            } else {
+                0.0
+            }
+        });
+        let bits = values.iter().fold(0, |any, v| any | v.to_bits());
+        // Branch-free: every step is written, and kept when nonzero (NaN counts as nonzero).
+        steps[count] = p as u16;
+        packed[count] = values;
+        let nonzero = nonzero_bits(bits);
+        used[p / 8] |= u8::from(nonzero) << (p % 8);
+        count += usize::from(nonzero);
+    }
+    count
+}
+
+/// Whether every one of `kc` steps has its bit set in `used`.
+pub(super) fn every_step_used(used: &[u8], kc: usize) -> bool {
+    used.iter().enumerate().all(|(byte, &bits)| {
+        let steps = 8.min(kc - 8 * byte);
+        bits == u8::MAX >> (8 - steps)
+    })
+}
+
+/// Whether the bits of a float (or several, OR-ed together) are not all ±0 (NaN is nonzero).
+/// A test on the bits without the sign: no float compares, so the listing loops vectorise.
+#[inline(always)]
+fn nonzero_bits(bits: u32) -> bool {
+    bits & 0x7fff_ffff != 0
+}

@@ -1,0 +1,81 @@
+//! The tiles compiled for AVX2 + FMA: the narrow products on the generic loops with a fused
+//! multiply-add, the wide ones (n = 512) on 3 x 32 tiles written with intrinsics.
+
+use super::{MulAdd, dense_kernel, packed_kernel, sparse_kernel};
+use core::arch::x86_64::{
+    __m256, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_set1_ps, _mm256_setzero_ps, _mm256_storeu_ps,
+};
+
+wide_tiles! {
+    nest_features: "avx2,fma",
+    narrow: (AVX2_MR, AVX2_NR),
+    wide: (AVX2_WIDE_MR, AVX2_WIDE_NR, AVX2_WIDE_MIN),
+    features: "avx2,fma",
+    lanes: 8,
+    vector: __m256,
+    zero: _mm256_setzero_ps,
+    splat: _mm256_set1_ps,
+    load: _mm256_loadu_ps,
+    fmadd: _mm256_fmadd_ps,
+    store: _mm256_storeu_ps,
+}
+
+impl MulAdd for Fused {
+    #[inline(always)]
+    fn mul_add(a: f32, b: f32, c: f32) -> f32 {
+        use core::arch::x86_64::{_mm_cvtss_f32, _mm_fmadd_ss, _mm_set_ss};
+        // SAFETY: `Fused` is only used by the AVX2 and AVX-512 loop nests and the tile
+        // functions below, all compiled with `fma` enabled; LLVM turns this scalar FMA into
+        // packed `vfmadd231ps` when it vectorises the tile loop.
+        unsafe { _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss(a), _mm_set_ss(b), _mm_set_ss(c))) }
+    }
+}
+
+// SAFETY (all three): `Fused` is only used by the AVX2 and AVX-512 loop nests, whose callers
+// vouch for AVX2 and FMA (see `Kernel::avx2_unchecked` and `Kernel::avx512_unchecked`).
+impl<const NR: usize> Tiles<NR> for Fused {
+    #[inline(always)]
+    fn dense<const R: usize>(a: &APanel<R>, b_panel: &[f32]) -> [[f32; NR]; R] {
+        unsafe { fused_dense::<R, NR>(a, b_panel) }
+    }
+
+    #[inline(always)]
+    fn sparse<const R: usize>(a: &APanel<R>, steps: &[u16], b_panel: &[f32]) -> [[f32; NR]; R] {
+        unsafe { fused_sparse::<R, NR>(a, steps, b_panel) }
+    }
+
+    #[inline(always)]
+    fn packed<const R: usize>(
+        a: &[[f32; PACKED_ROWS]],
+        steps: &[u16],
+        b_panel: &[f32],
+    ) -> [[f32; NR]; R] {
+        unsafe { fused_packed::<R, NR>(a, steps, b_panel) }
+    }
+}
+
+#[target_feature(enable = "avx2,fma")]
+#[inline(never)]
+fn fused_dense<const R: usize, const NR: usize>(a: &APanel<R>, b_panel: &[f32]) -> [[f32; NR]; R] {
+    dense_kernel::<Fused, R, NR>(a, b_panel)
+}
+
+#[target_feature(enable = "avx2,fma")]
+#[inline(never)]
+fn fused_sparse<const R: usize, const NR: usize>(
+    a: &APanel<R>,
+    steps: &[u16],
+    b_panel: &[f32],
+) -> [[f32; NR]; R] {
+    sparse_kernel::<Fused, R, NR>(a, steps, b_panel)
+}
+
+#[target_feature(enable = "avx2,fma")]
+#[inline(never)]
+fn fused_packed<const R: usize, const NR: usize>(
+    a: &[[f32; PACKED_ROWS]],
+    steps: &[u16],
+    b_panel: &[f32],
+) -> [[f32; NR]; R] {
+    packed_kernel::<Fused, R, NR>(a, steps, b_panel)
+}

@@ -1,0 +1,311 @@
+//! The register tiles: an `R x NR` block of C held in accumulators over one K block. The
+//! portable tiles are the generic loops here, with plain arithmetic; each instruction set's
+//! live in a module of its own.
+
+use super::pack::APanel;
+use super::params::PACKED_ROWS;
+
+/// Wide tiles written with intrinsics, `V` vectors of `$lanes` floats across: one definition
+/// for every instruction set whose wide tiles sum as [`dense_kernel`] does with [`Fused`] (each
+/// element starts from zero and takes one fused multiply-add per listed K step, in order), so
+/// that they all give the same bits.
+#[cfg(target_arch = "x86_64")]
+macro_rules! wide_tiles {
+    (
+        nest_features: $nest_features:literal,
+        narrow: ($narrow_mr:ident, $narrow_nr:ident),
+        wide: ($wide_mr:ident, $wide_nr:ident, $wide_min:ident),
+        features: $features:literal,
+        lanes: $lanes:literal,
+        vector: $vector:ty,
+        zero: $zero:ident,
+        splat: $splat:ident,
+        load: $load:ident,
+        fmadd: $fmadd:ident,
+        store: $store:ident $(,)?
+    ) => {
+        use $crate::gemm::Scratch;
+        use $crate::gemm::blocked::{Share, blocked as nest};
+        use $crate::gemm::pack::APanel;
+        use $crate::gemm::params::{
+            PACKED_ROWS, $narrow_mr, $narrow_nr, $wide_min, $wide_mr, $wide_nr,
+        };
+        use $crate::gemm::tiles::{Fused, Tiles};
+
+        /// The loop nest on this instruction set's tiles for one job's columns of C: the wide
+        /// tiles for products wider than the narrow ones' reach, the narrow ones below.
+        ///
+        /// # Safety
+        /// The CPU runs `$nest_features`.
+        #[target_feature(enable = $nest_features)]
+        pub(crate) fn blocked(share: Share, scratch: &mut Scratch) {
+            // Decided by the product's width, never by the job's columns.
+            if share.b.cols > $wide_min {
+                nest::<Wide<{ $wide_nr / $lanes }>, $wide_mr, $wide_nr>(share, scratch)
+            } else {
+                nest::<Fused, $narrow_mr, $narrow_nr>(share, scratch)
+            }
+        }
+
+        /// Tiles of up to 3 rows x `V` vectors, written with intrinsics: the generic loop
+        /// spills accumulators at this shape.
+        pub(crate) struct Wide<const V: usize>;
+
+        // `#[inline(never)]` on a `#[target_feature]` function does not keep LLVM from
+        // inlining it into the loop nest (same features), where the tile runs slower; a plain
+        // function in between does.
+        // SAFETY (all three): `Wide` is only used by this module's `blocked`, whose caller
+        // vouches for the CPU.
+        impl<const V: usize, const W: usize> Tiles<W> for Wide<V> {
+            // A wide panel of B does not stay in L1 while the next ones of its group pass,
+            // but it stays in L2 while every A panel passes over it.
+            const ONE_B_PANEL_AT_A_TIME: bool = true;
+
+            #[inline(never)]
+            fn dense<const R: usize>(a: &APanel<R>, b_panel: &[f32]) -> [[f32; W]; R] {
+                unsafe { wide_dense::<R, V, W>(a, b_panel) }
+            }
+
+            #[inline(never)]
+            fn sparse<const R: usize>(
+                a: &APanel<R>,
+                steps: &[u16],
+                b_panel: &[f32],
+            ) -> [[f32; W]; R] {
+                unsafe { wide_sparse::<R, V, W>(a, steps, b_panel) }
+            }
+
+            #[inline(never)]
+            fn packed<const R: usize>(
+                a: &[[f32; PACKED_ROWS]],
+                steps: &[u16],
+                b_panel: &[f32],
+            ) -> [[f32; W]; R] {
+                unsafe { wide_packed::<R, V, W>(a, steps, b_panel) }
+            }
+        }
+
+        #[target_feature(enable = $features)]
+        fn wide_dense<const R: usize, const V: usize, const W: usize>(
+            a: &APanel<R>,
+            b_panel: &[f32],
+        ) -> [[f32; W]; R] {
+            let kc = (b_panel.len() / W).min(a.kc);
+            // SAFETY: p < kc.
+            let steps = (0..kc).map(|p| (p, core::array::from_fn(|ii| unsafe { a.at(ii, p) })));
+            unsafe { wide::<R, V, W>(steps, b_panel) }
+        }
+
+        #[target_feature(enable = $features)]
+        fn wide_sparse<const R: usize, const V: usize, const W: usize>(
+            a: &APanel<R>,
+            steps: &[u16],
+            b_panel: &[f32],
+        ) -> [[f32; W]; R] {
+            let kc = (b_panel.len() / W).min(a.kc);
+            let steps = steps.iter().map(|&p| {
+                let p = usize::from(p);
+                assert!(p < kc, "step outside the block");
+                // SAFETY: p < kc, just checked.
+                (p, core::array::from_fn(|ii| unsafe { a.at(ii, p) }))
+            });
+            unsafe { wide::<R, V, W>(steps, b_panel) }
+        }
+
+        #[target_feature(enable = $features)]
+        fn wide_packed<const R: usize, const V: usize, const W: usize>(
+            a: &[[f32; PACKED_ROWS]],
+            steps: &[u16],
+            b_panel: &[f32],
+        ) -> [[f32; W]; R] {
+            let steps = steps
+                .iter()
+                .zip(a)
+                .map(|(&p, a)| (usize::from(p), core::array::from_fn(|ii| a[ii])));
+            unsafe { wide::<R, V, W>(steps, b_panel) }
+        }
+
+        /// The `R x W` register tile over `steps` (K step, A's values there) of the block.
+        ///
+        /// # Safety
+        /// Only inlined into functions compiled with this module's features.
+        #[inline(always)]
+        unsafe fn wide<const R: usize, const V: usize, const W: usize>(
+            steps: impl Iterator<Item = (usize, [f32; R])>,
+            b_panel: &[f32],
+        ) -> [[f32; W]; R] {
+            const { assert!(W == $lanes * V) };
+            let b_rows = b_panel.as_chunks::<W>().0;
+            // SAFETY (all intrinsics): the caller runs with this module's features; every load
+            // and store covers exactly one vector of a checked slice.
+            let mut acc = [[unsafe { $zero() }; V]; R];
+            for (p, a) in steps {
+                let b_row = &b_rows[p];
+                let a_v: [$vector; R] = a.map(|v| unsafe { $splat(v) });
+                for (v, b_v) in b_row.as_chunks::<$lanes>().0.iter().enumerate() {
+                    let b_v = unsafe { $load(b_v.as_ptr()) };
+                    for (acc_row, &a_v) in acc.iter_mut().zip(&a_v) {
+                        acc_row[v] = unsafe { $fmadd(a_v, b_v, acc_row[v]) };
+                    }
+                }
+            }
+            acc.map(|acc_row| {
+                let mut row = [0.0; W];
+                for (out, v) in row.as_chunks_mut::<$lanes>().0.iter_mut().zip(acc_row) {
+                    unsafe { $store(out.as_mut_ptr(), v) };
+                }
+                row
+            })
+        }
+    };
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(super) mod avx2;
+#[cfg(target_arch = "x86_64")]
+pub(super) mod avx512;
+#[cfg(target_arch = "aarch64")]
+pub(super) mod neon;
+
+/// Multiply-add as a kernel variant computes it.
+pub(crate) trait MulAdd {
+    /// `a * b + c`.
+    fn mul_add(a: f32, b: f32, c: f32) -> f32;
+}
+
+/// The tile loops of a kernel variant. Each is a function of its own, compiled with the
+/// variant's target features, so that the loop nest around it cannot spoil its register
+/// allocation (inlined into the whole nest, LLVM may leave the accumulators in memory).
+pub(super) trait Tiles<const NR: usize> {
+    /// Whether A panels pass over one B panel at a time rather than over the whole group.
+    const ONE_B_PANEL_AT_A_TIME: bool = false;
+
+    /// Every K step of the block.
+    fn dense<const R: usize>(a: &APanel<R>, b_panel: &[f32]) -> [[f32; NR]; R];
+    /// The listed K steps of the block.
+    fn sparse<const R: usize>(a: &APanel<R>, steps: &[u16], b_panel: &[f32]) -> [[f32; NR]; R];
+    /// The listed K steps, A's values packed beside them.
+    fn packed<const R: usize>(
+        a: &[[f32; PACKED_ROWS]],
+        steps: &[u16],
+        b_panel: &[f32],
+    ) -> [[f32; NR]; R];
+}
+
+/// `a * b + c` with two roundings: what every target can do quickly.
+pub(crate) struct Plain;
+
+impl MulAdd for Plain {
+    #[inline(always)]
+    fn mul_add(a: f32, b: f32, c: f32) -> f32 {
+        a * b + c
+    }
+}
+
+/// Variants whose tiles are the generic loops, with nothing but their multiply-add.
+pub(super) trait GenericTiles: MulAdd {}
+
+impl GenericTiles for Plain {}
+
+impl<M: GenericTiles, const NR: usize> Tiles<NR> for M {
+    #[inline(never)]
+    fn dense<const R: usize>(a: &APanel<R>, b_panel: &[f32]) -> [[f32; NR]; R] {
+        dense_kernel::<Self, R, NR>(a, b_panel)
+    }
+
+    #[inline(never)]
+    fn sparse<const R: usize>(a: &APanel<R>, steps: &[u16], b_panel: &[f32]) -> [[f32; NR]; R] {
+        sparse_kernel::<Self, R, NR>(a, steps, b_panel)
+    }
+
+    #[inline(never)]
+    fn packed<const R: usize>(
+        a: &[[f32; PACKED_ROWS]],
+        steps: &[u16],
+        b_panel: &[f32],
+    ) -> [[f32; NR]; R] {
+        packed_kernel::<Self, R, NR>(a, steps, b_panel)
+    }
+}
+
+/// A fused multiply-add: on x86-64 only used by functions compiled with the `fma` feature;
+/// on aarch64 part of the baseline.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+pub(crate) struct Fused;
+
+/// One step of K: `acc += a[.., p] ⊗ b_row`.
+///
+/// # Safety
+/// `p < a.kc`.
+#[inline(always)]
+unsafe fn rank1<M: MulAdd, const R: usize, const NR: usize>(
+    acc: &mut [[f32; NR]; R],
+    a: &APanel<R>,
+    p: usize,
+    b_row: &[f32; NR],
+) {
+    for (ii, acc_row) in acc.iter_mut().enumerate() {
+        // Read where it is used, so that it is broadcast straight from memory: loading the
+        // whole column first would take R more registers than the tile has.
+        // SAFETY: p < kc (the caller's promise).
+        let a_v = unsafe { a.at(ii, p) };
+        for (acc_v, &b_v) in acc_row.iter_mut().zip(b_row) {
+            *acc_v = M::mul_add(a_v, b_v, *acc_v);
+        }
+    }
+}
+
+/// The register tile: `R x NR` accumulators, one rank-1 update per K step of the block.
+#[inline(always)]
+pub(super) fn dense_kernel<M: MulAdd, const R: usize, const NR: usize>(
+    a: &APanel<R>,
+    b_panel: &[f32],
+) -> [[f32; NR]; R] {
+    let mut acc = [[0.0f32; NR]; R];
+    let b_rows = b_panel.as_chunks::<NR>().0;
+    assert!(b_rows.len() <= a.kc, "B panel deeper than the block");
+    for (p, b_row) in b_rows.iter().enumerate() {
+        // SAFETY: p < b_rows.len() <= kc.
+        unsafe { rank1::<M, R, NR>(&mut acc, a, p, b_row) };
+    }
+    acc
+}
+
+/// The register tile over the listed K steps only.
+#[inline(always)]
+pub(super) fn sparse_kernel<M: MulAdd, const R: usize, const NR: usize>(
+    a: &APanel<R>,
+    steps: &[u16],
+    b_panel: &[f32],
+) -> [[f32; NR]; R] {
+    let mut acc = [[0.0f32; NR]; R];
+    let b_rows = b_panel.as_chunks::<NR>().0;
+    assert!(b_rows.len() <= a.kc, "B panel deeper than the block");
+    for &step in steps {
+        let p = usize::from(step);
+        let b_row = &b_rows[p];
+        // SAFETY: indexing `b_rows` just checked p < b_rows.len() <= kc.
+        unsafe { rank1::<M, R, NR>(&mut acc, a, p, b_row) };
+    }
+    acc
+}
+
+/// The register tile over the listed K steps, A's values packed beside them.
+#[inline(always)]
+pub(super) fn packed_kernel<M: MulAdd, const R: usize, const NR: usize>(
+    a: &[[f32; PACKED_ROWS]],
+    steps: &[u16],
+    b_panel: &[f32],
+) -> [[f32; NR]; R] {
+    let mut acc = [[0.0f32; NR]; R];
+    let b_rows = b_panel.as_chunks::<NR>().0;
+    for (&step, a) in steps.iter().zip(a) {
+        let b_row = &b_rows[usize::from(step)];
+        for (acc_row, &a_v) in acc.iter_mut().zip(a) {
+            for (acc_v, &b_v) in acc_row.iter_mut().zip(b_row) {
+                *acc_v = M::mul_add(a_v, b_v, *acc_v);
+            }
+        }
+    }
+    acc
+}
