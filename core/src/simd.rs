@@ -223,61 +223,230 @@ mod x86 {
     use super::{PanelMatrix, RmsHyper, rmsprop_panels_scalar, rmsprop_scalar};
     use core::arch::x86_64::*;
 
-    /// The update's constants, broadcast.
-    struct Lanes {
-        lr: __m256,
-        rho: __m256,
-        one_minus_rho: __m256,
-        eps: __m256,
+    /// A vector of floats and the operations the update runs on it: one generic update for
+    /// AVX2's 8 lanes and AVX-512's 16.
+    ///
+    /// # Safety
+    /// The methods run only inlined into functions compiled with the vector's features, and
+    /// every pointer addresses a whole vector.
+    trait Lanes: Copy {
+        unsafe fn splat(v: f32) -> Self;
+        unsafe fn load(p: *const f32) -> Self;
+        unsafe fn store(self, p: *mut f32);
+        /// Whether every lane is +0.0.
+        unsafe fn is_positive_zero(self) -> bool;
+        unsafe fn zero() -> Self;
+        unsafe fn add(self, other: Self) -> Self;
+        unsafe fn sub(self, other: Self) -> Self;
+        unsafe fn mul(self, other: Self) -> Self;
+        unsafe fn div(self, other: Self) -> Self;
+        unsafe fn sqrt(self) -> Self;
     }
 
-    impl Lanes {
+    /// [`Lanes`] for one vector type, by its intrinsics.
+    macro_rules! lanes {
+        ($vector:ty, $set1:ident, $load:ident, $store:ident, $setzero:ident, $add:ident,
+         $sub:ident, $mul:ident, $div:ident, $sqrt:ident, |$bits:ident| $all_zero:expr) => {
+            // SAFETY (all): see `Lanes`.
+            impl Lanes for $vector {
+                #[inline(always)]
+                unsafe fn splat(v: f32) -> Self {
+                    unsafe { $set1(v) }
+                }
+                #[inline(always)]
+                unsafe fn load(p: *const f32) -> Self {
+                    unsafe { $load(p) }
+                }
+                #[inline(always)]
+                unsafe fn store(self, p: *mut f32) {
+                    unsafe { $store(p, self) }
+                }
+                #[inline(always)]
+                unsafe fn is_positive_zero(self) -> bool {
+                    let $bits = self;
+                    unsafe { $all_zero }
+                }
+                #[inline(always)]
+                unsafe fn zero() -> Self {
+                    unsafe { $setzero() }
+                }
+                #[inline(always)]
+                unsafe fn add(self, other: Self) -> Self {
+                    unsafe { $add(self, other) }
+                }
+                #[inline(always)]
+                unsafe fn sub(self, other: Self) -> Self {
+                    unsafe { $sub(self, other) }
+                }
+                #[inline(always)]
+                unsafe fn mul(self, other: Self) -> Self {
+                    unsafe { $mul(self, other) }
+                }
+                #[inline(always)]
+                unsafe fn div(self, other: Self) -> Self {
+                    unsafe { $div(self, other) }
+                }
+                #[inline(always)]
+                unsafe fn sqrt(self) -> Self {
+                    unsafe { $sqrt(self) }
+                }
+            }
+        };
+    }
+
+    lanes!(
+        __m256,
+        _mm256_set1_ps,
+        _mm256_loadu_ps,
+        _mm256_storeu_ps,
+        _mm256_setzero_ps,
+        _mm256_add_ps,
+        _mm256_sub_ps,
+        _mm256_mul_ps,
+        _mm256_div_ps,
+        _mm256_sqrt_ps,
+        |g| {
+            let g = _mm256_castps_si256(g);
+            _mm256_testz_si256(g, g) != 0
+        }
+    );
+    lanes!(
+        __m512,
+        _mm512_set1_ps,
+        _mm512_loadu_ps,
+        _mm512_storeu_ps,
+        _mm512_setzero_ps,
+        _mm512_add_ps,
+        _mm512_sub_ps,
+        _mm512_mul_ps,
+        _mm512_div_ps,
+        _mm512_sqrt_ps,
+        |g| {
+            let g = _mm512_castps_si512(g);
+            _mm512_test_epi32_mask(g, g) == 0
+        }
+    );
+
+    /// The update's constants, broadcast.
+    struct Consts<V> {
+        lr: V,
+        rho: V,
+        one_minus_rho: V,
+        eps: V,
+    }
+
+    impl<V: Lanes> Consts<V> {
+        /// # Safety
+        /// As for [`Lanes`].
         #[inline(always)]
-        fn new(h: RmsHyper) -> Self {
-            // SAFETY: only inlined into functions compiled with AVX2.
+        unsafe fn new(h: RmsHyper) -> Self {
+            // SAFETY: the caller's promise.
             unsafe {
                 Self {
-                    lr: _mm256_set1_ps(h.learning_rate),
-                    rho: _mm256_set1_ps(h.rho),
-                    one_minus_rho: _mm256_set1_ps(h.one_minus_rho),
-                    eps: _mm256_set1_ps(h.epsilon),
+                    lr: V::splat(h.learning_rate),
+                    rho: V::splat(h.rho),
+                    one_minus_rho: V::splat(h.one_minus_rho),
+                    eps: V::splat(h.epsilon),
                 }
             }
         }
     }
 
-    /// Eight weights at `w`, their gradients and velocities: the operations of the scalar
-    /// loop, in its order.
+    /// A vector of weights at `w`, their gradients and velocities: the operations of the
+    /// scalar loop, in its order.
     ///
     /// # Safety
-    /// Each pointer addresses 8 floats; compiled with AVX2.
+    /// As for [`Lanes`]: each pointer addresses a whole vector.
     #[inline(always)]
-    unsafe fn update8(w: *mut f32, g: *const f32, v: *mut f32, c: &Lanes) {
+    unsafe fn update<V: Lanes>(w: *mut f32, g: *const f32, v: *mut f32, c: &Consts<V>) {
         unsafe {
-            let gv = _mm256_loadu_ps(g);
-            let g_bits = _mm256_castps_si256(gv);
-            if _mm256_testz_si256(g_bits, g_bits) != 0 {
-                // Eight +0.0 gradients (pixels blank in the whole batch): the formula gives
+            let gv = V::load(g);
+            if gv.is_positive_zero() {
+                // +0.0 gradients only (pixels blank in the whole batch): the formula gives
                 // v = rho*v + 0 and w - 0, the same bits without the root and the division.
-                let vv = _mm256_mul_ps(c.rho, _mm256_loadu_ps(v));
-                _mm256_storeu_ps(v, _mm256_add_ps(vv, _mm256_setzero_ps()));
+                let vv = c.rho.mul(V::load(v));
+                vv.add(V::zero()).store(v);
                 return;
             }
-            let vv = _mm256_add_ps(
-                _mm256_mul_ps(c.rho, _mm256_loadu_ps(v)),
-                _mm256_mul_ps(c.one_minus_rho, _mm256_mul_ps(gv, gv)),
-            );
-            _mm256_storeu_ps(v, vv);
-            let step = _mm256_div_ps(
-                _mm256_mul_ps(c.lr, gv),
-                _mm256_sqrt_ps(_mm256_add_ps(vv, c.eps)),
-            );
-            _mm256_storeu_ps(w, _mm256_sub_ps(_mm256_loadu_ps(w), step));
+            let vv = c.rho.mul(V::load(v)).add(c.one_minus_rho.mul(gv.mul(gv)));
+            vv.store(v);
+            let step = c.lr.mul(gv).div(vv.add(c.eps).sqrt());
+            V::load(w).sub(step).store(w);
         }
     }
 
-    /// [`super::rmsprop_panels`]'s piece from element `flat`, eight lanes at a time when its
+    /// [`super::rmsprop`]'s slices `N` lanes at a time; the same operations, in the same
+    /// order, as the scalar loop.
+    ///
+    /// # Safety
+    /// As for [`Lanes`], with `N` its lanes.
+    #[inline(always)]
+    unsafe fn rmsprop_lanes<V: Lanes, const N: usize>(
+        w: &mut [f32],
+        g: &[f32],
+        v: &mut [f32],
+        h: RmsHyper,
+    ) {
+        const { assert!(size_of::<V>() == N * size_of::<f32>()) };
+        // SAFETY: the caller's promise.
+        let consts = unsafe { Consts::<V>::new(h) };
+        let (wn, w_tail) = w.as_chunks_mut::<N>();
+        let (gn, g_tail) = g.as_chunks::<N>();
+        let (vn, v_tail) = v.as_chunks_mut::<N>();
+        for ((w, g), v) in wn.iter_mut().zip(gn).zip(vn.iter_mut()) {
+            // SAFETY: each pointer addresses a whole vector of N floats.
+            unsafe { update(w.as_mut_ptr(), g.as_ptr(), v.as_mut_ptr(), &consts) };
+        }
+        rmsprop_scalar(w_tail, g_tail, v_tail, h);
+    }
+
+    /// [`super::rmsprop_panels`]'s piece from element `flat`, `N` lanes at a time when its
     /// vectors fall on whole vectors of the panels.
+    ///
+    /// # Safety
+    /// As for [`Lanes`], with `N` its lanes; no other thread touches the piece's elements.
+    #[inline(always)]
+    unsafe fn rmsprop_panels_lanes<V: Lanes, const N: usize>(
+        w: &PanelMatrix,
+        flat: usize,
+        g: &[f32],
+        v: &mut [f32],
+        h: RmsHyper,
+    ) {
+        const { assert!(size_of::<V>() == N * size_of::<f32>()) };
+        let mut cursor = w.cursor(flat);
+        if !(w.cols | w.width | flat).is_multiple_of(N) {
+            // SAFETY: the caller's promise.
+            return unsafe { rmsprop_panels_scalar(w, cursor, g, v, h) };
+        }
+        // SAFETY: the caller's promise.
+        let consts = unsafe { Consts::<V>::new(h) };
+        let (gn, g_tail) = g.as_chunks::<N>();
+        let (vn, v_tail) = v.as_chunks_mut::<N>();
+        for (g, v) in gn.iter().zip(vn.iter_mut()) {
+            // SAFETY: N floats of one panel row (whole vectors, checked above), the piece's.
+            unsafe { update(w.ptr.add(cursor.at), g.as_ptr(), v.as_mut_ptr(), &consts) };
+            w.advance(&mut cursor, N);
+        }
+        // SAFETY: the caller's promise.
+        unsafe { rmsprop_panels_scalar(w, cursor, g_tail, v_tail, h) }
+    }
+
+    /// Eight lanes at a time.
+    #[target_feature(enable = "avx2")]
+    pub(super) fn rmsprop_avx2(w: &mut [f32], g: &[f32], v: &mut [f32], h: RmsHyper) {
+        // SAFETY: compiled with AVX2, 8 lanes.
+        unsafe { rmsprop_lanes::<__m256, 8>(w, g, v, h) }
+    }
+
+    /// Sixteen lanes at a time.
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn rmsprop_avx512(w: &mut [f32], g: &[f32], v: &mut [f32], h: RmsHyper) {
+        // SAFETY: compiled with AVX-512 F, 16 lanes.
+        unsafe { rmsprop_lanes::<__m512, 16>(w, g, v, h) }
+    }
+
+    /// [`super::rmsprop_panels`]'s piece, eight lanes at a time.
     ///
     /// # Safety
     /// No other thread touches the piece's elements.
@@ -289,75 +458,11 @@ mod x86 {
         v: &mut [f32],
         h: RmsHyper,
     ) {
-        let mut cursor = w.cursor(flat);
-        if !(w.cols | w.width | flat).is_multiple_of(8) {
-            // SAFETY: the caller's promise.
-            return unsafe { rmsprop_panels_scalar(w, cursor, g, v, h) };
-        }
-        let lanes = Lanes::new(h);
-        let (g8, g_tail) = g.as_chunks::<8>();
-        let (v8, v_tail) = v.as_chunks_mut::<8>();
-        for (g, v) in g8.iter().zip(v8.iter_mut()) {
-            // SAFETY: 8 floats of one panel row (whole vectors, checked above), the piece's.
-            unsafe { update8(w.ptr.add(cursor.at), g.as_ptr(), v.as_mut_ptr(), &lanes) };
-            w.advance(&mut cursor, 8);
-        }
-        // SAFETY: the caller's promise.
-        unsafe { rmsprop_panels_scalar(w, cursor, g_tail, v_tail, h) }
+        // SAFETY: compiled with AVX2, 8 lanes; the caller's promise.
+        unsafe { rmsprop_panels_lanes::<__m256, 8>(w, flat, g, v, h) }
     }
 
-    /// The update's constants, broadcast to 16 lanes.
-    struct Lanes16 {
-        lr: __m512,
-        rho: __m512,
-        one_minus_rho: __m512,
-        eps: __m512,
-    }
-
-    impl Lanes16 {
-        #[inline(always)]
-        fn new(h: RmsHyper) -> Self {
-            // SAFETY: only inlined into functions compiled with AVX-512 F.
-            unsafe {
-                Self {
-                    lr: _mm512_set1_ps(h.learning_rate),
-                    rho: _mm512_set1_ps(h.rho),
-                    one_minus_rho: _mm512_set1_ps(h.one_minus_rho),
-                    eps: _mm512_set1_ps(h.epsilon),
-                }
-            }
-        }
-    }
-
-    /// [`update8`] for sixteen weights: the operations of the scalar loop, in its order.
-    ///
-    /// # Safety
-    /// Each pointer addresses 16 floats; compiled with AVX-512 F.
-    #[inline(always)]
-    unsafe fn update16(w: *mut f32, g: *const f32, v: *mut f32, c: &Lanes16) {
-        unsafe {
-            let gv = _mm512_loadu_ps(g);
-            let g_bits = _mm512_castps_si512(gv);
-            if _mm512_test_epi32_mask(g_bits, g_bits) == 0 {
-                // Sixteen +0.0 gradients: the same bits without the root and the division.
-                let vv = _mm512_mul_ps(c.rho, _mm512_loadu_ps(v));
-                _mm512_storeu_ps(v, _mm512_add_ps(vv, _mm512_setzero_ps()));
-                return;
-            }
-            let vv = _mm512_add_ps(
-                _mm512_mul_ps(c.rho, _mm512_loadu_ps(v)),
-                _mm512_mul_ps(c.one_minus_rho, _mm512_mul_ps(gv, gv)),
-            );
-            _mm512_storeu_ps(v, vv);
-            let step = _mm512_div_ps(
-                _mm512_mul_ps(c.lr, gv),
-                _mm512_sqrt_ps(_mm512_add_ps(vv, c.eps)),
-            );
-            _mm512_storeu_ps(w, _mm512_sub_ps(_mm512_loadu_ps(w), step));
-        }
-    }
-
-    /// [`rmsprop_panels_avx2`] sixteen lanes at a time.
+    /// [`super::rmsprop_panels`]'s piece, sixteen lanes at a time.
     ///
     /// # Safety
     /// No other thread touches the piece's elements.
@@ -369,49 +474,8 @@ mod x86 {
         v: &mut [f32],
         h: RmsHyper,
     ) {
-        let mut cursor = w.cursor(flat);
-        if !(w.cols | w.width | flat).is_multiple_of(16) {
-            // SAFETY: the caller's promise.
-            return unsafe { rmsprop_panels_scalar(w, cursor, g, v, h) };
-        }
-        let lanes = Lanes16::new(h);
-        let (g16, g_tail) = g.as_chunks::<16>();
-        let (v16, v_tail) = v.as_chunks_mut::<16>();
-        for (g, v) in g16.iter().zip(v16.iter_mut()) {
-            // SAFETY: 16 floats of one panel row (whole vectors, checked above), the piece's.
-            unsafe { update16(w.ptr.add(cursor.at), g.as_ptr(), v.as_mut_ptr(), &lanes) };
-            w.advance(&mut cursor, 16);
-        }
-        // SAFETY: the caller's promise.
-        unsafe { rmsprop_panels_scalar(w, cursor, g_tail, v_tail, h) }
-    }
-
-    /// Sixteen lanes at a time; the same operations, in the same order, as the scalar loop.
-    #[target_feature(enable = "avx512f")]
-    pub(super) fn rmsprop_avx512(w: &mut [f32], g: &[f32], v: &mut [f32], h: RmsHyper) {
-        let lanes = Lanes16::new(h);
-        let (w16, w_tail) = w.as_chunks_mut::<16>();
-        let (g16, g_tail) = g.as_chunks::<16>();
-        let (v16, v_tail) = v.as_chunks_mut::<16>();
-        for ((w, g), v) in w16.iter_mut().zip(g16).zip(v16.iter_mut()) {
-            // SAFETY: each pointer addresses a whole [f32; 16].
-            unsafe { update16(w.as_mut_ptr(), g.as_ptr(), v.as_mut_ptr(), &lanes) };
-        }
-        rmsprop_scalar(w_tail, g_tail, v_tail, h);
-    }
-
-    /// Eight lanes at a time; the same operations, in the same order, as the scalar loop.
-    #[target_feature(enable = "avx2")]
-    pub(super) fn rmsprop_avx2(w: &mut [f32], g: &[f32], v: &mut [f32], h: RmsHyper) {
-        let lanes = Lanes::new(h);
-        let (w8, w_tail) = w.as_chunks_mut::<8>();
-        let (g8, g_tail) = g.as_chunks::<8>();
-        let (v8, v_tail) = v.as_chunks_mut::<8>();
-        for ((w, g), v) in w8.iter_mut().zip(g8).zip(v8.iter_mut()) {
-            // SAFETY: each pointer addresses a whole [f32; 8].
-            unsafe { update8(w.as_mut_ptr(), g.as_ptr(), v.as_mut_ptr(), &lanes) };
-        }
-        rmsprop_scalar(w_tail, g_tail, v_tail, h);
+        // SAFETY: compiled with AVX-512 F, 16 lanes; the caller's promise.
+        unsafe { rmsprop_panels_lanes::<__m512, 16>(w, flat, g, v, h) }
     }
 }
 

@@ -351,10 +351,25 @@ impl Iterator for Bits {
     }
 }
 
+/// Calls `step` with each set bit of `mask`, lowest first, a 64-bit half at a time: a `u128`'s
+/// trailing zeros cost a branch of their own each step.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn for_each_bit(mask: u128, mut step: impl FnMut(usize)) {
+    for (half, base) in [(mask as u64, 0), ((mask >> 64) as u64, 64)] {
+        let mut bits = half;
+        while bits != 0 {
+            let b = base + bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            step(b);
+        }
+    }
+}
+
 /// The paired product's tile and counting, compiled for AVX2 + FMA.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{BLOCK, Block, Out, STAGE, Scratch, add_block};
+    use super::{BLOCK, Block, Out, STAGE, Scratch, add_block, for_each_bit};
     use core::arch::x86_64::{
         __m256, _CMP_NEQ_UQ, _mm_castps_pd, _mm_storeh_pd, _mm_storel_pd, _mm256_broadcast_ss,
         _mm256_castpd_si256, _mm256_castps256_ps128, _mm256_castsi256_pd, _mm256_cmp_ps,
@@ -396,24 +411,19 @@ mod avx2 {
         const { assert!(V * 8 <= BLOCK) };
         assert!(col + 1 < STAGE && panel.len() >= pair.len() * BLOCK);
         let mut acc = [[_mm256_setzero_ps(); V]; 2];
-        // Two 64-bit halves: a u128's trailing zeros cost a branch of their own each step.
-        for (half, base) in [(mask as u64, 0), ((mask >> 64) as u64, 64)] {
-            let mut bits = half;
-            while bits != 0 {
-                let b = base + bits.trailing_zeros() as usize;
-                bits &= bits - 1;
-                let a = &pair[b];
-                let (a0, a1) = (_mm256_broadcast_ss(&a[0]), _mm256_broadcast_ss(&a[1]));
-                // SAFETY: b < pair.len(), so the row's BLOCK >= 8 V values lie in `panel`.
-                let x = unsafe { panel.as_ptr().add(b * BLOCK) };
-                let [first, second] = &mut acc;
-                for (v, (first, second)) in first.iter_mut().zip(second).enumerate() {
-                    let x = unsafe { _mm256_loadu_ps(x.add(8 * v)) };
-                    *first = _mm256_fmadd_ps(a0, x, *first);
-                    *second = _mm256_fmadd_ps(a1, x, *second);
-                }
+        for_each_bit(mask, |b| {
+            let a = &pair[b];
+            let (a0, a1) = (_mm256_broadcast_ss(&a[0]), _mm256_broadcast_ss(&a[1]));
+            // SAFETY: b < pair.len(), so the row's BLOCK >= 8 V values lie in `panel`.
+            let x = unsafe { panel.as_ptr().add(b * BLOCK) };
+            let [first, second] = &mut acc;
+            for (v, (first, second)) in first.iter_mut().zip(second).enumerate() {
+                // SAFETY: as above.
+                let x = unsafe { _mm256_loadu_ps(x.add(8 * v)) };
+                *first = _mm256_fmadd_ps(a0, x, *first);
+                *second = _mm256_fmadd_ps(a1, x, *second);
             }
-        }
+        });
         // Inputs p of both units side by side: stage[p][col..col + 2].
         let stage = stage.as_flattened_mut();
         for (v, (&first, &second)) in acc[0].iter().zip(&acc[1]).enumerate() {
@@ -528,7 +538,7 @@ mod avx2 {
 /// 16 inputs a vector (counting and copying the pairs run the AVX2 code).
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{BLOCK, Block, Out, STAGE, Scratch};
+    use super::{BLOCK, Block, Out, STAGE, Scratch, for_each_bit};
     use core::arch::x86_64::{
         __m512, _mm_castps_pd, _mm_storeh_pd, _mm_storel_pd, _mm512_extractf32x4_ps,
         _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_unpackhi_ps,
@@ -564,25 +574,19 @@ mod avx512 {
         const { assert!(V * 16 <= BLOCK) };
         assert!(col + 1 < STAGE && panel.len() >= pair.len() * BLOCK);
         let mut acc: [[__m512; V]; 2] = [[_mm512_setzero_ps(); V]; 2];
-        // Two 64-bit halves: a u128's trailing zeros cost a branch of their own each step.
-        for (half, base) in [(mask as u64, 0), ((mask >> 64) as u64, 64)] {
-            let mut bits = half;
-            while bits != 0 {
-                let b = base + bits.trailing_zeros() as usize;
-                bits &= bits - 1;
-                let a = &pair[b];
-                let (a0, a1) = (_mm512_set1_ps(a[0]), _mm512_set1_ps(a[1]));
-                // SAFETY: b < pair.len(), so the row's BLOCK >= 16 V values lie in `panel`.
-                let x = unsafe { panel.as_ptr().add(b * BLOCK) };
-                let [first, second] = &mut acc;
-                for (v, (first, second)) in first.iter_mut().zip(second).enumerate() {
-                    // SAFETY: as above.
-                    let x = unsafe { _mm512_loadu_ps(x.add(16 * v)) };
-                    *first = _mm512_fmadd_ps(a0, x, *first);
-                    *second = _mm512_fmadd_ps(a1, x, *second);
-                }
+        for_each_bit(mask, |b| {
+            let a = &pair[b];
+            let (a0, a1) = (_mm512_set1_ps(a[0]), _mm512_set1_ps(a[1]));
+            // SAFETY: b < pair.len(), so the row's BLOCK >= 16 V values lie in `panel`.
+            let x = unsafe { panel.as_ptr().add(b * BLOCK) };
+            let [first, second] = &mut acc;
+            for (v, (first, second)) in first.iter_mut().zip(second).enumerate() {
+                // SAFETY: as above.
+                let x = unsafe { _mm512_loadu_ps(x.add(16 * v)) };
+                *first = _mm512_fmadd_ps(a0, x, *first);
+                *second = _mm512_fmadd_ps(a1, x, *second);
             }
-        }
+        });
         // Inputs p of both units side by side: stage[p][col..col + 2].
         let stage = stage.as_flattened_mut();
         for (v, (&first, &second)) in acc[0].iter().zip(&acc[1]).enumerate() {
