@@ -7,13 +7,6 @@ use proptest::prelude::*;
 use std::boxed::Box;
 use std::vec::Vec;
 
-/// The blocked kernels (the naive one is their reference).
-fn kernels() -> Vec<Kernel> {
-    let mut list = crate::every_kernel();
-    list.retain(|&kernel| kernel != Kernel::NAIVE);
-    list
-}
-
 fn scratches(count: usize) -> Box<[Scratch]> {
     crate::zeroed_slice::<Scratch>(count)
 }
@@ -231,101 +224,6 @@ fn bits(values: &[f32]) -> Vec<u32> {
 const EDGES: [usize; 12] = [1, 3, 5, 7, 9, 10, 15, 17, 127, 128, 512, 784];
 const LAYOUTS: [Layout; 3] = [Layout::Nn, Layout::Tn, Layout::Nt];
 
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(48))]
-    #[test]
-    fn blocked_matches_naive(
-        m in prop::sample::select(&EDGES[..10]),
-        k in prop::sample::select(&EDGES[..]),
-        n in prop::sample::select(&EDGES[..11]),
-        layout in prop::sample::select(&LAYOUTS[..]),
-        epi in 0u8..4,
-        sparse in prop::sample::select(&[0u8, 1, 2][..]),
-        seed in any::<u64>(),
-    ) {
-        let case = Case { layout, m, k, n, seed, epi, sparse };
-        let want = product(Kernel::NAIVE, case, 1);
-        for kernel in kernels() {
-            assert_close(&product(kernel, case, 1), &want, case);
-        }
-    }
-
-    #[test]
-    fn splitting_columns_or_rows_is_bitwise_identical(
-        m in 1usize..100, k in 1usize..300, n in 1usize..100, jobs in 2usize..5,
-        layout in prop::sample::select(&LAYOUTS[..]),
-        sparse in prop::sample::select(&[0u8, 1, 2][..]),
-        seed in any::<u64>(),
-    ) {
-        let case = Case { layout, m, k, n, seed, epi: 2, sparse };
-        for kernel in kernels() {
-            prop_assert_eq!(bits(&product(kernel, case, 1)), bits(&product(kernel, case, jobs)));
-        }
-    }
-
-    /// Skipping zero K steps (wide C) gives the bits of the dense path (narrow C, no step
-    /// lists): the first columns of a wide product equal the narrow product.
-    #[test]
-    fn zero_skipping_is_bitwise_exact(
-        m in 1usize..60, k in prop::sample::select(&EDGES[..]),
-        layout in prop::sample::select(&[Layout::Nn, Layout::Tn][..]),
-        sparse in 1u8..4, seed in any::<u64>(),
-    ) {
-        for kernel in kernels() {
-            let narrow = kernel.panel_width(1);
-            let wide = Case { layout, m, k, n: 4 * narrow, seed, epi: 0, sparse };
-            let thin = Case { n: narrow, ..wide };
-            let wide_c = product(kernel, wide, 1);
-            let thin_c = product(kernel, thin, 1);
-            let wide_first: Vec<f32> =
-                wide_c.chunks(wide.n).flat_map(|row| &row[..narrow]).copied().collect();
-            prop_assert_eq!(bits(&wide_first), bits(&thin_c));
-        }
-    }
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(32))]
-    /// Grouping A's rows in any order changes no bit of the product, whatever the jobs.
-    #[test]
-    fn row_order_changes_no_bit(
-        m in 1usize..80, k in prop::sample::select(&EDGES[..]), n in 1usize..100,
-        jobs in 1usize..4,
-        layout in prop::sample::select(&LAYOUTS[..]),
-        sparse in 0u8..3, epi in 0u8..4, seed in any::<u64>(), order_seed in any::<u64>(),
-    ) {
-        let case = Case { layout, m, k, n, seed, epi, sparse };
-        for kernel in kernels() {
-            let natural = product(kernel, case, 1);
-            let grouped = compute_in_order(kernel, case, jobs, false, Some(order_seed));
-            prop_assert_eq!(bits(&natural), bits(&grouped));
-        }
-    }
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(32))]
-    /// B given in panels, of the kernel's own width (read in place) or another, gives the
-    /// bits of B row-major, whatever the jobs.
-    #[test]
-    fn b_in_panels_changes_no_bit(
-        m in 1usize..80, k in prop::sample::select(&EDGES[..]),
-        n in prop::sample::select(&[1usize, 10, 33, 64, 100, 512][..]),
-        jobs in 1usize..4, other_width in 1usize..40,
-        layout in prop::sample::select(&[Layout::Nn, Layout::Tn][..]),
-        sparse in 0u8..3, epi in 0u8..4, seed in any::<u64>(),
-    ) {
-        let case = Case { layout, m, k, n, seed, epi, sparse };
-        for kernel in kernels().into_iter().chain([Kernel::NAIVE]) {
-            let plain = bits(&product(kernel, case, jobs));
-            for width in [kernel.panel_width(n), other_width] {
-                let paneled = compute_with(kernel, case, jobs, false, None, Some(width));
-                prop_assert_eq!(&plain, &bits(&paneled), "panels of {}", width);
-            }
-        }
-    }
-}
-
 /// The AVX2 and AVX-512 kernels when this CPU runs both (the test says when it does not).
 #[cfg(target_arch = "x86_64")]
 fn avx2_and_avx512() -> Option<(Kernel, Kernel)> {
@@ -404,8 +302,8 @@ fn row_orders_must_be_permutations() {
     }
 }
 
-#[test]
-fn model_shapes_match_naive() {
+/// The model's products, alone and on two jobs, against the naive kernel.
+fn model_shapes_match_naive(kernel: Kernel) {
     let mnist = [
         (Layout::Nn, 128, 784, 512),
         (Layout::Tn, 784, 128, 512),
@@ -421,42 +319,36 @@ fn model_shapes_match_naive() {
                 ..Case::dense(layout, m, k, n)
             };
             let want = product(Kernel::NAIVE, case, 1);
-            for kernel in kernels() {
-                assert_close(&product(kernel, case, 1), &want, case);
-                assert_eq!(
-                    bits(&product(kernel, case, 2)),
-                    bits(&product(kernel, case, 1))
-                );
-            }
+            assert_close(&product(kernel, case, 1), &want, case);
+            assert_eq!(
+                bits(&product(kernel, case, 2)),
+                bits(&product(kernel, case, 1))
+            );
         }
     }
 }
 
-#[test]
-fn empty_products_apply_the_epilogue_or_do_nothing() {
-    for kernel in kernels().into_iter().chain([Kernel::NAIVE]) {
-        // k = 0: C is the epilogue of zero.
-        let case = Case::dense(Layout::Nn, 3, 0, 5);
-        let bias = values(case.seed + 2, 5);
-        let c = product(kernel, case, 2);
-        for row in c.chunks(5) {
-            assert_eq!(row, &bias[..]);
-        }
-        assert!(product(kernel, Case::dense(Layout::Nn, 0, 4, 5), 1).is_empty());
-        assert!(product(kernel, Case::dense(Layout::Nn, 4, 4, 0), 1).is_empty());
+/// k = 0 gives the epilogue of zero; m = 0 or n = 0 gives nothing.
+fn empty_products_apply_the_epilogue_or_do_nothing(kernel: Kernel) {
+    // k = 0: C is the epilogue of zero.
+    let case = Case::dense(Layout::Nn, 3, 0, 5);
+    let bias = values(case.seed + 2, 5);
+    let c = product(kernel, case, 2);
+    for row in c.chunks(5) {
+        assert_eq!(row, &bias[..]);
     }
+    assert!(product(kernel, Case::dense(Layout::Nn, 0, 4, 5), 1).is_empty());
+    assert!(product(kernel, Case::dense(Layout::Nn, 4, 4, 0), 1).is_empty());
 }
 
-#[test]
-fn all_zero_a_gives_exact_zeros() {
+/// An all-zero A gives +0 everywhere, whatever B.
+fn all_zero_a_gives_exact_zeros(kernel: Kernel) {
     let a = [0.0f32; 6 * 40];
     let b = values(3, 40 * 64);
-    for kernel in kernels() {
-        let mut c = [f32::NAN; 6 * 64];
-        let (a, b) = (MatRef::row_major(&a, 6, 40), MatRef::row_major(&b, 40, 64));
-        gemm(kernel, a, b, &mut c, Epilogue::Store, &mut scratches(1)[0]);
-        assert!(c.iter().all(|v| v.to_bits() == 0), "{c:?}");
-    }
+    let mut c = [f32::NAN; 6 * 64];
+    let (a, b) = (MatRef::row_major(&a, 6, 40), MatRef::row_major(&b, 40, 64));
+    gemm(kernel, a, b, &mut c, Epilogue::Store, &mut scratches(1)[0]);
+    assert!(c.iter().all(|v| v.to_bits() == 0), "{c:?}");
 }
 
 #[test]
@@ -514,8 +406,8 @@ fn work_beside_a_product_runs_once() {
     }
 }
 
-#[test]
-fn jobs_claiming_units_change_no_bit() {
+/// Jobs on threads of their own, claiming units of columns or rows, give the bits of one job.
+fn jobs_claiming_units_change_no_bit(kernel: Kernel) {
     // Columns: the forward's width, deep enough for three K blocks (the later blocks replay
     // the units claimed in the first), 16 units. Rows: Xᵀ·dH-like, 17 units of rows.
     let products = [
@@ -546,35 +438,34 @@ fn jobs_claiming_units_change_no_bit() {
             _ => MatRef::row_major(&a_data, m, k),
         };
         let b = MatRef::row_major(&b_data, k, n);
-        for kernel in kernels().into_iter().chain([Kernel::NAIVE]) {
-            let mut alone = std::vec![f32::NAN; m * n];
-            gemm(
-                kernel,
-                a,
-                b,
-                &mut alone,
-                Epilogue::BiasRelu(&bias),
-                &mut scratches(1)[0],
-            );
-            for jobs in [2, 3] {
-                for _ in 0..3 {
-                    let mut c = std::vec![f32::NAN; m * n];
-                    let epilogue = Epilogue::BiasRelu(&bias);
-                    gemm_parallel(
-                        &Spawned,
-                        kernel,
-                        a,
-                        b,
-                        &mut c,
-                        epilogue,
-                        &mut scratches(jobs),
-                    );
-                    let name = kernel.name();
-                    assert_eq!(bits(&c), bits(&alone), "{name}, {m} rows, {jobs} jobs");
-                }
+        let mut alone = std::vec![f32::NAN; m * n];
+        gemm(
+            kernel,
+            a,
+            b,
+            &mut alone,
+            Epilogue::BiasRelu(&bias),
+            &mut scratches(1)[0],
+        );
+        for jobs in [2, 3] {
+            for _ in 0..3 {
+                let mut c = std::vec![f32::NAN; m * n];
+                let epilogue = Epilogue::BiasRelu(&bias);
+                gemm_parallel(
+                    &Spawned,
+                    kernel,
+                    a,
+                    b,
+                    &mut c,
+                    epilogue,
+                    &mut scratches(jobs),
+                );
+                let name = kernel.name();
+                assert_eq!(bits(&c), bits(&alone), "{name}, {m} rows, {jobs} jobs");
             }
         }
     }
 }
 
 mod pairs;
+mod suite;
