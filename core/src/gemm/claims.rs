@@ -100,7 +100,7 @@ pub(super) struct Columns<'a> {
 pub(super) enum Claims {
     /// Units of [`unit_width`](super::params::unit_width) columns, every row.
     Columns,
-    /// Units of [`UNIT_HEIGHT`](super::params::UNIT_HEIGHT) rows, every column (products of one K block only).
+    /// Units of [`UNIT_HEIGHT`] rows, every column (products of one K block only).
     Rows,
 }
 
@@ -138,7 +138,7 @@ pub(super) enum Units<'a> {
 }
 
 impl<'a> Units<'a> {
-    /// Units of [`UNIT_HEIGHT`](super::params::UNIT_HEIGHT) rows of `0..end`, claimed from `counter`.
+    /// Units of [`UNIT_HEIGHT`] rows of `0..end`, claimed from `counter`.
     pub(super) fn claim_rows(counter: &'a Counter, end: usize) -> Self {
         Units::Claim {
             counter,

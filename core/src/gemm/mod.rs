@@ -27,6 +27,14 @@
 //! sequentially inside a block), and neither the blocking nor the skipping depends on which
 //! columns or rows a call covers, so splitting them between threads never changes a bit of the
 //! result.
+//!
+//! Where things are: this file has the entry points ([`gemm`], [`gemm_parallel`],
+//! [`gemm_parallel_beside`]), [`Kernel`], [`Scratch`] and the naive oracle; `view` the matrix
+//! view; `params` every block and tile size and threshold, with the loop each cuts; `detect`
+//! the one place that picks the instruction set; `claims` how jobs share a product; `blocked`
+//! the loop nest; `steps` the zero-step listing; `pack` A's panels and B's packing; `tiles` the
+//! register tiles per instruction set; `epilogue` the writes to C; `pairs` the paired weight
+//! gradient; `tests` one suite run for every kernel.
 
 mod blocked;
 mod claims;

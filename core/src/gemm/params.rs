@@ -1,6 +1,6 @@
 //! Every block size, tile size and threshold of the products, each with the loop it cuts.
 //!
-//! The loop nest ([`super::blocked`]), outermost first:
+//! The loop nest ([`super::blocked()`]), outermost first:
 //!
 //! 1. K blocks of at most [`KC`] steps;
 //! 2. row blocks of A: as many panels as the step lists hold ([`MAX_PANELS`], [`STEPS_LEN`],
