@@ -685,9 +685,14 @@ pub fn encode(
         out[at + record.len()..padded].fill(0);
         at = padded;
     }
-    let crc = crc32(&out[..at]);
-    LittleEndian::write_u32(&mut out[at..at + 4], crc);
+    seal(&mut out[..at + 4]);
     Ok(at + 4)
+}
+
+/// Writes the CRC-32 of everything before a file's last four bytes into them.
+pub(crate) fn seal(file: &mut [u8]) {
+    let (body, crc) = file.split_at_mut(file.len() - 4);
+    LittleEndian::write_u32(crc, crc32(body));
 }
 
 #[cfg(test)]
@@ -847,16 +852,13 @@ mod tests {
         // Recompute the CRC after changing a size: the length check must still catch it.
         let mut bytes = encoded(None, None);
         bytes[12] = 200;
-        let end = bytes.len() - 4;
-        let crc = crc32(&bytes[..end]);
-        LittleEndian::write_u32(&mut bytes[end..], crc);
+        seal(&mut bytes);
         assert!(matches!(
             ModelView::parse(&bytes),
             Err(FormatError::LengthMismatch { .. })
         ));
         bytes[8..20].fill(0xFF);
-        let crc = crc32(&bytes[..end]);
-        LittleEndian::write_u32(&mut bytes[end..], crc);
+        seal(&mut bytes);
         assert!(ModelView::parse(&bytes).is_err());
     }
 }
