@@ -23,7 +23,7 @@ use crate::kernels::{
 };
 use crate::layers::{Layers, Mlp};
 use crate::loss;
-use crate::optim::Optimizer;
+use crate::optim::{Optimizer, Update};
 use crate::panels::{HiddenPanels, Panels};
 use crate::shape::{MAX_HIDDEN_LAYERS, Shape};
 
@@ -375,20 +375,53 @@ fn hidden_layers<P: Parallel>(
     }
 }
 
-/// One training step: forward, mean cross-entropy, backward, optimizer update. Returns the
-/// loss and accuracy of the batch before the update. With `panels` (filled by
-/// [`Panels::copy_from`] from `net`'s first weights for this kernel), the first layer's weights
-/// are read and updated there, the same bits without packing them every step; `net`'s own copy
-/// then falls behind until [`Panels::copy_to`].
-///
-/// # Panics
-/// As [`evaluate`]; if `keys` is neither empty nor one per row; if `panels` belong to other
-/// weights or another kernel.
-pub fn train_step<P: Parallel>(
-    net: &mut Layers<&mut [f32]>,
-    optimizer: &mut impl Optimizer,
+/// What training steps change, on storage the caller owns: a network's parameters, their
+/// optimizer, the first layer's weights in panels (or not) and the workspace.
+pub struct Learner<'a, O> {
+    /// The network's parameters.
+    pub params: Layers<&'a mut [f32]>,
+    /// What updates them.
+    pub optimizer: O,
+    /// The first layer's weights in the kernel's panels, filled by [`Panels::copy_from`] from
+    /// `params`' first weights for the kernel the steps run: the steps read and update them
+    /// there, the same bits without packing them every step; `params`' own copy then falls
+    /// behind until [`Panels::copy_to`].
+    pub panels: Option<Panels<'a>>,
+    /// Activations and gradients, for batches of the network's shape.
+    pub workspace: WorkspaceMut<'a>,
+}
+
+impl<O: Optimizer> Learner<'_, O> {
+    /// One training step: forward, mean cross-entropy, backward, optimizer update. Returns the
+    /// loss and accuracy of the batch before the update.
+    ///
+    /// # Panics
+    /// As [`evaluate`]; if `keys` is neither empty nor one per row; if the panels belong to
+    /// other weights or another kernel.
+    pub fn train_step<P: Parallel>(&mut self, batch: Batch, compute: &mut Compute<P>) -> StepStats {
+        let Learner {
+            params,
+            optimizer,
+            panels,
+            workspace,
+        } = self;
+        let stats = forward_and_back(params, panels.as_ref(), batch, workspace, compute);
+        let step = Update {
+            params,
+            grads: workspace.grads.view(),
+            panels: panels.as_mut(),
+        };
+        optimizer.update(step, compute);
+        stats
+    }
+}
+
+/// Forward, loss and backward of [`Learner::train_step`]: the batch's figures, and the gradients
+/// in `ws`.
+fn forward_and_back<P: Parallel>(
+    net: &Layers<&mut [f32]>,
+    panels: Option<&Panels>,
     batch: Batch,
-    panels: Option<&mut Panels>,
     ws: &mut WorkspaceMut,
     compute: &mut Compute<P>,
 ) -> StepStats {
@@ -412,7 +445,7 @@ pub fn train_step<P: Parallel>(
     }
     let kernel = compute.kernel();
     let (inputs_width, first_width) = shape.layer(0);
-    let w0 = match panels.as_deref() {
+    let w0 = match panels {
         Some(p) => {
             assert!(
                 p.belong_to(net.weights(0), kernel),
@@ -528,7 +561,6 @@ pub fn train_step<P: Parallel>(
             );
         }
     }
-    optimizer.update(net, &grads.view(), panels, compute);
     stats
 }
 
@@ -723,25 +755,20 @@ impl<const IN: usize, const HIDDEN: usize, const OUT: usize> Mlp<IN, HIDDEN, OUT
         evaluate(&self.layers(), batch, &mut ws.view(), compute)
     }
 
-    /// [`train_step`] on a batch of up to `BATCH` rows, the hidden weights in `panels` when
-    /// given (filled by [`HiddenPanels::copy_from`] from this model).
-    pub fn train_step<const BATCH: usize, P: Parallel>(
-        &mut self,
-        optimizer: &mut impl Optimizer,
-        batch: Batch,
-        panels: Option<&mut HiddenPanels<IN, HIDDEN>>,
-        ws: &mut Workspace<BATCH, IN, HIDDEN, OUT>,
-        compute: &mut Compute<P>,
-    ) -> StepStats {
-        let mut panels = panels.map(|p| p.panels());
-        train_step(
-            &mut self.layers_mut(),
+    /// A [`Learner`] of this model for batches of up to `BATCH` rows, the hidden weights in
+    /// `panels` when given (filled by [`HiddenPanels::copy_from`] from this model).
+    pub fn learner<'a, const BATCH: usize, O: Optimizer>(
+        &'a mut self,
+        optimizer: O,
+        panels: Option<&'a mut HiddenPanels<IN, HIDDEN>>,
+        workspace: &'a mut Workspace<BATCH, IN, HIDDEN, OUT>,
+    ) -> Learner<'a, O> {
+        Learner {
+            params: self.layers_mut(),
             optimizer,
-            batch,
-            panels.as_mut(),
-            &mut ws.view(),
-            compute,
-        )
+            panels: panels.map(HiddenPanels::panels),
+            workspace: workspace.view(),
+        }
     }
 }
 

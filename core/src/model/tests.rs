@@ -81,13 +81,9 @@ fn gradients_match_central_differences() {
     let mut compute = Compute::new(Kernel::PORTABLE, &Serial, &mut scratch);
     // A zero learning rate leaves the model as it is and fills ws.grads.
     let mut copy = model.clone();
-    copy.train_step(
-        &mut Sgd { learning_rate: 0.0 },
-        Batch::new(images.as_flattened(), &labels),
-        None,
-        &mut ws,
-        &mut compute,
-    );
+    let mut learner = copy.learner(Sgd { learning_rate: 0.0 }, None, &mut ws);
+    learner.train_step(Batch::new(images.as_flattened(), &labels), &mut compute);
+    drop(learner);
     assert_eq!(copy, model);
     let analytic = ws.grads.clone();
     let mut checked = 0;
@@ -137,18 +133,14 @@ fn train_small(seed: u64, kernel: Kernel, threads: usize) -> (Small, StepStats) 
     let mut compute = Compute::new(kernel, &Serial, &mut scratch);
     let (images, labels) = separable(5, 200);
     let mut last = StepStats::default();
+    let mut learner = model.learner(&mut opt, None, &mut ws);
     for _epoch in 0..20 {
         last = StepStats::default();
         for (x, y) in images.chunks(32).zip(labels.chunks(32)) {
-            last.merge(model.train_step(
-                &mut opt,
-                Batch::new(x.as_flattened(), y),
-                None,
-                &mut ws,
-                &mut compute,
-            ));
+            last.merge(learner.train_step(Batch::new(x.as_flattened(), y), &mut compute));
         }
     }
+    drop(learner);
     (model, last)
 }
 
@@ -167,6 +159,11 @@ fn learns_a_separable_task() {
         }
     }
     let (_, last) = train_small(1, Kernel::PORTABLE, 1);
+    assert_learned(first, last);
+}
+
+/// Training took the loss below a tenth of the first epoch's and classifies every row.
+fn assert_learned(first: StepStats, last: StepStats) {
     assert!(
         last.mean_loss() < 0.1 * first.mean_loss(),
         "{first:?} -> {last:?}"
@@ -212,23 +209,14 @@ fn mnist_sized_step_runs_without_stack_arrays() {
         .map(|_| core::array::from_fn(|_| (rng.next_u32() % 64) as f32 / 255.0))
         .collect();
     let labels: Vec<u8> = (0..96).map(|i| (i % 10) as u8).collect();
-    let first = model.train_step(
-        &mut *opt,
-        Batch::new(images.as_flattened(), &labels),
-        None,
-        &mut ws,
-        &mut compute,
-    );
+    let mut learner = model.learner(&mut *opt, None, &mut ws);
+    let batch = Batch::new(images.as_flattened(), &labels);
+    let first = learner.train_step(batch, &mut compute);
     assert_eq!(first.rows, 96);
     // Ten classes at initialisation: loss near ln(10).
     assert!((first.mean_loss() - 10f64.ln()).abs() < 0.5, "{first:?}");
-    let second = model.train_step(
-        &mut *opt,
-        Batch::new(images.as_flattened(), &labels),
-        None,
-        &mut ws,
-        &mut compute,
-    );
+    let second = learner.train_step(batch, &mut compute);
+    drop(learner);
     assert!(
         second.mean_loss() < first.mean_loss(),
         "{first:?} -> {second:?}"
@@ -274,12 +262,15 @@ fn panels_give_the_same_bits<const IN: usize, const HIDDEN: usize>() {
                     let mut scratch = zeroed_slice::<Scratch>(jobs);
                     let mut compute = Compute::new(kernel, &Serial, &mut scratch);
                     panels.copy_from(&model, kernel);
-                    let (m, p, w, c) = (&mut *model, &mut *panels, &mut *ws, &mut compute);
+                    let p = with_panels.then_some(&mut *panels);
+                    let (x, c) = (images.as_flattened(), &mut compute);
                     let scores = match sgd {
-                        false => three_steps(&mut *rms, m, with_panels, p, &images, &labels, w, c),
+                        false => {
+                            three_steps(&mut model.learner(&mut *rms, p, &mut ws), x, &labels, c)
+                        }
                         true => {
-                            let mut plain = Sgd { learning_rate: 0.1 };
-                            three_steps(&mut plain, m, with_panels, p, &images, &labels, w, c)
+                            let plain = Sgd { learning_rate: 0.1 };
+                            three_steps(&mut model.learner(plain, p, &mut ws), x, &labels, c)
                         }
                     };
                     if with_panels {
@@ -311,17 +302,9 @@ fn paired_weight_gradient_gives_the_same_bits() {
                 ws.weight_gradient = how;
                 let mut scratch = zeroed_slice::<Scratch>(jobs);
                 let mut compute = Compute::new(kernel, &Serial, &mut scratch);
-                let scores: Vec<StepStats> = (0..3)
-                    .map(|_| {
-                        model.train_step(
-                            &mut *rms,
-                            Batch::new(images.as_flattened(), &labels),
-                            None,
-                            &mut ws,
-                            &mut compute,
-                        )
-                    })
-                    .collect();
+                let (x, c) = (images.as_flattened(), &mut compute);
+                let scores =
+                    three_steps(&mut model.learner(&mut *rms, None, &mut ws), x, &labels, c);
                 (tensor_bits(&model), scores)
             };
             let blocked = run(WeightGradient::Blocked);
@@ -334,25 +317,15 @@ fn paired_weight_gradient_gives_the_same_bits() {
     }
 }
 
-/// Three steps of `optimizer` on `images`, through the panels or not.
-#[allow(clippy::too_many_arguments)]
-fn three_steps<const IN: usize, const HIDDEN: usize>(
-    optimizer: &mut impl Optimizer,
-    model: &mut Mlp<IN, HIDDEN, 10>,
-    with_panels: bool,
-    panels: &mut HiddenPanels<IN, HIDDEN>,
-    images: &[[f32; IN]],
+/// The scores of three steps of `learner` on `inputs`.
+fn three_steps(
+    learner: &mut Learner<impl Optimizer>,
+    inputs: &[f32],
     labels: &[u8],
-    ws: &mut Workspace<32, IN, HIDDEN, 10>,
     compute: &mut Compute<Serial>,
 ) -> Vec<StepStats> {
-    (0..3)
-        .map(|_| {
-            let batch = Batch::new(images.as_flattened(), labels);
-            let panels = with_panels.then_some(&mut *panels);
-            model.train_step(optimizer, batch, panels, ws, compute)
-        })
-        .collect()
+    let batch = Batch::new(inputs, labels);
+    (0..3).map(|_| learner.train_step(batch, compute)).collect()
 }
 
 #[test]
@@ -380,7 +353,8 @@ fn panels_of_another_model_or_kernel_are_refused() {
         let refused = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let mut compute = Compute::new(Kernel::PORTABLE, &Serial, &mut scratch);
             let batch = Batch::new(images.as_flattened(), &labels);
-            model.train_step(&mut *opt, batch, Some(&mut panels), &mut ws, &mut compute)
+            let mut learner = model.learner(&mut *opt, Some(&mut panels), &mut ws);
+            learner.train_step(batch, &mut compute)
         }));
         assert!(refused.is_err(), "panels from {kernel:?} accepted");
     }
@@ -418,13 +392,15 @@ fn keys_change_the_grouping_but_not_a_bit() {
         let trained = |keys: &[u16]| {
             let (mut model, mut opt, mut ws, mut scratch) = mnist_sized();
             let mut compute = Compute::new(kernel, &Serial, &mut scratch);
+            let mut learner = model.learner(&mut *opt, None, &mut ws);
             for _ in 0..2 {
                 let batch = Batch {
                     keys,
                     ..Batch::new(images.as_flattened(), &labels)
                 };
-                model.train_step(&mut *opt, batch, None, &mut ws, &mut compute);
+                learner.train_step(batch, &mut compute);
             }
+            drop(learner);
             model
                 .tensors()
                 .map(|t| t.iter().map(|v| v.to_bits()).collect::<Vec<_>>())
@@ -520,17 +496,16 @@ fn deep_gradients_match_central_differences() {
     let mut scratch = zeroed_slice::<Scratch>(1);
     let mut compute = Compute::new(Kernel::PORTABLE, &Serial, &mut scratch);
     let mut copy = flat.clone();
-    let mut ws = owned.view(shape, 8);
-    train_step(
-        &mut Layers::split_mut(shape, &mut copy).unwrap(),
-        &mut Sgd { learning_rate: 0.0 },
-        Batch::new(x, &labels),
-        None,
-        &mut ws,
-        &mut compute,
-    );
+    let mut learner = Learner {
+        params: Layers::split_mut(shape, &mut copy).unwrap(),
+        optimizer: Sgd { learning_rate: 0.0 },
+        panels: None,
+        workspace: owned.view(shape, 8),
+    };
+    learner.train_step(Batch::new(x, &labels), &mut compute);
+    let analytic: Vec<f32> = learner.workspace.grads().tensors().concat();
+    drop(learner);
     assert_eq!(copy, flat);
-    let analytic: Vec<f32> = ws.grads().tensors().concat();
     for (idx, &got) in analytic.iter().enumerate() {
         let h = 1e-3f32;
         let (mut plus, mut minus) = (flat.clone(), flat.clone());
@@ -563,33 +538,24 @@ fn deep_three_steps(
     let mut panel_state = PanelState::default();
     let mut scratch = zeroed_slice::<Scratch>(jobs);
     let mut compute = Compute::new(kernel, &Serial, &mut scratch);
-    let mut scores = Vec::new();
     let mut panels = Panels::new(&mut panel_values, &mut panel_state);
-    {
-        let mut net = Layers::split_mut(shape, &mut flat).unwrap();
-        panels.copy_from(net.weights(0), 50, 96, kernel);
-        let mut opt = crate::RmsPropState {
+    let params = Layers::split_mut(shape, &mut flat).unwrap();
+    panels.copy_from(params.weights(0), 50, 96, kernel);
+    let mut learner = Learner {
+        params,
+        optimizer: crate::RmsPropState {
             rule: crate::RmsPropRule::keras(1e-3),
             velocity: Layers::split_mut(shape, &mut velocity).unwrap(),
-        };
-        for _ in 0..3 {
-            let mut ws = owned.view(shape, 32);
-            ws.weight_gradient = how;
-            let batch = Batch::new(images.as_flattened(), &labels);
-            let p = with_panels.then_some(&mut panels);
-            scores.push(train_step(
-                &mut net,
-                &mut opt,
-                batch,
-                p,
-                &mut ws,
-                &mut compute,
-            ));
-        }
-        if with_panels {
-            panels.copy_to(net.weights_mut(0));
-        }
+        },
+        panels: with_panels.then_some(panels),
+        workspace: owned.view(shape, 32),
+    };
+    learner.workspace.weight_gradient = how;
+    let scores = three_steps(&mut learner, images.as_flattened(), &labels, &mut compute);
+    if let Some(panels) = &learner.panels {
+        panels.copy_to(learner.params.weights_mut(0));
     }
+    drop(learner);
     (flat.iter().map(|v| v.to_bits()).collect(), scores)
 }
 
@@ -623,36 +589,27 @@ fn a_deep_network_learns_a_separable_task() {
     let mut scratch = zeroed_slice::<Scratch>(2);
     let mut compute = Compute::new(Kernel::PORTABLE, &Serial, &mut scratch);
     let (images, labels) = separable(5, 200);
-    let mut net = Layers::split_mut(shape, &mut flat).unwrap();
-    let mut opt = crate::RmsPropState {
-        rule: crate::RmsPropRule::keras(1e-2),
-        velocity: Layers::split_mut(shape, &mut velocity).unwrap(),
+    let mut learner = Learner {
+        params: Layers::split_mut(shape, &mut flat).unwrap(),
+        optimizer: crate::RmsPropState {
+            rule: crate::RmsPropRule::keras(1e-2),
+            velocity: Layers::split_mut(shape, &mut velocity).unwrap(),
+        },
+        panels: None,
+        workspace: owned.view(shape, 32),
     };
     let mut first = StepStats::default();
     let mut last = StepStats::default();
     for epoch in 0..30 {
         last = StepStats::default();
         for (x, y) in images.chunks(32).zip(labels.chunks(32)) {
-            let mut ws = owned.view(shape, 32);
-            let batch = Batch::new(x.as_flattened(), y);
-            last.merge(train_step(
-                &mut net,
-                &mut opt,
-                batch,
-                None,
-                &mut ws,
-                &mut compute,
-            ));
+            last.merge(learner.train_step(Batch::new(x.as_flattened(), y), &mut compute));
         }
         if epoch == 0 {
             first = last;
         }
     }
-    assert!(
-        last.mean_loss() < 0.1 * first.mean_loss(),
-        "{first:?} -> {last:?}"
-    );
-    assert_eq!(last.accuracy(), 1.0);
+    assert_learned(first, last);
 }
 
 #[test]

@@ -63,17 +63,25 @@ fn trained() -> Box<Net> {
     let mut compute = Compute::new(Kernel::PORTABLE, &Serial, &mut scratch);
     let (images, labels) = synthetic(1, 320);
     let images = as_f32(&images);
+    let mut learner = model.learner(&mut opt, None, &mut ws);
     for _ in 0..5 {
         for (x, y) in images.chunks(32).zip(labels.chunks(32)) {
             let batch = crate::Batch::new(x.as_flattened(), y);
-            model.train_step(&mut opt, batch, None, &mut ws, &mut compute);
+            learner.train_step(batch, &mut compute);
         }
     }
+    drop(learner);
     model
 }
 
-fn int8_file(model: &Net, calibration: &[[u8; I]]) -> Vec<u8> {
-    let cal = Calibration::from_images(model, calibration);
+/// Images to calibrate on: `rows` of the second synthetic set.
+fn calibration_images(rows: usize) -> Vec<[u8; I]> {
+    synthetic(2, rows).0
+}
+
+/// `model` quantised with a calibration on `rows` images.
+fn int8_file(model: &Net, rows: usize) -> Vec<u8> {
+    let cal = Calibration::from_images(model, &calibration_images(rows));
     let mut buf = vec![0u8; encoded_len::<I, H, O>()];
     assert_eq!(encode(model, &cal, 1, &mut buf), Ok(buf.len()));
     buf
@@ -102,13 +110,12 @@ fn encoded_len_matches_layout() {
 #[test]
 fn round_trip_encode_parse() {
     let model = trained();
-    let (cal_images, _) = synthetic(2, 64);
-    let bytes = int8_file(&model, &cal_images);
+    let bytes = int8_file(&model, 64);
     let view = Int8View::parse(&bytes).unwrap();
     assert_eq!(view.shape(), Net::shape());
     assert_eq!(view.header().dtype, Dtype::Int8);
     assert_eq!(view.header().dataset, 1);
-    let cal = Calibration::from_images(&*model, &cal_images);
+    let cal = Calibration::from_images(&*model, &calibration_images(64));
     assert_eq!(view.hidden_scale(), cal.hidden_scale());
     assert_eq!(view.logit_scale(), cal.logit_scale());
     // Dequantised weights are within half a step of the originals; padding is zero.
@@ -151,7 +158,7 @@ fn round_trip_encode_parse() {
 #[test]
 fn corrupted_int8_file_is_refused() {
     let model = trained();
-    let bytes = int8_file(&model, &synthetic(2, 16).0);
+    let bytes = int8_file(&model, 16);
     for byte in (0..bytes.len()).step_by(7) {
         let mut bad = bytes.clone();
         bad[byte] ^= 0x10;
@@ -162,16 +169,8 @@ fn corrupted_int8_file_is_refused() {
         Err(FormatError::Truncated { .. })
     ));
     // A size changed and the CRC recomputed: the int8 length check catches it.
-    let mut lying = bytes.clone();
-    LittleEndian::write_u32(&mut lying[12..16], H as u32 + 1);
-    seal(&mut lying);
-    assert!(matches!(
-        Int8View::parse(&lying),
-        Err(FormatError::LengthMismatch { .. })
-    ));
-    lying[8..20].fill(0xFF);
-    seal(&mut lying);
-    assert!(Int8View::parse(&lying).is_err());
+    let parse = |bytes: &[u8]| Int8View::parse(bytes).map(drop);
+    format::assert_lying_sizes_refused(&bytes, H as u32 + 1, parse);
 }
 
 /// The int8 semantics written out plainly, in i64, through the view's accessors.
@@ -253,8 +252,7 @@ fn misaligned(bytes: &[u8]) -> (Vec<u8>, usize) {
 #[test]
 fn int8_matches_plain_reference_and_mostly_agrees_with_f32() {
     let model = trained();
-    let (cal_images, _) = synthetic(2, 100);
-    let bytes = int8_file(&model, &cal_images);
+    let bytes = int8_file(&model, 100);
     let view = Int8View::parse(&bytes).unwrap();
     assert!(matches!(view.layers[0].words, WeightWords::Aligned(_)));
     let (shifted, off) = misaligned(&bytes);
