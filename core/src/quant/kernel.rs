@@ -49,7 +49,7 @@ pub(super) fn dot_pair<W: Word>(pair: &[W], x: &[u32], bias: [i32; 2]) -> [i32; 
 
 /// [`dot_pair`] as one Cortex-M4 loop, 21 instructions per 16 multiply-adds: LDM of four
 /// input words, LDRD of each unit's eight weights, SXTB16 and SMLAD. (The compiler's own
-/// schedule of the same operations spills registers and takes 28.)
+/// schedule of the same operations spills registers.)
 ///
 /// # Safety
 /// `w` and `x` are 4-byte aligned and `steps * 4` words are readable from each.
