@@ -1,6 +1,6 @@
 //! One training epoch of the 784-512-10 network (RMSprop, batches of 128) on 60,000 synthetic
 //! MNIST-like images, through the core API as the host drives it: each batch is converted from
-//! `u8` to `f32 / 255` (with each image's ink-box key), then `Mlp::train_step_with_panels` runs
+//! `u8` to `f32 / 255` (with each image's ink-box key), then `Learner::train_step` runs
 //! forward, backward and the update (the hidden weights in the kernel's panels for the epoch).
 //! Portable and AVX2 kernels, on 1 and 2 threads. Few samples: one iteration is a whole epoch.
 //! One thread is measured in the thread's CPU time (other processes on a shared machine do not
@@ -60,6 +60,11 @@ impl Trainer {
         let mut compute = Compute::new(kernel, &self.threads, &mut self.scratches);
         let mut stats = StepStats::default();
         self.panels.copy_from(&self.model, kernel);
+        let mut learner = self.model.learner(
+            &mut *self.optimizer,
+            Some(&mut self.panels),
+            &mut self.workspace,
+        );
         for (pixels, labels) in images.chunks(BATCH * PIXELS).zip(labels.chunks(BATCH)) {
             self.keys.clear();
             for (row, image) in self.batch.iter_mut().zip(pixels.chunks_exact(PIXELS)) {
@@ -70,14 +75,9 @@ impl Trainer {
                 keys: &self.keys,
                 ..Batch::new(self.batch[..labels.len()].as_flattened(), labels)
             };
-            stats.merge(self.model.train_step(
-                &mut *self.optimizer,
-                batch,
-                Some(&mut self.panels),
-                &mut self.workspace,
-                &mut compute,
-            ));
+            stats.merge(learner.train_step(batch, &mut compute));
         }
+        drop(learner);
         self.panels.copy_to(&mut self.model);
         stats
     }

@@ -1,6 +1,7 @@
 //! How a step's products are computed: which kernel, on which threads, with one scratch a job.
 
 use crate::gemm::{Epilogue, Kernel, MatRef, Parallel, Scratch, gemm_parallel};
+use crate::simd::{self, PanelMatrix, RmsHyper};
 
 /// Which kernel runs the products, the [`Parallel`] that runs their jobs, and one [`Scratch`]
 /// per job.
@@ -55,5 +56,18 @@ impl<'a, P: Parallel> Compute<'a, P> {
             epilogue,
             self.scratches,
         );
+    }
+
+    /// RMSprop's update of one tensor `w` by its gradient `g` and velocity `v`, split between
+    /// the jobs.
+    pub(crate) fn rmsprop(&self, w: &mut [f32], g: &[f32], v: &mut [f32], hyper: RmsHyper) {
+        let (kernel, parallel, jobs) = (self.kernel, self.parallel, self.jobs());
+        simd::rmsprop(kernel, parallel, jobs, w, g, v, hyper);
+    }
+
+    /// [`Compute::rmsprop`] of weights held in panels.
+    pub(crate) fn rmsprop_panels(&self, w: &PanelMatrix, g: &[f32], v: &mut [f32], h: RmsHyper) {
+        let (kernel, parallel, jobs) = (self.kernel, self.parallel, self.jobs());
+        simd::rmsprop_panels(kernel, parallel, jobs, w, g, v, h);
     }
 }

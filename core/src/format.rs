@@ -685,9 +685,35 @@ pub fn encode(
         out[at + record.len()..padded].fill(0);
         at = padded;
     }
-    let crc = crc32(&out[..at]);
-    LittleEndian::write_u32(&mut out[at..at + 4], crc);
+    seal(&mut out[..at + 4]);
     Ok(at + 4)
+}
+
+/// Writes the CRC-32 of everything before a file's last four bytes into them.
+pub(crate) fn seal(file: &mut [u8]) {
+    let (body, crc) = file.split_at_mut(file.len() - 4);
+    LittleEndian::write_u32(crc, crc32(body));
+}
+
+/// Checks that `parse` refuses `file` with its first hidden size set to `hidden` (by its
+/// length), then with every size `0xFFFF_FFFF`, the CRC recomputed each time: what the CRC
+/// cannot catch, the length checks must.
+#[cfg(test)]
+pub(crate) fn assert_lying_sizes_refused(
+    file: &[u8],
+    hidden: u32,
+    parse: impl Fn(&[u8]) -> Result<(), FormatError>,
+) {
+    let mut lying = std::vec::Vec::from(file);
+    LittleEndian::write_u32(&mut lying[12..16], hidden);
+    seal(&mut lying);
+    assert!(matches!(
+        parse(&lying),
+        Err(FormatError::LengthMismatch { .. })
+    ));
+    lying[8..20].fill(0xFF);
+    seal(&mut lying);
+    assert!(parse(&lying).is_err());
 }
 
 #[cfg(test)]
@@ -844,19 +870,7 @@ mod tests {
 
     #[test]
     fn lying_sizes_with_valid_crc_are_refused() {
-        // Recompute the CRC after changing a size: the length check must still catch it.
-        let mut bytes = encoded(None, None);
-        bytes[12] = 200;
-        let end = bytes.len() - 4;
-        let crc = crc32(&bytes[..end]);
-        LittleEndian::write_u32(&mut bytes[end..], crc);
-        assert!(matches!(
-            ModelView::parse(&bytes),
-            Err(FormatError::LengthMismatch { .. })
-        ));
-        bytes[8..20].fill(0xFF);
-        let crc = crc32(&bytes[..end]);
-        LittleEndian::write_u32(&mut bytes[end..], crc);
-        assert!(ModelView::parse(&bytes).is_err());
+        let parse = |bytes: &[u8]| ModelView::parse(bytes).map(drop);
+        assert_lying_sizes_refused(&encoded(None, None), 200, parse);
     }
 }

@@ -20,7 +20,8 @@
 //! let mut compute = Compute::new(Kernel::PORTABLE, &Serial, &mut scratch);
 //! let images = [[0.0, 0.0, 1.0, 1.0], [1.0, 1.0, 0.0, 0.0]];
 //! let batch = Batch::new(images.as_flattened(), &[1, 0]);
-//! let stats = model.train_step(&mut optimizer, batch, None, &mut workspace, &mut compute);
+//! let mut learner = model.learner(&mut optimizer, None, &mut workspace);
+//! let stats = learner.train_step(batch, &mut compute);
 //! assert_eq!(stats.rows, 2);
 //! ```
 #![no_std]
@@ -43,8 +44,8 @@ pub use compute::Compute;
 pub use crc::crc32;
 pub use gemm::{Kernel, Parallel, Scratch, Serial};
 pub use layers::{Dense, Layers, Mlp};
-pub use model::{Batch, StepStats, Workspace, WorkspaceLen, WorkspaceMut};
-pub use optim::{Optimizer, RmsProp, RmsPropRule, RmsPropState, Sgd};
+pub use model::{Batch, Learner, StepStats, Workspace, WorkspaceLen, WorkspaceMut};
+pub use optim::{Optimizer, RmsProp, RmsPropRule, RmsPropState, Sgd, Update};
 pub use panels::{HiddenPanels, PanelState, Panels};
 pub use shape::Shape;
 

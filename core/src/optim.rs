@@ -4,21 +4,30 @@ use crate::compute::Compute;
 use crate::gemm::Parallel;
 use crate::layers::{Layers, Mlp};
 use crate::panels::Panels;
-use crate::simd::{self, RmsHyper};
+use crate::simd::RmsHyper;
+
+/// What one optimizer step moves, and the gradients that move it.
+pub struct Update<'s, 'a> {
+    /// The parameters.
+    pub params: &'s mut Layers<&'a mut [f32]>,
+    /// Their gradients, shaped like them.
+    pub grads: Layers<&'s [f32]>,
+    /// The first layer's weights in panels, where the steps keep them: updated there, and their
+    /// copy in `params` left unspecified.
+    pub panels: Option<&'s mut Panels<'a>>,
+}
 
 /// Updates parameters from their gradients.
 pub trait Optimizer {
-    /// One step: `params` move against `grads`, large tensors split between `compute`'s jobs
-    /// (the result does not depend on how many). With `panels`, the first layer's weights live
-    /// there (see [`crate::model::train_step`]): they are updated there, and their copy in
-    /// `params` is left unspecified.
-    fn update<P: Parallel>(
-        &mut self,
-        params: &mut Layers<&mut [f32]>,
-        grads: &Layers<&[f32]>,
-        panels: Option<&mut Panels>,
-        compute: &Compute<P>,
-    );
+    /// One step: the parameters move against the gradients, large tensors split between
+    /// `compute`'s jobs (the result does not depend on how many).
+    fn update<P: Parallel>(&mut self, step: Update, compute: &Compute<P>);
+}
+
+impl<T: Optimizer + ?Sized> Optimizer for &mut T {
+    fn update<P: Parallel>(&mut self, step: Update, compute: &Compute<P>) {
+        (**self).update(step, compute);
+    }
 }
 
 /// Plain gradient descent: `w -= lr * g` (the book's from-scratch optimizer).
@@ -29,22 +38,17 @@ pub struct Sgd {
 }
 
 impl Optimizer for Sgd {
-    fn update<P: Parallel>(
-        &mut self,
-        params: &mut Layers<&mut [f32]>,
-        grads: &Layers<&[f32]>,
-        mut panels: Option<&mut Panels>,
-        _compute: &Compute<P>,
-    ) {
-        if let Some(panels) = panels.as_deref_mut() {
+    fn update<P: Parallel>(&mut self, step: Update, _compute: &Compute<P>) {
+        let params = step.params;
+        if let Some(panels) = &step.panels {
             panels.copy_to(params.weights_mut(0));
         }
-        for (w, g) in params.tensors_mut().iter_mut().zip(grads.tensors()) {
+        for (w, g) in params.tensors_mut().iter_mut().zip(step.grads.tensors()) {
             for (w, &g) in w.iter_mut().zip(*g) {
                 *w -= self.learning_rate * g;
             }
         }
-        if let Some(panels) = panels {
+        if let Some(panels) = step.panels {
             panels.refresh(params.weights(0));
         }
     }
@@ -83,16 +87,10 @@ pub struct RmsPropState<'a> {
 }
 
 impl Optimizer for RmsPropState<'_> {
-    fn update<P: Parallel>(
-        &mut self,
-        params: &mut Layers<&mut [f32]>,
-        grads: &Layers<&[f32]>,
-        mut panels: Option<&mut Panels>,
-        compute: &Compute<P>,
-    ) {
+    fn update<P: Parallel>(&mut self, mut step: Update, compute: &Compute<P>) {
         assert_eq!(
             self.velocity.shape(),
-            params.shape(),
+            step.params.shape(),
             "velocity of another shape"
         );
         let r = self.rule;
@@ -103,19 +101,17 @@ impl Optimizer for RmsPropState<'_> {
             one_minus_rho: (1.0 - r.rho as f64) as f32,
             epsilon: r.epsilon,
         };
-        let (kernel, par, parts) = (compute.kernel(), compute.parallel(), compute.jobs());
-        let tensors = params
+        let tensors = step
+            .params
             .tensors_mut()
             .iter_mut()
-            .zip(grads.tensors())
+            .zip(step.grads.tensors())
             .zip(self.velocity.tensors_mut().iter_mut());
         for (i, ((w, g), v)) in tensors.enumerate() {
-            match panels.as_deref_mut() {
+            match step.panels.as_deref_mut() {
                 // The first layer's weights come first.
-                Some(panels) if i == 0 => {
-                    simd::rmsprop_panels(kernel, par, parts, &panels.values(), g, v, hyper);
-                }
-                _ => simd::rmsprop(kernel, par, parts, w, g, v, hyper),
+                Some(panels) if i == 0 => compute.rmsprop_panels(&panels.values(), g, v, hyper),
+                _ => compute.rmsprop(w, g, v, hyper),
             }
         }
     }
@@ -156,14 +152,8 @@ impl<const I: usize, const H: usize, const O: usize> RmsProp<I, H, O> {
 }
 
 impl<const I: usize, const H: usize, const O: usize> Optimizer for RmsProp<I, H, O> {
-    fn update<P: Parallel>(
-        &mut self,
-        params: &mut Layers<&mut [f32]>,
-        grads: &Layers<&[f32]>,
-        panels: Option<&mut Panels>,
-        compute: &Compute<P>,
-    ) {
-        self.state().update(params, grads, panels, compute);
+    fn update<P: Parallel>(&mut self, step: Update, compute: &Compute<P>) {
+        self.state().update(step, compute);
     }
 }
 
@@ -190,7 +180,12 @@ mod tests {
     fn step(opt: &mut impl Optimizer, params: &mut Mlp<1, 1, 1>, grads: &Mlp<1, 1, 1>) {
         let mut scratch = [Scratch::new()];
         let compute = Compute::new(Kernel::PORTABLE, &Serial, &mut scratch);
-        opt.update(&mut params.layers_mut(), &grads.layers(), None, &compute);
+        let step = Update {
+            params: &mut params.layers_mut(),
+            grads: grads.layers(),
+            panels: None,
+        };
+        opt.update(step, &compute);
     }
 
     #[test]

@@ -87,11 +87,11 @@ pub fn default_threads() -> usize {
 /// A pool of worker threads that run the core's jobs beside the calling thread.
 ///
 /// Threads start once, not per product: a training step runs five products and the RMSprop
-/// update, and starting threads for each would cost a noticeable share of a 2 ms step. Waking a
-/// sleeping thread is slow too (about 65 µs measured on a 2-core VM, per call), so a worker that
-/// finishes a job watches for the next one for a short while ([`SPIN`], yielding its core to
-/// any other runnable thread) before it sleeps on a condition variable: during training the next
-/// product always comes sooner, and an idle pool costs nothing. Jobs are claimed from a shared
+/// update, and starting threads for each would cost a noticeable share of a step. Waking a
+/// sleeping thread is slow too (a sizeable share of a product), so a worker that finishes a job
+/// watches for the next one for a short while ([`SPIN`], yielding its core to any other
+/// runnable thread) before it sleeps on a condition variable: during training the next product
+/// always comes sooner, and an idle pool costs nothing. Jobs are claimed from a shared
 /// counter, so a worker the OS has not scheduled yet never holds the others up; which thread
 /// runs a job never changes its result, because each job owns whole columns (or rows) of C.
 pub struct Threads {

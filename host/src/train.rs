@@ -5,10 +5,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use picodense_core::format::Sections;
-use picodense_core::model::{forward, train_step};
+use picodense_core::model::forward;
 use picodense_core::{
-    Batch, Compute, Kernel, Layers, PanelState, Panels, RmsPropRule, RmsPropState, Scratch, Sgd,
-    Shape, StepStats, WorkspaceLen, WorkspaceMut,
+    Batch, Compute, Kernel, Layers, Learner, Optimizer, PanelState, Panels, Parallel, RmsPropRule,
+    RmsPropState, Scratch, Sgd, Shape, StepStats, Update, WorkspaceLen, WorkspaceMut,
 };
 
 use crate::batch::{BatchInfo, epoch_order, fill_batch};
@@ -271,6 +271,20 @@ impl OptimizerState {
         match self {
             OptimizerState::RmsProp { rule, .. } => rule.learning_rate,
             OptimizerState::Sgd(o) => o.learning_rate,
+        }
+    }
+}
+
+impl Optimizer for OptimizerState {
+    fn update<P: Parallel>(&mut self, step: Update, compute: &Compute<P>) {
+        match self {
+            OptimizerState::RmsProp { rule, velocity } => {
+                let shape = step.params.shape();
+                let velocity = Layers::split_mut(shape, velocity).expect("sized");
+                let rule = *rule;
+                RmsPropState { rule, velocity }.update(step, compute);
+            }
+            OptimizerState::Sgd(o) => o.update(step, compute),
         }
     }
 }
@@ -671,21 +685,13 @@ impl Trainer {
             labels: &self.info.labels,
             keys: &self.info.keys,
         };
-        let mut params = Layers::split_mut(shape, &mut self.network.params).expect("sized");
-        let mut panels = Panels::new(&mut self.panels, &mut self.panel_state);
-        let mut ws = self.buffers.view(shape);
-        let (ws, c) = (&mut ws, &mut compute);
-        match &mut self.optimizer {
-            OptimizerState::RmsProp { rule, velocity } => {
-                let velocity = Layers::split_mut(shape, velocity).expect("sized");
-                let mut opt = RmsPropState {
-                    rule: *rule,
-                    velocity,
-                };
-                train_step(&mut params, &mut opt, batch, Some(&mut panels), ws, c)
-            }
-            OptimizerState::Sgd(o) => train_step(&mut params, o, batch, Some(&mut panels), ws, c),
-        }
+        let mut learner = Learner {
+            params: Layers::split_mut(shape, &mut self.network.params).expect("sized"),
+            optimizer: &mut self.optimizer,
+            panels: Some(Panels::new(&mut self.panels, &mut self.panel_state)),
+            workspace: self.buffers.view(shape),
+        };
+        learner.train_step(batch, &mut compute)
     }
 
     /// Loss and accuracy over a whole dataset, in batches, without training.

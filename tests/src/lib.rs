@@ -134,12 +134,13 @@ pub fn train(data: &Data) -> Box<MnistMlp> {
         .iter()
         .map(|im| im.map(quant::unit_pixel))
         .collect();
+    let mut learner = model.learner(&mut *optimizer, None, &mut ws);
     for _epoch in 0..3 {
         for (x, y) in images.chunks(128).zip(data.labels.chunks(128)) {
-            let batch = Batch::new(x.as_flattened(), y);
-            model.train_step(&mut *optimizer, batch, None, &mut ws, &mut compute);
+            learner.train_step(Batch::new(x.as_flattened(), y), &mut compute);
         }
     }
+    drop(learner);
     model
 }
 
