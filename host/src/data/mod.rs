@@ -15,6 +15,8 @@ use flate2::bufread::MultiGzDecoder;
 use zip::result::ZipError;
 use zip::{CompressionMethod, ZipArchive};
 
+pub mod csv;
+
 /// Side of a square image in pixels.
 pub const IMAGE_SIDE: usize = 28;
 /// Pixels in one image.
