@@ -36,11 +36,6 @@ pub fn idx_images(count: u32, rows: u32, cols: u32, pixels: &[u8]) -> Vec<u8> {
     idx(&[count, rows, cols], pixels)
 }
 
-/// An IDX image file of 28 x 28 images.
-pub fn idx_images_28(pixels: &[u8]) -> Vec<u8> {
-    idx_images((pixels.len() / 784) as u32, 28, 28, pixels)
-}
-
 /// An IDX label file.
 pub fn idx_labels(labels: &[u8]) -> Vec<u8> {
     idx(&[labels.len() as u32], labels)
