@@ -2046,15 +2046,7 @@ mod tests {
     }
 
     fn values(seed: u64, len: usize) -> Vec<f32> {
-        let mut s = seed | 1;
-        (0..len)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
+        picodense_support::Noise::new(seed).floats(len, -1.0, 1.0)
     }
 
     #[derive(Clone, Copy, Debug)]

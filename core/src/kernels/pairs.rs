@@ -639,16 +639,14 @@ mod tests {
 
     /// `len` values in [-1, 1), about `zeros` in 8 of them zero (some -0), from `seed`.
     fn sparse_values(seed: u64, len: usize, zeros: u64) -> Vec<f32> {
-        let mut s = seed | 1;
+        let mut noise = picodense_support::Noise::new(seed);
         (0..len)
             .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
+                let s = noise.next_u64();
                 match s % 8 {
                     z if z < zeros && s.is_multiple_of(3) => -0.0,
                     z if z < zeros => 0.0,
-                    _ => ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0,
+                    _ => noise.range(-1.0, 1.0),
                 }
             })
             .collect()
