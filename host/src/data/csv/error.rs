@@ -151,7 +151,7 @@ pub enum CsvError {
         /// The label column's name.
         column: String,
     },
-    /// The test file's header differs from the training file's (or, for [`read_features`],
+    /// The test file's header differs from the training file's (or, for [`read_features`](super::read_features),
     /// from the model's feature columns).
     #[error("{}: line {line}, column {index}: {problem}", .path.display())]
     HeaderMismatch {
