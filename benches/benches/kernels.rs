@@ -20,6 +20,7 @@ use picodense::compute::{KernelChoice, Threads, select_kernel, zeroed_slice};
 use picodense_benches::{PIXELS, ThreadCpuTime, synthetic_mnist};
 use picodense_core::Scratch;
 use picodense_core::gemm::{Epilogue, Kernel, MatRef, Parallel, Serial, gemm_parallel};
+use picodense_support::Noise;
 
 /// Layout of A and B as stored.
 #[derive(Clone, Copy)]
@@ -97,16 +98,9 @@ const fn shape(
     }
 }
 
+/// `len` values uniform in `[-1, 1)`.
 fn uniform(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
-        .collect()
+    Noise::new(seed).floats(len, -1.0, 1.0)
 }
 
 /// A's data as stored: uniform values, or MNIST-like pixels / 255 (one image per row of X).

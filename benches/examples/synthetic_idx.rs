@@ -6,17 +6,7 @@
 
 use std::path::Path;
 
-use picodense_benches::synthetic_mnist;
-
-fn write_idx(path: &Path, dims: &[u32], data: &[u8]) -> std::io::Result<()> {
-    // Magic: two zero bytes, 0x08 (unsigned bytes), then the number of dimensions.
-    let mut bytes = vec![0, 0, 0x08, dims.len() as u8];
-    for dim in dims {
-        bytes.extend_from_slice(&dim.to_be_bytes());
-    }
-    bytes.extend_from_slice(data);
-    std::fs::write(path, bytes)
-}
+use picodense_support::{synthetic_mnist, write_idx_split};
 
 fn main() -> std::io::Result<()> {
     let Some(dir) = std::env::args_os().nth(1) else {
@@ -33,17 +23,7 @@ fn main() -> std::io::Result<()> {
         ("train", train_images, train_labels),
         ("t10k", test_images, test_labels),
     ] {
-        let count = labels.len() as u32;
-        write_idx(
-            &dir.join(format!("{prefix}-images-idx3-ubyte")),
-            &[count, 28, 28],
-            images,
-        )?;
-        write_idx(
-            &dir.join(format!("{prefix}-labels-idx1-ubyte")),
-            &[count],
-            labels,
-        )?;
+        write_idx_split(dir, prefix, (28, 28), (images, labels), false);
     }
     println!("wrote {}", dir.display());
     Ok(())

@@ -40,10 +40,10 @@ fn main() {
     // npz: whole archives (mode 0), and the four members for the harness to pack (mode 1
     // stored, 3 deflated).
     let members = [
-        npy("|u1", "(2, 28, 28)", &pixels(2)),
-        npy("|u1", "(2,)", &[1, 2]),
-        npy("|u1", "(1, 28, 28)", &pixels(1)),
-        npy("<i8", "(1,)", &7i64.to_le_bytes()),
+        npy("|u1", false, "(2, 28, 28)", &pixels(2)),
+        npy("|u1", false, "(2,)", &[1, 2]),
+        npy("|u1", false, "(1, 28, 28)", &pixels(1)),
+        npy("<i8", false, "(1,)", &7i64.to_le_bytes()),
     ];
     let names = ["x_train.npy", "y_train.npy", "x_test.npy", "y_test.npy"];
     let pairs: Vec<(&str, &[u8])> = names
@@ -51,8 +51,8 @@ fn main() {
         .copied()
         .zip(members.iter().map(Vec::as_slice))
         .collect();
-    put("npz", "stored", 0, &zip_archive(&pairs, false));
-    put("npz", "deflated", 0, &zip_archive(&pairs, true));
+    put("npz", "stored", 0, &zip_archive(&pairs, |_| false));
+    put("npz", "deflated", 0, &zip_archive(&pairs, |_| true));
     let joined = members.join(NPZ_SEPARATOR);
     put("npz", "members-stored", 1, &joined);
     put("npz", "members-deflated", 3, &joined);

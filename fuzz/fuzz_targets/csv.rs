@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use picodense::csv_data::{MAX_CLASSES, read_features, read_train_test, standardize_stats};
+use picodense::data::csv::{MAX_CLASSES, read_features, read_train_test, standardize_stats};
 use picodense_fuzz::{CSV_SEPARATOR, assert_names, scratch_file};
 
 fuzz_target!(|data: &[u8]| {

@@ -4,7 +4,6 @@
 pub mod batch;
 pub mod bench;
 pub mod compute;
-pub mod csv_data;
 pub mod data;
 pub mod download;
 pub mod evaluation;

@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use picodense::compute::{KernelChoice, default_threads, select_kernel};
-use picodense::csv_data;
+use picodense::data::csv as csv_data;
 use picodense::data::{self, DatasetKind, Splits};
 use picodense::evaluation::{ConfusionMatrix, Prediction, class_label, predicted_classes, top_k};
 use picodense::export;

@@ -15,39 +15,19 @@ use picodense::compute::zeroed_box;
 use picodense_core::format::{self, FormatError, ModelView};
 use picodense_core::{Mlp, RmsProp};
 
-fn images(count: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
-    let mut noise = Noise(seed | 1);
-    let pixels = (0..count * 784)
-        .map(|_| (noise.next() % 256) as u8)
-        .collect();
-    let labels = (0..count).map(|_| (noise.next() % 10) as u8).collect();
-    (pixels, labels)
-}
-
-fn idx_images(count: u32, rows: u32, cols: u32, pixels: &[u8]) -> Vec<u8> {
-    let mut out = vec![0, 0, 8, 3];
-    for word in [count, rows, cols] {
-        out.extend(word.to_be_bytes());
-    }
-    out.extend(pixels);
-    out
-}
-
-const TRAIN_IMAGES: &str = "train-images-idx3-ubyte";
-const TRAIN_LABELS: &str = "train-labels-idx1-ubyte";
-const TEST_IMAGES: &str = "t10k-images-idx3-ubyte";
-const TEST_LABELS: &str = "t10k-labels-idx1-ubyte";
+const TRAIN_IMAGES: &str = IDX_NAMES[0];
+const TRAIN_LABELS: &str = IDX_NAMES[1];
+const TEST_IMAGES: &str = IDX_NAMES[2];
+const TEST_LABELS: &str = IDX_NAMES[3];
 
 /// A good dataset folder of raw IDX files: 200 training and 50 test images.
 fn dataset(dir: &Path) -> PathBuf {
     let data = dir.join("data");
     std::fs::create_dir_all(&data).unwrap();
-    let (x, y) = images(200, 1);
-    std::fs::write(data.join(TRAIN_IMAGES), idx_images(200, 28, 28, &x)).unwrap();
-    std::fs::write(data.join(TRAIN_LABELS), idx_labels(&y)).unwrap();
-    let (x, y) = images(50, 2);
-    std::fs::write(data.join(TEST_IMAGES), idx_images(50, 28, 28, &x)).unwrap();
-    std::fs::write(data.join(TEST_LABELS), idx_labels(&y)).unwrap();
+    let (x, y) = random_images(200, 1);
+    write_idx_split(&data, "train", (28, 28), (&x, &y), false);
+    let (x, y) = random_images(50, 2);
+    write_idx_split(&data, "t10k", (28, 28), (&x, &y), false);
     data
 }
 

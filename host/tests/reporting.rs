@@ -9,13 +9,6 @@ use std::path::{Path, PathBuf};
 const TRAIN_COLOUR: &str = "stroke=\"#1F77B4\"";
 const VALIDATION_COLOUR: &str = "stroke=\"#FF7F0E\"";
 
-fn ok(args: &[&str]) -> String {
-    let out = run(args);
-    let printed = text(&out);
-    assert!(out.status.success(), "{args:?} failed: {printed}");
-    printed
-}
-
 /// Whether the point (u, v) (row, column, both in 0..1) of a shape's box is ink for class
 /// `class`: ten shapes that fill the box in at least one direction, as MNIST digits fill theirs.
 fn shape(class: u8, u: f64, v: f64) -> bool {
@@ -45,26 +38,26 @@ fn shape_pixel(class: u8, r: i32, c: i32, side: i32) -> bool {
 /// up to 2 pixels). Fashion-MNIST: the box fills the field. Unlike a class-specific position,
 /// a shape survives the crop-and-centre of picture input.
 fn images(count: usize, seed: u64, fashion: bool) -> (Vec<u8>, Vec<u8>) {
-    let mut noise = Noise(seed | 1);
+    let mut noise = Noise::new(seed);
     let mut pixels = vec![0u8; count * 784];
     let mut labels = Vec::with_capacity(count);
     let side = if fashion { 28 } else { 20 };
     for image in pixels.chunks_mut(784) {
-        let label = (noise.next() % 10) as u8;
+        let label = noise.byte(10);
         labels.push(label);
         let (mut top, mut left) = (0, 0);
         if !fashion {
             let (t, l) = centred_box(label);
-            top = t + (noise.next() % 5) as i32 - 2;
-            left = l + (noise.next() % 5) as i32 - 2;
+            top = t + noise.below(5) as i32 - 2;
+            left = l + noise.below(5) as i32 - 2;
         }
-        let ink = 180 + (noise.next() % 76) as u8;
+        let ink = 180 + noise.byte(76);
         for (p, v) in image.iter_mut().enumerate() {
             let (r, c) = (p as i32 / 28 - top, p as i32 % 28 - left);
             *v = if shape_pixel(label, r, c, side) {
                 ink
             } else {
-                (noise.next() % 16) as u8
+                noise.byte(16)
             };
         }
     }

@@ -5,33 +5,23 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{Noise, bin, fit_first_epoch, gzip, idx_labels, s, text};
-
-/// An IDX image file of `rows x cols` images.
-fn idx_images_of(rows: u32, cols: u32, pixels: &[u8]) -> Vec<u8> {
-    let mut out = vec![0, 0, 8, 3];
-    out.extend(((pixels.len() as u32) / (rows * cols)).to_be_bytes());
-    out.extend(rows.to_be_bytes());
-    out.extend(cols.to_be_bytes());
-    out.extend(pixels);
-    out
-}
+use common::{Noise, fails, fit_first_epoch, ok, s, write_images_dataset};
 
 /// `count` 12x10 images of 3 classes (a bright band whose row depends on the class) and
 /// their labels.
 fn band_images(count: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
-    let mut noise = Noise(seed | 1);
+    let mut noise = Noise::new(seed);
     let mut pixels = vec![0u8; count * 120];
     let mut labels = Vec::new();
     for image in pixels.chunks_mut(120) {
-        let label = (noise.next() % 3) as u8;
+        let label = noise.byte(3);
         labels.push(label);
         for (p, v) in image.iter_mut().enumerate() {
             let row = p / 10;
             *v = if row / 4 == usize::from(label) {
-                180 + (noise.next() % 70) as u8
+                180 + noise.byte(70)
             } else {
-                (noise.next() % 40) as u8
+                noise.byte(40)
             };
         }
     }
@@ -40,30 +30,26 @@ fn band_images(count: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
 
 /// A folder of 12x10 IDX images with 3 classes.
 fn small_images(dir: &Path) -> PathBuf {
-    let data = dir.join("bands");
-    std::fs::create_dir_all(&data).unwrap();
     let (train, train_labels) = band_images(300, 1);
     let (test, test_labels) = band_images(60, 2);
-    let write = |file: &str, bytes: Vec<u8>| std::fs::write(data.join(file), bytes).unwrap();
-    write(
-        "train-images-idx3-ubyte.gz",
-        gzip(&idx_images_of(12, 10, &train)),
-    );
-    write("train-labels-idx1-ubyte", idx_labels(&train_labels));
-    write("t10k-images-idx3-ubyte", idx_images_of(12, 10, &test));
-    write("t10k-labels-idx1-ubyte", idx_labels(&test_labels));
-    data
+    write_images_dataset(
+        dir,
+        "bands",
+        (12, 10),
+        (&train, &train_labels),
+        (&test, &test_labels),
+    )
 }
 
 /// Rows of three features whose class (a name) follows the first two, in CSV with quotes and
 /// CRLF line ends, the label column in the middle.
 fn small_csv(dir: &Path, name: &str, rows: usize, seed: u64) -> PathBuf {
-    let mut noise = Noise(seed | 1);
+    let mut noise = Noise::new(seed);
     let mut text = String::from("\u{feff}\"width, cm\",label,height\r\n");
     for _ in 0..rows {
         let (a, b) = (
-            (noise.next() % 1000) as f32 / 100.0,
-            (noise.next() % 1000) as f32 / 100.0,
+            noise.below(1000) as f32 / 100.0,
+            noise.below(1000) as f32 / 100.0,
         );
         let class = match (a > 5.0, b > 5.0) {
             (true, true) => "\"large, round\"",
@@ -85,22 +71,6 @@ fn test_accuracy(printed: &str) -> f64 {
         .unwrap()
         .parse()
         .unwrap()
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = bin().args(args).output().unwrap();
-    let printed = text(&out);
-    assert!(out.status.success(), "{args:?}: {printed}");
-    assert!(!printed.contains("panicked"), "{printed}");
-    printed
-}
-
-fn fails(args: &[&str]) -> String {
-    let out = bin().args(args).output().unwrap();
-    let printed = text(&out);
-    assert!(!out.status.success(), "{args:?} succeeded: {printed}");
-    assert!(!printed.contains("panicked"), "{printed}");
-    printed
 }
 
 #[test]

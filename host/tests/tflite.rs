@@ -8,11 +8,11 @@
 
 mod common;
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{FASHION, run, s, skip_real_data as skip, text};
+use picodense::data::{read_idx_images, read_idx_labels};
 use picodense_core::quant::{Int8View, Rounding};
 
 /// The venv's python, made and filled on first use (by one test at a time: the tests run in
@@ -70,16 +70,6 @@ fn interpreters() -> Option<PathBuf> {
     }
 }
 
-/// The bytes of one gzipped IDX file of the test set, after its `header` bytes.
-fn idx(name: &str, header: usize) -> Vec<u8> {
-    let file = std::fs::File::open(Path::new(FASHION).join(name)).unwrap();
-    let mut bytes = Vec::new();
-    flate2::read::GzDecoder::new(file)
-        .read_to_end(&mut bytes)
-        .unwrap();
-    bytes.split_off(header)
-}
-
 /// Trains a `hidden` network for one epoch, exports it as int8 and as tflite, writes
 /// picodense's int8 logits for every test image and has the interpreters compare theirs.
 fn bit_exact_on_the_test_set(hidden: &str) {
@@ -129,10 +119,9 @@ fn bit_exact_on_the_test_set(hidden: &str) {
     let bytes = std::fs::read(&int8).unwrap();
     let double = Int8View::parse(&bytes).unwrap();
     let single = double.clone().with_rounding(Rounding::Single);
-    let (images, labels) = (
-        idx("t10k-images-idx3-ubyte.gz", 16),
-        idx("t10k-labels-idx1-ubyte.gz", 8),
-    );
+    let fashion = Path::new(FASHION);
+    let (images, _) = read_idx_images(&fashion.join("t10k-images-idx3-ubyte.gz")).unwrap();
+    let labels = read_idx_labels(&fashion.join("t10k-labels-idx1-ubyte.gz")).unwrap();
     // Each rounding's int8 logits of every image, and its correct classes.
     let classify = |view: &Int8View| {
         let mut scratch = vec![0u32; view.scratch_words()];

@@ -2,16 +2,17 @@
 //! they classify, the model they train, the host's predictions they must equal, a QEMU run and
 //! its report, and the check for the tools they need.
 
-use std::fs;
 use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use picodense::data::{DataError, read_idx_images, read_idx_labels};
 use picodense_core::gemm::{Kernel, Scratch, Serial};
 use picodense_core::quant::{self, F32View, Int8View};
-use picodense_core::{Batch, Compute, MnistMlp, MnistWorkspace, RmsProp, Zeroable};
-use rand_core::{Rng, SeedableRng};
+use picodense_core::{Batch, Compute, MnistMlp, MnistWorkspace, RmsProp};
+use picodense_support::{FASHION_FILES, block_images};
+use rand_core::SeedableRng;
 use rand_xorshift::XorShiftRng;
 
 /// Pixels of an image.
@@ -24,14 +25,9 @@ pub const OUTPUTS: usize = 10;
 pub const TEST_IMAGES: usize = 100;
 /// Images the model is trained on.
 pub const TRAIN_IMAGES: usize = 6000;
-/// Where Debian's `dataset-fashion-mnist` installs.
-pub const FASHION: &str = "/usr/share/datasets/fashion-mnist";
 
-/// A zeroed `T` on the heap.
-pub fn zeroed<T: Zeroable>() -> Box<T> {
-    // SAFETY: `Zeroable` promises that all-zero bytes are a valid `T`.
-    unsafe { Box::<T>::new_zeroed().assume_init() }
-}
+pub use picodense::compute::zeroed_box as zeroed;
+pub use picodense_support::FASHION;
 
 /// Images (u8 pixels) and labels.
 pub struct Data {
@@ -41,52 +37,24 @@ pub struct Data {
     pub labels: Vec<u8>,
 }
 
-/// The first `n` images and labels of an IDX pair (gzip).
-pub fn read_idx(images: &Path, labels: &Path, n: usize) -> std::io::Result<Data> {
-    let read = |path: &Path, header: usize, len: usize| -> std::io::Result<Vec<u8>> {
-        let mut gz = flate2::read::GzDecoder::new(fs::File::open(path)?);
-        let mut buf = vec![0u8; header + len];
-        gz.read_exact(&mut buf)?;
-        Ok(buf.split_off(header))
-    };
-    let pixels = read(images, 16, n * INPUTS)?;
-    let labels = read(labels, 8, n)?;
-    let images = pixels
-        .chunks_exact(INPUTS)
-        .map(|c| c.try_into().unwrap())
-        .collect();
-    Ok(Data { images, labels })
+impl Data {
+    /// The first `n` of 28 x 28 `pixels` and their `labels`.
+    fn first(n: usize, pixels: &[u8], labels: &[u8]) -> Data {
+        let n = n.min(labels.len());
+        Data {
+            images: pixels[..n * INPUTS]
+                .chunks_exact(INPUTS)
+                .map(|c| c.try_into().expect("chunks of INPUTS"))
+                .collect(),
+            labels: labels[..n].to_vec(),
+        }
+    }
 }
 
-/// Ten classes, each a bright stroke through its own region of a 28x28 image, with noise.
-fn generated(seed: u64, n: usize) -> Data {
-    let mut rng = XorShiftRng::seed_from_u64(seed);
-    let mut data = Data {
-        images: Vec::new(),
-        labels: Vec::new(),
-    };
-    for _ in 0..n {
-        let label = (rng.next_u32() % 10) as usize;
-        let mut image = [0u8; INPUTS];
-        for (i, p) in image.iter_mut().enumerate() {
-            let (r, c) = (i / 28, i % 28);
-            let on = match label {
-                0..=4 => r / 5 == label && c % 3 != 0,
-                _ => c / 5 == label - 5 && r % 3 != 0,
-            };
-            let noise = (rng.next_u32() % 256) as u8;
-            *p = if on {
-                noise.saturating_add(60)
-            } else if noise > 200 {
-                noise - 60
-            } else {
-                0
-            };
-        }
-        data.images.push(image);
-        data.labels.push(label as u8);
-    }
-    data
+/// The first `n` images and labels of an IDX pair (raw or gzip), read by the host's reader.
+pub fn read_idx(images: &Path, labels: &Path, n: usize) -> Result<Data, DataError> {
+    let (pixels, _) = read_idx_images(images)?;
+    Ok(Data::first(n, &pixels, &read_idx_labels(labels)?))
 }
 
 /// Training and test images (Fashion-MNIST when installed, else a generated task), and where
@@ -94,23 +62,20 @@ fn generated(seed: u64, n: usize) -> Data {
 pub fn datasets() -> (Data, Data, &'static str) {
     let file = |name: &str| Path::new(FASHION).join(name);
     if file("train-images-idx3-ubyte.gz").exists() {
-        let train = read_idx(
-            &file("train-images-idx3-ubyte.gz"),
-            &file("train-labels-idx1-ubyte.gz"),
-            TRAIN_IMAGES,
-        )
-        .expect("read Fashion-MNIST training set");
-        let test = read_idx(
-            &file("t10k-images-idx3-ubyte.gz"),
-            &file("t10k-labels-idx1-ubyte.gz"),
-            TEST_IMAGES,
-        )
-        .expect("read Fashion-MNIST test set");
+        let [train_images, train_labels, test_images, test_labels] = FASHION_FILES.map(file);
+        let train = read_idx(&train_images, &train_labels, TRAIN_IMAGES)
+            .expect("read Fashion-MNIST training set");
+        let test =
+            read_idx(&test_images, &test_labels, TEST_IMAGES).expect("read Fashion-MNIST test set");
         (train, test, "Fashion-MNIST")
     } else {
+        let generated = |n, seed| {
+            let (pixels, labels) = block_images(n, seed);
+            Data::first(n, &pixels, &labels)
+        };
         (
-            generated(1, TRAIN_IMAGES),
-            generated(2, TEST_IMAGES),
+            generated(TRAIN_IMAGES, 1),
+            generated(TEST_IMAGES, 2),
             "generated",
         )
     }
@@ -270,6 +235,50 @@ pub fn mismatches(run: &Run, expected: &[Prediction], bits: bool) -> Vec<usize> 
         .collect();
     bad.extend(expected.len()..run.predictions.len());
     bad
+}
+
+/// Asserts that `run` exited 0 and reported `expected` (classes, and the logits' bits when
+/// `bits`) and the host's accuracy on `labels`; `what` names the run in messages.
+pub fn assert_run_matches(
+    what: &str,
+    run: &Run,
+    expected: &[Prediction],
+    bits: bool,
+    labels: &[u8],
+) {
+    let bad = mismatches(run, expected, bits);
+    assert!(
+        bad.is_empty() && run.exit_code == Some(0),
+        "{what}: exit {:?}, {} mismatches (first {:?}):\n{}",
+        run.exit_code,
+        bad.len(),
+        bad.first(),
+        run.stdout
+    );
+    let host_correct = correct(expected, labels);
+    assert_eq!(run.accuracy, Some((host_correct, expected.len())));
+    let same = if bits { "bit-identical" } else { "identical" };
+    eprintln!(
+        "{what}: {} predictions {same} to the host, accuracy {host_correct}/{}",
+        expected.len(),
+        expected.len()
+    );
+}
+
+/// `cmd`, a nested cargo or make build for another target, without the outer build's
+/// settings: they must not leak in (a firmware's `.cargo/config.toml` supplies the linker
+/// script through rustflags, which `RUSTFLAGS` would replace).
+pub fn without_outer_build_env(cmd: &mut Command) -> &mut Command {
+    for var in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
 }
 
 /// Images of `expected` whose class is their label.

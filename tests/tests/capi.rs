@@ -24,9 +24,9 @@ use picodense_core::MnistMlp;
 use picodense_core::format;
 use picodense_core::quant::{self, Calibration};
 use picodense_tests::{
-    Data, FASHION, HIDDEN, INPUTS, OUTPUTS, Prediction, Run, TEST_IMAGES, TRAIN_IMAGES, correct,
+    Data, FASHION, HIDDEN, INPUTS, OUTPUTS, Prediction, Run, TRAIN_IMAGES, assert_run_matches,
     datasets, f32_predictions, int8_predictions, mismatches, read_idx, run_qemu, runs,
-    target_installed, train,
+    target_installed, train, without_outer_build_env,
 };
 
 /// A model exported as a C header, in a folder of its own beside the images.
@@ -116,6 +116,11 @@ fn fixture() -> &'static Fixture {
     })
 }
 
+/// The fixture, when the tools the test needs are present (else the test is skipped).
+fn ready() -> Option<&'static Fixture> {
+    tools_present().then(fixture)
+}
+
 /// Whether the tools the C example needs are here (else skipped, or failed in CI).
 fn tools_present() -> bool {
     // newlib: the C library the example links (-specs=nano.specs).
@@ -160,16 +165,7 @@ fn build(case: &Case) -> PathBuf {
             "CARGO={}",
             std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
         ));
-    // The outer build's settings must not leak into the staticlib's.
-    for var in [
-        "RUSTFLAGS",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "CARGO_BUILD_RUSTFLAGS",
-        "CARGO_TARGET_DIR",
-        "CARGO_BUILD_TARGET",
-    ] {
-        cmd.env_remove(var);
-    }
+    without_outer_build_env(&mut cmd);
     let start = Instant::now();
     let result = cmd.output().expect("run make");
     assert!(
@@ -195,32 +191,14 @@ fn run(elf: &Path) -> Run {
 fn check_matches(case: &Case) -> Run {
     let elf = build(case);
     let run = run(&elf);
-    let bad = mismatches(&run, &case.expected, true);
-    assert!(
-        bad.is_empty() && run.exit_code == Some(0),
-        "C example {}: exit {:?}, {} mismatches (first {:?}):\n{}",
-        case.data.display(),
-        run.exit_code,
-        bad.len(),
-        bad.first(),
-        run.stdout
-    );
-    let host_correct = correct(&case.expected, &fixture().labels);
-    assert_eq!(run.accuracy, Some((host_correct, TEST_IMAGES)));
-    eprintln!(
-        "C example {}: {TEST_IMAGES} of {TEST_IMAGES} predictions bit-identical to the host, \
-         accuracy {host_correct}/{TEST_IMAGES}",
-        case.data.display()
-    );
+    let what = format!("C example {}", case.data.display());
+    assert_run_matches(&what, &run, &case.expected, true, &fixture().labels);
     run
 }
 
 #[test]
 fn c_example_int8_matches_host_bit_for_bit() {
-    if !tools_present() {
-        return;
-    }
-    let fx = fixture();
+    let Some(fx) = ready() else { return };
     let run = check_matches(&fx.int8);
     // The damaged copies of the model were refused, each with the code naming its fault.
     for (what, code) in [
@@ -245,10 +223,8 @@ fn c_example_int8_matches_host_bit_for_bit() {
 
 #[test]
 fn c_example_f32_matches_host_bit_for_bit() {
-    if !tools_present() {
-        return;
-    }
-    check_matches(&fixture().f32);
+    let Some(fx) = ready() else { return };
+    check_matches(&fx.f32);
 }
 
 /// The example's own images.h writer gives the header this test writes, from the same files.

@@ -21,8 +21,9 @@ use picodense_core::gemm::{Kernel, Scratch, Serial};
 use picodense_core::quant::{self, Calibration};
 use picodense_core::{Compute, MnistMlp, MnistWorkspace};
 use picodense_tests::{
-    HIDDEN, INPUTS, OUTPUTS, Prediction, Run, TEST_IMAGES, TRAIN_IMAGES, correct, datasets,
-    f32_predictions, int8_predictions, mismatches, run_qemu, runs, target_installed, train, zeroed,
+    HIDDEN, INPUTS, OUTPUTS, Prediction, Run, TRAIN_IMAGES, assert_run_matches, datasets,
+    f32_predictions, int8_predictions, mismatches, run_qemu, runs, target_installed, train,
+    without_outer_build_env, zeroed,
 };
 
 /// Everything the firmware runs share, made once.
@@ -105,6 +106,11 @@ fn fixture() -> &'static Fixture {
             labels: test.labels,
         }
     })
+}
+
+/// The fixture, when the tools the test needs are present (else the test is skipped).
+fn ready() -> Option<&'static Fixture> {
+    tools_present().then(fixture)
 }
 
 /// Whether QEMU and the thumbv7em target are here (else skipped, or failed in CI).
@@ -199,17 +205,7 @@ fn build(board: Board, model: &Path, expected: &[Prediction], extra_features: &[
         .env("PICODENSE_FW_MODEL", model)
         .env("PICODENSE_FW_IMAGES", &fx.images)
         .env("PICODENSE_FW_EXPECTED", &expected_path);
-    // The outer build's settings must not leak in: the firmware's .cargo/config.toml supplies
-    // the linker script through rustflags, which RUSTFLAGS would replace.
-    for var in [
-        "RUSTFLAGS",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "CARGO_BUILD_RUSTFLAGS",
-        "CARGO_TARGET_DIR",
-        "CARGO_BUILD_TARGET",
-    ] {
-        cmd.env_remove(var);
-    }
+    without_outer_build_env(&mut cmd);
     let start = Instant::now();
     let out = cmd.output().expect("run cargo");
     assert!(
@@ -233,31 +229,14 @@ fn run(board: Board, elf: &Path) -> Run {
 fn check_matches(board: Board, model: &Path, expected: &[Prediction], bits: bool) -> Run {
     let elf = build(board, model, expected, &[]);
     let run = run(board, &elf);
-    let bad = mismatches(&run, expected, bits);
-    assert!(
-        bad.is_empty() && run.exit_code == Some(0),
-        "firmware {} on {board:?}: exit {:?}, {} mismatches (first {:?}):\n{}",
-        model.display(),
-        run.exit_code,
-        bad.len(),
-        bad.first(),
-        run.stdout
-    );
-    let host_correct = correct(expected, &fixture().labels);
-    assert_eq!(run.accuracy, Some((host_correct, TEST_IMAGES)));
-    eprintln!(
-        "{board:?} {}: {TEST_IMAGES} predictions identical to the host, accuracy {host_correct}/{TEST_IMAGES}",
-        model.display()
-    );
+    let what = format!("firmware {} on {board:?}", model.display());
+    assert_run_matches(&what, &run, expected, bits, &fixture().labels);
     run
 }
 
 #[test]
 fn firmware_int8_on_an386_matches_host_bit_for_bit() {
-    if !tools_present() {
-        return;
-    }
-    let fx = fixture();
+    let Some(fx) = ready() else { return };
     let run = check_matches(Board::An386, &fx.int8_model, &fx.int8_expected, true);
     // Negative control of the host-side comparison: the same report against expectations with
     // image 3's class altered is a mismatch there.
@@ -268,19 +247,13 @@ fn firmware_int8_on_an386_matches_host_bit_for_bit() {
 
 #[test]
 fn firmware_int8_on_netduinoplus2_matches_host_bit_for_bit() {
-    if !tools_present() {
-        return;
-    }
-    let fx = fixture();
+    let Some(fx) = ready() else { return };
     check_matches(Board::Netduino, &fx.int8_model, &fx.int8_expected, true);
 }
 
 #[test]
 fn firmware_f32_on_an386_matches_host() {
-    if !tools_present() {
-        return;
-    }
-    let fx = fixture();
+    let Some(fx) = ready() else { return };
     // The logits are bit-exact with the host's F32View (same order of operations, IEEE f32 on
     // both), hence with the naive forward pass; the blocked kernel may differ in the last bits.
     check_matches(Board::An386, &fx.f32_model, &fx.f32_expected, true);
@@ -299,10 +272,7 @@ fn firmware_f32_on_an386_matches_host() {
 
 #[test]
 fn firmware_negative_control_is_caught() {
-    if !tools_present() {
-        return;
-    }
-    let fx = fixture();
+    let Some(fx) = ready() else { return };
     // A firmware that reports one wrong class: both its own check against the embedded expected
     // classes (exit code) and the host-side comparison must fail.
     let elf = build(

@@ -3,24 +3,20 @@
 //! the message names the file, the line and the column.
 
 use super::*;
+use picodense_support::put;
 use rand_core::{Rng, SeedableRng};
 use rand_xorshift::XorShiftRng;
+use std::path::PathBuf;
 use tempfile::TempDir;
 
 const TRAIN: &str = "a,b,label\n1,2,cat\n3,4,dog\n5,6,cat\n";
 const TEST: &str = "a,b,label\n7,8,dog\n";
 
-fn put(dir: &TempDir, name: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
-    let path = dir.path().join(name);
-    std::fs::write(&path, bytes).expect("temp file written");
-    path
-}
-
 fn read(train: impl AsRef<[u8]>, test: impl AsRef<[u8]>) -> Result<Tabular, CsvError> {
     let dir = TempDir::new().expect("temp dir");
     read_train_test(
-        &put(&dir, "train.csv", train),
-        &put(&dir, "test.csv", test),
+        &put(dir.path(), "train.csv", train),
+        &put(dir.path(), "test.csv", test),
         None,
     )
 }
@@ -28,16 +24,16 @@ fn read(train: impl AsRef<[u8]>, test: impl AsRef<[u8]>) -> Result<Tabular, CsvE
 /// The message of a hostile training file (with a valid test file), and the training path.
 fn train_error(train: impl AsRef<[u8]>, test: &str, label: Option<&str>) -> (String, PathBuf) {
     let dir = TempDir::new().expect("temp dir");
-    let path = put(&dir, "train.csv", train);
-    let result = read_train_test(&path, &put(&dir, "test.csv", test), label);
+    let path = put(dir.path(), "train.csv", train);
+    let result = read_train_test(&path, &put(dir.path(), "test.csv", test), label);
     (result.expect_err("hostile input refused").to_string(), path)
 }
 
 /// The message of a hostile test file (with the valid training file), and the test path.
 fn test_error(test: impl AsRef<[u8]>) -> (String, PathBuf) {
     let dir = TempDir::new().expect("temp dir");
-    let path = put(&dir, "test.csv", test);
-    let result = read_train_test(&put(&dir, "train.csv", TRAIN), &path, None);
+    let path = put(dir.path(), "test.csv", test);
+    let result = read_train_test(&put(dir.path(), "train.csv", TRAIN), &path, None);
     (result.expect_err("hostile input refused").to_string(), path)
 }
 
@@ -105,8 +101,8 @@ fn label_column_by_name_blank_lines_and_spaces() {
     let test = "species,w,h\nb,5,6\n";
     let dir = TempDir::new().unwrap();
     let data = read_train_test(
-        &put(&dir, "train.csv", train),
-        &put(&dir, "test.csv", test),
+        &put(dir.path(), "train.csv", train),
+        &put(dir.path(), "test.csv", test),
         Some("species"),
     )
     .unwrap();
@@ -121,11 +117,15 @@ fn lines_count_from_one_past_quoted_newlines() {
     // The quoted label spans lines 2-3, so the bad cell is on line 5 as an editor shows it.
     let train = "f,label\n1,\"two\nlines\"\n2,b\n3,x\n";
     let dir = TempDir::new().unwrap();
-    let path = put(&dir, "train.csv", train);
-    let test = put(&dir, "test.csv", "f,label\noops,b\n");
+    let path = put(dir.path(), "train.csv", train);
+    let test = put(dir.path(), "test.csv", "f,label\noops,b\n");
     let e = read_train_test(&path, &test, None).unwrap_err().to_string();
     assert_names(&e, &test, "line 2", "'f'");
-    let train_bad = put(&dir, "bad.csv", "f,label\n1,\"two\nlines\"\n2,b\nx,x\n");
+    let train_bad = put(
+        dir.path(),
+        "bad.csv",
+        "f,label\n1,\"two\nlines\"\n2,b\nx,x\n",
+    );
     let e = read_train_test(&train_bad, &test, None)
         .unwrap_err()
         .to_string();
@@ -136,23 +136,23 @@ fn lines_count_from_one_past_quoted_newlines() {
 fn read_features_takes_the_model_columns_with_or_without_labels() {
     let dir = TempDir::new().unwrap();
     let names = ["a".to_owned(), "b".to_owned()];
-    let with = put(&dir, "with.csv", "label,a,b\ncat,1,2\n,3,4\n");
+    let with = put(dir.path(), "with.csv", "label,a,b\ncat,1,2\n,3,4\n");
     assert_eq!(
         read_features(&with, &names, None).unwrap(),
         [1.0, 2.0, 3.0, 4.0]
     );
-    let without = put(&dir, "without.csv", "a,b\r\n5,6\r\n");
+    let without = put(dir.path(), "without.csv", "a,b\r\n5,6\r\n");
     assert_eq!(read_features(&without, &names, None).unwrap(), [5.0, 6.0]);
     for (text, column) in [
         ("b,a\n1,2\n", "column 1"),
         ("a\n1\n", "column 2"),
         ("a,b,c\n1,2,3\n", "column 3"),
     ] {
-        let path = put(&dir, "bad.csv", text);
+        let path = put(dir.path(), "bad.csv", text);
         let e = read_features(&path, &names, None).unwrap_err().to_string();
         assert_names(&e, &path, "line 1", column);
     }
-    let path = put(&dir, "nan.csv", "a,b\n1,2\n1,nan\n");
+    let path = put(dir.path(), "nan.csv", "a,b\n1,2\n1,nan\n");
     let e = read_features(&path, &names, None).unwrap_err().to_string();
     assert_names(&e, &path, "line 3", "'b'");
 }
@@ -306,9 +306,9 @@ fn test_label_never_seen_in_training() {
 #[test]
 fn test_label_not_an_integer_when_training_labels_are() {
     let dir = TempDir::new().unwrap();
-    let train = put(&dir, "train.csv", "f,label\n1,0\n2,1\n");
+    let train = put(dir.path(), "train.csv", "f,label\n1,0\n2,1\n");
     for bad in ["cat", "-1", "256", "1.0"] {
-        let test = put(&dir, "test.csv", format!("f,label\n1,1\n2,{bad}\n"));
+        let test = put(dir.path(), "test.csv", format!("f,label\n1,1\n2,{bad}\n"));
         let e = read_train_test(&train, &test, None)
             .unwrap_err()
             .to_string();
@@ -386,7 +386,7 @@ fn empty_files_and_files_without_rows() {
 #[test]
 fn missing_file_and_directory() {
     let dir = TempDir::new().unwrap();
-    let test = put(&dir, "test.csv", TEST);
+    let test = put(dir.path(), "test.csv", TEST);
     let missing = dir.path().join("nope.csv");
     let e = read_train_test(&missing, &test, None)
         .unwrap_err()
