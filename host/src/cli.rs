@@ -91,30 +91,34 @@ pub struct TrainArgs {
     pub data: DataArgs,
     #[command(flatten)]
     pub compute: ComputeArgs,
+    // The run's settings are options without clap defaults: `--resume` takes them from the
+    // checkpoint and refuses only those given, so it must know which were.
     /// Units of each hidden ReLU layer: one width or a list (`256,128`), 1 to 4 layers of 1 to
-    /// 4096 units.
-    #[arg(long, value_delimiter = ',', default_value = "512")]
-    pub hidden: Vec<usize>,
-    /// Passes over the training set.
-    #[arg(long, default_value_t = 5)]
-    pub epochs: usize,
-    /// Rows per step.
-    #[arg(long, default_value_t = 128)]
-    pub batch_size: usize,
-    /// Optimizer.
-    #[arg(long, value_enum, default_value = "rmsprop")]
-    pub optimizer: OptimizerKind,
-    /// Learning rate.
-    #[arg(long, default_value_t = 1e-3, allow_negative_numbers = true)]
-    pub learning_rate: f32,
-    /// Seed of the initial weights and of every epoch's shuffle.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Fraction of the training set held out (from its end, like Keras) for validation.
-    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
-    pub validation_split: f64,
+    /// 4096 units [default: 512].
+    #[arg(long, value_delimiter = ',')]
+    pub hidden: Option<Vec<usize>>,
+    /// Passes over the training set [default: 5]; with `--resume`, more than the checkpoint's
+    /// extends its run.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Rows per step [default: 128].
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Optimizer [default: rmsprop].
+    #[arg(long, value_enum)]
+    pub optimizer: Option<OptimizerKind>,
+    /// Learning rate [default: 0.001].
+    #[arg(long, allow_negative_numbers = true)]
+    pub learning_rate: Option<f32>,
+    /// Seed of the initial weights and of every epoch's shuffle [default: 0].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Fraction of the training set held out (from its end, like Keras) for validation
+    /// [default: 0].
+    #[arg(long, allow_negative_numbers = true)]
+    pub validation_split: Option<f64>,
     /// Where to write the trained model.
-    #[arg(long, default_value = "picodense-model.pdn")]
+    #[arg(long, default_value = DEFAULT_SAVE)]
     pub save: PathBuf,
     /// Write one JSON object per epoch, then the test figures, to this file.
     #[arg(long)]
@@ -131,11 +135,14 @@ pub struct TrainArgs {
     /// How often to checkpoint: `N` steps, or `Nepoch` epochs.
     #[arg(long, default_value = "1epoch", value_parser = parse_every)]
     pub checkpoint_every: Every,
-    /// Continue the run saved in this checkpoint (its seed, batch size, optimizer, learning
-    /// rate and epochs apply; give the same data).
+    /// Continue the run saved in this checkpoint, on its data and settings (a setting given
+    /// that differs from the checkpoint's is an error).
     #[arg(long)]
     pub resume: Option<PathBuf>,
 }
+
+/// Where `train` saves the model unless told.
+pub const DEFAULT_SAVE: &str = "picodense-model.pdn";
 
 /// `500` means every 500 steps, `1epoch` (or `2epochs`) every epoch (or two).
 fn parse_every(text: &str) -> Result<Every, String> {

@@ -7,18 +7,18 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use clap::Parser;
 use picodense::compute::{KernelChoice, default_threads, select_kernel};
 use picodense::data::csv as csv_data;
-use picodense::data::{self, DatasetKind, Splits};
+use picodense::data::{self, Dataset, DatasetKind, Splits};
 use picodense::evaluation::{ConfusionMatrix, Prediction, class_label, predicted_classes, top_k};
 use picodense::export;
 use picodense::image_input;
 use picodense::model::{ModelMeta, Network, Scaling};
 use picodense::plot::{self, PlotFormat};
 use picodense::report::{JsonLog, Progress, Summary};
-use picodense::train::{self, Every, Outcome, RunControl, TrainConfig, Trainer};
+use picodense::train::{self, Every, OptimizerKind, Outcome, RunControl, TrainConfig, Trainer};
 use picodense::{say, sayln};
 use picodense_core::Shape;
 use picodense_core::format::{Dtype, ModelView};
@@ -318,24 +318,20 @@ const INTERRUPTED: u8 = 130;
 
 fn run_train(args: cli::TrainArgs) -> Result<ExitCode> {
     let (threads, kernel) = compute_settings(&args.compute)?;
-    if !(0.0..1.0).contains(&args.validation_split) {
-        bail!(
-            "--validation-split must be in [0, 1), not {}",
-            args.validation_split
-        );
-    }
     if let Some(path) = &args.plot {
         PlotFormat::from_path(path)?;
     }
+    let defaults = TrainConfig::default();
     let requested = TrainConfig {
-        epochs: args.epochs,
-        batch_size: args.batch_size,
-        optimizer: args.optimizer,
-        learning_rate: args.learning_rate,
-        seed: args.seed,
+        epochs: args.epochs.unwrap_or(defaults.epochs),
+        batch_size: args.batch_size.unwrap_or(defaults.batch_size),
+        optimizer: args.optimizer.unwrap_or(defaults.optimizer),
+        learning_rate: args.learning_rate.unwrap_or(defaults.learning_rate),
+        seed: args.seed.unwrap_or(defaults.seed),
         threads,
         kernel,
-        hidden: args.hidden.clone(),
+        hidden: args.hidden.clone().unwrap_or(defaults.hidden),
+        validation_split: args.validation_split.unwrap_or(defaults.validation_split),
     };
     // Settings are checked before any data is read.
     train::validate(&requested)?;
@@ -359,7 +355,18 @@ fn run_train(args: cli::TrainArgs) -> Result<ExitCode> {
             probe: false,
         });
     }
-    let mut inputs = data_inputs(&args.data, None);
+    let resumed = match &args.resume {
+        Some(path) => {
+            let (trainer, recorded) = Trainer::resume(path, threads, kernel)?;
+            let config = resumed_config(&args, recorded, trainer.position())
+                .with_context(|| format!("{}: cannot resume", path.display()))?;
+            Some((trainer, config))
+        }
+        None => None,
+    };
+    // A resumed run reads the checkpoint's own data unless told otherwise.
+    let model_meta = resumed.as_ref().map(|(trainer, _)| &trainer.network.meta);
+    let mut inputs = data_inputs(&args.data, model_meta);
     if let Some(resume) = &args.resume {
         // Resuming a checkpoint and checkpointing on to the same file is the usual way (and
         // what the resume hint of an interrupted run does).
@@ -369,16 +376,12 @@ fn run_train(args: cli::TrainArgs) -> Result<ExitCode> {
         }
     }
     check_outputs(&outputs, &inputs)?;
-    let resumed = match &args.resume {
-        Some(path) => Some(Trainer::resume(path, threads, kernel)?),
-        None => None,
-    };
     let Loaded {
         mut splits,
         kind,
         source,
         meta,
-    } = load_data(&args.data, None, args.quiet)?;
+    } = load_data(&args.data, model_meta, args.quiet)?;
     let (mut trainer, config) = match resumed {
         Some((trainer, config)) => {
             let ckpt = trainer.network.shape;
@@ -394,37 +397,16 @@ fn run_train(args: cli::TrainArgs) -> Result<ExitCode> {
             (trainer, config)
         }
         None => {
-            let shape = shape_for(&splits, &args.hidden)?;
+            let shape = shape_for(&splits, &requested.hidden)?;
             let trainer = Trainer::new(&requested, shape, meta)?;
             (trainer, requested)
         }
     };
-    let validation = if args.validation_split > 0.0 {
-        // Keras keeps the first ceil(n * (1 - split)) rows for training.
-        let keep = (splits.train.len() as f64 * (1.0 - args.validation_split)).ceil() as usize;
-        let held = splits.train.len() - keep;
-        if held == 0 {
-            bail!(
-                "--validation-split {} holds out 0 of the {} training rows: give a larger split \
-                 (at least {}), or none",
-                args.validation_split,
-                splits.train.len(),
-                1.0 / splits.train.len() as f64
-            );
-        }
-        Some(splits.train.split_off_end(held))
-    } else {
-        None
-    };
-    if let (Some(path), Some(rows)) = (&args.resume, trainer.resumed_rows())
-        && rows != splits.train.len()
-    {
-        bail!(
-            "{}: the checkpoint was trained on {rows} rows, this data has {} (give the same \
-             --data/--dataset and --validation-split)",
-            path.display(),
-            splits.train.len()
-        );
+    let validation = hold_out(&mut splits.train, config.validation_split)?;
+    if let Some(path) = &args.resume {
+        trainer
+            .check_resumed_data(&splits.train)
+            .map_err(|e| anyhow!("{}: {e} (give the checkpoint's data)", path.display()))?;
     }
     if !args.quiet {
         sayln!(
@@ -507,11 +489,11 @@ fn run_train(args: cli::TrainArgs) -> Result<ExitCode> {
         let path = checkpoint.expect("an interrupt always has a checkpoint path");
         eprintln!(
             "interrupted at epoch {}, step {}: checkpoint written to {}; continue with \
-             `picodense train --resume {}`",
+             `{}`",
             position.epoch + 1,
             position.step,
             path.display(),
-            path.display()
+            resume_command(&args, &path)
         );
         if let Some(e) = log_error {
             eprintln!("error: {e}");
@@ -565,6 +547,129 @@ fn run_train(args: cli::TrainArgs) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Holds out the last `split` of `train` for validation, as Keras does (it keeps the first
+/// `ceil(n * (1 - split))` rows for training).
+fn hold_out(train: &mut Dataset, split: f64) -> Result<Option<Dataset>> {
+    if split == 0.0 {
+        return Ok(None);
+    }
+    let keep = (train.len() as f64 * (1.0 - split)).ceil() as usize;
+    let held = train.len() - keep;
+    if held == 0 {
+        bail!(
+            "--validation-split {split} holds out 0 of the {} training rows: give a larger split \
+             (at least {}), or none",
+            train.len(),
+            1.0 / train.len() as f64
+        );
+    }
+    Ok(Some(train.split_off_end(held)))
+}
+
+/// The settings of a resumed run: the checkpoint's, with `--epochs` extending the run. A
+/// setting given that differs from the checkpoint's is refused rather than ignored.
+fn resumed_config(
+    args: &cli::TrainArgs,
+    recorded: TrainConfig,
+    at: train::Position,
+) -> Result<TrainConfig> {
+    let mut conflicts = Vec::new();
+    let mut compare = |flag: &str, given: Option<String>, recorded: String| {
+        if let Some(given) = given
+            && given != recorded
+        {
+            conflicts.push(format!(
+                "{flag} {given} differs from the checkpoint's {recorded}"
+            ));
+        }
+    };
+    let widths = |h: &[usize]| h.iter().map(usize::to_string).collect::<Vec<_>>().join(",");
+    let optimizer = |o: OptimizerKind| format!("{o:?}").to_lowercase();
+    compare(
+        "--hidden",
+        args.hidden.as_deref().map(widths),
+        widths(&recorded.hidden),
+    );
+    compare(
+        "--batch-size",
+        args.batch_size.map(|b| b.to_string()),
+        recorded.batch_size.to_string(),
+    );
+    compare(
+        "--optimizer",
+        args.optimizer.map(optimizer),
+        optimizer(recorded.optimizer),
+    );
+    compare(
+        "--learning-rate",
+        args.learning_rate.map(|l| l.to_string()),
+        recorded.learning_rate.to_string(),
+    );
+    compare(
+        "--seed",
+        args.seed.map(|s| s.to_string()),
+        recorded.seed.to_string(),
+    );
+    compare(
+        "--validation-split",
+        args.validation_split.map(|v| v.to_string()),
+        recorded.validation_split.to_string(),
+    );
+    if !conflicts.is_empty() {
+        bail!(
+            "{} (leave them out to continue its run, or start a new run without --resume)",
+            conflicts.join("; ")
+        );
+    }
+    let epochs = args.epochs.unwrap_or(recorded.epochs);
+    if epochs < at.epoch {
+        bail!(
+            "--epochs {epochs} is fewer than the {} epochs the checkpoint has finished",
+            at.epoch
+        );
+    }
+    Ok(TrainConfig { epochs, ..recorded })
+}
+
+/// The command that continues an interrupted run from `checkpoint`, writing what this run
+/// would have written.
+fn resume_command(args: &cli::TrainArgs, checkpoint: &std::path::Path) -> String {
+    let mut words = vec![
+        "picodense".to_string(),
+        "train".into(),
+        "--resume".into(),
+        shell_word(checkpoint),
+    ];
+    let mut add = |flag: &str, value: String| words.extend([flag.to_string(), value]);
+    if args.save != std::path::Path::new(cli::DEFAULT_SAVE) {
+        add("--save", shell_word(&args.save));
+    }
+    if let Some(path) = &args.checkpoint {
+        add("--checkpoint", shell_word(path));
+        add("--checkpoint-every", args.checkpoint_every.to_string());
+    }
+    for (flag, path) in [("--log-json", &args.log_json), ("--plot", &args.plot)] {
+        if let Some(path) = path {
+            add(flag, shell_word(path));
+        }
+    }
+    if args.quiet {
+        words.push("--quiet".into());
+    }
+    words.join(" ")
+}
+
+/// `path` as one word for a POSIX shell: as it is when that is safe, else single-quoted.
+fn shell_word(path: &std::path::Path) -> String {
+    let text = path.to_string_lossy();
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_-./,:=+@%".contains(c);
+    if !text.is_empty() && text.chars().all(plain) {
+        text.into_owned()
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
+    }
 }
 
 /// A file a command writes, for [`check_outputs`].
@@ -653,10 +758,15 @@ fn check_outputs(outputs: &[Output], inputs: &[PathBuf]) -> Result<()> {
 /// path (every file of a folder), `--test-data`, or the folder of the named dataset.
 fn data_inputs(args: &DataArgs, model: Option<&ModelMeta>) -> Vec<PathBuf> {
     let mut files = Vec::new();
-    let dir = match &args.data {
+    // With no data named, a model's own files (as `load_data` reads them).
+    let own = model
+        .filter(|_| args.data.is_none() && args.dataset.is_none())
+        .and_then(|m| Some((Some(m.data.clone()?), m.test_data.clone())));
+    let (data, test_data) = own.unwrap_or_else(|| (args.data.clone(), args.test_data.clone()));
+    let dir = match &data {
         Some(path) => {
             files.push(path.clone());
-            files.extend(args.test_data.clone());
+            files.extend(test_data);
             path.is_dir().then(|| path.clone())
         }
         None => {

@@ -51,6 +51,8 @@ pub struct TrainConfig {
     pub kernel: Kernel,
     /// Units of each hidden layer.
     pub hidden: Vec<usize>,
+    /// Fraction of the data the caller held out for validation (recorded in checkpoints).
+    pub validation_split: f64,
 }
 
 impl Default for TrainConfig {
@@ -64,6 +66,7 @@ impl Default for TrainConfig {
             threads: 1,
             kernel: Kernel::PORTABLE,
             hidden: vec![512],
+            validation_split: 0.0,
         }
     }
 }
@@ -193,6 +196,13 @@ pub struct CheckpointRecord {
     pub learning_rate: f32,
     /// Training rows (after any validation split): resuming on other data is refused.
     pub train_rows: usize,
+    /// Fraction held out for validation.
+    #[serde(default)]
+    pub validation_split: f64,
+    /// CRC-32 of the training labels in file order: data with the same row count but other
+    /// labels is not the run's data (absent from checkpoints of earlier versions).
+    #[serde(default)]
+    pub train_labels_crc32: Option<u32>,
     /// Reports of the epochs finished so far (absent from checkpoints of earlier versions).
     #[serde(default)]
     pub history: Vec<EpochReport>,
@@ -207,6 +217,17 @@ pub enum Every {
     Steps(usize),
     /// Every N epochs.
     Epochs(usize),
+}
+
+/// As `--checkpoint-every` spells it.
+impl std::fmt::Display for Every {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            Every::Never => f.write_str("never"),
+            Every::Steps(n) => write!(f, "{n}"),
+            Every::Epochs(n) => write!(f, "{n}epoch"),
+        }
+    }
 }
 
 /// Checkpoints and early stopping for [`Trainer::fit`].
@@ -352,7 +373,8 @@ pub struct Trainer {
     indices: Vec<usize>,
     kernel: Kernel,
     position: Position,
-    resumed_rows: Option<usize>,
+    /// The training data a resumed checkpoint was made with.
+    resumed_data: Option<DataPrint>,
     /// Reports of the run's finished epochs, those before a resume included.
     history: Vec<EpochReport>,
 }
@@ -423,16 +445,39 @@ impl Trainer {
             threads,
             kernel,
             hidden: shape.hidden().to_vec(),
+            validation_split: record.validation_split,
         };
         trainer.grow_for(record.batch_size);
-        trainer.resumed_rows = Some(record.train_rows);
+        trainer.resumed_data = Some(DataPrint {
+            rows: record.train_rows,
+            labels_crc32: record.train_labels_crc32,
+        });
         trainer.history = record.history;
         Ok((trainer, config))
     }
 
-    /// Training rows the resumed checkpoint was made with.
-    pub fn resumed_rows(&self) -> Option<usize> {
-        self.resumed_rows
+    /// Refuses training data other than the resumed checkpoint's: other rows or labels.
+    pub fn check_resumed_data(&self, train: &Dataset) -> Result<(), String> {
+        let Some(recorded) = self.resumed_data else {
+            return Ok(());
+        };
+        let given = DataPrint::of(train);
+        if recorded.rows != given.rows {
+            return Err(format!(
+                "the checkpoint was trained on {} rows, this data has {}",
+                recorded.rows, given.rows
+            ));
+        }
+        if recorded
+            .labels_crc32
+            .is_some_and(|crc| Some(crc) != given.labels_crc32)
+        {
+            return Err(format!(
+                "the checkpoint was trained on other data: the {} rows have other labels",
+                given.rows
+            ));
+        }
+        Ok(())
     }
 
     /// Reports of the run's finished epochs, those before a resume included.
@@ -461,7 +506,7 @@ impl Trainer {
             indices: Vec::with_capacity(rows),
             kernel,
             position: Position::default(),
-            resumed_rows: None,
+            resumed_data: None,
             history: Vec::new(),
             network,
         }
@@ -491,6 +536,8 @@ impl Trainer {
         if train.is_empty() {
             return Err(TrainError::Invalid("the training set is empty".into()));
         }
+        self.check_resumed_data(train)
+            .map_err(TrainError::Invalid)?;
         if train.width != self.network.shape.inputs() {
             return Err(TrainError::Invalid(format!(
                 "the data has {} values a row, the network {} inputs",
@@ -625,6 +672,8 @@ impl Trainer {
             optimizer: config.optimizer,
             learning_rate: config.learning_rate,
             train_rows: train.len(),
+            validation_split: config.validation_split,
+            train_labels_crc32: DataPrint::of(train).labels_crc32,
             history: self.history.clone(),
         };
         let extra = serde_json::to_vec(&record).expect("plain fields serialise");
@@ -766,6 +815,22 @@ impl Trainer {
     }
 }
 
+/// What identifies a run's training data in its checkpoints.
+#[derive(Clone, Copy, Debug)]
+struct DataPrint {
+    rows: usize,
+    labels_crc32: Option<u32>,
+}
+
+impl DataPrint {
+    fn of(train: &Dataset) -> Self {
+        Self {
+            rows: train.len(),
+            labels_crc32: Some(picodense_core::crc32(&train.labels)),
+        }
+    }
+}
+
 /// Refuses RMSprop state no run could have written: a mean of squares that is negative or not
 /// finite, a decay outside [0, 1), an epsilon that is not positive, or a learning rate other
 /// than the record's.
@@ -819,6 +884,7 @@ fn check_record(r: &CheckpointRecord) -> Result<(), String> {
         optimizer: r.optimizer,
         learning_rate: r.learning_rate,
         seed: r.seed,
+        validation_split: r.validation_split,
         ..TrainConfig::default()
     };
     validate(&config).map_err(|e| e.to_string())?;
@@ -846,6 +912,7 @@ fn check_record(r: &CheckpointRecord) -> Result<(), String> {
     Ok(())
 }
 
+/// Refuses settings no run can train with.
 pub fn validate(config: &TrainConfig) -> Result<(), TrainError> {
     let invalid = |m: String| Err(TrainError::Invalid(m));
     if config.epochs == 0 {
@@ -865,6 +932,12 @@ pub fn validate(config: &TrainConfig) -> Result<(), TrainError> {
     }
     if config.threads == 0 {
         return invalid("threads must be at least 1".into());
+    }
+    if !(0.0..1.0).contains(&config.validation_split) {
+        return invalid(format!(
+            "validation-split must be in [0, 1), not {}",
+            config.validation_split
+        ));
     }
     Ok(())
 }

@@ -429,6 +429,20 @@ fn plain_model_given_to_resume() {
 fn checkpoint_for_other_data() {
     let guard = Guard::new();
     let data = dataset(guard.dir.path());
+    let fewer = write_dataset(
+        guard.dir.path(),
+        "fewer",
+        block_images(100, 3),
+        block_images(20, 4),
+    );
+    assert_fails(
+        &guard.train(&fewer, &["--resume", s(&guard.checkpoint)]),
+        &[
+            s(&guard.checkpoint),
+            "trained on 200 rows, this data has 100",
+        ],
+    );
+    // A validation split other than the run's is a setting that contradicts the checkpoint.
     assert_fails(
         &guard.train(
             &data,
@@ -441,7 +455,7 @@ fn checkpoint_for_other_data() {
         ),
         &[
             s(&guard.checkpoint),
-            "trained on 200 rows, this data has 100",
+            "--validation-split 0.5 differs from the checkpoint's 0",
         ],
     );
     guard.assert_intact();
