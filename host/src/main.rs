@@ -796,6 +796,13 @@ fn run_evaluate(args: cli::EvaluateArgs) -> Result<()> {
     let model_meta = network
         .as_ref()
         .map_or_else(|| ModelMeta::of_header(view.header()), |n| n.meta.clone());
+    if let Some(dir) = &args.report {
+        check_report_folder(
+            dir,
+            &args.model,
+            &data_inputs(&args.data, Some(&model_meta)),
+        )?;
+    }
     let loaded = load_data(&args.data, Some(&model_meta), args.json)?;
     let splits = &loaded.splits;
     let wants_details = args.confusion || args.report.is_some();
@@ -868,6 +875,29 @@ fn run_evaluate(args: cli::EvaluateArgs) -> Result<()> {
 }
 
 /// Refuses data whose rows or labels the network of the model file `path` cannot take.
+/// Refuses, before any work, a `--report` folder that is a file, or whose figures would
+/// replace an input of the run (the model, a data file) or something that is not a file.
+fn check_report_folder(
+    dir: &std::path::Path,
+    model: &std::path::Path,
+    data: &[PathBuf],
+) -> Result<()> {
+    match std::fs::metadata(dir) {
+        // A folder still to be made holds no input.
+        Err(_) => return Ok(()),
+        Ok(meta) if !meta.is_dir() => bail!("{}: --report is not a folder", dir.display()),
+        Ok(_) => {}
+    }
+    let (confusion, misclassified) = plot::report_paths(dir);
+    let outputs = [
+        Output::new("--report's confusion.png", &confusion),
+        Output::new("--report's misclassified.png", &misclassified),
+    ];
+    let mut inputs = data.to_vec();
+    inputs.push(model.to_owned());
+    check_outputs(&outputs, &inputs)
+}
+
 fn check_fits(path: &std::path::Path, network: &Network, splits: &Splits) -> Result<()> {
     let shape = network.shape;
     if splits.width() != shape.inputs() {

@@ -658,6 +658,11 @@ fn draw_grid<DB: DrawingBackend>(
 /// Mistakes shown in `misclassified.png`: a 5x5 grid.
 pub const REPORT_MISTAKES: usize = 25;
 
+/// The files [`evaluation_report`] writes into `dir`: the confusion matrix and the mistakes.
+pub fn report_paths(dir: &Path) -> (PathBuf, PathBuf) {
+    (dir.join("confusion.png"), dir.join("misclassified.png"))
+}
+
 /// Writes `confusion.png` and `misclassified.png` (the most confident mistakes) into `dir`
 /// for a model's `probabilities` on `data`; `set` names the data in the titles. Returns the
 /// two paths.
@@ -670,7 +675,7 @@ pub fn evaluation_report(
     names: &[String],
     set: &str,
 ) -> Result<(PathBuf, Option<PathBuf>), PlotError> {
-    let confusion = dir.join("confusion.png");
+    let (confusion, misclassified) = report_paths(dir);
     let accuracy = matrix.correct() as f64 / matrix.total().max(1) as f64;
     confusion_heatmap(
         &confusion,
@@ -695,7 +700,6 @@ pub fn evaluation_report(
                 }
             })
             .collect();
-    let misclassified = dir.join("misclassified.png");
     misclassified_grid(
         &misclassified,
         &mistakes,

@@ -812,3 +812,67 @@ fn train_on(data: &Path, extra: &[&str]) -> Output {
         .output()
         .unwrap()
 }
+
+/// `evaluate --report` writes two figures into a folder: neither may replace the model, a data
+/// file or something that is not a file, and a `--report` that is a file is refused, all
+/// before the data is read.
+#[test]
+fn evaluate_report_figures_never_replace_an_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path());
+    let model = dir.path().join("m.pdn");
+    let out = bin()
+        .args(["train", "--data", s(&data), "--epochs", "1", "--quiet"])
+        .args(["--save", s(&model)])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let model_bytes = std::fs::read(&model).unwrap();
+    let before = snapshot(&data);
+    let report = |folder: &Path| {
+        run(&[
+            "evaluate",
+            "--model",
+            s(&model),
+            "--data",
+            s(&data),
+            "--report",
+            s(folder),
+        ])
+    };
+    let onto_model = dir.path().join("onto-model");
+    std::fs::create_dir(&onto_model).unwrap();
+    std::os::unix::fs::symlink(&model, onto_model.join("confusion.png")).unwrap();
+    assert_fails(
+        &report(&onto_model),
+        &["--report's confusion.png would overwrite", s(&model)],
+    );
+    let onto_data = dir.path().join("onto-data");
+    std::fs::create_dir(&onto_data).unwrap();
+    let labels = data.join("t10k-labels-idx1-ubyte");
+    std::fs::hard_link(&labels, onto_data.join("misclassified.png")).unwrap();
+    assert_fails(
+        &report(&onto_data),
+        &[
+            "--report's misclassified.png would overwrite",
+            "an input of this run",
+        ],
+    );
+    let folder_there = dir.path().join("folder-there");
+    std::fs::create_dir_all(folder_there.join("confusion.png")).unwrap();
+    assert_fails(
+        &report(&folder_there),
+        &["confusion.png: --report's confusion.png is not a regular file (a directory)"],
+    );
+    assert_fails(&report(&labels), &["--report is not a folder"]);
+    assert_eq!(snapshot(&data), before, "the data changed");
+    assert!(
+        std::fs::read(&model).unwrap() == model_bytes,
+        "the model changed"
+    );
+    // A new folder gets both figures.
+    let fresh = dir.path().join("fresh");
+    let out = report(&fresh);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(fresh.join("confusion.png").is_file() && fresh.join("misclassified.png").is_file());
+}
