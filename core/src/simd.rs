@@ -95,9 +95,10 @@ pub(crate) struct PanelMatrix<'a> {
     _values: PhantomData<&'a mut [f32]>,
 }
 
+// SAFETY: the matrix is a `&mut [f32]` borrowed for `'a`, which may move to another thread.
+unsafe impl Send for PanelMatrix<'_> {}
 // SAFETY: the jobs of an update own disjoint ranges of the matrix's elements, and distinct
 // elements have distinct places in the panels, so no two threads touch the same float.
-unsafe impl Send for PanelMatrix<'_> {}
 unsafe impl Sync for PanelMatrix<'_> {}
 
 impl<'a> PanelMatrix<'a> {
@@ -179,7 +180,8 @@ pub(crate) fn rmsprop_panels<P: Parallel>(
         // elements are its own.
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => unsafe { x86::rmsprop_panels_avx2(w, *flat, g, v, h) },
-        // SAFETY: as above, for AVX-512.
+        // SAFETY: an AVX-512 kernel exists only when its creator vouched for the CPU; the
+        // piece's elements are its own.
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => unsafe { x86::rmsprop_panels_avx512(w, *flat, g, v, h) },
         // SAFETY: the piece's elements are its own.
@@ -247,47 +249,57 @@ mod x86 {
     macro_rules! lanes {
         ($vector:ty, $set1:ident, $load:ident, $store:ident, $setzero:ident, $add:ident,
          $sub:ident, $mul:ident, $div:ident, $sqrt:ident, |$bits:ident| $all_zero:expr) => {
-            // SAFETY (all): see `Lanes`.
             impl Lanes for $vector {
                 #[inline(always)]
                 unsafe fn splat(v: f32) -> Self {
+                    // SAFETY: the caller runs with the vector's features (see `Lanes`).
                     unsafe { $set1(v) }
                 }
                 #[inline(always)]
                 unsafe fn load(p: *const f32) -> Self {
+                    // SAFETY: the caller runs with the vector's features, and `p` addresses a whole vector.
                     unsafe { $load(p) }
                 }
                 #[inline(always)]
                 unsafe fn store(self, p: *mut f32) {
+                    // SAFETY: the caller runs with the vector's features, and `p` addresses a whole
+                    // vector.
                     unsafe { $store(p, self) }
                 }
                 #[inline(always)]
                 unsafe fn is_positive_zero(self) -> bool {
                     let $bits = self;
+                    // SAFETY: the caller runs with the vector's features (see `Lanes`).
                     unsafe { $all_zero }
                 }
                 #[inline(always)]
                 unsafe fn zero() -> Self {
+                    // SAFETY: the caller runs with the vector's features (see `Lanes`).
                     unsafe { $setzero() }
                 }
                 #[inline(always)]
                 unsafe fn add(self, other: Self) -> Self {
+                    // SAFETY: the caller runs with the vector's features (see `Lanes`).
                     unsafe { $add(self, other) }
                 }
                 #[inline(always)]
                 unsafe fn sub(self, other: Self) -> Self {
+                    // SAFETY: the caller runs with the vector's features (see `Lanes`).
                     unsafe { $sub(self, other) }
                 }
                 #[inline(always)]
                 unsafe fn mul(self, other: Self) -> Self {
+                    // SAFETY: the caller runs with the vector's features (see `Lanes`).
                     unsafe { $mul(self, other) }
                 }
                 #[inline(always)]
                 unsafe fn div(self, other: Self) -> Self {
+                    // SAFETY: the caller runs with the vector's features (see `Lanes`).
                     unsafe { $div(self, other) }
                 }
                 #[inline(always)]
                 unsafe fn sqrt(self) -> Self {
+                    // SAFETY: the caller runs with the vector's features (see `Lanes`).
                     unsafe { $sqrt(self) }
                 }
             }
@@ -359,6 +371,8 @@ mod x86 {
     /// As for [`Lanes`]: each pointer addresses a whole vector.
     #[inline(always)]
     unsafe fn update<V: Lanes>(w: *mut f32, g: *const f32, v: *mut f32, c: &Consts<V>) {
+        // SAFETY: the caller runs with `V`'s features, and `w`, `g` and `v` each address a
+        // whole vector (the caller's promise).
         unsafe {
             let gv = V::load(g);
             if gv.is_positive_zero() {

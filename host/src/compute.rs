@@ -15,7 +15,7 @@ pub fn zeroed_box<T: Zeroable>() -> Box<T> {
 
 /// Allocates `len` zeroed `T`s on the heap.
 pub fn zeroed_slice<T: Zeroable>(len: usize) -> Box<[T]> {
-    // SAFETY: as for `zeroed_box`.
+    // SAFETY: `Zeroable` promises that all-zero bytes are a valid `T`, so of `len` of them.
     unsafe { Box::<[T]>::new_zeroed_slice(len).assume_init() }
 }
 

@@ -68,11 +68,12 @@ unsafe impl GlobalAlloc for LargePages {
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         let layout = system_layout(layout);
         if layout.align() < HUGE_PAGE {
-            // SAFETY: as in `alloc`.
+            // SAFETY: a valid, non-zero-sized layout (the caller's promise, kept by `align_to`).
             return unsafe { System.alloc_zeroed(layout) };
         }
         // Advise before zeroing: zeroing first would fault the block in as small pages.
-        // SAFETY: as in `alloc`; the block is `layout.size()` bytes long.
+        // SAFETY: a valid, non-zero-sized layout (the caller's promise, kept by `align_to`);
+        // a non-null block is `layout.size()` bytes long, all of them written.
         unsafe {
             let ptr = System.alloc(layout);
             advise(ptr, layout);

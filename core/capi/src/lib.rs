@@ -316,7 +316,8 @@ pub unsafe extern "C" fn picodense_open(
             return e;
         }
     };
-    // SAFETY: as above; `Stored` fits in and is aligned within a `PicodenseView` (checked at
+    // SAFETY: `view` is non-NULL, aligned and valid for writes (the caller's obligation);
+    // `Stored` fits in and is aligned within a `PicodenseView` (checked at
     // compile time). `write` does not drop the old contents (nothing in a view needs a drop).
     unsafe { stored.write(Stored { tag: OPEN_TAG, net }) };
     // SAFETY: the caller's obligation on `info`.

@@ -119,10 +119,8 @@ fn int8_predictions_equal_the_core_bit_for_bit() {
         assert_eq!(info.scratch_words as usize, core.scratch_words());
         assert_eq!(info.scratch_bytes, 4 * info.scratch_words);
         // SAFETY: an opened view.
-        assert_eq!(
-            unsafe { picodense_scratch_words(&*view) },
-            core.scratch_words()
-        );
+        let words = unsafe { picodense_scratch_words(&*view) };
+        assert_eq!(words, core.scratch_words());
         let mut scratch = vec![0u32; core.scratch_words()];
         for image in images(30, 50) {
             let mut want = [0i32; 7];

@@ -63,9 +63,11 @@ pub(crate) struct Out<'a> {
     _c: PhantomData<&'a mut [f32]>,
 }
 
+// SAFETY: `Out` stands for the `&mut [f32]` of C, borrowed for `'a`, which may move to another
+// thread.
+unsafe impl Send for Out<'_> {}
 // SAFETY: jobs write through `Out` only inside their own column or row range (disjoint by
 // construction in `part_range`), and the borrow of C outlives every job.
-unsafe impl Send for Out<'_> {}
 unsafe impl Sync for Out<'_> {}
 
 impl<'a> Out<'a> {
@@ -91,6 +93,7 @@ impl<'a> Out<'a> {
     /// `(i, j)` is inside C and column `j` belongs to the caller's range.
     #[inline(always)]
     pub(super) unsafe fn set(&self, i: usize, j: usize, v: f32) {
+        // SAFETY: `(i, j)` lies inside C and no other job writes it (the caller's promise).
         unsafe { *self.ptr.add(i * self.ld + j) = v }
     }
 
@@ -103,6 +106,8 @@ impl<'a> Out<'a> {
     #[allow(clippy::mut_from_ref)]
     #[inline(always)]
     pub(super) unsafe fn row_mut(&self, i: usize, j: usize, len: usize) -> &mut [f32] {
+        // SAFETY: the elements lie inside C, and nothing else refers to them while the slice
+        // lives (the caller's promise).
         unsafe { core::slice::from_raw_parts_mut(self.ptr.add(i * self.ld + j), len) }
     }
 }

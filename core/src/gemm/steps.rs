@@ -128,8 +128,8 @@ fn list_steps<const R: usize>(panel: &APanel<R>, steps: &mut [u16], used: &mut [
             }
         } else {
             for (i, b) in bits[..len].iter_mut().enumerate() {
-                // SAFETY: group + i < kc.
                 *b = (0..R).fold(0, |any, ii| {
+                    // SAFETY: ii < R and group + i < kc.
                     any | unsafe { panel.at(ii, group + i) }.to_bits()
                 });
             }
@@ -192,9 +192,9 @@ fn list_and_pack_steps<const R: usize>(
     assert!(used.len() >= kc.div_ceil(8));
     let mut count = 0;
     for p in 0..kc {
-        // SAFETY: p < kc.
         let values: [f32; PACKED_ROWS] = core::array::from_fn(|ii| {
             if ii < R {
+                // SAFETY: ii < R and p < kc.
                 unsafe { panel.at(ii, p) }
             } else {
                 0.0

@@ -92,7 +92,7 @@ pub(super) fn copy_pairs(
     let zero = _mm256_setzero_si256();
     for b in (0..images).step_by(4) {
         for q in (0..pairs).step_by(4) {
-            // SAFETY (loads): rows b..b + 4 < rows, pairs first + q.. + 4 <= n / 2.
+            // SAFETY: rows b..b + 4 < rows, pairs first + q.. + 4 <= n / 2.
             let row = |i: usize| unsafe { _mm256_loadu_pd(src.add((b + i) * n / 2 + first + q)) };
             let (r0, r1, r2, r3) = (row(0), row(1), row(2), row(3));
             let (t0, t1) = (_mm256_unpacklo_pd(r0, r1), _mm256_unpackhi_pd(r0, r1));

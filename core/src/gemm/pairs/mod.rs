@@ -298,9 +298,9 @@ fn run_block(block: &Block, out: &Out, scratch: &mut Scratch, tile: TileFn) {
         }
         for (p, staged_row) in stage[..width].iter().enumerate() {
             let cols = 2 * staged;
+            debug_assert!(2 * first + cols <= n);
             // SAFETY: this job claimed rows start..start + width of C; columns 2 * first ..
             // 2 * first + cols < n lie inside its rows.
-            debug_assert!(2 * first + cols <= n);
             let c_row = unsafe { out.row_mut(block.start + p, 2 * first, cols) };
             c_row.copy_from_slice(&staged_row[..cols]);
         }
@@ -389,7 +389,8 @@ macro_rules! accumulate {
             let x = unsafe { $panel.as_ptr().add(b * BLOCK) };
             let [first, second] = &mut $acc;
             for (v, (first, second)) in first.iter_mut().zip(second).enumerate() {
-                // SAFETY: as above.
+                // SAFETY: v < V and `$lanes` V <= BLOCK, so the `$lanes` floats from
+                // `x + $lanes * v` lie in the row's BLOCK values in `panel`.
                 let x = unsafe { $load(x.add($lanes * v)) };
                 *first = $fmadd(a0, x, *first);
                 *second = $fmadd(a1, x, *second);

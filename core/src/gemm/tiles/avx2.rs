@@ -31,16 +31,18 @@ impl MulAdd for Fused {
     }
 }
 
-// SAFETY (all three): `Fused` is only used by the AVX2 and AVX-512 loop nests, whose callers
-// vouch for AVX2 and FMA (see `Kernel::avx2_unchecked` and `Kernel::avx512_unchecked`).
+// `Fused` is only used by the AVX2 and AVX-512 loop nests, whose callers vouch for AVX2 and FMA
+// (see `Kernel::avx2_unchecked` and `Kernel::avx512_unchecked`).
 impl<const NR: usize> Tiles<NR> for Fused {
     #[inline(always)]
     fn dense<const R: usize>(a: &APanel<R>, b_panel: &[f32]) -> [[f32; NR]; R] {
+        // SAFETY: only the AVX2 and AVX-512 loop nests run `Fused`, so the CPU has AVX2 and FMA.
         unsafe { fused_dense::<R, NR>(a, b_panel) }
     }
 
     #[inline(always)]
     fn sparse<const R: usize>(a: &APanel<R>, steps: &[u16], b_panel: &[f32]) -> [[f32; NR]; R] {
+        // SAFETY: only the AVX2 and AVX-512 loop nests run `Fused`, so the CPU has AVX2 and FMA.
         unsafe { fused_sparse::<R, NR>(a, steps, b_panel) }
     }
 
@@ -50,6 +52,7 @@ impl<const NR: usize> Tiles<NR> for Fused {
         steps: &[u16],
         b_panel: &[f32],
     ) -> [[f32; NR]; R] {
+        // SAFETY: only the AVX2 and AVX-512 loop nests run `Fused`, so the CPU has AVX2 and FMA.
         unsafe { fused_packed::<R, NR>(a, steps, b_panel) }
     }
 }

@@ -54,8 +54,7 @@ macro_rules! wide_tiles {
         // `#[inline(never)]` on a `#[target_feature]` function does not keep LLVM from
         // inlining it into the loop nest (same features), where the tile runs slower; a plain
         // function in between does.
-        // SAFETY (all three): `Wide` is only used by this module's `blocked`, whose caller
-        // vouches for the CPU.
+        // `Wide` is only used by this module's `blocked`, whose caller vouches for the CPU.
         impl<const V: usize, const W: usize> Tiles<W> for Wide<V> {
             // A wide panel of B does not stay in L1 while the next ones of its group pass,
             // but it stays in L2 while every A panel passes over it.
@@ -63,6 +62,7 @@ macro_rules! wide_tiles {
 
             #[inline(never)]
             fn dense<const R: usize>(a: &APanel<R>, b_panel: &[f32]) -> [[f32; W]; R] {
+                // SAFETY: only this module's `blocked` runs `Wide`, on a CPU vouched for.
                 unsafe { wide_dense::<R, V, W>(a, b_panel) }
             }
 
@@ -72,6 +72,7 @@ macro_rules! wide_tiles {
                 steps: &[u16],
                 b_panel: &[f32],
             ) -> [[f32; W]; R] {
+                // SAFETY: only this module's `blocked` runs `Wide`, on a CPU vouched for.
                 unsafe { wide_sparse::<R, V, W>(a, steps, b_panel) }
             }
 
@@ -81,6 +82,7 @@ macro_rules! wide_tiles {
                 steps: &[u16],
                 b_panel: &[f32],
             ) -> [[f32; W]; R] {
+                // SAFETY: only this module's `blocked` runs `Wide`, on a CPU vouched for.
                 unsafe { wide_packed::<R, V, W>(a, steps, b_panel) }
             }
         }
@@ -93,6 +95,7 @@ macro_rules! wide_tiles {
             let kc = (b_panel.len() / W).min(a.kc);
             // SAFETY: p < kc.
             let steps = (0..kc).map(|p| (p, core::array::from_fn(|ii| unsafe { a.at(ii, p) })));
+            // SAFETY: this function is compiled with the module's features.
             unsafe { wide::<R, V, W>(steps, b_panel) }
         }
 
@@ -109,6 +112,7 @@ macro_rules! wide_tiles {
                 // SAFETY: p < kc, just checked.
                 (p, core::array::from_fn(|ii| unsafe { a.at(ii, p) }))
             });
+            // SAFETY: this function is compiled with the module's features.
             unsafe { wide::<R, V, W>(steps, b_panel) }
         }
 
@@ -122,6 +126,7 @@ macro_rules! wide_tiles {
                 .iter()
                 .zip(a)
                 .map(|(&p, a)| (usize::from(p), core::array::from_fn(|ii| a[ii])));
+            // SAFETY: this function is compiled with the module's features.
             unsafe { wide::<R, V, W>(steps, b_panel) }
         }
 
@@ -136,15 +141,18 @@ macro_rules! wide_tiles {
         ) -> [[f32; W]; R] {
             const { assert!(W == $lanes * V) };
             let b_rows = b_panel.as_chunks::<W>().0;
-            // SAFETY (all intrinsics): the caller runs with this module's features; every load
-            // and store covers exactly one vector of a checked slice.
+            // SAFETY: the caller runs with this module's features.
             let mut acc = [[unsafe { $zero() }; V]; R];
             for (p, a) in steps {
                 let b_row = &b_rows[p];
+                // SAFETY: the caller runs with this module's features.
                 let a_v: [$vector; R] = a.map(|v| unsafe { $splat(v) });
                 for (v, b_v) in b_row.as_chunks::<$lanes>().0.iter().enumerate() {
+                    // SAFETY: the module's features; the load covers one chunk of `$lanes`
+                    // floats of B's row, a whole vector.
                     let b_v = unsafe { $load(b_v.as_ptr()) };
                     for (acc_row, &a_v) in acc.iter_mut().zip(&a_v) {
+                        // SAFETY: the caller runs with this module's features.
                         acc_row[v] = unsafe { $fmadd(a_v, b_v, acc_row[v]) };
                     }
                 }
@@ -152,6 +160,8 @@ macro_rules! wide_tiles {
             acc.map(|acc_row| {
                 let mut row = [0.0; W];
                 for (out, v) in row.as_chunks_mut::<$lanes>().0.iter_mut().zip(acc_row) {
+                    // SAFETY: the module's features; the store covers one chunk of `$lanes`
+                    // floats of the row, a whole vector.
                     unsafe { $store(out.as_mut_ptr(), v) };
                 }
                 row
