@@ -8,7 +8,7 @@
 //! so the destination holds either a verified file or nothing.
 
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -18,6 +18,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 
 use crate::data::DatasetKind;
+use crate::fs::AtomicFile;
 
 /// The files a dataset consists of, as the mirrors name them.
 pub const FILES: [&str; 4] = [
@@ -391,86 +392,6 @@ pub enum DownloadError {
     },
 }
 
-/// A temporary file beside the destination, removed on drop unless persisted.
-struct TempFile {
-    path: PathBuf,
-    file: Option<File>,
-}
-
-impl TempFile {
-    /// Creates a fresh hidden file in `dir`; the name carries the process id so that
-    /// concurrent downloads into one directory do not collide.
-    fn create(dir: &Path, name: &str) -> io::Result<TempFile> {
-        let pid = std::process::id();
-        let mut last = io::Error::from(io::ErrorKind::AlreadyExists);
-        for n in 0..1000 {
-            let path = dir.join(format!(".{name}.{pid}.{n}.part"));
-            match OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(file) => {
-                    return Ok(TempFile {
-                        path,
-                        file: Some(file),
-                    });
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = e,
-                Err(e) => return Err(e),
-            }
-        }
-        Err(last)
-    }
-
-    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        match &mut self.file {
-            Some(f) => f.write_all(buf),
-            None => Err(io::Error::other("temporary file already closed")),
-        }
-    }
-
-    /// Flushes what was written so that reading the file by its path sees all of it.
-    fn flush(&mut self) -> io::Result<()> {
-        match &mut self.file {
-            Some(f) => f.flush(),
-            None => Ok(()),
-        }
-    }
-
-    /// Flushes the data to disk, renames it to `dest` and syncs the directory, so that after
-    /// a crash `dest` is either absent or complete.
-    fn persist(mut self, dest: &Path) -> io::Result<()> {
-        if let Some(file) = self.file.take() {
-            file.sync_all()?;
-        }
-        fs::rename(&self.path, dest)?;
-        // Renamed: nothing left for drop to remove.
-        self.path = PathBuf::new();
-        sync_parent_dir(dest)
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        self.file = None;
-        if !self.path.as_os_str().is_empty() {
-            // Best effort: the error that got us here is the one worth reporting.
-            let _ = fs::remove_file(&self.path);
-        }
-    }
-}
-
-#[cfg(unix)]
-fn sync_parent_dir(path: &Path) -> io::Result<()> {
-    match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => File::open(dir)?.sync_all(),
-        _ => File::open(".")?.sync_all(),
-    }
-}
-
-#[cfg(not(unix))]
-fn sync_parent_dir(_path: &Path) -> io::Result<()> {
-    // Directories cannot be opened for syncing on this platform.
-    Ok(())
-}
-
 /// True when `path` exists and matches `want`, so downloading it again is pointless.
 fn already_verified(path: &Path, want: &Checksums) -> bool {
     let Ok(sha) = File::open(path).and_then(sha256_of) else {
@@ -547,12 +468,7 @@ fn fetch_one(
             error,
         })
     };
-    let dir = dest.parent().unwrap_or(Path::new("."));
-    let name = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mut tmp = TempFile::create(dir, &name).map_err(local)?;
+    let mut tmp = AtomicFile::create(dest).map_err(local)?;
     let progress = bar(announced);
     let mut reader = response.body_mut().as_reader();
     let mut hasher = Sha256::new();
@@ -592,10 +508,10 @@ fn fetch_one(
     });
     let outcome = outcome
         .and_then(|()| tmp.flush().map_err(local))
-        .and_then(|()| verify(&tmp.path, &hasher.finalize().into(), want).map_err(mirror));
+        .and_then(|()| verify(tmp.temp_path(), &hasher.finalize().into(), want).map_err(mirror));
     match outcome {
         Ok(()) => {
-            tmp.persist(dest).map_err(local)?;
+            tmp.commit().map_err(local)?;
             progress.finish();
             Ok(())
         }

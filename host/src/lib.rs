@@ -8,6 +8,7 @@ pub mod data;
 pub mod download;
 pub mod evaluation;
 pub mod export;
+pub mod fs;
 pub mod image_input;
 pub mod memory;
 pub mod model;

@@ -14,7 +14,8 @@ use picodense_core::{
 use crate::batch::{BatchInfo, epoch_order, fill_batch};
 use crate::compute::{Threads, zeroed_slice};
 use crate::data::Dataset;
-pub use crate::model::{ModelFileError, write_atomic};
+use crate::fs::write_atomic;
+pub use crate::model::ModelFileError;
 use crate::model::{ModelMeta, Network, dataset_byte, encode_file, parse_model, read_model_file};
 
 /// Largest batch the host trains with (Keras's default is 128).
@@ -691,7 +692,8 @@ impl Trainer {
             meta: Some(&meta),
             dataset: dataset_byte(self.network.meta.dataset_kind()),
         };
-        write_atomic(path, &encode_file(&self.network.layers(), &sections))?;
+        write_atomic(path, &encode_file(&self.network.layers(), &sections))
+            .map_err(ModelFileError::from)?;
         Ok(Some(path.to_owned()))
     }
 
