@@ -76,7 +76,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let train = train_set();
     // `picodense train --resume` refuses other data before it trains.
-    if trainer.resumed_rows() != Some(train.len()) {
+    if trainer.check_resumed_data(train).is_err() {
         return;
     }
     // Stop after one step, as a Ctrl-C would.

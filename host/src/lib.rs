@@ -3,6 +3,7 @@
 
 pub mod batch;
 pub mod bench;
+pub mod checkpoint;
 pub mod compute;
 pub mod data;
 pub mod download;
