@@ -3,11 +3,13 @@
 
 pub mod batch;
 pub mod bench;
+pub mod checkpoint;
 pub mod compute;
 pub mod data;
 pub mod download;
 pub mod evaluation;
 pub mod export;
+pub mod fs;
 pub mod image_input;
 pub mod memory;
 pub mod model;

@@ -14,6 +14,7 @@ use picodense::data::csv as csv_data;
 use picodense::data::{self, Dataset, DatasetKind, Splits};
 use picodense::evaluation::{ConfusionMatrix, Prediction, class_label, predicted_classes, top_k};
 use picodense::export;
+use picodense::fs::{Output, check_outputs, file_key, write_atomic};
 use picodense::image_input;
 use picodense::model::{ModelMeta, Network, Scaling};
 use picodense::plot::{self, PlotFormat};
@@ -516,7 +517,7 @@ fn run_train(args: cli::TrainArgs) -> Result<ExitCode> {
         log_error = Some(e);
     }
     // The model first: a log or figure that cannot be written must not cost the training.
-    train::write_atomic(&args.save, &trainer.to_bytes())?;
+    write_atomic(&args.save, &trainer.to_bytes())?;
     if !args.quiet {
         sayln!("saved {}", args.save.display());
     }
@@ -670,88 +671,6 @@ fn shell_word(path: &std::path::Path) -> String {
     } else {
         format!("'{}'", text.replace('\'', "'\\''"))
     }
-}
-
-/// A file a command writes, for [`check_outputs`].
-struct Output<'a> {
-    /// The option that names it, for messages.
-    flag: &'a str,
-    path: &'a std::path::Path,
-    /// Whether to check now that it can be written (else only that it destroys no input).
-    probe: bool,
-}
-
-impl<'a> Output<'a> {
-    fn new(flag: &'a str, path: &'a std::path::Path) -> Self {
-        Self {
-            flag,
-            path,
-            probe: true,
-        }
-    }
-}
-
-/// What identifies an existing file whatever the path (symlinks and hard links followed):
-/// its device and inode; `None` when it does not exist.
-fn file_key(path: &std::path::Path) -> Option<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
-}
-
-/// Where a path that may not exist yet points: its folder made absolute (symlinks resolved)
-/// and its name.
-fn future_path(path: &std::path::Path) -> Option<PathBuf> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => std::path::Path::new("."),
-    };
-    Some(std::fs::canonicalize(dir).ok()?.join(path.file_name()?))
-}
-
-/// Refuses, before any work, an output that is not a regular file (a device would be replaced
-/// by a file, a FIFO block), that is an input of the run or another output (symlinks and hard
-/// links followed), or that cannot be written (a missing folder, a name too long).
-fn check_outputs(outputs: &[Output], inputs: &[PathBuf]) -> Result<()> {
-    let input_keys: Vec<_> = inputs
-        .iter()
-        .filter_map(|p| Some((file_key(p)?, p)))
-        .collect();
-    // Each output so far: its file (if it exists), where it will be, and its flag.
-    type Seen<'f> = (Option<(u64, u64)>, Option<PathBuf>, &'f str);
-    let mut seen: Vec<Seen> = Vec::new();
-    for out in outputs {
-        let (flag, path) = (out.flag, out.path);
-        if let Ok(meta) = std::fs::metadata(path)
-            && !meta.is_file()
-        {
-            bail!(
-                "{}: {flag} is not a regular file ({}); give the path of a file",
-                path.display(),
-                image_input::file_kind(&meta.file_type())
-            );
-        }
-        let key = file_key(path);
-        if let Some((_, input)) = input_keys.iter().find(|(k, _)| Some(*k) == key) {
-            bail!(
-                "{}: {flag} would overwrite {}, an input of this run",
-                path.display(),
-                input.display()
-            );
-        }
-        let future = future_path(&picodense::model::resolve_link(path));
-        if let Some((.., other)) = seen
-            .iter()
-            .find(|(k, f, _)| (key.is_some() && *k == key) || (future.is_some() && *f == future))
-        {
-            bail!("{}: {flag} and {other} name the same file", path.display());
-        }
-        seen.push((key, future, flag));
-        if out.probe {
-            picodense::model::check_writable(path)
-                .with_context(|| format!("{}: cannot write {flag}", path.display()))?;
-        }
-    }
-    Ok(())
 }
 
 /// The files a run reads its data from, as far as they are known before reading: the `--data`
@@ -1325,9 +1244,9 @@ fn run_export(args: cli::ExportArgs) -> Result<()> {
     match as_header {
         true => {
             let text = export::c_header(&bytes, shape, dtype);
-            train::write_atomic(&args.out, text.as_bytes())?;
+            write_atomic(&args.out, text.as_bytes())?;
         }
-        false => train::write_atomic(&args.out, &bytes)?,
+        false => write_atomic(&args.out, &bytes)?,
     }
     let threads = default_threads();
     let f32_stats = Trainer::with_network(network, threads, select_kernel(KernelChoice::Auto)?)

@@ -344,6 +344,15 @@ pub enum ModelFileError {
     NotCheckpoint(PathBuf),
 }
 
+impl From<crate::fs::WriteError> for ModelFileError {
+    fn from(e: crate::fs::WriteError) -> Self {
+        Self::Io {
+            path: e.path,
+            error: e.error,
+        }
+    }
+}
+
 impl ModelFileError {
     /// `error` in the model file `path`.
     pub fn format(path: &Path, error: FormatError) -> Self {
@@ -426,82 +435,4 @@ pub fn network_from_bytes(path: &Path, bytes: &[u8]) -> Result<Network, ModelFil
 /// The checked view of the model file `path`, whose bytes are `bytes`.
 pub fn parse_model<'a>(path: &Path, bytes: &'a [u8]) -> Result<ModelView<'a>, ModelFileError> {
     ModelView::parse(bytes).map_err(|error| ModelFileError::format(path, error))
-}
-
-/// Writes `bytes` to `path` so that a crash leaves either the old file or the new one, never a
-/// mix: a temporary file in the same directory, fsync, rename, fsync of the directory.
-///
-/// A symlink is followed: the file it points to is replaced, the link stays. A replaced file
-/// keeps its permissions.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModelFileError> {
-    use std::io::Write;
-    let io_err = |error| ModelFileError::Io {
-        path: path.to_owned(),
-        error,
-    };
-    let target = resolve_link(path);
-    let path = target.as_path();
-    let tmp = temp_path(path).map_err(io_err)?;
-    let dir = tmp
-        .parent()
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-    let old_permissions = std::fs::metadata(path).ok().map(|m| m.permissions());
-    let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        if let Some(permissions) = old_permissions {
-            file.set_permissions(permissions)?;
-        }
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        drop(file);
-        std::fs::rename(&tmp, path)?;
-        // The rename itself must reach the disk too.
-        std::fs::File::open(&dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(io_err)
-}
-
-/// Where a write to `path` lands: the file a symlink points to, else `path` itself.
-pub fn resolve_link(path: &Path) -> PathBuf {
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_symlink() => {
-            std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned())
-        }
-        _ => path.to_owned(),
-    }
-}
-
-/// The temporary file [`write_atomic`] writes before renaming it to `path`: in the same folder,
-/// with a short name whatever the length of `path`'s (a name has at most 255 bytes).
-pub fn temp_path(path: &Path) -> std::io::Result<PathBuf> {
-    if path.file_name().is_none() {
-        return Err(std::io::Error::other("not a file name"));
-    }
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    Ok(dir.join(format!(".picodense.tmp-{}", std::process::id())))
-}
-
-/// Checks before any work that `write_atomic` (or an append) can write `path`: its name can be
-/// created, an existing file can be opened for writing, and the temporary file can be made in
-/// its folder. Nothing is left behind and an existing file is not changed.
-pub fn check_writable(path: &Path) -> std::io::Result<()> {
-    let path = resolve_link(path);
-    if path.exists() {
-        std::fs::OpenOptions::new().append(true).open(&path)?;
-    } else {
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
-        std::fs::remove_file(&path)?;
-    }
-    let tmp = temp_path(&path)?;
-    std::fs::File::create(&tmp)?;
-    std::fs::remove_file(&tmp)
 }

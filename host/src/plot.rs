@@ -13,7 +13,8 @@ use plotters_backend::{BackendColor, BackendCoord, BackendTextStyle, DrawingErro
 
 use crate::data::{Dataset, ImageSize};
 use crate::evaluation::{ConfusionMatrix, class_label, most_confident_errors};
-use crate::train::{EpochReport, ModelFileError, write_atomic};
+use crate::fs::{WriteError, write_atomic};
+use crate::train::EpochReport;
 
 /// DejaVu Sans cut down to ASCII (see assets/fonts/README.md): no system fonts needed.
 static FONT: &[u8] = include_bytes!("../assets/fonts/DejaVuSans-subset.ttf");
@@ -67,7 +68,7 @@ pub enum PlotError {
     },
     /// The file could not be written.
     #[error(transparent)]
-    Write(#[from] ModelFileError),
+    Write(#[from] WriteError),
 }
 
 /// Drawing errors differ per backend; the message is all a user needs.

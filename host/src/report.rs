@@ -162,7 +162,7 @@ impl JsonLog {
     pub fn create(path: &Path) -> std::io::Result<Self> {
         Ok(Self {
             path: path.to_owned(),
-            file: std::fs::File::create(path)?,
+            file: crate::fs::open_log(path, false)?,
         })
     }
 
@@ -170,10 +170,7 @@ impl JsonLog {
     pub fn append(path: &Path) -> std::io::Result<Self> {
         Ok(Self {
             path: path.to_owned(),
-            file: std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)?,
+            file: crate::fs::open_log(path, true)?,
         })
     }
 

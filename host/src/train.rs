@@ -1,10 +1,9 @@
-//! The `fit` loop, evaluation, and the model file on disk.
+//! The `fit` loop and evaluation; the checkpoints it writes are [`crate::checkpoint`]'s.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use picodense_core::format::Sections;
 use picodense_core::model::forward;
 use picodense_core::{
     Batch, Compute, Kernel, Layers, Learner, Optimizer, PanelState, Panels, Parallel, RmsPropRule,
@@ -12,10 +11,13 @@ use picodense_core::{
 };
 
 use crate::batch::{BatchInfo, epoch_order, fill_batch};
+use crate::checkpoint::{self, Checkpoint, DataPrint};
+pub use crate::checkpoint::{CheckpointRecord, Position};
 use crate::compute::{Threads, zeroed_slice};
 use crate::data::Dataset;
-pub use crate::model::{ModelFileError, write_atomic};
-use crate::model::{ModelMeta, Network, dataset_byte, encode_file, parse_model, read_model_file};
+use crate::fs::write_atomic;
+pub use crate::model::ModelFileError;
+use crate::model::{ModelMeta, Network};
 
 /// Largest batch the host trains with (Keras's default is 128).
 pub const MAX_BATCH: usize = 1024;
@@ -134,78 +136,6 @@ pub enum Event<'a> {
     },
     /// An epoch finished.
     EpochEnd(&'a EpochReport),
-}
-
-/// Where training stands: the next step to run, and the figures of the epoch so far.
-#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Position {
-    /// 0-based epoch.
-    pub epoch: usize,
-    /// Steps of that epoch already taken.
-    pub step: usize,
-    /// The epoch's figures so far.
-    #[serde(with = "stats_serde")]
-    pub stats: StepStats,
-}
-
-mod stats_serde {
-    use picodense_core::StepStats;
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    #[derive(Serialize, Deserialize)]
-    struct Stats {
-        loss_sum: f64,
-        correct: u32,
-        rows: u32,
-    }
-
-    pub fn serialize<S: Serializer>(s: &StepStats, ser: S) -> Result<S::Ok, S::Error> {
-        Stats {
-            loss_sum: s.loss_sum,
-            correct: s.correct,
-            rows: s.rows,
-        }
-        .serialize(ser)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<StepStats, D::Error> {
-        let s = Stats::deserialize(de)?;
-        Ok(StepStats {
-            loss_sum: s.loss_sum,
-            correct: s.correct,
-            rows: s.rows,
-        })
-    }
-}
-
-/// What a checkpoint records beside the model and optimizer state. The shuffle generator of
-/// each epoch is derived from `seed` and the epoch, so the seed and the position are its state.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-pub struct CheckpointRecord {
-    /// Next step to run.
-    pub position: Position,
-    /// Seed of the run.
-    pub seed: u64,
-    /// Epochs the run was asked for.
-    pub epochs: usize,
-    /// Rows per step.
-    pub batch_size: usize,
-    /// Optimizer of the run.
-    pub optimizer: OptimizerKind,
-    /// Learning rate of the run.
-    pub learning_rate: f32,
-    /// Training rows (after any validation split): resuming on other data is refused.
-    pub train_rows: usize,
-    /// Fraction held out for validation.
-    #[serde(default)]
-    pub validation_split: f64,
-    /// CRC-32 of the training labels in file order: data with the same row count but other
-    /// labels is not the run's data (absent from checkpoints of earlier versions).
-    #[serde(default)]
-    pub train_labels_crc32: Option<u32>,
-    /// Reports of the epochs finished so far (absent from checkpoints of earlier versions).
-    #[serde(default)]
-    pub history: Vec<EpochReport>,
 }
 
 /// How often to write checkpoints.
@@ -406,35 +336,19 @@ impl Trainer {
         threads: usize,
         kernel: Kernel,
     ) -> Result<(Self, TrainConfig), ModelFileError> {
-        let bytes = read_model_file(path)?;
-        let format_err = |error| ModelFileError::format(path, error);
-        let view = parse_model(path, &bytes)?;
-        let extra = view
-            .extra()
-            .map_err(format_err)?
-            .ok_or_else(|| ModelFileError::NotCheckpoint(path.to_owned()))?;
-        let bad_record = |reason: String| ModelFileError::BadRecord {
-            path: path.to_owned(),
-            reason,
-        };
-        let record: CheckpointRecord =
-            serde_json::from_slice(extra).map_err(|e| bad_record(e.to_string()))?;
-        check_record(&record).map_err(bad_record)?;
-        let network = Network::from_view(path, &view)?;
+        let Checkpoint {
+            record,
+            network,
+            rmsprop,
+        } = Checkpoint::read(path)?;
         let shape = network.shape;
         let mut trainer = Self::with_network(network, threads, kernel);
-        if record.optimizer == OptimizerKind::Rmsprop {
-            let mut velocity = vec![0.0; shape.parameters()];
-            let rule = view
-                .load_optimizer(&mut Layers::split_mut(shape, &mut velocity).expect("sized"))
-                .map_err(format_err)?;
-            check_optimizer(path, &rule, shape, &velocity, record.learning_rate)?;
-            trainer.optimizer = OptimizerState::RmsProp { rule, velocity };
-        } else {
-            trainer.optimizer = OptimizerState::Sgd(Sgd {
+        trainer.optimizer = match rmsprop {
+            Some((rule, velocity)) => OptimizerState::RmsProp { rule, velocity },
+            None => OptimizerState::Sgd(Sgd {
                 learning_rate: record.learning_rate,
-            });
-        }
+            }),
+        };
         trainer.position = record.position;
         let config = TrainConfig {
             epochs: record.epochs,
@@ -448,10 +362,7 @@ impl Trainer {
             validation_split: record.validation_split,
         };
         trainer.grow_for(record.batch_size);
-        trainer.resumed_data = Some(DataPrint {
-            rows: record.train_rows,
-            labels_crc32: record.train_labels_crc32,
-        });
+        trainer.resumed_data = Some(DataPrint::of_record(&record));
         trainer.history = record.history;
         Ok((trainer, config))
     }
@@ -461,23 +372,7 @@ impl Trainer {
         let Some(recorded) = self.resumed_data else {
             return Ok(());
         };
-        let given = DataPrint::of(train);
-        if recorded.rows != given.rows {
-            return Err(format!(
-                "the checkpoint was trained on {} rows, this data has {}",
-                recorded.rows, given.rows
-            ));
-        }
-        if recorded
-            .labels_crc32
-            .is_some_and(|crc| Some(crc) != given.labels_crc32)
-        {
-            return Err(format!(
-                "the checkpoint was trained on other data: the {} rows have other labels",
-                given.rows
-            ));
-        }
-        Ok(())
+        recorded.check_same(train)
     }
 
     /// Reports of the run's finished epochs, those before a resume included.
@@ -664,34 +559,16 @@ impl Trainer {
         if !self.network.is_finite() {
             return Err(self.diverged(self.position.epoch, self.position.step, "weights"));
         }
-        let record = CheckpointRecord {
-            position: self.position,
-            seed: config.seed,
-            epochs: config.epochs,
-            batch_size: config.batch_size,
-            optimizer: config.optimizer,
-            learning_rate: config.learning_rate,
-            train_rows: train.len(),
-            validation_split: config.validation_split,
-            train_labels_crc32: DataPrint::of(train).labels_crc32,
-            history: self.history.clone(),
-        };
-        let extra = serde_json::to_vec(&record).expect("plain fields serialise");
-        let meta = serde_json::to_vec(&self.network.meta).expect("plain fields serialise");
+        let record = CheckpointRecord::new(self.position, config, train, self.history.clone());
         let shape = self.network.shape;
-        let velocity = match &self.optimizer {
+        let rmsprop = match &self.optimizer {
             OptimizerState::RmsProp { rule, velocity } => {
                 Some((*rule, Layers::split(shape, velocity).expect("sized")))
             }
             OptimizerState::Sgd(_) => None,
         };
-        let sections = Sections {
-            optimizer: velocity.as_ref().map(|(rule, v)| (*rule, v)),
-            extra: Some(&extra),
-            meta: Some(&meta),
-            dataset: dataset_byte(self.network.meta.dataset_kind()),
-        };
-        write_atomic(path, &encode_file(&self.network.layers(), &sections))?;
+        let bytes = checkpoint::encode(&self.network, &record, rmsprop.as_ref());
+        write_atomic(path, &bytes).map_err(ModelFileError::from)?;
         Ok(Some(path.to_owned()))
     }
 
@@ -813,103 +690,6 @@ impl Trainer {
     pub fn to_bytes(&self) -> Vec<u8> {
         self.network.file_bytes()
     }
-}
-
-/// What identifies a run's training data in its checkpoints.
-#[derive(Clone, Copy, Debug)]
-struct DataPrint {
-    rows: usize,
-    labels_crc32: Option<u32>,
-}
-
-impl DataPrint {
-    fn of(train: &Dataset) -> Self {
-        Self {
-            rows: train.len(),
-            labels_crc32: Some(picodense_core::crc32(&train.labels)),
-        }
-    }
-}
-
-/// Refuses RMSprop state no run could have written: a mean of squares that is negative or not
-/// finite, a decay outside [0, 1), an epsilon that is not positive, or a learning rate other
-/// than the record's.
-fn check_optimizer(
-    path: &Path,
-    rule: &RmsPropRule,
-    shape: Shape,
-    velocity: &[f32],
-    learning_rate: f32,
-) -> Result<(), ModelFileError> {
-    let bad = |reason: String| ModelFileError::BadOptimizer {
-        path: path.to_owned(),
-        reason,
-    };
-    if !(0.0..1.0).contains(&rule.rho) {
-        return Err(bad(format!("RMSprop rho {} is outside [0, 1)", rule.rho)));
-    }
-    if !(rule.epsilon.is_finite() && rule.epsilon > 0.0) {
-        return Err(bad(format!(
-            "RMSprop epsilon {} is not a positive number",
-            rule.epsilon
-        )));
-    }
-    if rule.learning_rate != learning_rate {
-        return Err(bad(format!(
-            "RMSprop learning rate {} differs from the record's {learning_rate}",
-            rule.learning_rate
-        )));
-    }
-    if let Some(at) = crate::model::first_non_finite(shape, velocity) {
-        return Err(ModelFileError::NonFinite {
-            path: path.to_owned(),
-            what: format!("RMSprop mean square of {at}"),
-        });
-    }
-    if let Some(i) = velocity.iter().position(|&v| v < 0.0) {
-        return Err(bad(format!(
-            "RMSprop mean square {} (value {i}) is negative",
-            velocity[i]
-        )));
-    }
-    Ok(())
-}
-
-/// Refuses a checkpoint record that no run could have written: settings `fit` rejects, or a
-/// position outside the run (which would otherwise skip or overflow in the loop).
-fn check_record(r: &CheckpointRecord) -> Result<(), String> {
-    let config = TrainConfig {
-        epochs: r.epochs,
-        batch_size: r.batch_size,
-        optimizer: r.optimizer,
-        learning_rate: r.learning_rate,
-        seed: r.seed,
-        validation_split: r.validation_split,
-        ..TrainConfig::default()
-    };
-    validate(&config).map_err(|e| e.to_string())?;
-    let at = &r.position;
-    let steps = r.train_rows.div_ceil(r.batch_size);
-    let rows = u64::from(at.stats.rows);
-    if r.history.len() > at.epoch {
-        return Err(format!(
-            "{} epoch reports for a run at epoch {}",
-            r.history.len(),
-            at.epoch
-        ));
-    }
-    if at.epoch > r.epochs
-        || at.step > steps
-        || rows > r.train_rows as u64
-        || at.stats.correct > at.stats.rows
-    {
-        return Err(format!(
-            "position (epoch {}, step {}, {} rows) is outside a run of {} epochs of {steps} steps \
-             over {} rows",
-            at.epoch, at.step, at.stats.rows, r.epochs, r.train_rows
-        ));
-    }
-    Ok(())
 }
 
 /// Refuses settings no run can train with.
