@@ -12,10 +12,10 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use criterion::measurement::Measurement;
-use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, SamplingMode, Throughput};
 use picodense::batch::{init_rng, ink_box_area, to_unit};
-use picodense::compute::{KernelChoice, Threads, select_kernel, zeroed_box, zeroed_slice};
-use picodense_benches::{PIXELS, ThreadCpuTime, synthetic_mnist};
+use picodense::compute::{Threads, zeroed_box, zeroed_slice};
+use picodense_benches::{PIXELS, avx2, avx512, synthetic_mnist};
 use picodense_core::{
     BATCH, Batch, Compute, HiddenPanels, Kernel, MnistMlp, MnistWorkspace, RmsProp, Scratch,
     StepStats,
@@ -83,16 +83,6 @@ impl Trainer {
     }
 }
 
-/// The AVX2 kernel, if this CPU runs it.
-fn avx2() -> Option<Kernel> {
-    select_kernel(KernelChoice::Avx2).ok()
-}
-
-/// The AVX-512 kernel, if this CPU runs it.
-fn avx512() -> Option<Kernel> {
-    select_kernel(KernelChoice::Avx512).ok()
-}
-
 /// The epochs of one thread count: 1 measured in the thread's CPU time, more in wall time.
 fn epochs<M: Measurement>(c: &mut Criterion<M>, threads: usize) {
     // Made once for both groups: drawing 60,000 images takes seconds.
@@ -122,23 +112,4 @@ fn epochs<M: Measurement>(c: &mut Criterion<M>, threads: usize) {
     group.finish();
 }
 
-fn one_thread(c: &mut Criterion<ThreadCpuTime>) {
-    epochs(c, 1);
-}
-
-fn two_threads(c: &mut Criterion) {
-    epochs(c, 2);
-}
-
-criterion_group! {
-    name = single;
-    // No plots: they need system fonts, and the figures are what matters here.
-    config = Criterion::default().without_plots().with_measurement(ThreadCpuTime);
-    targets = one_thread
-}
-criterion_group! {
-    name = threads;
-    config = Criterion::default().without_plots();
-    targets = two_threads
-}
-criterion_main!(single, threads);
+picodense_benches::one_and_two_threads!(epochs);

@@ -15,9 +15,9 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::measurement::Measurement;
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use picodense::compute::{KernelChoice, Threads, select_kernel, zeroed_slice};
-use picodense_benches::{PIXELS, ThreadCpuTime, synthetic_mnist};
+use criterion::{Criterion, Throughput};
+use picodense::compute::{Threads, zeroed_slice};
+use picodense_benches::{PIXELS, avx2, avx512, synthetic_mnist};
 use picodense_core::Scratch;
 use picodense_core::gemm::{Epilogue, Kernel, MatRef, Parallel, Serial, gemm_parallel};
 use picodense_support::Noise;
@@ -33,70 +33,51 @@ enum Layout {
     Nt,
 }
 
-struct Shape {
-    name: &'static str,
-    m: usize,
-    k: usize,
-    n: usize,
-    layout: Layout,
-    /// A holds MNIST-like pixels (only for k or m = 784).
-    mnist: bool,
-    naive: bool,
+/// What A holds.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Data {
+    /// Dense uniform values; the naive kernel runs too.
+    Dense,
+    /// Dense uniform values, too large a product for the naive kernel.
+    DenseLarge,
+    /// MNIST-like pixels (only for k or m = 784).
+    Mnist,
 }
 
+/// One product: `(name, m, k, n, layout, data)`.
+#[derive(Clone, Copy)]
+struct Shape(&'static str, usize, usize, usize, Layout, Data);
+
 const SHAPES: [Shape; 7] = [
-    shape("fwd_128x784x512", 128, 784, 512, Layout::Nn, false, true),
-    shape(
+    Shape("fwd_128x784x512", 128, 784, 512, Layout::Nn, Data::Dense),
+    Shape(
         "fwd-mnist_128x784x512",
         128,
         784,
         512,
         Layout::Nn,
-        true,
-        false,
+        Data::Mnist,
     ),
-    shape("wgrad_784x128x512", 784, 128, 512, Layout::Tn, false, true),
-    shape(
+    Shape("wgrad_784x128x512", 784, 128, 512, Layout::Tn, Data::Dense),
+    Shape(
         "wgrad-mnist_784x128x512",
         784,
         128,
         512,
         Layout::Tn,
-        true,
-        false,
+        Data::Mnist,
     ),
-    shape("out_128x512x10", 128, 512, 10, Layout::Nn, false, true),
-    shape("back_128x10x512", 128, 10, 512, Layout::Nt, false, true),
-    shape(
+    Shape("out_128x512x10", 128, 512, 10, Layout::Nn, Data::Dense),
+    Shape("back_128x10x512", 128, 10, 512, Layout::Nt, Data::Dense),
+    Shape(
         "square_1024x1024x1024",
         1024,
         1024,
         1024,
         Layout::Nn,
-        false,
-        false,
+        Data::DenseLarge,
     ),
 ];
-
-const fn shape(
-    name: &'static str,
-    m: usize,
-    k: usize,
-    n: usize,
-    layout: Layout,
-    mnist: bool,
-    naive: bool,
-) -> Shape {
-    Shape {
-        name,
-        m,
-        k,
-        n,
-        layout,
-        mnist,
-        naive,
-    }
-}
 
 /// `len` values uniform in `[-1, 1)`.
 fn uniform(len: usize, seed: u64) -> Vec<f32> {
@@ -104,11 +85,11 @@ fn uniform(len: usize, seed: u64) -> Vec<f32> {
 }
 
 /// A's data as stored: uniform values, or MNIST-like pixels / 255 (one image per row of X).
-fn a_data(s: &Shape) -> Vec<f32> {
-    if !s.mnist {
-        return uniform(s.m * s.k, 1);
+fn a_data(&Shape(_, m, k, _, _, data): &Shape) -> Vec<f32> {
+    if data != Data::Mnist {
+        return uniform(m * k, 1);
     }
-    let images = s.m.min(s.k).max(s.m * s.k / PIXELS);
+    let images = m.min(k).max(m * k / PIXELS);
     let (pixels, _) = synthetic_mnist(images, 3);
     // X is images x 784 row-major in both layouts (Xᵀ is a view of it).
     pixels.iter().map(|&p| f32::from(p) / 255.0).collect()
@@ -117,23 +98,24 @@ fn a_data(s: &Shape) -> Vec<f32> {
 /// One shape: on this thread (`jobs == 1`: naive, portable, AVX2, AVX-512, matrixmultiply) or
 /// AVX2 and AVX-512 split over two threads.
 fn bench_shape<M: Measurement>(c: &mut Criterion<M>, s: &Shape, jobs: usize) {
+    let &Shape(shape_name, m, k, n, layout, data) = s;
     let a_store = a_data(s);
-    let b_store = uniform(s.k * s.n, 2);
-    let a = match s.layout {
-        Layout::Tn => MatRef::row_major(&a_store, s.k, s.m).t(),
-        Layout::Nn | Layout::Nt => MatRef::row_major(&a_store, s.m, s.k),
+    let b_store = uniform(k * n, 2);
+    let a = match layout {
+        Layout::Tn => MatRef::row_major(&a_store, k, m).t(),
+        Layout::Nn | Layout::Nt => MatRef::row_major(&a_store, m, k),
     };
-    let b = match s.layout {
-        Layout::Nt => MatRef::row_major(&b_store, s.n, s.k).t(),
-        Layout::Nn | Layout::Tn => MatRef::row_major(&b_store, s.k, s.n),
+    let b = match layout {
+        Layout::Nt => MatRef::row_major(&b_store, n, k).t(),
+        Layout::Nn | Layout::Tn => MatRef::row_major(&b_store, k, n),
     };
-    let mut out = vec![0.0f32; s.m * s.n];
+    let mut out = vec![0.0f32; m * n];
     let mut scratches = zeroed_slice::<Scratch>(jobs);
 
     let name = if jobs == 1 { "gemm" } else { "gemm_2threads" };
-    let mut group = c.benchmark_group(format!("{name}/{}", s.name));
-    group.throughput(Throughput::Elements(2 * (s.m * s.k * s.n) as u64));
-    let big = s.m * s.k * s.n > 100_000_000;
+    let mut group = c.benchmark_group(format!("{name}/{shape_name}"));
+    group.throughput(Throughput::Elements(2 * (m * k * n) as u64));
+    let big = m * k * n > 100_000_000;
     group.sample_size(if big { 10 } else { 30 });
     group.warm_up_time(Duration::from_millis(if big { 1000 } else { 400 }));
     group.measurement_time(Duration::from_millis(if big { 3000 } else { 1500 }));
@@ -150,7 +132,7 @@ fn bench_shape<M: Measurement>(c: &mut Criterion<M>, s: &Shape, jobs: usize) {
         return;
     }
     let mut kernels = vec![("portable", Kernel::PORTABLE)];
-    if s.naive {
+    if data == Data::Dense {
         kernels.insert(0, ("naive", Kernel::NAIVE));
     }
     kernels.extend(avx2().map(|k| ("avx2", k)));
@@ -160,17 +142,17 @@ fn bench_shape<M: Measurement>(c: &mut Criterion<M>, s: &Shape, jobs: usize) {
             bench.iter(|| product(&Serial, kernel, a, b, &mut out, &mut scratches))
         });
     }
-    let (rsa, csa) = strides(s.layout, true, s.m, s.k);
-    let (rsb, csb) = strides(s.layout, false, s.k, s.n);
+    let (rsa, csa) = strides(layout, true, m, k);
+    let (rsb, csb) = strides(layout, false, k, n);
     group.bench_function("matrixmultiply", |bench| {
         bench.iter(|| {
             // SAFETY: the pointers and strides describe the live buffers above: A is m x k,
             // B is k x n, C is m x n row-major.
             unsafe {
                 matrixmultiply::sgemm(
-                    s.m,
-                    s.k,
-                    s.n,
+                    m,
+                    k,
+                    n,
                     1.0,
                     a_store.as_ptr(),
                     rsa,
@@ -180,7 +162,7 @@ fn bench_shape<M: Measurement>(c: &mut Criterion<M>, s: &Shape, jobs: usize) {
                     csb,
                     0.0,
                     out.as_mut_ptr(),
-                    s.n as isize,
+                    n as isize,
                     1,
                 )
             }
@@ -219,37 +201,11 @@ fn strides(layout: Layout, is_a: bool, rows: usize, cols: usize) -> (isize, isiz
     }
 }
 
-/// The AVX2 kernel, if this CPU runs it.
-fn avx2() -> Option<Kernel> {
-    select_kernel(KernelChoice::Avx2).ok()
-}
-
-/// The AVX-512 kernel, if this CPU runs it.
-fn avx512() -> Option<Kernel> {
-    select_kernel(KernelChoice::Avx512).ok()
-}
-
-fn one_thread(c: &mut Criterion<ThreadCpuTime>) {
+/// Every shape on `jobs` threads.
+fn shapes<M: Measurement>(c: &mut Criterion<M>, jobs: usize) {
     for s in &SHAPES {
-        bench_shape(c, s, 1);
+        bench_shape(c, s, jobs);
     }
 }
 
-fn two_threads(c: &mut Criterion) {
-    for s in &SHAPES {
-        bench_shape(c, s, 2);
-    }
-}
-
-criterion_group! {
-    name = single;
-    // No plots: they need system fonts, and the figures are what matters here.
-    config = Criterion::default().without_plots().with_measurement(ThreadCpuTime);
-    targets = one_thread
-}
-criterion_group! {
-    name = threads;
-    config = Criterion::default().without_plots();
-    targets = two_threads
-}
-criterion_main!(single, threads);
+picodense_benches::one_and_two_threads!(shapes);

@@ -1,11 +1,58 @@
 //! Shared pieces of the criterion benchmarks in `benches/`: MNIST-like synthetic data (from
-//! `picodense-support`) and a thread-CPU-time measurement for single-thread runs.
+//! `picodense-support`), the kernels this CPU runs, a thread-CPU-time measurement for
+//! single-thread runs, and the groups every benchmark runs on one and on two threads.
 
 use std::time::Duration;
 
 use criterion::measurement::{Measurement, ValueFormatter, WallTime};
+use picodense_core::Kernel;
 
+pub use criterion;
 pub use picodense_support::{PIXELS, synthetic_mnist};
+
+/// The AVX2 kernel, if this CPU runs it.
+pub fn avx2() -> Option<Kernel> {
+    #[cfg(target_arch = "x86_64")]
+    return Kernel::avx2();
+    #[cfg(not(target_arch = "x86_64"))]
+    None
+}
+
+/// The AVX-512 kernel, if this CPU runs it.
+pub fn avx512() -> Option<Kernel> {
+    #[cfg(target_arch = "x86_64")]
+    return Kernel::avx512();
+    #[cfg(not(target_arch = "x86_64"))]
+    None
+}
+
+/// `main` for a benchmark `fn(&mut Criterion<M>, threads)`: a group `single` that runs it on
+/// one thread measured in the thread's CPU time, and a group `threads` on two threads in wall
+/// time. No plots: they need system fonts, and the figures are what matters here.
+#[macro_export]
+macro_rules! one_and_two_threads {
+    ($bench:path) => {
+        fn one_thread(c: &mut $crate::criterion::Criterion<$crate::ThreadCpuTime>) {
+            $bench(c, 1);
+        }
+        fn two_threads(c: &mut $crate::criterion::Criterion) {
+            $bench(c, 2);
+        }
+        $crate::criterion::criterion_group! {
+            name = single;
+            config = $crate::criterion::Criterion::default()
+                .without_plots()
+                .with_measurement($crate::ThreadCpuTime);
+            targets = one_thread
+        }
+        $crate::criterion::criterion_group! {
+            name = threads;
+            config = $crate::criterion::Criterion::default().without_plots();
+            targets = two_threads
+        }
+        $crate::criterion::criterion_main!(single, threads);
+    };
+}
 
 /// Criterion measurement of the CPU time of the benchmarking thread: on a shared machine, time
 /// the thread spends descheduled while other processes run does not count. Only meaningful for

@@ -258,11 +258,12 @@ mod avx2 {
         let (bytes, _) = pixels[..len].as_chunks::<8>();
         let (recip, divisor) = (_mm256_set1_ps(1.0 / 255.0), _mm256_set1_ps(255.0));
         for (bytes, out) in bytes.iter().zip(out.as_chunks_mut::<8>().0) {
-            // SAFETY: 8 bytes are read and 8 floats written, inside the chunks.
+            // SAFETY: 8 bytes are read, inside the chunk.
             let p = unsafe { _mm_loadl_epi64(bytes.as_ptr().cast()) };
             let p = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(p));
             let q = _mm256_mul_ps(p, recip);
             let q = _mm256_fmadd_ps(_mm256_fnmadd_ps(q, divisor, p), recip, q);
+            // SAFETY: 8 floats are written, inside the chunk.
             unsafe { _mm256_storeu_ps(out.as_mut_ptr(), q) };
         }
         let done = bytes.len() * 8;
@@ -322,11 +323,12 @@ mod avx512 {
         let (bytes, _) = pixels[..len].as_chunks::<16>();
         let (recip, divisor) = (_mm512_set1_ps(1.0 / 255.0), _mm512_set1_ps(255.0));
         for (bytes, out) in bytes.iter().zip(out.as_chunks_mut::<16>().0) {
-            // SAFETY: 16 bytes are read and 16 floats written, inside the chunks.
+            // SAFETY: 16 bytes are read, inside the chunk.
             let p = unsafe { _mm_loadu_si128(bytes.as_ptr().cast()) };
             let p = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(p));
             let q = _mm512_mul_ps(p, recip);
             let q = _mm512_fmadd_ps(_mm512_fnmadd_ps(q, divisor, p), recip, q);
+            // SAFETY: 16 floats are written, inside the chunk.
             unsafe { _mm512_storeu_ps(out.as_mut_ptr(), q) };
         }
         let done = bytes.len() * 16;

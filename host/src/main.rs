@@ -793,7 +793,6 @@ fn run_evaluate(args: cli::EvaluateArgs) -> Result<()> {
     Ok(())
 }
 
-/// Refuses data whose rows or labels the network of the model file `path` cannot take.
 /// Refuses, before any work, a `--report` folder that is a file, or whose figures would
 /// replace an input of the run (the model, a data file) or something that is not a file.
 fn check_report_folder(
@@ -814,9 +813,10 @@ fn check_report_folder(
     ];
     let mut inputs = data.to_vec();
     inputs.push(model.to_owned());
-    check_outputs(&outputs, &inputs)
+    Ok(check_outputs(&outputs, &inputs)?)
 }
 
+/// Refuses data whose rows or labels the network of the model file `path` cannot take.
 fn check_fits(path: &std::path::Path, network: &Network, splits: &Splits) -> Result<()> {
     let shape = network.shape;
     if splits.width() != shape.inputs() {

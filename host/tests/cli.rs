@@ -5,23 +5,6 @@ use common::*;
 
 use std::path::{Path, PathBuf};
 
-/// `picodense train --data DATA --epochs 1 --quiet --save MODEL EXTRA...`, which must succeed.
-fn train_epoch(data: &Path, model: &Path, extra: &[&str]) {
-    let mut args = vec![
-        "train",
-        "--data",
-        s(data),
-        "--epochs",
-        "1",
-        "--quiet",
-        "--save",
-        s(model),
-    ];
-    args.extend(extra);
-    let out = run(&args);
-    assert!(out.status.success(), "{}", text(&out));
-}
-
 /// A dataset folder: training files gzipped, test files raw, to cover both.
 fn dataset(dir: &Path, train: usize, test: usize) -> PathBuf {
     write_dataset(
@@ -46,21 +29,19 @@ fn trains_evaluates_predicts_and_inspects_a_generated_dataset() {
     let data = dataset(dir.path(), 3000, 500);
     let model = dir.path().join("m.pdn");
     let log = dir.path().join("log.jsonl");
-    let out = run(&[
-        "train",
-        "--data",
-        data.to_str().unwrap(),
-        "--epochs",
-        "2",
-        "--validation-split",
-        "0.1",
-        "--save",
-        model.to_str().unwrap(),
-        "--log-json",
-        log.to_str().unwrap(),
-    ]);
-    let printed = text(&out);
-    assert!(out.status.success(), "{printed}");
+    let printed = ok(&train_args(
+        &data,
+        &[
+            "--epochs",
+            "2",
+            "--validation-split",
+            "0.1",
+            "--save",
+            s(&model),
+            "--log-json",
+            s(&log),
+        ],
+    ));
     assert!(printed.contains("Epoch 2/2"), "{printed}");
     // 2700 training rows after the split: 22 steps of 128, the last one partial.
     assert!(printed.contains("22/22 [="), "{printed}");
@@ -78,33 +59,13 @@ fn trains_evaluates_predicts_and_inspects_a_generated_dataset() {
         "loss should fall"
     );
 
-    let out = run(&[
-        "evaluate",
-        "--model",
-        model.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--json",
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
-    let eval: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let eval = ok_json(&model_args("evaluate", &model, &data, &["--json"]));
     assert_eq!(eval["test_accuracy"].as_f64().unwrap(), test_accuracy);
 
-    let out = run(&[
-        "predict",
-        "--model",
-        model.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--index",
-        "3",
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("predicted:"));
+    let printed = ok(&model_args("predict", &model, &data, &["--index", "3"]));
+    assert!(printed.contains("predicted:"), "{printed}");
 
-    let out = run(&["inspect", model.to_str().unwrap()]);
-    let printed = text(&out);
-    assert!(out.status.success(), "{printed}");
+    let printed = ok(&["inspect", s(&model)]);
     assert!(printed.contains("Total params: 407050"), "{printed}");
     assert!(printed.contains("checksum:      ok"), "{printed}");
 }
@@ -145,21 +106,12 @@ fn corrupted_model_files_are_refused_with_the_reason() {
 
     for (path, reason) in [(&flipped, "checksum mismatch"), (&truncated, "truncated")] {
         for args in [
-            vec!["inspect", path.to_str().unwrap()],
-            vec![
-                "evaluate",
-                "--model",
-                path.to_str().unwrap(),
-                "--data",
-                data.to_str().unwrap(),
-            ],
+            vec!["inspect", s(path)],
+            model_args("evaluate", path, &data, &[]),
         ] {
-            let out = run(&args);
-            let printed = text(&out);
-            assert!(!out.status.success(), "{args:?} accepted a bad file");
-            assert!(printed.contains(path.to_str().unwrap()), "{printed}");
+            let printed = fails(&args);
+            assert!(printed.contains(s(path)), "{printed}");
             assert!(printed.contains(reason), "{printed}");
-            assert!(!printed.contains("panicked"), "{printed}");
         }
     }
 }
@@ -178,13 +130,8 @@ fn bad_arguments_fail_before_any_work() {
         (vec!["--validation-split", "-0.1"], "validation-split"),
         (vec!["--dataset", "cifar"], "cifar"),
     ] {
-        let mut all = vec!["train", "--data", missing.to_str().unwrap()];
-        all.extend(&args);
-        let out = run(&all);
-        let printed = text(&out);
-        assert!(!out.status.success(), "{args:?} accepted");
+        let printed = fails(&train_args(&missing, &args));
         assert!(printed.contains(needle), "{args:?}: {printed}");
-        assert!(!printed.contains("panicked"), "{printed}");
     }
 }
 
@@ -194,36 +141,15 @@ fn exported_f32_and_int8_files_evaluate_like_the_model() {
     let data = dataset(dir.path(), 2000, 400);
     let model = dir.path().join("m.pdn");
     train_epoch(&data, &model, &[]);
-    let data = data.to_str().unwrap();
     let accuracy = |path: &Path| {
-        let out = run(&[
-            "evaluate",
-            "--model",
-            path.to_str().unwrap(),
-            "--data",
-            data,
-            "--json",
-        ]);
-        assert!(out.status.success(), "{}", text(&out));
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let v = ok_json(&model_args("evaluate", path, &data, &["--json"]));
         v["test_accuracy"].as_f64().unwrap()
     };
     let original = accuracy(&model);
     for (format, size) in [("f32", 1_628_236u64), ("int8", 414_940)] {
         let exported = dir.path().join(format!("{format}.pdn"));
-        let out = run(&[
-            "export",
-            "--model",
-            model.to_str().unwrap(),
-            "--format",
-            format,
-            "--out",
-            exported.to_str().unwrap(),
-            "--data",
-            data,
-        ]);
-        let printed = text(&out);
-        assert!(out.status.success(), "{printed}");
+        let export = ["--format", format, "--out", s(&exported)];
+        let printed = ok(&model_args("export", &model, &data, &export));
         assert!(printed.contains("f32 test accuracy"), "{printed}");
         assert_eq!(std::fs::metadata(&exported).unwrap().len(), size);
         let got = accuracy(&exported);
@@ -234,11 +160,8 @@ fn exported_f32_and_int8_files_evaluate_like_the_model() {
                 "int8 {got} vs f32 {original}"
             ),
         }
-        let out = run(&["inspect", exported.to_str().unwrap()]);
-        assert!(
-            text(&out).contains(&format!("dtype:         {format}")),
-            "{}",
-            text(&out)
-        );
+        let printed = ok(&["inspect", s(&exported)]);
+        let dtype = format!("dtype:         {format}");
+        assert!(printed.contains(&dtype), "{printed}");
     }
 }

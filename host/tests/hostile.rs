@@ -341,18 +341,10 @@ fn model_refused(bytes: &[u8], problem: &str, resume_problem: &str) {
     let bad = guard.dir.path().join("bad.pdn");
     std::fs::write(&bad, bytes).unwrap();
     for args in [
-        vec!["evaluate", "--model", s(&bad), "--data", s(&data)],
-        vec![
-            "predict",
-            "--model",
-            s(&bad),
-            "--data",
-            s(&data),
-            "--index",
-            "0",
-        ],
+        model_args("evaluate", &bad, &data, &[]),
+        model_args("predict", &bad, &data, &["--index", "0"]),
     ] {
-        let out = bin().args(&args).output().unwrap();
+        let out = run(&args);
         assert_fails(&out, &[s(&bad), problem]);
     }
     assert_fails(
@@ -601,10 +593,7 @@ fn more_bad_arguments_fail_before_any_work() {
         (vec!["--optimizer", "adam"], "adam"),
         (vec!["--kernel", "cuda"], "cuda"),
     ] {
-        let mut all = vec!["train", "--data", s(&missing)];
-        all.extend(&args);
-        let out = bin().args(&all).output().unwrap();
-        let printed = assert_fails(&out, &[needle]);
+        let printed = assert_fails(&run(&train_args(&missing, &args)), &[needle]);
         assert!(
             !printed.contains("nowhere"),
             "{args:?} read data first: {printed}"

@@ -26,16 +26,7 @@ fn model() -> &'static PathBuf {
         std::fs::create_dir_all(&dir).unwrap();
         let data = write_dataset(&dir, "data", block_images(300, 3), block_images(50, 4));
         let model = dir.join("model.pdn");
-        ok(&[
-            "train",
-            "--data",
-            s(&data),
-            "--epochs",
-            "1",
-            "--quiet",
-            "--save",
-            s(&model),
-        ]);
+        train_epoch(&data, &model, &[]);
         model
     })
 }

@@ -79,7 +79,7 @@ fn thread_counts_past_four_a_core_are_refused_before_any_work() {
             if command == "evaluate" {
                 args.extend(["--model", s(&missing)]);
             }
-            let out = bin().args(&args).output().unwrap();
+            let out = run(&args);
             let printed = assert_fails(&out, &[&format!("--threads {threads} is too many")]);
             assert!(printed.contains("a core) are allowed"), "{printed}");
             assert!(!printed.contains("nowhere"), "read data first: {printed}");
@@ -88,18 +88,20 @@ fn thread_counts_past_four_a_core_are_refused_before_any_work() {
     // Four a core is allowed.
     let cores = std::thread::available_parallelism().unwrap().get();
     let (data_dir, ..) = good_files();
-    let out = bin()
-        .args([
-            "train",
-            "--data",
-            s(&data_dir.path().join("data")),
+    let (data, model) = (data_dir.path().join("data"), dir.path().join("m.pdn"));
+    let threads = (4 * cores).to_string();
+    ok(&train_args(
+        &data,
+        &[
             "--quiet",
-        ])
-        .args(["--epochs", "1", "--threads", &(4 * cores).to_string()])
-        .args(["--save", s(&dir.path().join("m.pdn"))])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+            "--epochs",
+            "1",
+            "--threads",
+            &threads,
+            "--save",
+            s(&model),
+        ],
+    ));
 }
 
 #[test]
@@ -113,22 +115,17 @@ fn empty_sets_are_refused_naming_the_file_or_the_option() {
     );
     let test_images = empty_test.join("t10k-images-idx3-ubyte");
     let model = dir.path().join("m.pdn");
-    let out = bin()
-        .args(["train", "--data", s(&empty_test), "--epochs", "1"])
-        .args(["--save", s(&model)])
-        .output()
-        .unwrap();
+    let out = run(&train_args(
+        &empty_test,
+        &["--epochs", "1", "--save", s(&model)],
+    ));
     assert_fails(&out, &[s(&test_images), "holds 0 images"]);
     assert!(!model.exists());
     // evaluate (text and JSON) and export of a good model on that data.
     let good = dir.path().join("good.pdn");
     std::fs::write(&good, &good_files().1).unwrap();
     for extra in [&[][..], &["--json"][..]] {
-        let out = bin()
-            .args(["evaluate", "--model", s(&good), "--data", s(&empty_test)])
-            .args(extra)
-            .output()
-            .unwrap();
+        let out = run(&model_args("evaluate", &good, &empty_test, extra));
         let printed = assert_fails(&out, &[s(&test_images), "holds 0 images"]);
         assert!(!printed.contains("test accuracy"), "{printed}");
     }
@@ -155,22 +152,17 @@ fn empty_sets_are_refused_naming_the_file_or_the_option() {
     assert!(!out_file.exists());
     // A validation split that rounds to no rows.
     let data = good_files().0.path().join("data");
-    let out = bin()
-        .args(["train", "--data", s(&data), "--epochs", "1"])
-        .args(["--validation-split", "0.0001", "--save", s(&model)])
-        .output()
-        .unwrap();
+    let split = |fraction| {
+        let extra = ["--epochs", "1", "--quiet", "--validation-split", fraction];
+        run(&[&train_args(&data, &extra)[..], &["--save", s(&model)]].concat())
+    };
     assert_fails(
-        &out,
+        &split("0.0001"),
         &["--validation-split 0.0001 holds out 0 of the 200 training rows"],
     );
     assert!(!model.exists());
     // The smallest split that holds out a row is accepted.
-    let out = bin()
-        .args(["train", "--data", s(&data), "--epochs", "1", "--quiet"])
-        .args(["--validation-split", "0.005", "--save", s(&model)])
-        .output()
-        .unwrap();
+    let out = split("0.005");
     assert!(out.status.success(), "{}", text(&out));
 }
 
@@ -320,37 +312,17 @@ fn non_finite_models_and_impossible_optimizer_state_are_refused_at_load() {
         let out_file = dir.path().join("flash.bin");
         for args in [
             vec!["inspect", s(&path)],
-            vec!["evaluate", "--model", s(&path), "--data", s(&data)],
-            vec![
-                "evaluate",
-                "--model",
-                s(&path),
-                "--data",
-                s(&data),
-                "--json",
-            ],
-            vec![
-                "predict",
-                "--model",
-                s(&path),
-                "--index",
-                "0",
-                "--data",
-                s(&data),
-            ],
-            vec![
+            model_args("evaluate", &path, &data, &[]),
+            model_args("evaluate", &path, &data, &["--json"]),
+            model_args("predict", &path, &data, &["--index", "0"]),
+            model_args(
                 "export",
-                "--model",
-                s(&path),
-                "--format",
-                "f32",
-                "--out",
-                s(&out_file),
-                "--data",
-                s(&data),
-            ],
+                &path,
+                &data,
+                &["--format", "f32", "--out", s(&out_file)],
+            ),
         ] {
-            let out = bin().args(&args).output().unwrap();
+            let out = run(&args);
             let printed = assert_fails(&out, &[s(&path), place, "is not finite"]);
             assert!(!printed.contains("checksum:      ok"), "{printed}");
         }
@@ -397,32 +369,24 @@ fn non_finite_models_and_impossible_optimizer_state_are_refused_at_load() {
         let save = dir.path().join("resumed.pdn");
         for args in [
             vec!["inspect", s(&path)],
-            vec![
-                "train",
-                "--data",
-                s(&data),
-                "--resume",
-                s(&path),
-                "--save",
-                s(&save),
-            ],
+            train_args(&data, &["--resume", s(&path), "--save", s(&save)]),
         ] {
-            let out = bin().args(&args).output().unwrap();
+            let out = run(&args);
             assert_fails(&out, &[s(&path), problem]);
         }
         assert!(!save.exists());
     }
 }
 
+/// `train` on `data` for one epoch with `extra` arguments, within 300 s.
+fn train_within(data: &Path, extra: &[&str]) -> Output {
+    let args = train_args(data, &["--epochs", "1", "--quiet"]);
+    run_within(bin().args(args).args(extra), 300)
+}
+
 /// `train` on the shared dataset for one epoch with `extra` arguments.
 fn train(extra: &[&str]) -> Output {
-    let data = good_files().0.path().join("data");
-    run_within(
-        bin()
-            .args(["train", "--data", s(&data), "--epochs", "1", "--quiet"])
-            .args(extra),
-        300,
-    )
+    train_within(&good_files().0.path().join("data"), extra)
 }
 
 /// Every file under `dir` and its bytes, to show that a refused run changed nothing.
@@ -451,14 +415,7 @@ fn outputs_aimed_at_inputs_or_each_other_are_refused_before_any_work() {
     std::os::unix::fs::symlink(&images, &link).unwrap();
     std::fs::hard_link(&labels, &hard).unwrap();
     let (model, svg) = (dir.path().join("m.pdn"), dir.path().join("m.svg"));
-    let run = |extra: &[&str]| {
-        run_within(
-            bin()
-                .args(["train", "--data", s(&data), "--epochs", "1", "--quiet"])
-                .args(extra),
-            300,
-        )
-    };
+    let run = |extra: &[&str]| train_within(&data, extra);
     for (extra, needles) in [
         (
             vec!["--save", s(&images)],
@@ -547,12 +504,11 @@ fn outputs_aimed_at_inputs_or_each_other_are_refused_before_any_work() {
     // export --out onto its own model.
     let good = dir.path().join("good.pdn");
     std::fs::write(&good, &good_files().1).unwrap();
-    let out = bin()
-        .args(["export", "--model", s(&good), "--format", "f32"])
-        .args(["--out", s(&good), "--data", s(&data)])
-        .output()
-        .unwrap();
-    assert_fails(&out, &["--out would overwrite"]);
+    let export = ["--format", "f32", "--out", s(&good)];
+    assert_fails(
+        &common::run(&model_args("export", &good, &data, &export)),
+        &["--out would overwrite"],
+    );
     assert!(std::fs::read(&good).unwrap() == good_files().1);
 }
 
@@ -645,7 +601,7 @@ fn a_failing_log_never_costs_the_model() {
             .arg("-c")
             .arg("trap '' XFSZ; ulimit -f 5000 && exec \"$0\" \"$@\"")
             .arg(env!("CARGO_BIN_EXE_picodense"))
-            .args(["train", "--data", s(&data), "--epochs", "2", "--quiet"])
+            .args(train_args(&data, &["--epochs", "2", "--quiet"]))
             .args([
                 "--resume",
                 s(&ckpt),
@@ -702,40 +658,17 @@ fn a_closed_or_full_stdout_never_costs_the_model() {
     let model = dir.path().join("m.pdn");
     // `| head -2`: the reader leaves, training goes on, the model is saved, exit 0.
     let (status, stderr) = with_head(
-        &[
-            "train",
-            "--data",
-            s(&data),
-            "--epochs",
-            "3",
-            "--save",
-            s(&model),
-        ],
+        &train_args(&data, &["--epochs", "3", "--save", s(&model)]),
         2,
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(status.success(), "{status:?}: {stderr}");
     assert!(load_network(&model).is_ok());
     for args in [
-        vec!["evaluate", "--model", s(&model), "--data", s(&data)],
-        vec![
-            "evaluate",
-            "--model",
-            s(&model),
-            "--data",
-            s(&data),
-            "--json",
-        ],
+        model_args("evaluate", &model, &data, &[]),
+        model_args("evaluate", &model, &data, &["--json"]),
         vec!["inspect", s(&model)],
-        vec![
-            "predict",
-            "--model",
-            s(&model),
-            "--index",
-            "0",
-            "--data",
-            s(&data),
-        ],
+        model_args("predict", &model, &data, &["--index", "0"]),
     ] {
         let (status, stderr) = with_head(&args, 0);
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
@@ -750,29 +683,14 @@ fn a_closed_or_full_stdout_never_costs_the_model() {
             .unwrap()
     };
     let out = bin()
-        .args([
-            "train",
-            "--data",
-            s(&data),
-            "--epochs",
-            "1",
-            "--save",
-            s(&model),
-        ])
+        .args(train_args(&data, &["--epochs", "1", "--save", s(&model)]))
         .stdout(full())
         .output()
         .unwrap();
     assert_fails(&out, &["cannot write to stdout: No space left on device"]);
     assert!(load_network(&model).is_ok());
     let out = bin()
-        .args([
-            "evaluate",
-            "--model",
-            s(&model),
-            "--data",
-            s(&data),
-            "--json",
-        ])
+        .args(model_args("evaluate", &model, &data, &["--json"]))
         .stdout(full())
         .output()
         .unwrap();
@@ -791,26 +709,19 @@ fn the_dataset_kind_comes_from_dataset_never_from_the_folder_name() {
         block_images(50, 2),
     );
     let model = dir.path().join("m.pdn");
-    let out = train_on(&data, &["--save", s(&model)]);
-    assert!(out.status.success(), "{}", text(&out));
-    let out = bin().args(["inspect", s(&model)]).output().unwrap();
-    let printed = text(&out);
-    assert!(out.status.success(), "{printed}");
+    let one_epoch = ["--epochs", "1", "--quiet", "--save", s(&model)];
+    ok(&train_args(&data, &one_epoch));
+    let printed = ok(&["inspect", s(&model)]);
     assert!(!printed.contains("fashion-mnist"), "{printed}");
     assert!(!printed.contains("T-shirt"), "{printed}");
     // An explicit --dataset names it.
-    let out = train_on(&data, &["--save", s(&model), "--dataset", "fashion-mnist"]);
-    assert!(out.status.success(), "{}", text(&out));
-    let printed = text(&bin().args(["inspect", s(&model)]).output().unwrap());
+    ok(&[
+        &train_args(&data, &one_epoch)[..],
+        &["--dataset", "fashion-mnist"],
+    ]
+    .concat());
+    let printed = ok(&["inspect", s(&model)]);
     assert!(printed.contains("fashion-mnist"), "{printed}");
-}
-
-fn train_on(data: &Path, extra: &[&str]) -> Output {
-    bin()
-        .args(["train", "--data", s(data), "--epochs", "1", "--quiet"])
-        .args(extra)
-        .output()
-        .unwrap()
 }
 
 /// `evaluate --report` writes two figures into a folder: neither may replace the model, a data

@@ -65,7 +65,8 @@ fn segmentation_csvs() -> Option<std::path::PathBuf> {
 }
 
 /// A real table end to end: 19 features, 7 named classes, standardised by the training set.
-/// Keras's Dense(64) -> Dense(7) reaches 0.957-0.962 in 100 epochs (README).
+/// Keras's Dense(64) -> Dense(7) reaches 0.957-0.962 in 100 epochs (docs/benchmarks.md, "A
+/// table: UCI Image Segmentation").
 #[test]
 fn image_segmentation_csv_reaches_keras_accuracy() {
     let Some(data) = segmentation_csvs() else {

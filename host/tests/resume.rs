@@ -13,6 +13,9 @@ use std::time::Duration;
 /// Rows of each synthetic dataset: enough steps that a run can be stopped half-way.
 const ROWS: usize = 6600;
 
+/// The settings of [`Datasets::one_epoch_checkpoint`]'s run but its epoch count and outputs.
+const FASHION_SEED_7: [&str; 5] = ["--dataset", "fashion-mnist", "--seed", "7", "--quiet"];
+
 /// A `PICODENSE_DATA` folder holding a "fashion-mnist" and an "mnist" with the same rows and
 /// other labels, and `train` runs that find their data there.
 struct Datasets {
@@ -52,23 +55,25 @@ impl Datasets {
         self.train(args).output().unwrap()
     }
 
+    /// Runs `train` with `args`, which must succeed.
+    fn ok(&self, args: &[&str]) {
+        let out = self.run(args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+    }
+
     /// Trains one epoch of Fashion-MNIST with a checkpoint at its end; returns the checkpoint.
     fn one_epoch_checkpoint(&self) -> PathBuf {
         let ckpt = self.path("one.ckpt");
-        let out = self.run(&[
-            "--dataset",
-            "fashion-mnist",
+        let model = self.path("one.pdn");
+        let outputs = [
             "--epochs",
             "1",
-            "--seed",
-            "7",
-            "--quiet",
             "--save",
-            s(&self.path("one.pdn")),
+            s(&model),
             "--checkpoint",
             s(&ckpt),
-        ]);
-        assert!(out.status.success(), "{}", text(&out));
+        ];
+        self.ok(&[&FASHION_SEED_7[..], &outputs].concat());
         ckpt
     }
 }
@@ -90,8 +95,7 @@ fn the_printed_resume_hint_works_as_printed() {
     let data = Datasets::new();
     let settings = ["--dataset", "fashion-mnist", "--epochs", "3", "--seed", "5"];
     let reference = data.path("reference.pdn");
-    let out = data.run(&[&settings[..], &["--quiet", "--save", s(&reference)]].concat());
-    assert!(out.status.success(), "{}", text(&out));
+    data.ok(&[&settings[..], &["--quiet", "--save", s(&reference)]].concat());
 
     let ckpt = data.path("run.ckpt");
     let mut child = data
@@ -175,16 +179,16 @@ fn resuming_on_other_data_is_refused() {
         assert!(!save.exists());
     }
     // The same data named explicitly is the checkpoint's data.
-    let out = data.run(&[
+    let fashion = data.path("fashion-mnist");
+    data.ok(&[
         "--data",
-        s(&data.path("fashion-mnist")),
+        s(&fashion),
         "--resume",
         s(&ckpt),
         "--save",
         s(&save),
         "--quiet",
     ]);
-    assert!(out.status.success(), "{}", text(&out));
 }
 
 /// A setting given with `--resume` that differs from the checkpoint's is an error naming both
@@ -202,16 +206,15 @@ fn settings_that_contradict_the_checkpoint_are_refused() {
         ("--hidden", "256", "512"),
         ("--validation-split", "0.2", "0"),
     ] {
-        let resume = |value| data.run(&["--resume", s(&ckpt), flag, value, "--save", s(&save)]);
+        let resume = |value| vec!["--resume", s(&ckpt), flag, value, "--save", s(&save)];
         assert_refused(
-            &resume(other),
+            &data.run(&resume(other)),
             &[&format!(
                 "{flag} {other} differs from the checkpoint's {own}"
             )],
         );
         assert!(!save.exists(), "{flag}");
-        let out = resume(own);
-        assert!(out.status.success(), "{flag} {own}: {}", text(&out));
+        data.ok(&resume(own));
         std::fs::remove_file(&save).unwrap();
     }
     assert_refused(
@@ -227,7 +230,7 @@ fn a_larger_epoch_count_extends_the_run() {
     let data = Datasets::new();
     let ckpt = data.one_epoch_checkpoint();
     let extended = data.path("extended.pdn");
-    let out = data.run(&[
+    data.ok(&[
         "--resume",
         s(&ckpt),
         "--epochs",
@@ -236,19 +239,7 @@ fn a_larger_epoch_count_extends_the_run() {
         s(&extended),
         "--quiet",
     ]);
-    assert!(out.status.success(), "{}", text(&out));
     let whole = data.path("whole.pdn");
-    let out = data.run(&[
-        "--dataset",
-        "fashion-mnist",
-        "--epochs",
-        "2",
-        "--seed",
-        "7",
-        "--save",
-        s(&whole),
-        "--quiet",
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
+    data.ok(&[&FASHION_SEED_7[..], &["--epochs", "2", "--save", s(&whole)]].concat());
     assert!(std::fs::read(&extended).unwrap() == std::fs::read(&whole).unwrap());
 }

@@ -5,7 +5,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{Noise, fails, fit_first_epoch, ok, s, write_images_dataset};
+use common::{Noise, fails, fit_first_epoch, ok, s, train_args, write_images_dataset};
 
 /// `count` 12x10 images of 3 classes (a bright band whose row depends on the class) and
 /// their labels.
@@ -39,6 +39,17 @@ fn small_images(dir: &Path) -> PathBuf {
         (&train, &train_labels),
         (&test, &test_labels),
     )
+}
+
+/// `train --data DATA --hidden HIDDEN --save MODEL`, then `extra`.
+fn train_hidden<'a>(
+    data: &'a Path,
+    hidden: &'a str,
+    model: &'a Path,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let args = train_args(data, &["--hidden", hidden, "--save", s(model)]);
+    [&args[..], extra].concat()
 }
 
 /// Rows of three features whose class (a name) follows the first two, in CSV with quotes and
@@ -78,21 +89,19 @@ fn a_deep_network_on_images_of_another_size() {
     let dir = tempfile::tempdir().unwrap();
     let data = small_images(dir.path());
     let model = dir.path().join("deep.pdn");
-    let printed = ok(&[
-        "train",
-        "--data",
-        s(&data),
-        "--hidden",
+    let printed = ok(&train_hidden(
+        &data,
         "16,8",
-        "--epochs",
-        "8",
-        "--batch-size",
-        "32",
-        "--learning-rate",
-        "0.01",
-        "--save",
-        s(&model),
-    ]);
+        &model,
+        &[
+            "--epochs",
+            "8",
+            "--batch-size",
+            "32",
+            "--learning-rate",
+            "0.01",
+        ],
+    ));
     // The summary: 120 inputs from the files, 3 classes from the labels.
     assert!(printed.contains("Model: 120-16-8-3"), "{printed}");
     assert!(
@@ -143,20 +152,8 @@ fn deep_networks_train_to_the_same_bytes_on_any_thread_count() {
     let data = small_images(dir.path());
     let train = |threads: &str| {
         let model = dir.path().join(format!("t{threads}.pdn"));
-        ok(&[
-            "train",
-            "--data",
-            s(&data),
-            "--hidden",
-            "64,32,16",
-            "--epochs",
-            "2",
-            "--threads",
-            threads,
-            "--quiet",
-            "--save",
-            s(&model),
-        ]);
+        let extra = ["--epochs", "2", "--threads", threads, "--quiet"];
+        ok(&train_hidden(&data, "64,32,16", &model, &extra));
         std::fs::read(model).unwrap()
     };
     let one = train("1");
@@ -170,21 +167,19 @@ fn csv_with_named_classes_end_to_end() {
     let train = small_csv(dir.path(), "train.csv", 400, 3);
     small_csv(dir.path(), "test.csv", 100, 4);
     let model = dir.path().join("table.pdn");
-    let printed = ok(&[
-        "train",
-        "--data",
-        s(dir.path()),
-        "--hidden",
+    let printed = ok(&train_hidden(
+        dir.path(),
         "16",
-        "--epochs",
-        "30",
-        "--batch-size",
-        "32",
-        "--learning-rate",
-        "0.01",
-        "--save",
-        s(&model),
-    ]);
+        &model,
+        &[
+            "--epochs",
+            "30",
+            "--batch-size",
+            "32",
+            "--learning-rate",
+            "0.01",
+        ],
+    ));
     assert!(printed.contains("Model: 2-16-3"), "{printed}");
     let accuracy = test_accuracy(&printed);
     assert!(accuracy > 0.85, "{printed}");
@@ -243,15 +238,7 @@ fn hidden_layers_past_the_limits_are_refused_before_training() {
         ("4,4,4,4,4", "5 hidden layers"),
     ] {
         let model = dir.path().join("never.pdn");
-        let printed = fails(&[
-            "train",
-            "--data",
-            s(&data),
-            "--hidden",
-            hidden,
-            "--save",
-            s(&model),
-        ]);
+        let printed = fails(&train_hidden(&data, hidden, &model, &[]));
         assert!(printed.contains(problem), "{hidden}: {printed}");
         assert!(!model.exists());
     }
@@ -324,18 +311,12 @@ fn c_header_holds_the_binary_export() {
     let dir = tempfile::tempdir().unwrap();
     let data = small_images(dir.path());
     let model = dir.path().join("deep.pdn");
-    ok(&[
-        "train",
-        "--data",
-        s(&data),
-        "--hidden",
+    ok(&train_hidden(
+        &data,
         "16,8",
-        "--epochs",
-        "2",
-        "--quiet",
-        "--save",
-        s(&model),
-    ]);
+        &model,
+        &["--epochs", "2", "--quiet"],
+    ));
     for format in ["int8", "f32"] {
         let binary = dir.path().join(format!("m-{format}.pdn"));
         let header = dir.path().join(format!("m-{format}.h"));

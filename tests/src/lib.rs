@@ -8,8 +8,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use picodense::data::{DataError, read_idx_images, read_idx_labels};
+use picodense_core::format;
 use picodense_core::gemm::{Kernel, Scratch, Serial};
-use picodense_core::quant::{self, F32View, Int8View};
+use picodense_core::quant::{self, Calibration, F32View, Int8View};
 use picodense_core::{Batch, Compute, MnistMlp, MnistWorkspace, RmsProp};
 use picodense_support::{FASHION_FILES, block_images};
 use rand_core::SeedableRng;
@@ -107,6 +108,51 @@ pub fn train(data: &Data) -> Box<MnistMlp> {
     }
     drop(learner);
     model
+}
+
+/// A model trained on [`datasets`] and its f32 and int8 model files: where every firmware
+/// fixture starts.
+pub struct Trained {
+    /// The trained model.
+    pub model: Box<MnistMlp>,
+    /// The training images (the int8 export is calibrated on their first 500).
+    pub train: Data,
+    /// The test images the firmware classifies.
+    pub test: Data,
+    /// Where the images came from.
+    pub source: &'static str,
+    /// The f32 model file.
+    pub f32_bytes: Vec<u8>,
+    /// The int8 model file.
+    pub int8_bytes: Vec<u8>,
+}
+
+/// Trains on [`datasets`] (saying how long it took) and exports the model as f32 and int8.
+pub fn trained() -> Trained {
+    let (train_data, test, source) = datasets();
+    let start = Instant::now();
+    let model = train(&train_data);
+    eprintln!(
+        "trained 784-512-10 on {TRAIN_IMAGES} {source} images in {:.1?}",
+        start.elapsed()
+    );
+    let sections = format::Sections {
+        dataset: 2,
+        ..Default::default()
+    };
+    let mut f32_bytes = vec![0u8; format::encoded_len(MnistMlp::shape(), &sections)];
+    format::encode(&model.layers(), &sections, &mut f32_bytes).unwrap();
+    let calibration = Calibration::from_images(&*model, &train_data.images[..500]);
+    let mut int8_bytes = vec![0u8; quant::encoded_len::<INPUTS, HIDDEN, OUTPUTS>()];
+    quant::encode(&*model, &calibration, 2, &mut int8_bytes).unwrap();
+    Trained {
+        model,
+        train: train_data,
+        test,
+        source,
+        f32_bytes,
+        int8_bytes,
+    }
 }
 
 /// One image's class and logits as exact bits (int8 logits as i32, f32 bits for f32).

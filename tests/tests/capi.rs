@@ -21,12 +21,10 @@ use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
 use picodense_core::MnistMlp;
-use picodense_core::format;
-use picodense_core::quant::{self, Calibration};
 use picodense_tests::{
-    Data, FASHION, HIDDEN, INPUTS, OUTPUTS, Prediction, Run, TRAIN_IMAGES, assert_run_matches,
-    datasets, f32_predictions, int8_predictions, mismatches, read_idx, run_qemu, runs,
-    target_installed, train, without_outer_build_env,
+    Data, FASHION, INPUTS, Prediction, Run, Trained, assert_run_matches, f32_predictions,
+    int8_predictions, mismatches, read_idx, run_qemu, runs, target_installed, trained,
+    without_outer_build_env,
 };
 
 /// A model exported as a C header, in a folder of its own beside the images.
@@ -77,24 +75,14 @@ fn images_h(data: &Data, source: &str) -> String {
 fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
-        let (train_data, test, source) = datasets();
-        let start = Instant::now();
-        let model = train(&train_data);
-        eprintln!(
-            "trained 784-512-10 on {TRAIN_IMAGES} {source} images in {:.1?}",
-            start.elapsed()
-        );
+        let Trained {
+            test,
+            source,
+            f32_bytes,
+            int8_bytes,
+            ..
+        } = trained();
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("capi-fixture");
-
-        let sections = format::Sections {
-            dataset: 2,
-            ..Default::default()
-        };
-        let mut f32_bytes = vec![0u8; format::encoded_len(MnistMlp::shape(), &sections)];
-        format::encode(&model.layers(), &sections, &mut f32_bytes).unwrap();
-        let calibration = Calibration::from_images(&*model, &train_data.images[..500]);
-        let mut int8_bytes = vec![0u8; quant::encoded_len::<INPUTS, HIDDEN, OUTPUTS>()];
-        quant::encode(&*model, &calibration, 2, &mut int8_bytes).unwrap();
 
         let images = images_h(&test, source);
         let case = |name: &str, bytes: &[u8], dtype: &str, expected| {

@@ -16,13 +16,12 @@ use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
-use picodense_core::format;
 use picodense_core::gemm::{Kernel, Scratch, Serial};
 use picodense_core::quant::{self, Calibration};
-use picodense_core::{Compute, MnistMlp, MnistWorkspace};
+use picodense_core::{Compute, MnistWorkspace};
 use picodense_tests::{
-    HIDDEN, INPUTS, OUTPUTS, Prediction, Run, TRAIN_IMAGES, assert_run_matches, datasets,
-    f32_predictions, int8_predictions, mismatches, run_qemu, runs, target_installed, train,
+    INPUTS, OUTPUTS, Prediction, Run, Trained, assert_run_matches, datasets, f32_predictions,
+    int8_predictions, mismatches, run_qemu, runs, target_installed, trained,
     without_outer_build_env, zeroed,
 };
 
@@ -43,25 +42,15 @@ struct Fixture {
 fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
-        let (train_data, test, source) = datasets();
-        let start = Instant::now();
-        let model = train(&train_data);
-        eprintln!(
-            "trained 784-512-10 on {TRAIN_IMAGES} {source} images in {:.1?}",
-            start.elapsed()
-        );
+        let Trained {
+            model,
+            test,
+            f32_bytes,
+            int8_bytes,
+            ..
+        } = trained();
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("firmware-fixture");
         fs::create_dir_all(&dir).unwrap();
-
-        let sections = format::Sections {
-            dataset: 2,
-            ..Default::default()
-        };
-        let mut f32_bytes = vec![0u8; format::encoded_len(MnistMlp::shape(), &sections)];
-        format::encode(&model.layers(), &sections, &mut f32_bytes).unwrap();
-        let calibration = Calibration::from_images(&*model, &train_data.images[..500]);
-        let mut int8_bytes = vec![0u8; quant::encoded_len::<INPUTS, HIDDEN, OUTPUTS>()];
-        quant::encode(&*model, &calibration, 2, &mut int8_bytes).unwrap();
 
         let mut images = test.images.concat();
         images.extend_from_slice(&test.labels);

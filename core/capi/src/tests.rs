@@ -5,19 +5,64 @@ use super::*;
 use picodense_core::format::{self, Sections};
 use picodense_core::quant::{self, Calibration};
 use picodense_core::{Layers, Shape};
+use rand_core::{Rng, SeedableRng};
+use rand_xorshift::XorShiftRng;
 
 /// A small network with fixed pseudo-random weights.
 fn flat(shape: Shape) -> Vec<f32> {
     let n: usize = shape.widths().windows(2).map(|w| w[0] * w[1] + w[1]).sum();
-    let mut s = 0x2545_f491_u32;
+    let mut rng = XorShiftRng::seed_from_u64(0x2545_f491);
     (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 17;
-            s ^= s << 5;
-            (s % 2001) as f32 / 1000.0 - 1.0
-        })
+        .map(|_| (rng.next_u32() % 2001) as f32 / 1000.0 - 1.0)
         .collect()
+}
+
+/// [`picodense_int8_predict`] on slices; `None` passes a NULL class output.
+fn int8_predict(
+    view: &PicodenseView,
+    pixels: &[u8],
+    scratch: &mut [u32],
+    logits: &mut [i32],
+    class: Option<&mut u32>,
+) -> i32 {
+    let class = class.map_or(core::ptr::null_mut(), core::ptr::from_mut);
+    // SAFETY: each pointer is valid for its slice's length (or NULL, which is refused), and
+    // the buffers are disjoint.
+    unsafe {
+        picodense_int8_predict(
+            view,
+            pixels.as_ptr(),
+            pixels.len(),
+            scratch.as_mut_ptr(),
+            scratch.len(),
+            logits.as_mut_ptr(),
+            logits.len(),
+            class,
+        )
+    }
+}
+
+/// [`picodense_f32_predict`] on slices.
+fn f32_predict(
+    view: &PicodenseView,
+    input: &[f32],
+    hidden: &mut [f32],
+    logits: &mut [f32],
+    class: &mut u32,
+) -> i32 {
+    // SAFETY: each pointer is valid for its slice's length, and the buffers are disjoint.
+    unsafe {
+        picodense_f32_predict(
+            view,
+            input.as_ptr(),
+            input.len(),
+            hidden.as_mut_ptr(),
+            hidden.len(),
+            logits.as_mut_ptr(),
+            logits.len(),
+            class,
+        )
+    }
 }
 
 fn images(n: usize, inputs: usize) -> Vec<Vec<u8>> {
@@ -126,19 +171,7 @@ fn int8_predictions_equal_the_core_bit_for_bit() {
             let mut want = [0i32; 7];
             let class = core.predict(&image, &mut scratch, &mut want);
             let (mut got, mut got_class) = ([0i32; 8], u32::MAX);
-            // SAFETY: valid, disjoint buffers of the lengths given.
-            let s = unsafe {
-                picodense_int8_predict(
-                    &*view,
-                    image.as_ptr(),
-                    image.len(),
-                    scratch.as_mut_ptr(),
-                    scratch.len(),
-                    got.as_mut_ptr(),
-                    got.len(),
-                    &mut got_class,
-                )
-            };
+            let s = int8_predict(&view, &image, &mut scratch, &mut got, Some(&mut got_class));
             assert_eq!(s, PICODENSE_OK);
             assert_eq!((got_class as usize, &got[..7]), (class, &want[..]));
         }
@@ -159,19 +192,7 @@ fn f32_predictions_equal_the_core_bit_for_bit() {
         let (mut h, mut want) = (vec![0.0f32; 24], [0.0f32; 5]);
         let class = core.predict(&x, &mut h, &mut want);
         let (mut h2, mut got, mut got_class) = (vec![0.0f32; 24], [0.0f32; 5], 0u32);
-        // SAFETY: valid, disjoint buffers of the lengths given.
-        let s = unsafe {
-            picodense_f32_predict(
-                &*view,
-                x.as_ptr(),
-                x.len(),
-                h2.as_mut_ptr(),
-                h2.len(),
-                got.as_mut_ptr(),
-                got.len(),
-                &mut got_class,
-            )
-        };
+        let s = f32_predict(&view, &x, &mut h2, &mut got, &mut got_class);
         assert_eq!(s, PICODENSE_OK);
         assert_eq!(got_class as usize, class);
         assert_eq!(got.map(f32::to_bits), want.map(f32::to_bits));
@@ -219,20 +240,7 @@ fn refused_calls_return_a_status() {
     let mut scratch = vec![0u32; info.scratch_words as usize + 1];
     let (mut logits, mut class) = ([0i32; 7], 0u32);
     let call = |view: &PicodenseView, pixels: &[u8], scratch: &mut [u32], logits: &mut [i32]| {
-        let mut class = 0u32;
-        // SAFETY: valid, disjoint buffers of the lengths given.
-        unsafe {
-            picodense_int8_predict(
-                view,
-                pixels.as_ptr(),
-                pixels.len(),
-                scratch.as_mut_ptr(),
-                scratch.len(),
-                logits.as_mut_ptr(),
-                logits.len(),
-                &mut class,
-            )
-        }
+        int8_predict(view, pixels, scratch, logits, Some(&mut 0))
     };
     let words = info.scratch_words as usize;
     assert_eq!(call(&view, &image, &mut scratch, &mut logits), PICODENSE_OK);
@@ -271,35 +279,12 @@ fn refused_calls_return_a_status() {
         )
     };
     assert_eq!(s, PICODENSE_ERR_MISALIGNED);
-    // SAFETY: a NULL output is refused.
-    let s = unsafe {
-        picodense_int8_predict(
-            &*view,
-            image.as_ptr(),
-            image.len(),
-            scratch.as_mut_ptr(),
-            scratch.len(),
-            logits.as_mut_ptr(),
-            logits.len(),
-            core::ptr::null_mut(),
-        )
-    };
+    // A NULL output is refused.
+    let s = int8_predict(&view, &image, &mut scratch, &mut logits, None);
     assert_eq!(s, PICODENSE_ERR_NULL);
     // The int8 view refuses f32 inference, and a failed open closes a view.
-    let (mut x, mut h, mut z) = ([0.0f32; 50], [0.0f32; 16], [0.0f32; 7]);
-    // SAFETY: valid, disjoint buffers of the lengths given.
-    let s = unsafe {
-        picodense_f32_predict(
-            &*view,
-            x.as_mut_ptr(),
-            x.len(),
-            h.as_mut_ptr(),
-            h.len(),
-            z.as_mut_ptr(),
-            z.len(),
-            &mut class,
-        )
-    };
+    let (x, mut h, mut z) = ([0.0f32; 50], [0.0f32; 16], [0.0f32; 7]);
+    let s = f32_predict(&view, &x, &mut h, &mut z, &mut class);
     assert_eq!(s, PICODENSE_ERR_WRONG_DTYPE);
     let mut view = view;
     let mut bad = model.to_vec();

@@ -46,6 +46,35 @@ pub fn fails(args: &[&str]) -> String {
     printed
 }
 
+/// Runs the binary with `args`, asserts that it succeeded, and parses its stdout as JSON.
+pub fn ok_json(args: &[&str]) -> serde_json::Value {
+    let out = run(args);
+    assert!(out.status.success(), "{args:?} failed: {}", text(&out));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}: {}", text(&out)))
+}
+
+/// `train --data DATA` followed by `extra`.
+pub fn train_args<'a>(data: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
+    [&["train", "--data", s(data)], extra].concat()
+}
+
+/// `COMMAND --model MODEL --data DATA` (evaluate, predict, export) followed by `extra`.
+pub fn model_args<'a>(
+    command: &'a str,
+    model: &'a Path,
+    data: &'a Path,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    [&[command, "--model", s(model), "--data", s(data)], extra].concat()
+}
+
+/// `train --data DATA --epochs 1 --quiet --save MODEL EXTRA...`, which must succeed; returns
+/// what it printed.
+pub fn train_epoch(data: &Path, model: &Path, extra: &[&str]) -> String {
+    let args = train_args(data, &["--epochs", "1", "--quiet", "--save", s(model)]);
+    ok(&[&args[..], extra].concat())
+}
+
 /// A temporary path as an argument.
 pub fn s(path: &Path) -> &str {
     path.to_str().expect("temporary paths are UTF-8")
@@ -84,11 +113,6 @@ pub fn fit_first_epoch(
 /// A model and a checkpoint of one epoch on `data`, written in `dir`: their bytes.
 pub fn trained_files(dir: &Path, data: &Path) -> (Vec<u8>, Vec<u8>) {
     let (model, ckpt) = (dir.join("m.pdn"), dir.join("c.pdn"));
-    let out = bin()
-        .args(["train", "--data", s(data), "--epochs", "1", "--quiet"])
-        .args(["--save", s(&model), "--checkpoint", s(&ckpt)])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    train_epoch(data, &model, &["--checkpoint", s(&ckpt)]);
     (std::fs::read(model).unwrap(), std::fs::read(ckpt).unwrap())
 }
