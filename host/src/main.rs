@@ -1,6 +1,7 @@
 //! The `picodense` command.
 
 mod cli;
+mod commands;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,19 +13,17 @@ use clap::Parser;
 use picodense::compute::{KernelChoice, default_threads, select_kernel};
 use picodense::data::csv as csv_data;
 use picodense::data::{self, Dataset, DatasetKind, Splits};
-use picodense::evaluation::{ConfusionMatrix, Prediction, class_label, predicted_classes, top_k};
 use picodense::export;
 use picodense::fs::{Output, check_outputs, file_key, write_atomic};
-use picodense::image_input;
-use picodense::model::{ModelMeta, Network, Scaling};
+use picodense::model::{ModelMeta, Scaling};
 use picodense::plot::{self, PlotFormat};
 use picodense::report::{JsonLog, Progress, Summary};
 use picodense::train::{self, Every, OptimizerKind, Outcome, RunControl, TrainConfig, Trainer};
 use picodense::{say, sayln};
 use picodense_core::Shape;
-use picodense_core::format::{Dtype, ModelView};
 
 use cli::{Cli, Command, ComputeArgs, DataArgs, Normalize};
+use commands::model::check_fits;
 
 #[global_allocator]
 static ALLOCATOR: picodense::memory::LargePages = picodense::memory::LargePages;
@@ -33,11 +32,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Train(args) => run_train(args),
-        Command::Evaluate(args) => run_evaluate(args).map(|()| ExitCode::SUCCESS),
-        Command::Predict(args) => run_predict(args).map(|()| ExitCode::SUCCESS),
-        Command::Inspect { path } => run_inspect(&path).map(|()| ExitCode::SUCCESS),
+        Command::Evaluate(args) => commands::model::run_evaluate(args).map(|()| ExitCode::SUCCESS),
+        Command::Predict(args) => commands::model::run_predict(args).map(|()| ExitCode::SUCCESS),
+        Command::Inspect { path } => {
+            commands::model::run_inspect(&path).map(|()| ExitCode::SUCCESS)
+        }
         Command::Download { dataset } => run_download(dataset).map(|()| ExitCode::SUCCESS),
-        Command::Bench(args) => run_bench(args).map(|()| ExitCode::SUCCESS),
+        Command::Bench(args) => commands::bench::run_bench(args).map(|()| ExitCode::SUCCESS),
         Command::Export(args) => run_export(args).map(|()| ExitCode::SUCCESS),
     };
     let code = match result {
@@ -675,7 +676,7 @@ fn shell_word(path: &std::path::Path) -> String {
 
 /// The files a run reads its data from, as far as they are known before reading: the `--data`
 /// path (every file of a folder), `--test-data`, or the folder of the named dataset.
-fn data_inputs(args: &DataArgs, model: Option<&ModelMeta>) -> Vec<PathBuf> {
+pub(crate) fn data_inputs(args: &DataArgs, model: Option<&ModelMeta>) -> Vec<PathBuf> {
     let mut files = Vec::new();
     // With no data named, a model's own files (as `load_data` reads them).
     let own = model
@@ -704,318 +705,6 @@ fn data_inputs(args: &DataArgs, model: Option<&ModelMeta>) -> Vec<PathBuf> {
     files
 }
 
-fn run_evaluate(args: cli::EvaluateArgs) -> Result<()> {
-    let (threads, kernel) = compute_settings(&args.compute)?;
-    let bytes = picodense::model::read_model_file(&args.model)?;
-    let view = picodense::model::parse_model(&args.model, &bytes)?;
-    let network = match view.header().dtype {
-        Dtype::F32 => Some(Network::from_view(&args.model, &view)?),
-        Dtype::Int8 => None,
-    };
-    let model_meta = network
-        .as_ref()
-        .map_or_else(|| ModelMeta::of_header(view.header()), |n| n.meta.clone());
-    if let Some(dir) = &args.report {
-        check_report_folder(
-            dir,
-            &args.model,
-            &data_inputs(&args.data, Some(&model_meta)),
-        )?;
-    }
-    let loaded = load_data(&args.data, Some(&model_meta), args.json)?;
-    let splits = &loaded.splits;
-    let wants_details = args.confusion || args.report.is_some();
-    let (test, details, meta, classes) = match network {
-        Some(network) => {
-            check_fits(&args.model, &network, splits)?;
-            let (meta, classes) = (network.meta.clone(), network.shape.classes());
-            let mut trainer = Trainer::with_network(network, threads, kernel);
-            if wants_details {
-                let (test, probabilities) = trainer.evaluate_with_probabilities(&splits.test);
-                let predicted = predicted_classes(&probabilities);
-                let matrix = ConfusionMatrix::new(classes, &splits.test.labels, &predicted);
-                (test, Some((probabilities, matrix)), meta, classes)
-            } else {
-                (trainer.evaluate(&splits.test), None, meta, classes)
-            }
-        }
-        None => {
-            if wants_details {
-                bail!("--confusion and --report need the f32 model, not an int8 export");
-            }
-            let test = export::evaluate_int8(&bytes, &splits.test, threads)
-                .with_context(|| format!("{}", args.model.display()))?;
-            (test, None, model_meta, splits.classes())
-        }
-    };
-    let names = meta.class_names(classes);
-    if args.json {
-        let mut out =
-            serde_json::json!({"test_loss": test.mean_loss(), "test_accuracy": test.accuracy()});
-        if let (true, Some((_, matrix))) = (args.confusion, &details) {
-            out["confusion"] = serde_json::json!(matrix.counts);
-            out["precision"] = serde_json::json!(
-                (0..classes)
-                    .map(|c| matrix.precision(c))
-                    .collect::<Vec<_>>()
-            );
-            out["recall"] =
-                serde_json::json!((0..classes).map(|c| matrix.recall(c)).collect::<Vec<_>>());
-        }
-        sayln!("{out}");
-    } else {
-        sayln!("test loss: {:.4}", test.mean_loss());
-        sayln!("test accuracy: {:.4}", test.accuracy());
-        if let (true, Some((_, matrix))) = (args.confusion, &details) {
-            say!("\n{}", matrix.to_table(&names));
-        }
-    }
-    if let (Some(dir), Some((probabilities, matrix))) = (&args.report, &details) {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("{}: cannot create the report folder", dir.display()))?;
-        let set = format!("{} test set", loaded.kind.map_or("the", |k| k.name()));
-        let (confusion, misclassified) = plot::evaluation_report(
-            dir,
-            &splits.test,
-            splits.image,
-            probabilities,
-            matrix,
-            &names,
-            &set,
-        )?;
-        if !args.json {
-            match misclassified {
-                Some(m) => sayln!("wrote {} and {}", confusion.display(), m.display()),
-                None => sayln!("wrote {}", confusion.display()),
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Refuses, before any work, a `--report` folder that is a file, or whose figures would
-/// replace an input of the run (the model, a data file) or something that is not a file.
-fn check_report_folder(
-    dir: &std::path::Path,
-    model: &std::path::Path,
-    data: &[PathBuf],
-) -> Result<()> {
-    match std::fs::metadata(dir) {
-        // A folder still to be made holds no input.
-        Err(_) => return Ok(()),
-        Ok(meta) if !meta.is_dir() => bail!("{}: --report is not a folder", dir.display()),
-        Ok(_) => {}
-    }
-    let (confusion, misclassified) = plot::report_paths(dir);
-    let outputs = [
-        Output::new("--report's confusion.png", &confusion),
-        Output::new("--report's misclassified.png", &misclassified),
-    ];
-    let mut inputs = data.to_vec();
-    inputs.push(model.to_owned());
-    Ok(check_outputs(&outputs, &inputs)?)
-}
-
-/// Refuses data whose rows or labels the network of the model file `path` cannot take.
-fn check_fits(path: &std::path::Path, network: &Network, splits: &Splits) -> Result<()> {
-    let shape = network.shape;
-    if splits.width() != shape.inputs() {
-        bail!(
-            "{}: the model ({shape}) takes {} inputs, the data has {} values a row",
-            path.display(),
-            shape.inputs(),
-            splits.width()
-        );
-    }
-    if let (Some(model), Some(data)) = (&network.meta.classes, &splits.class_names)
-        && model != data
-    {
-        bail!(
-            "{}: the model's classes are {}, the data's {}",
-            path.display(),
-            model.join(", "),
-            data.join(", ")
-        );
-    }
-    if splits.test.label_bound() > shape.classes() {
-        bail!(
-            "{}: the test labels reach {}, the model ({shape}) has {} classes",
-            path.display(),
-            splits.test.label_bound() - 1,
-            shape.classes()
-        );
-    }
-    Ok(())
-}
-
-fn run_predict(args: cli::PredictArgs) -> Result<()> {
-    let network = picodense::model::load_network(&args.model)?;
-    let meta = network.meta.clone();
-    let classes = network.shape.classes();
-    let names = meta.class_names(classes);
-    let mut trainer = Trainer::with_network(network, 1, select_kernel(KernelChoice::Auto)?);
-    if let Some(path) = &args.csv {
-        let features = meta
-            .features
-            .as_ref()
-            .context("--csv needs a model trained on CSV data")?;
-        let rows = csv_data::read_features(path, features, meta.label_column.as_deref())?;
-        for row in rows.chunks_exact(features.len().max(1)) {
-            // A reader that left (`| head`) wants no more rows.
-            if picodense::report::stdout_error().is_some() {
-                break;
-            }
-            let mut row = row.to_vec();
-            meta.scaling.apply(&mut row);
-            let p = trainer.probabilities(&row);
-            let mut prediction = Prediction::new(p);
-            let name = names[prediction.class].clone();
-            if args.json {
-                prediction.name = meta.classes.as_ref().map(|_| name);
-                sayln!("{}", serde_json::to_string(&prediction)?);
-            } else {
-                sayln!("{name}");
-            }
-        }
-        return Ok(());
-    }
-    if let Some(path) = &args.image {
-        let kind = meta
-            .dataset_kind()
-            .or(args.data.dataset)
-            .unwrap_or(DatasetKind::Mnist);
-        let pixels = match meta.image {
-            // Digits and garments: prepared as MNIST and Fashion-MNIST were made.
-            Some([data::IMAGE_SIDE, data::IMAGE_SIDE]) => {
-                image_input::load(path, image_input::Layout::of(kind))?.to_vec()
-            }
-            Some([rows, cols]) => image_input::load_resized(path, rows, cols)?,
-            None => bail!(
-                "{}: the model was trained on features, not images: give --csv or --index",
-                path.display()
-            ),
-        };
-        let cols = meta.image.map_or(data::IMAGE_SIDE, |[_, c]| c);
-        let p = trainer.image_probabilities(&pixels);
-        if args.json {
-            sayln!("{}", serde_json::to_string(&Prediction::new(p))?);
-            return Ok(());
-        }
-        if args.show {
-            say!("{}", draw(&pixels, cols));
-        }
-        let top = top_k(&p, 3);
-        sayln!("predicted: {}", class_label(top[0].0, &names));
-        for (rank, (class, prob)) in top.into_iter().enumerate() {
-            sayln!(
-                "  {}. {:<14} {prob:.4} {}",
-                rank + 1,
-                class_label(class, &names),
-                "#".repeat((prob * 40.0).round() as usize)
-            );
-        }
-        return Ok(());
-    }
-    let index = args
-        .index
-        .context("give an image file, --index N (a test-set row) or --csv FILE")?;
-    let loaded = load_data(&args.data, Some(&meta), args.json)?;
-    let test = &loaded.splits.test;
-    check_fits(&args.model, &trainer.network, &loaded.splits)?;
-    if index >= test.len() {
-        bail!(
-            "--index {} is out of range: the test set has {} rows",
-            index,
-            test.len()
-        );
-    }
-    let p = if test.is_images() {
-        trainer.image_probabilities(test.image(index))
-    } else {
-        trainer.probabilities(test.row_values(index))
-    };
-    if args.json {
-        sayln!("{}", serde_json::to_string(&Prediction::new(p))?);
-        return Ok(());
-    }
-    if let (true, Some(size)) = (test.is_images(), loaded.splits.image) {
-        say!("{}", draw(test.image(index), size.cols));
-    }
-    let predicted = picodense_core::loss::argmax(&p);
-    let label = test.labels[index] as usize;
-    sayln!("true label: {} ({})", label, names[label]);
-    sayln!("predicted:  {} ({})", predicted, names[predicted]);
-    for (class, prob) in p.iter().enumerate() {
-        sayln!(
-            "  {class} {:<12} {prob:.4} {}",
-            names[class],
-            "#".repeat((prob * 40.0).round() as usize)
-        );
-    }
-    Ok(())
-}
-
-/// An image as lines of shade characters, two per pixel so it looks square.
-fn draw(pixels: &[u8], cols: usize) -> String {
-    const SHADES: [char; 5] = [' ', '░', '▒', '▓', '█'];
-    let shade = |p: u8| SHADES[(usize::from(p) * (SHADES.len() - 1) + 127) / 255];
-    let mut out = String::new();
-    for row in pixels.chunks(cols.max(1)) {
-        for &p in row {
-            // Two characters per pixel keep the aspect ratio square.
-            out.push(shade(p));
-            out.push(shade(p));
-        }
-        out.push('\n');
-    }
-    out
-}
-
-fn run_inspect(path: &std::path::Path) -> Result<()> {
-    let bytes = picodense::model::read_model_file(path)?;
-    let view = ModelView::parse(&bytes)
-        .with_context(|| format!("{}: checksum or format check failed", path.display()))?;
-    let h = view.header();
-    // "checksum: ok" must not vouch for a file every command refuses: the weights (and a
-    // checkpoint's record and state) are checked as the commands that load them check them.
-    let meta = match h.dtype {
-        Dtype::F32 if h.has_extra => {
-            let (trainer, _) = Trainer::resume(path, 1, picodense_core::Kernel::PORTABLE)?;
-            trainer.network.meta
-        }
-        Dtype::F32 => Network::from_view(path, &view)?.meta,
-        Dtype::Int8 => ModelMeta::of_header(h),
-    };
-    sayln!("file:          {} ({} bytes)", path.display(), bytes.len());
-    sayln!("format:        PDN version {}", h.version);
-    say!("{}", summary(h.shape));
-    sayln!("dtype:         {}", h.dtype.name());
-    sayln!(
-        "data:          {}",
-        meta.dataset
-            .clone()
-            .or(meta.data.as_ref().map(|d| d.display().to_string()))
-            .unwrap_or_else(|| "unknown".into())
-    );
-    sayln!("input scaling: {}", meta.scaling.name());
-    if let Some(names) = &meta.classes {
-        sayln!("classes:       {}", names.join(", "));
-    }
-    sayln!(
-        "optimizer:     {}",
-        if h.has_optimizer {
-            "RMSprop state included"
-        } else {
-            "none"
-        }
-    );
-    sayln!(
-        "checksum:      ok (CRC-32 {:08x})",
-        u32::from_le_bytes(bytes[bytes.len() - 4..].try_into().expect("4 bytes"))
-    );
-    Ok(())
-}
-
 fn run_download(kind: DatasetKind) -> Result<()> {
     let dest = data::cache_dir(kind).context("no cache directory: set $PICODENSE_DATA or $HOME")?;
     picodense::download::download(
@@ -1026,191 +715,6 @@ fn run_download(kind: DatasetKind) -> Result<()> {
     )?;
     sayln!("{} is in {}", kind.name(), dest.display());
     Ok(())
-}
-
-fn run_bench(args: cli::BenchArgs) -> Result<()> {
-    use picodense::bench;
-    let (threads, kernel) = compute_settings(&args.compute)?;
-    let config = TrainConfig {
-        epochs: args.epochs,
-        batch_size: args.batch_size,
-        seed: args.seed,
-        threads,
-        kernel,
-        hidden: args.hidden.clone(),
-        ..TrainConfig::default()
-    };
-    // Checked first so that a bad setting fails before the data is read.
-    train::validate(&config)?;
-    let loaded = load_data(&args.data, None, false)?;
-    let shape = shape_for(&loaded.splits, &config.hidden)?;
-    let mut first_trainer = Some(Trainer::new(&config, shape, loaded.meta.clone())?);
-    let (splits, kind, source) = (&loaded.splits, loaded.kind, loaded.source.clone());
-    if args.compare && !source.is_dir() {
-        bail!(
-            "{}: --compare needs a folder of IDX files for the Python references",
-            source.display()
-        );
-    }
-    sayln!(
-        "picodense bench: {} ({} training images), {} epoch{}, batch {}, kernel {}, {} thread{}{}",
-        kind.map_or("data", |k| k.name()),
-        splits.train.len(),
-        config.epochs,
-        if config.epochs == 1 { "" } else { "s" },
-        config.batch_size,
-        kernel.name(),
-        threads,
-        if threads == 1 { "" } else { "s" },
-        if args.repeat > 1 {
-            format!(", median of {} rounds", args.repeat)
-        } else {
-            String::new()
-        }
-    );
-    let python = if args.compare {
-        let cache = data::cache_dir(kind.unwrap_or(DatasetKind::Mnist))
-            .and_then(|d| d.parent().map(PathBuf::from))
-            .context("no cache directory: set $PICODENSE_VENV")?;
-        Some(bench::python_env(&cache)?)
-    } else {
-        None
-    };
-    let modes: &[&str] = if args.compare {
-        &["keras", "keras-jax", "numpy"]
-    } else {
-        &[]
-    };
-    // Rounds interleave the implementations, so slow spells of a shared machine fall on all.
-    let mut ours = Vec::new();
-    let mut references: Vec<Vec<bench::TimedRun>> = modes.iter().map(|_| Vec::new()).collect();
-    for _ in 0..args.repeat {
-        let mut trainer = match first_trainer.take() {
-            Some(trainer) => trainer,
-            None => Trainer::new(&config, shape, loaded.meta.clone())?,
-        };
-        let started = Instant::now();
-        let outcome = trainer.fit(
-            &config,
-            &splits.train,
-            None,
-            &RunControl::none(),
-            &mut |_| {},
-        )?;
-        let seconds = started.elapsed().as_secs_f64();
-        let Outcome::Finished(reports) = outcome else {
-            bail!("training stopped early");
-        };
-        let test = trainer.evaluate(&splits.test);
-        ours.push(bench::TimedRun {
-            fit_seconds: seconds,
-            test_accuracy: test.accuracy(),
-            epoch_losses: reports.iter().map(|r| r.loss).collect(),
-            peak_rss_mb: bench::peak_rss_mib().unwrap_or(f64::NAN),
-        });
-        for (mode, runs) in modes.iter().zip(&mut references) {
-            let python = python.as_deref().expect("set with --compare");
-            runs.push(bench::run_reference(
-                python,
-                mode,
-                &source,
-                (config.epochs, config.batch_size, config.seed),
-                &config.hidden,
-            )?);
-        }
-    }
-    let totals = Totals {
-        images: (splits.train.len() * config.epochs) as f64,
-        flops: bench::training_flops(shape, splits.train.len()) * config.epochs as f64,
-    };
-    sayln!(
-        "{:<10} {:>9} {:>12} {:>9} {:>9} {:>9}  epoch losses",
-        "",
-        "fit (s)",
-        "samples/s",
-        "GFLOP/s",
-        "test acc",
-        "peak MiB"
-    );
-    // The process's peak: the largest of all its rounds.
-    let peak_rss = bench::peak_rss_mib().unwrap_or(f64::NAN);
-    let ours = print_median(&totals, "picodense", &ours);
-    let mut fastest_keras: Option<(&str, f64)> = None;
-    for (mode, runs) in modes.iter().zip(&references) {
-        let theirs = print_median(&totals, mode, runs);
-        sayln!(
-            "{:<10} picodense is {:.1}x faster and uses {:.1}x less memory",
-            "",
-            theirs.fit_seconds / ours.fit_seconds,
-            theirs.peak_rss_mb / peak_rss
-        );
-        if mode.starts_with("keras") && fastest_keras.is_none_or(|(_, s)| theirs.fit_seconds < s) {
-            fastest_keras = Some((mode, theirs.fit_seconds));
-        }
-    }
-    if let Some((mode, seconds)) = fastest_keras {
-        sayln!(
-            "fastest Keras backend here: {mode} ({seconds:.2} s); picodense ({}, {} thread{}) \
-             is {:.1}x faster on {}",
-            kernel.name(),
-            threads,
-            if threads == 1 { "" } else { "s" },
-            seconds / ours.fit_seconds,
-            cpu_name()
-        );
-    }
-    Ok(())
-}
-
-/// The CPU's model name, as the OS reports it.
-fn cpu_name() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find_map(|l| l.strip_prefix("model name")?.split_once(':'))
-                .map(|(_, name)| name.trim().to_string())
-        })
-        .unwrap_or_else(|| "this CPU".into())
-}
-
-/// Work of one timed `fit`, for the rates of the bench table.
-struct Totals {
-    images: f64,
-    flops: f64,
-}
-
-/// Prints the bench table row of `runs`' median run (and every round's time when there are
-/// several); returns that run.
-fn print_median<'r>(
-    totals: &Totals,
-    name: &str,
-    runs: &'r [picodense::bench::TimedRun],
-) -> &'r picodense::bench::TimedRun {
-    let median = picodense::bench::median_run(runs);
-    let losses: Vec<String> = median
-        .epoch_losses
-        .iter()
-        .map(|l| format!("{l:.4}"))
-        .collect();
-    sayln!(
-        "{:<10} {:>9.2} {:>12.0} {:>9.1} {:>9.4} {:>9.0}  {}",
-        name,
-        median.fit_seconds,
-        totals.images / median.fit_seconds,
-        totals.flops / median.fit_seconds / 1e9,
-        median.test_accuracy,
-        median.peak_rss_mb,
-        losses.join(" ")
-    );
-    if runs.len() > 1 {
-        let times: Vec<String> = runs
-            .iter()
-            .map(|r| format!("{:.2}", r.fit_seconds))
-            .collect();
-        sayln!("{:<10} rounds (s): {}", "", times.join(" "));
-    }
-    median
 }
 
 fn run_export(args: cli::ExportArgs) -> Result<()> {
