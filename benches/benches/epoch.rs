@@ -68,8 +68,8 @@ impl Trainer {
         for (pixels, labels) in images.chunks(BATCH * PIXELS).zip(labels.chunks(BATCH)) {
             self.keys.clear();
             for (row, image) in self.batch.iter_mut().zip(pixels.chunks_exact(PIXELS)) {
-                to_unit(image, row);
-                self.keys.push(ink_box_area(image));
+                to_unit(kernel, image, row);
+                self.keys.push(ink_box_area(kernel, image));
             }
             let batch = Batch {
                 keys: &self.keys,

@@ -111,7 +111,7 @@ pub(crate) fn every_kernel() -> std::vec::Vec<Kernel> {
 pub(crate) fn avx512_kernel() -> Option<Kernel> {
     let kernel = Kernel::avx512();
     if kernel.is_none() {
-        std::eprintln!("skipped: this CPU has no AVX-512 F, its kernel is not tested");
+        std::eprintln!("skipped: this CPU has no AVX-512 F + BW, its kernel is not tested");
     }
     kernel
 }

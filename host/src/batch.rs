@@ -1,6 +1,7 @@
 //! Epoch shuffling and batch assembly (u8 pixels -> f32 / 255, one batch at a time).
 
 use picodense_core::Parallel;
+use picodense_core::gemm::{Isa, Kernel};
 use rand_core::{Rng, SeedableRng};
 use rand_xorshift::XorShiftRng;
 
@@ -41,9 +42,11 @@ pub struct BatchInfo {
 /// Converts the rows at `indices` into `batch` (`data.width` values a row: pixels / 255, or
 /// the features as they are), their labels into `info`, and with `keyed` (training, whose
 /// forward groups rows by them) 28x28 images' keys. The conversion is shared between `par`'s
-/// threads: its time goes into reading the images' bytes from scattered places in memory.
+/// threads: its time goes into reading the images' bytes from scattered places in memory. It
+/// runs the instruction set of the run's `kernel`.
 pub fn fill_batch(
     par: &impl Parallel,
+    kernel: Kernel,
     data: &Dataset,
     indices: &[usize],
     batch: &mut [f32],
@@ -75,14 +78,14 @@ pub fn fill_batch(
         .collect();
     par.run(&mut parts, &|_, (dst, keys, indices)| {
         prefetch_images(data, indices);
-        match instructions() {
-            // SAFETY: the CPU has AVX-512 F and BW.
+        match kernel.isa() {
+            // SAFETY: an AVX-512 kernel exists only on a CPU with AVX-512 F and BW, AVX2 and FMA.
             #[cfg(target_arch = "x86_64")]
-            Instructions::Avx512 => unsafe { avx512::convert(data, indices, dst, keys) },
-            // SAFETY: the CPU has AVX2 and FMA.
+            Isa::Avx512 => unsafe { avx512::convert(data, indices, dst, keys) },
+            // SAFETY: an AVX2 kernel exists only on a CPU with AVX2 and FMA.
             #[cfg(target_arch = "x86_64")]
-            Instructions::Avx2 => unsafe { avx2::convert(data, indices, dst, keys) },
-            Instructions::Plain => convert(data, indices, dst, keys),
+            Isa::Avx2 => unsafe { avx2::convert(data, indices, dst, keys) },
+            _ => convert(data, indices, dst, keys),
         }
     });
     rows
@@ -136,16 +139,17 @@ fn prefetch_images(data: &Dataset, indices: &[usize]) {
 
 /// Area of the smallest box around an image's nonzero pixels (0 for a blank image). Images of
 /// one class with boxes of about the same size share more of their blank margins: grouped by
-/// it within each class, a Fashion-MNIST batch's forward skips 4% more steps.
-pub fn ink_box_area(pixels: &[u8]) -> u16 {
-    match instructions() {
-        // SAFETY: the CPU has AVX-512 F and BW.
+/// it within each class, a Fashion-MNIST batch's forward skips more steps. Measured with the
+/// instruction set of `kernel`.
+pub fn ink_box_area(kernel: Kernel, pixels: &[u8]) -> u16 {
+    match kernel.isa() {
+        // SAFETY: an AVX-512 kernel exists only on a CPU with AVX-512 F and BW.
         #[cfg(target_arch = "x86_64")]
-        Instructions::Avx512 => unsafe { avx512::ink_box_area(pixels) },
-        // SAFETY: the CPU has AVX2 and FMA.
+        Isa::Avx512 => unsafe { avx512::ink_box_area(pixels) },
+        // SAFETY: an AVX2 kernel exists only on a CPU with AVX2.
         #[cfg(target_arch = "x86_64")]
-        Instructions::Avx2 => unsafe { avx2::ink_box_area(pixels) },
-        Instructions::Plain => plain_ink_box_area(pixels),
+        Isa::Avx2 => unsafe { avx2::ink_box_area(pixels) },
+        _ => plain_ink_box_area(pixels),
     }
 }
 
@@ -176,45 +180,17 @@ fn box_area(rows: u32, cols: u32) -> u16 {
 /// Pieces a batch is converted in (claimed by whichever thread is free).
 const FILL_PARTS: usize = 4;
 
-/// `pixels / 255` as Keras's example scales them.
-pub fn to_unit(pixels: &[u8], out: &mut [f32]) {
-    match instructions() {
-        // SAFETY: the CPU has AVX-512 F and BW.
+/// `pixels / 255` as Keras's example scales them, with the instruction set of `kernel`.
+pub fn to_unit(kernel: Kernel, pixels: &[u8], out: &mut [f32]) {
+    match kernel.isa() {
+        // SAFETY: an AVX-512 kernel exists only on a CPU with AVX-512 F, AVX2 and FMA.
         #[cfg(target_arch = "x86_64")]
-        Instructions::Avx512 => unsafe { avx512::scale(pixels, out) },
-        // SAFETY: the CPU has AVX2 and FMA.
+        Isa::Avx512 => unsafe { avx512::scale(pixels, out) },
+        // SAFETY: an AVX2 kernel exists only on a CPU with AVX2 and FMA.
         #[cfg(target_arch = "x86_64")]
-        Instructions::Avx2 => unsafe { avx2::scale(pixels, out) },
-        Instructions::Plain => scale(pixels, out),
+        Isa::Avx2 => unsafe { avx2::scale(pixels, out) },
+        _ => scale(pixels, out),
     }
-}
-
-/// Which instructions the conversions run: the one place this module asks the CPU.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Instructions {
-    /// Plain loops for the compile target.
-    Plain,
-    /// AVX2 + FMA.
-    #[cfg(target_arch = "x86_64")]
-    Avx2,
-    /// AVX-512 F + BW, with AVX2 + FMA.
-    #[cfg(target_arch = "x86_64")]
-    Avx512,
-}
-
-/// The widest [`Instructions`] this CPU runs (the standard library caches the answer).
-fn instructions() -> Instructions {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
-        let avx512 = is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw");
-        match (avx2, avx512) {
-            (true, true) => return Instructions::Avx512,
-            (true, false) => return Instructions::Avx2,
-            _ => {}
-        }
-    }
-    Instructions::Plain
 }
 
 /// [`to_unit`] as a plain loop, which the compiler vectorises for whatever target it is
@@ -225,6 +201,52 @@ fn scale(pixels: &[u8], out: &mut [f32]) {
     for (o, &p) in out.iter_mut().zip(pixels) {
         *o = f32::from(p) / 255.0;
     }
+}
+
+/// `convert` and `scale` compiled for the target features `$features`, `$lanes` pixels at a
+/// time: `$load` reads that many bytes, `$widen` makes them 32-bit lanes, and the float
+/// intrinsics (`$to_f32`, `$set1`, `$mul`, `$fmadd`, `$fnmadd`, `$store`) are the width's.
+#[cfg(target_arch = "x86_64")]
+macro_rules! conversions {
+    ($features:literal, $lanes:literal, $load:ident, $widen:ident, $to_f32:ident, $set1:ident,
+     $mul:ident, $fmadd:ident, $fnmadd:ident, $store:ident) => {
+        /// [`super::convert`] with this width's scaling and key.
+        #[target_feature(enable = $features)]
+        pub(super) fn convert(
+            data: &Dataset,
+            indices: &[usize],
+            rows: &mut [f32],
+            keys: &mut [u16],
+        ) {
+            // Closures here inherit this function's features, so the calls inline.
+            let (scale, key_of) = (
+                |p: &[u8], out: &mut [f32]| scale(p, out),
+                |p: &[u8]| ink_box_area(p),
+            );
+            super::convert_with(data, indices, rows, keys, scale, key_of);
+        }
+
+        /// `pixels / 255`, a vector of pixels at a time without dividing: `q = p·(1/255)`,
+        /// corrected once by its remainder, `q + (p - 255·q)·(1/255)` (each step fused), is
+        /// the correctly rounded quotient for every byte (a test checks all 256).
+        #[target_feature(enable = $features)]
+        pub(super) fn scale(pixels: &[u8], out: &mut [f32]) {
+            let len = pixels.len().min(out.len());
+            let (bytes, _) = pixels[..len].as_chunks::<$lanes>();
+            let (recip, divisor) = ($set1(1.0 / 255.0), $set1(255.0));
+            for (bytes, out) in bytes.iter().zip(out.as_chunks_mut::<$lanes>().0) {
+                // SAFETY: the load reads exactly the chunk's bytes.
+                let p = unsafe { $load(bytes.as_ptr().cast()) };
+                let p = $to_f32($widen(p));
+                let q = $mul(p, recip);
+                let q = $fmadd($fnmadd(q, divisor, p), recip, q);
+                // SAFETY: the store writes exactly the chunk's floats.
+                unsafe { $store(out.as_mut_ptr(), q) };
+            }
+            let done = bytes.len() * $lanes;
+            super::scale(&pixels[done..len], &mut out[done..len]);
+        }
+    };
 }
 
 /// The conversions compiled for AVX2 and FMA: a batch is converted every step.
@@ -238,37 +260,18 @@ mod avx2 {
 
     use crate::data::{Dataset, IMAGE_PIXELS, IMAGE_SIDE};
 
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) fn convert(data: &Dataset, indices: &[usize], rows: &mut [f32], keys: &mut [u16]) {
-        // Closures here inherit this function's features, so the calls inline.
-        let (scale, key_of) = (
-            |p: &[u8], out: &mut [f32]| scale(p, out),
-            |p: &[u8]| ink_box_area(p),
-        );
-        super::convert_with(data, indices, rows, keys, scale, key_of);
-    }
-
-    /// `pixels / 255`, eight at a time without dividing: `q = p·(1/255)`, corrected once by
-    /// its remainder, `q + (p - 255·q)·(1/255)` (each step fused), is the correctly rounded
-    /// quotient for every byte (a test checks all 256). The divider took most of a batch's
-    /// conversion.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) fn scale(pixels: &[u8], out: &mut [f32]) {
-        let len = pixels.len().min(out.len());
-        let (bytes, _) = pixels[..len].as_chunks::<8>();
-        let (recip, divisor) = (_mm256_set1_ps(1.0 / 255.0), _mm256_set1_ps(255.0));
-        for (bytes, out) in bytes.iter().zip(out.as_chunks_mut::<8>().0) {
-            // SAFETY: 8 bytes are read, inside the chunk.
-            let p = unsafe { _mm_loadl_epi64(bytes.as_ptr().cast()) };
-            let p = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(p));
-            let q = _mm256_mul_ps(p, recip);
-            let q = _mm256_fmadd_ps(_mm256_fnmadd_ps(q, divisor, p), recip, q);
-            // SAFETY: 8 floats are written, inside the chunk.
-            unsafe { _mm256_storeu_ps(out.as_mut_ptr(), q) };
-        }
-        let done = bytes.len() * 8;
-        super::scale(&pixels[done..len], &mut out[done..len]);
-    }
+    conversions!(
+        "avx2,fma",
+        8,
+        _mm_loadl_epi64,
+        _mm256_cvtepu8_epi32,
+        _mm256_cvtepi32_ps,
+        _mm256_set1_ps,
+        _mm256_mul_ps,
+        _mm256_fmadd_ps,
+        _mm256_fnmadd_ps,
+        _mm256_storeu_ps
+    );
 
     /// [`super::ink_box_area`] with a row's 28 pixels compared at once.
     #[target_feature(enable = "avx2")]
@@ -305,36 +308,18 @@ mod avx512 {
 
     use crate::data::{Dataset, IMAGE_PIXELS, IMAGE_SIDE};
 
-    #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
-    pub(super) fn convert(data: &Dataset, indices: &[usize], rows: &mut [f32], keys: &mut [u16]) {
-        // Closures here inherit this function's features, so the calls inline.
-        let (scale, key_of) = (
-            |p: &[u8], out: &mut [f32]| scale(p, out),
-            |p: &[u8]| ink_box_area(p),
-        );
-        super::convert_with(data, indices, rows, keys, scale, key_of);
-    }
-
-    /// [`super::avx2::scale`] sixteen pixels at a time: the same multiply and fused
-    /// correction.
-    #[target_feature(enable = "avx512f")]
-    pub(super) fn scale(pixels: &[u8], out: &mut [f32]) {
-        let len = pixels.len().min(out.len());
-        let (bytes, _) = pixels[..len].as_chunks::<16>();
-        let (recip, divisor) = (_mm512_set1_ps(1.0 / 255.0), _mm512_set1_ps(255.0));
-        for (bytes, out) in bytes.iter().zip(out.as_chunks_mut::<16>().0) {
-            // SAFETY: 16 bytes are read, inside the chunk.
-            let p = unsafe { _mm_loadu_si128(bytes.as_ptr().cast()) };
-            let p = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(p));
-            let q = _mm512_mul_ps(p, recip);
-            let q = _mm512_fmadd_ps(_mm512_fnmadd_ps(q, divisor, p), recip, q);
-            // SAFETY: 16 floats are written, inside the chunk.
-            unsafe { _mm512_storeu_ps(out.as_mut_ptr(), q) };
-        }
-        let done = bytes.len() * 16;
-        super::scale(&pixels[done..len], &mut out[done..len]);
-    }
-
+    conversions!(
+        "avx512f,avx512bw,avx2,fma",
+        16,
+        _mm_loadu_si128,
+        _mm512_cvtepu8_epi32,
+        _mm512_cvtepi32_ps,
+        _mm512_set1_ps,
+        _mm512_mul_ps,
+        _mm512_fmadd_ps,
+        _mm512_fnmadd_ps,
+        _mm512_storeu_ps
+    );
     /// [`super::ink_box_area`] two rows (56 bytes, one masked load) at a time.
     #[target_feature(enable = "avx512f,avx512bw")]
     pub(super) fn ink_box_area(pixels: &[u8]) -> u16 {
@@ -390,10 +375,14 @@ mod tests {
         );
         let mut batch = vec![0.0f32; 4 * IMAGE_PIXELS];
         let mut info = BatchInfo::default();
-        let rows = fill_batch(&Serial, &data, &[1, 0], &mut batch, &mut info, true);
+        let kernel = Kernel::detect();
+        let rows = fill_batch(&Serial, kernel, &data, &[1, 0], &mut batch, &mut info, true);
         assert_eq!(rows, 2);
         assert_eq!(info.labels, [7, 3]);
-        assert_eq!(info.keys[1], ink_box_area(&data.images[..IMAGE_PIXELS]));
+        assert_eq!(
+            info.keys[1],
+            ink_box_area(kernel, &data.images[..IMAGE_PIXELS])
+        );
         assert_eq!(batch[IMAGE_PIXELS + 255], 1.0);
         assert_eq!(batch[0], f32::from(data.images[IMAGE_PIXELS]) / 255.0);
 
@@ -401,10 +390,19 @@ mod tests {
         let indices: Vec<usize> = (0..9).map(|i| i % 2).collect();
         let mut serial = vec![0.0f32; 9 * IMAGE_PIXELS];
         let mut threaded = vec![0.0f32; 9 * IMAGE_PIXELS];
-        fill_batch(&Serial, &data, &indices, &mut serial, &mut info, true);
+        fill_batch(
+            &Serial,
+            kernel,
+            &data,
+            &indices,
+            &mut serial,
+            &mut info,
+            true,
+        );
         let serial_keys = info.keys.clone();
         let rows = fill_batch(
             &Threads::new(3),
+            kernel,
             &data,
             &indices,
             &mut threaded,
@@ -425,7 +423,7 @@ mod tests {
     fn every_byte_scales_as_a_plain_division() {
         let bytes: Vec<u8> = (0..=255).collect();
         let mut scaled = [0.0f32; 256];
-        to_unit(&bytes, &mut scaled);
+        to_unit(Kernel::detect(), &bytes, &mut scaled);
         for (&p, v) in bytes.iter().zip(scaled) {
             assert_eq!(v.to_bits(), (f32::from(p) / 255.0).to_bits(), "pixel {p}");
         }
@@ -442,48 +440,30 @@ mod tests {
         let mut want = [0.0f32; IMAGE_PIXELS];
         scale(&image, &mut want);
         let want_key = plain_ink_box_area(&image);
-        let mut sets = Vec::new();
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            sets.push(Instructions::Avx2);
-        }
-        if instructions() == Instructions::Avx512 {
-            sets.push(Instructions::Avx512);
-        } else {
+        if Kernel::avx512().is_none() {
             eprintln!("skipped: this CPU has no AVX-512 F + BW, its conversion is not tested");
         }
-        for set in sets {
+        for kernel in [Kernel::avx2(), Kernel::avx512()].into_iter().flatten() {
             let mut got = [0.0f32; IMAGE_PIXELS];
-            // SAFETY: the CPU runs `set`, checked above.
-            let key = unsafe {
-                match set {
-                    Instructions::Avx512 => {
-                        avx512::scale(&image, &mut got);
-                        avx512::ink_box_area(&image)
-                    }
-                    _ => {
-                        avx2::scale(&image, &mut got);
-                        avx2::ink_box_area(&image)
-                    }
-                }
-            };
+            to_unit(kernel, &image, &mut got);
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&got), bits(&want), "{set:?}");
-            assert_eq!(key, want_key, "{set:?}");
+            assert_eq!(bits(&got), bits(&want), "{}", kernel.name());
+            assert_eq!(ink_box_area(kernel, &image), want_key, "{}", kernel.name());
         }
     }
 
     #[test]
     fn ink_box_area_spans_the_outermost_inked_pixels() {
         let mut image = [0u8; IMAGE_PIXELS];
-        assert_eq!(ink_box_area(&image), 0);
+        assert_eq!(ink_box_area(Kernel::detect(), &image), 0);
         image[5 * IMAGE_SIDE + 7] = 1;
-        assert_eq!(ink_box_area(&image), 1);
+        assert_eq!(ink_box_area(Kernel::detect(), &image), 1);
         // Rows 5..=20, columns 3..=7: 16 x 5.
         image[20 * IMAGE_SIDE + 3] = 200;
-        assert_eq!(ink_box_area(&image), 80);
+        assert_eq!(ink_box_area(Kernel::detect(), &image), 80);
         image[27 * IMAGE_SIDE + 27] = 9;
         image[0] = 9;
-        assert_eq!(ink_box_area(&image), 28 * 28);
+        assert_eq!(ink_box_area(Kernel::detect(), &image), 28 * 28);
     }
 
     #[test]
@@ -496,7 +476,7 @@ mod tests {
                 image[rng.next_u32() as usize % IMAGE_PIXELS] = 1 + (rng.next_u32() % 255) as u8;
             }
             assert_eq!(
-                ink_box_area(&image),
+                ink_box_area(Kernel::detect(), &image),
                 plain_ink_box_area(&image),
                 "{image:?}"
             );

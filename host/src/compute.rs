@@ -24,7 +24,7 @@ pub fn zeroed_slice<T: Zeroable>(len: usize) -> Box<[T]> {
 pub enum KernelChoice {
     /// The fastest kernel this CPU runs.
     Auto,
-    /// AVX-512 F with AVX2 + FMA (x86-64): the same bits as avx2.
+    /// AVX-512 F and BW with AVX2 + FMA (x86-64): the same bits as avx2.
     Avx512,
     /// AVX2 + FMA (x86-64).
     Avx2,
@@ -53,7 +53,7 @@ pub fn select_kernel(choice: KernelChoice) -> Result<Kernel, Unsupported> {
         }),
         KernelChoice::Avx512 => avx512().ok_or(Unsupported {
             kernel: "avx512",
-            needs: "AVX-512 F + AVX2 + FMA",
+            needs: "AVX-512 F + BW + AVX2 + FMA",
         }),
         KernelChoice::Auto => Ok(Kernel::detect()),
     }

@@ -593,6 +593,7 @@ impl Trainer {
         self.indices.extend(indices);
         fill_batch(
             &self.threads,
+            self.kernel,
             data,
             &self.indices,
             &mut self.batch[..],
@@ -682,7 +683,7 @@ impl Trainer {
     /// Class probabilities of one image's pixels.
     pub fn image_probabilities(&mut self, pixels: &[u8]) -> Vec<f32> {
         let mut row = vec![0.0; pixels.len()];
-        crate::batch::to_unit(pixels, &mut row);
+        crate::batch::to_unit(self.kernel, pixels, &mut row);
         self.probabilities(&row)
     }
 

@@ -5,15 +5,17 @@
 
 use super::{Kernel, Variant};
 
-/// The instruction set a kernel's fast paths run.
+/// The instruction set a kernel's fast paths run, for code outside the core (the host's batch
+/// conversion) that follows the kernel a run chose.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Isa {
+#[non_exhaustive]
+pub enum Isa {
     /// Plain arithmetic for the compile target (naive and portable kernels).
     Plain,
     /// AVX2 + FMA.
     #[cfg(target_arch = "x86_64")]
     Avx2,
-    /// AVX-512 F with AVX2 + FMA.
+    /// AVX-512 F and BW with AVX2 + FMA.
     #[cfg(target_arch = "x86_64")]
     Avx512,
     /// NEON (part of the aarch64 baseline): the generic loops with a fused multiply-add.
@@ -23,7 +25,7 @@ pub(crate) enum Isa {
 
 impl Kernel {
     /// The instruction set this kernel's fast paths run.
-    pub(crate) fn isa(self) -> Isa {
+    pub fn isa(self) -> Isa {
         match self.0 {
             Variant::Naive => Isa::Plain,
             Variant::Blocked(isa) => isa,
@@ -52,12 +54,12 @@ impl Kernel {
             .then(|| unsafe { Kernel::avx2_unchecked() })
     }
 
-    /// The AVX-512 kernel, when this CPU (and its OS) runs AVX-512 F, AVX2 and FMA.
+    /// The AVX-512 kernel, when this CPU (and its OS) runs AVX-512 F and BW, AVX2 and FMA.
     #[cfg(target_arch = "x86_64")]
     pub fn avx512() -> Option<Kernel> {
         let features = x86::features();
         // SAFETY: the features were detected on this CPU.
-        (features.avx2 && features.avx512f).then(|| unsafe { Kernel::avx512_unchecked() })
+        (features.avx2 && features.avx512).then(|| unsafe { Kernel::avx512_unchecked() })
     }
 }
 
@@ -69,8 +71,9 @@ mod x86 {
     pub(super) struct Features {
         /// AVX2 and FMA, with the OS saving ymm registers.
         pub avx2: bool,
-        /// AVX-512 F, with the OS saving zmm and mask registers.
-        pub avx512f: bool,
+        /// AVX-512 F and BW (the host's byte conversions), with the OS saving zmm and mask
+        /// registers.
+        pub avx512: bool,
     }
 
     pub(super) fn features() -> Features {
@@ -80,7 +83,7 @@ mod x86 {
         if !(osxsave && avx) {
             return Features {
                 avx2: false,
-                avx512f: false,
+                avx512: false,
             };
         }
         // SAFETY: OSXSAVE is set, so XGETBV runs.
@@ -95,7 +98,7 @@ mod x86 {
         };
         Features {
             avx2: ymm && fma && bit(leaf7, 5),
-            avx512f: zmm && bit(leaf7, 16),
+            avx512: zmm && bit(leaf7, 16) && bit(leaf7, 30),
         }
     }
 }
@@ -108,7 +111,9 @@ mod tests {
     #[test]
     fn detection_agrees_with_std() {
         let avx2 = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
-        let avx512 = avx2 && std::is_x86_feature_detected!("avx512f");
+        let avx512 = avx2
+            && std::is_x86_feature_detected!("avx512f")
+            && std::is_x86_feature_detected!("avx512bw");
         assert_eq!(Kernel::avx2().is_some(), avx2);
         assert_eq!(Kernel::avx512().is_some(), avx512);
         let best = match (avx512, avx2) {

@@ -50,7 +50,7 @@ mod tiles;
 mod view;
 
 pub use claims::{Parallel, Serial};
-pub(crate) use detect::Isa;
+pub use detect::Isa;
 pub use epilogue::Epilogue;
 pub(crate) use epilogue::relu;
 pub use params::{KC, MAX_ORDERED_ROWS};
@@ -101,8 +101,9 @@ impl Kernel {
     /// [`Kernel::avx2_unchecked`]'s, so the same bits, twice as many per instruction.
     ///
     /// # Safety
-    /// The CPU must support `avx512f`, `avx2` and `fma` ([`Kernel::avx512`] checks): its
-    /// narrow products and the paired weight gradient run the AVX2 code.
+    /// The CPU must support `avx512f`, `avx512bw`, `avx2` and `fma` ([`Kernel::avx512`]
+    /// checks): its narrow products and the paired weight gradient run the AVX2 code, and code
+    /// that follows the kernel's [`Isa`] (the host's byte conversions) runs AVX-512 BW.
     #[cfg(target_arch = "x86_64")]
     pub const unsafe fn avx512_unchecked() -> Kernel {
         Kernel(Variant::Blocked(Isa::Avx512))
