@@ -577,48 +577,35 @@ fn resumed_config(
     recorded: TrainConfig,
     at: train::Position,
 ) -> Result<TrainConfig> {
-    let mut conflicts = Vec::new();
-    let mut compare = |flag: &str, given: Option<String>, recorded: String| {
-        if let Some(given) = given
-            && given != recorded
-        {
-            conflicts.push(format!(
-                "{flag} {given} differs from the checkpoint's {recorded}"
-            ));
-        }
-    };
     let widths = |h: &[usize]| h.iter().map(usize::to_string).collect::<Vec<_>>().join(",");
     let optimizer = |o: OptimizerKind| format!("{o:?}").to_lowercase();
-    compare(
-        "--hidden",
-        args.hidden.as_deref().map(widths),
-        widths(&recorded.hidden),
-    );
-    compare(
-        "--batch-size",
-        args.batch_size.map(|b| b.to_string()),
-        recorded.batch_size.to_string(),
-    );
-    compare(
-        "--optimizer",
-        args.optimizer.map(optimizer),
-        optimizer(recorded.optimizer),
-    );
-    compare(
-        "--learning-rate",
-        args.learning_rate.map(|l| l.to_string()),
-        recorded.learning_rate.to_string(),
-    );
-    compare(
-        "--seed",
-        args.seed.map(|s| s.to_string()),
-        recorded.seed.to_string(),
-    );
-    compare(
-        "--validation-split",
-        args.validation_split.map(|v| v.to_string()),
-        recorded.validation_split.to_string(),
-    );
+    let conflicts: Vec<String> = [
+        differs(
+            "--hidden",
+            args.hidden.as_deref().map(widths),
+            widths(&recorded.hidden),
+        ),
+        differs("--batch-size", args.batch_size, recorded.batch_size),
+        differs(
+            "--optimizer",
+            args.optimizer.map(optimizer),
+            optimizer(recorded.optimizer),
+        ),
+        differs(
+            "--learning-rate",
+            args.learning_rate,
+            recorded.learning_rate,
+        ),
+        differs("--seed", args.seed, recorded.seed),
+        differs(
+            "--validation-split",
+            args.validation_split,
+            recorded.validation_split,
+        ),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     if !conflicts.is_empty() {
         bail!(
             "{} (leave them out to continue its run, or start a new run without --resume)",
@@ -633,6 +620,17 @@ fn resumed_config(
         );
     }
     Ok(TrainConfig { epochs, ..recorded })
+}
+
+/// Says how a setting given with `--resume` differs from the checkpoint's, if it does.
+fn differs<T: PartialEq + std::fmt::Display>(
+    flag: &str,
+    given: Option<T>,
+    recorded: T,
+) -> Option<String> {
+    given
+        .filter(|given| *given != recorded)
+        .map(|given| format!("{flag} {given} differs from the checkpoint's {recorded}"))
 }
 
 /// The command that continues an interrupted run from `checkpoint`, writing what this run
