@@ -2,7 +2,7 @@
 //! rows, then one register tile per panel of B. The sizes are in [`super::params`].
 
 use super::claims::{Claims, Columns, Units};
-use super::epilogue::{Epilogue, Out, Tile, store};
+use super::epilogue::{Epilogue, Out, Tile, load, store};
 use super::pack::{APanel, pack_b};
 use super::params::{
     B_LEN, KC, MAX_PANELS, NR_MAX, PACKED_LEN, PACKED_ROWS, STEPS_LEN, skips_zeros, unit_width,
@@ -220,16 +220,22 @@ fn run_strip<M: Tiles<NR>, const R: usize, const NR: usize>(
     // Loop 5: the pass's panels of B, NR columns each: one register tile apiece.
     for j in (0..strip.width).step_by(NR) {
         let b_panel = &b_panels[j / NR * strip.panel_stride..][..NR * strip.kc];
-        let acc = match strip.steps {
-            Steps::All => M::dense::<R>(&panel, b_panel),
-            Steps::Listed(steps) => M::sparse::<R>(&panel, steps, b_panel),
-            Steps::Packed(steps, values) => M::packed::<R>(values, steps, b_panel),
-        };
         let tile = Tile {
             rows: &panel.numbers[..strip.rows],
             col: strip.col + j,
             cols: NR.min(strip.width - j),
         };
-        store(&acc, out, tile, strip.first, strip.last, epilogue);
+        // Later K blocks carry on the chains of the earlier ones, from C.
+        let sums = if strip.first {
+            [[0.0; NR]; R]
+        } else {
+            load(out, tile)
+        };
+        let sums = match strip.steps {
+            Steps::All => M::dense::<R>(&sums, &panel, b_panel),
+            Steps::Listed(steps) => M::sparse::<R>(&sums, &panel, steps, b_panel),
+            Steps::Packed(steps, values) => M::packed::<R>(&sums, values, steps, b_panel),
+        };
+        store(&sums, out, tile, strip.last, epilogue);
     }
 }

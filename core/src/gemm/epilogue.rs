@@ -120,13 +120,25 @@ pub(super) struct Tile<'r> {
     pub(super) cols: usize,
 }
 
-/// Adds a tile to C (or sets it, for the first K block) and applies the epilogue after the last.
+/// A tile's sums so far, as the last K block left them in C (zero beyond its columns).
+#[inline(always)]
+pub(super) fn load<const R: usize, const NR: usize>(out: &Out, tile: Tile) -> [[f32; NR]; R] {
+    let mut sums = [[0.0; NR]; R];
+    for (row, &i) in sums.iter_mut().zip(tile.rows) {
+        // SAFETY: the tile lies inside C and inside this job's column range, and this is the
+        // only live reference to that row segment.
+        let c_row = unsafe { out.row_mut(i, tile.col, tile.cols) };
+        row[..tile.cols].copy_from_slice(c_row);
+    }
+    sums
+}
+
+/// Writes a tile's sums to C, through the epilogue after the last K block.
 #[inline(always)]
 pub(super) fn store<const R: usize, const NR: usize>(
     acc: &[[f32; NR]; R],
     out: &Out,
     tile: Tile,
-    first: bool,
     last: bool,
     epilogue: Epilogue,
 ) {
@@ -140,8 +152,8 @@ pub(super) fn store<const R: usize, const NR: usize>(
         };
         match <&mut [f32; NR]>::try_from(&mut *c_row) {
             // Whole arrays: the row becomes a few vector operations.
-            Ok(c_row) => store_full(acc_row, c_row, at, first, last, epilogue),
-            Err(_) => store_row(&acc_row[..tile.cols], c_row, at, first, last, epilogue),
+            Ok(c_row) => store_full(acc_row, c_row, at, last, epilogue),
+            Err(_) => store_row(&acc_row[..tile.cols], c_row, at, last, epilogue),
         }
     }
 }
@@ -152,17 +164,10 @@ fn store_full<const NR: usize>(
     acc: &[f32; NR],
     c: &mut [f32; NR],
     at: Place,
-    first: bool,
     last: bool,
     epi: Epilogue,
 ) {
     let mut v = *acc;
-    if !first {
-        let old = *c;
-        for (v, o) in v.iter_mut().zip(old) {
-            *v += o;
-        }
-    }
     if last {
         match epi {
             Epilogue::Store => {}
@@ -197,28 +202,23 @@ struct Place {
 }
 
 #[inline(always)]
-fn store_row(acc: &[f32], c: &mut [f32], at: Place, first: bool, last: bool, epi: Epilogue) {
+fn store_row(acc: &[f32], c: &mut [f32], at: Place, last: bool, epi: Epilogue) {
     let len = c.len();
-    let sum = |c: f32, v: f32| if first { v } else { c + v };
     match (last, epi) {
-        (false, _) | (true, Epilogue::Store) => {
-            for (c, &v) in c.iter_mut().zip(acc) {
-                *c = sum(*c, v);
-            }
-        }
+        (false, _) | (true, Epilogue::Store) => c.copy_from_slice(acc),
         (true, Epilogue::Bias(bias)) => {
             for ((c, &v), &b) in c.iter_mut().zip(acc).zip(&bias[at.col..at.col + len]) {
-                *c = sum(*c, v) + b;
+                *c = v + b;
             }
         }
         (true, Epilogue::BiasRelu(bias)) => {
             for ((c, &v), &b) in c.iter_mut().zip(acc).zip(&bias[at.col..at.col + len]) {
-                *c = relu(sum(*c, v) + b);
+                *c = relu(v + b);
             }
         }
         (true, Epilogue::ReluMask(mask)) => {
             for ((c, &v), &mk) in c.iter_mut().zip(acc).zip(&mask[at.index..at.index + len]) {
-                *c = masked(sum(*c, v), mk);
+                *c = masked(v, mk);
             }
         }
     }

@@ -6,9 +6,10 @@
 //! that holds an `R x NR` block of C in a fixed-size array of accumulators: K blocks of at most
 //! [`KC`]; a group of NR-wide panels of B packed together (up to 256 KB, in L2); then for each
 //! panel of R rows of A every B panel of the group, so C is written along its rows (AVX2's wide
-//! 3 x 32 tiles and AVX-512's 3 x 64 turn the last two loops round: their B panels are larger).
-//! AVX-512 sums every element as AVX2 does, over the same 3-row panels' steps, so the two give
-//! the same bits; only the panel width differs ([`Kernel::panel_width`]). A is read
+//! 3 x 32 tiles and AVX-512's 6 x 64 turn the last two loops round: their B panels are larger).
+//! Every tile sums each element as one chain of fused multiply-adds over K in order, carried
+//! from K block to K block through C, so AVX-512 and AVX2 give the same bits; only the panel
+//! width differs ([`Kernel::panel_width`]). A is read
 //! where it lies, whatever its layout: each value is broadcast once per tile straight from
 //! memory, so copying A first would only add a pass over it (and, with several threads, one
 //! pass per thread). A B already in the kernel's panels ([`MatRef::panels`]: the training step
@@ -24,7 +25,7 @@
 //! in B that only ever meets zeros of A is skipped rather than turned into NaN.
 //!
 //! Determinism: each element of C is summed over K in one fixed order (K blocks in order,
-//! sequentially inside a block), and neither the blocking nor the skipping depends on which
+//! sequentially inside a block, one chain across them), and neither the blocking nor the skipping depends on which
 //! columns or rows a call covers, so splitting them between threads never changes a bit of the
 //! result.
 //!

@@ -18,9 +18,9 @@ pub const MAX_ORDERED_ROWS: usize = 4096;
 
 // ---- Loop 1: K blocks.
 
-/// Deepest K block: the forward's 784 inputs in one. Three blocks of 262 keep a B panel in L1,
-/// but each block then adds its sums into C, and with the zero steps skipped the tiles wait on
-/// those passes more than on L2.
+/// Deepest K block: the forward's 784 inputs in one. Blocks of 160 would keep a 64-wide B panel
+/// in L1 (and the sums carried through C keep the bits), but with the zero steps skipped each
+/// tile then does too little between its round trips through C.
 pub const KC: usize = 784;
 
 // ---- Loop 2: row blocks of A, sized by the step lists of a K block.
@@ -66,10 +66,12 @@ pub(super) const AVX2_WIDE_NR: usize = 32;
 /// Narrowest product (exclusive) that AVX2 runs on its wide tiles.
 #[cfg(target_arch = "x86_64")]
 pub(super) const AVX2_WIDE_MIN: usize = 2 * AVX2_NR;
-/// AVX-512's wide tiles, on 512-bit vectors (32 zmm registers); narrower products run AVX2's
-/// narrow tiles, whose sums they are.
+/// AVX-512's wide tiles, on 512-bit vectors: 24 accumulators, 4 vectors of B and the
+/// broadcasts fill the 32 zmm registers, and 6 rows share each B vector read from L2. Panels
+/// of 6 images skip fewer zero steps than panels of 3, but each step costs about half as much.
+/// Narrower products run AVX2's narrow tiles, whose sums they are.
 #[cfg(target_arch = "x86_64")]
-pub(super) const AVX512_WIDE_MR: usize = 3;
+pub(super) const AVX512_WIDE_MR: usize = 6;
 /// See [`AVX512_WIDE_MR`].
 #[cfg(target_arch = "x86_64")]
 pub(super) const AVX512_WIDE_NR: usize = 64;
@@ -129,6 +131,14 @@ const _: () = assert!(pairs::LISTED_TILE.0 == AVX2_WIDE_MR && pairs::LISTED_TILE
 pub(super) mod pairs {
     /// Inputs per block (rows of C a unit covers): a tile of 2 x 6 vectors of 8.
     pub(crate) const BLOCK: usize = 48;
+    /// AVX-512's blocks: a tile of 2 x 6 vectors of 16. Twelve chains of multiply-adds keep
+    /// both FMA units busy where blocks of 48 (six chains) wait on their latency, and the
+    /// images a block of 96 inputs is blank in are hardly fewer.
+    pub(crate) const WIDE_BLOCK: usize = 96;
+    /// Inputs a last AVX-512 block takes beyond [`WIDE_BLOCK`] rather than leave them to a
+    /// block of their own, whose steps would cost nearly what a whole block's do (784 = 7 x 96
+    /// + 112).
+    pub(crate) const WIDE_TAIL: usize = 16;
     /// Hidden units whose tiles are staged before they are written to C: a cache line.
     pub(crate) const STAGE: usize = 16;
     /// Most images: the masks are `u128`.

@@ -42,7 +42,7 @@ unsafe fn tile<const V: usize>(
     const { assert!(V * 8 <= BLOCK) };
     assert!(col + 1 < STAGE && panel.len() >= pair.len() * BLOCK);
     let mut acc = [[_mm256_setzero_ps(); V]; 2];
-    accumulate!(acc, panel, pair, mask, lanes: 8, splat: |v| _mm256_broadcast_ss(v),
+    accumulate!(acc, panel, pair, mask, block: BLOCK, lanes: 8, splat: |v| _mm256_broadcast_ss(v),
         load: _mm256_loadu_ps, fmadd: _mm256_fmadd_ps);
     // Inputs p of both units side by side: stage[p][col..col + 2].
     let stage = stage.as_flattened_mut();

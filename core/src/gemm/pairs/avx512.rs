@@ -1,19 +1,26 @@
 //! The paired product's tile compiled for AVX-512: the sums of the AVX2 tile, in its order, on
 //! 16 inputs a vector (counting and copying the pairs run the AVX2 code).
 
-use super::{BLOCK, Block, Out, STAGE, Scratch, for_each_bit};
+use super::{Block, Out, STAGE, Scratch, WIDE_BLOCK, WIDE_TAIL, for_each_bit};
+
+/// Inputs of the widest block, a last one: the stride of X's panel.
+const MOST: usize = WIDE_BLOCK + WIDE_TAIL;
 use core::arch::x86_64::{
     __m512, _mm_castps_pd, _mm_storeh_pd, _mm_storel_pd, _mm512_extractf32x4_ps, _mm512_fmadd_ps,
     _mm512_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_unpackhi_ps, _mm512_unpacklo_ps,
 };
 
-/// [`super::run_block`] with the AVX-512 tiles.
+/// [`super::run_block`] with the AVX-512 tiles, on blocks of [`WIDE_BLOCK`] inputs (a last
+/// one up to [`MOST`]).
 ///
 /// # Safety
 /// The CPU has AVX-512 F.
 #[target_feature(enable = "avx512f")]
 pub(super) fn run_block(block: &Block, out: &Out, scratch: &mut Scratch) {
-    let tile: super::TileFn = match block.width.div_ceil(16) {
+    // A last, narrower block runs on a tile just wide enough (X's panel is padded with zeros).
+    let tile: super::TileFn<MOST> = match block.width.div_ceil(16) {
+        7.. => tile::<7>,
+        4.. => tile::<6>,
         3 => tile::<3>,
         2 => tile::<2>,
         _ => tile::<1>,
@@ -30,13 +37,13 @@ unsafe fn tile<const V: usize>(
     panel: &[f32],
     pair: &[[f32; 2]],
     mask: u128,
-    stage: &mut [[f32; STAGE]; BLOCK],
+    stage: &mut [[f32; STAGE]; MOST],
     col: usize,
 ) {
-    const { assert!(V * 16 <= BLOCK) };
-    assert!(col + 1 < STAGE && panel.len() >= pair.len() * BLOCK);
+    const { assert!(V * 16 <= MOST) };
+    assert!(col + 1 < STAGE && panel.len() >= pair.len() * MOST);
     let mut acc: [[__m512; V]; 2] = [[_mm512_setzero_ps(); V]; 2];
-    accumulate!(acc, panel, pair, mask, lanes: 16, splat: |v| _mm512_set1_ps(*v),
+    accumulate!(acc, panel, pair, mask, block: MOST, lanes: 16, splat: |v| _mm512_set1_ps(*v),
         load: _mm512_loadu_ps, fmadd: _mm512_fmadd_ps);
     // Inputs p of both units side by side: stage[p][col..col + 2].
     let stage = stage.as_flattened_mut();
@@ -60,7 +67,7 @@ unsafe fn tile<const V: usize>(
         for (offset, lane) in lanes {
             let p = 16 * v + offset;
             let lane = _mm_castps_pd(lane);
-            // SAFETY: p + 1 < 16 V <= BLOCK rows of STAGE values; col + 1 < STAGE.
+            // SAFETY: p + 1 < 16 V <= MOST rows of STAGE values; col + 1 < STAGE.
             unsafe {
                 let at = stage.as_mut_ptr().add(p * STAGE + col);
                 _mm_storel_pd(at.cast(), lane);

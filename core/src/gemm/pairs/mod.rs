@@ -4,9 +4,9 @@
 //! The blocked product skips K steps (images) where a panel of three inputs is zero in X, but
 //! cannot skip the zeros of D: a B row of 32 hidden units is hardly ever all zero. Yet ReLU
 //! zeroes most of D once training is under way (half of it at the start, three quarters later
-//! on Fashion-MNIST). Here a tile is 2 hidden units x 48 inputs: D's pair is broadcast, X's
-//! block is the vector row, and an image is a step only if the pair is nonzero *and* the block
-//! of X is: with bit masks over the batch (one per pair, one per block), the tile's steps are
+//! on Fashion-MNIST). Here a tile is 2 hidden units x 48 inputs (96 with AVX-512): D's pair is
+//! broadcast, X's block is the vector row, and an image is a step only if the pair is nonzero
+//! *and* the block of X is: with bit masks over the batch (one per pair, one per block), the tile's steps are
 //! the set bits of one AND. Late in training that leaves a third fewer steps than the panels of
 //! inputs do; early on, or with sparse images (MNIST), it leaves more, so the caller counts
 //! both ([`GradientSteps`]) and takes the cheaper.
@@ -15,7 +15,7 @@
 //! zero, as the blocked product does: for finite values the result is the same bits.
 //!
 //! Two calls: the first copies D into panels of pairs (each pair's values image by image, and
-//! its mask); in the second, jobs claim blocks of 48 inputs, copy X's block into a panel of
+//! its mask); in the second, jobs claim blocks of inputs, copy X's block into a panel of
 //! their own, run every pair's tile over it, and write C a cache line of 16 hidden units at a
 //! time (C's rows lie 2 KB apart: a tile's 48 rows written straight to C would fall into two
 //! sets of the L1 cache).
@@ -25,7 +25,8 @@ use super::Isa;
 use super::claims::{Counter, Once};
 use super::epilogue::Out;
 use super::params::pairs::{
-    BLOCK, LISTED_TILE, MAX_PIECES, MAX_ROWS, PIECE_PAIRS, PREFER_PAIRS, STAGE,
+    BLOCK, LISTED_TILE, MAX_PIECES, MAX_ROWS, PIECE_PAIRS, PREFER_PAIRS, STAGE, WIDE_BLOCK,
+    WIDE_TAIL,
 };
 use super::tiles::{MulAdd, Plain};
 use super::{Kernel, Parallel, Scratch};
@@ -156,19 +157,31 @@ pub(crate) fn weight_gradient<P: Parallel>(
     let out = Out::new(c, n);
     let (pairs, masks) = (&*pairs, &*masks);
     let counter = Counter::new();
+    let (block_len, tail) = match kernel.isa() {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => (WIDE_BLOCK, WIDE_TAIL),
+        _ => (BLOCK, 0),
+    };
+    // The last block takes the inputs left, up to `tail` more than the others.
+    let blocks = k.saturating_sub(tail).div_ceil(block_len).max(1);
     let job = |_: usize, scratch: &mut Scratch| {
         beside.run(scratch);
         loop {
-            let start = counter.next().saturating_mul(BLOCK);
-            if start >= k {
+            let unit = counter.next();
+            if unit >= blocks {
                 break;
             }
+            let start = unit * block_len;
             let block = Block {
                 x,
                 rows,
                 k,
                 start,
-                width: BLOCK.min(k - start),
+                width: if unit + 1 == blocks {
+                    k - start
+                } else {
+                    block_len
+                },
                 pairs,
                 masks,
             };
@@ -183,7 +196,7 @@ pub(crate) fn weight_gradient<P: Parallel>(
             }
         }
     };
-    let jobs = scratches.len().min(k.div_ceil(BLOCK)).max(1);
+    let jobs = scratches.len().min(blocks);
     par.run(&mut scratches[..jobs], &job);
 }
 
@@ -249,8 +262,10 @@ struct Block<'a> {
     masks: &'a [u128],
 }
 
-/// The tile of pair `q` over a block: `(block's X panel, pair's panel, mask, stage, column)`.
-type TileFn = unsafe fn(&[f32], &[[f32; 2]], u128, &mut [[f32; STAGE]; BLOCK], usize);
+/// The tile of pair `q` over a block of `B` inputs: `(block's X panel, pair's panel, mask,
+/// stage, column)`.
+type TileFn<const B: usize = BLOCK> =
+    unsafe fn(&[f32], &[[f32; 2]], u128, &mut [[f32; STAGE]; B], usize);
 
 /// The generic tile with the multiply-add of `kernel`'s blocked product (whose bits it gives).
 fn generic_tile(kernel: Kernel) -> TileFn {
@@ -261,15 +276,16 @@ fn generic_tile(kernel: Kernel) -> TileFn {
     }
 }
 
-/// Runs a block: packs its X, then every pair's tile, writing C a stage at a time.
+/// Runs a block of at most `B` inputs: packs its X, then every pair's tile, writing C a stage
+/// at a time.
 #[inline(always)]
-fn run_block(block: &Block, out: &Out, scratch: &mut Scratch, tile: TileFn) {
+fn run_block<const B: usize>(block: &Block, out: &Out, scratch: &mut Scratch, tile: TileFn<B>) {
     let Block { rows, width, .. } = *block;
-    // X's block, row by row at a stride of BLOCK, and the images where it is nonzero.
-    let panel = &mut scratch.b[..rows * BLOCK];
+    // X's block, row by row at a stride of B, and the images where it is nonzero.
+    let panel = &mut scratch.b[..rows * B];
     let mut nonzero = 0u128;
     for (b, (dst, src)) in panel
-        .chunks_exact_mut(BLOCK)
+        .chunks_exact_mut(B)
         .zip(block.x.chunks(block.k))
         .enumerate()
     {
@@ -278,13 +294,13 @@ fn run_block(block: &Block, out: &Out, scratch: &mut Scratch, tile: TileFn) {
         dst[width..].fill(0.0);
         nonzero |= u128::from(src.iter().any(|&v| v != 0.0)) << b;
     }
-    let panel = &scratch.b[..rows * BLOCK];
+    let panel = &scratch.b[..rows * B];
     let stage = scratch
         .packed_a
         .as_flattened_mut()
         .as_chunks_mut::<STAGE>()
         .0
-        .first_chunk_mut::<BLOCK>()
+        .first_chunk_mut::<B>()
         .expect("scratch holds a stage");
     let pairs = block.pairs.as_chunks::<2>().0;
     let n = block.masks.len() * 2;
@@ -371,7 +387,7 @@ fn for_each_bit(mask: u128, mut step: impl FnMut(usize)) {
 /// `$lanes` inputs of the block's row of X in `panel` (one fused multiply-add each).
 #[cfg(target_arch = "x86_64")]
 macro_rules! accumulate {
-    ($acc:ident, $panel:ident, $pair:ident, $mask:ident, lanes: $lanes:literal,
+    ($acc:ident, $panel:ident, $pair:ident, $mask:ident, block: $block:expr, lanes: $lanes:literal,
      splat: |$a:ident| $splat:expr, load: $load:ident, fmadd: $fmadd:ident) => {
         for_each_bit($mask, |b| {
             let pair = &$pair[b];
@@ -385,12 +401,12 @@ macro_rules! accumulate {
                     $splat
                 },
             );
-            // SAFETY: b < pair.len(), so the row's BLOCK >= `$lanes` V values lie in `panel`.
-            let x = unsafe { $panel.as_ptr().add(b * BLOCK) };
+            // SAFETY: b < pair.len(), so the row's `$block` >= `$lanes` V values lie in `panel`.
+            let x = unsafe { $panel.as_ptr().add(b * $block) };
             let [first, second] = &mut $acc;
             for (v, (first, second)) in first.iter_mut().zip(second).enumerate() {
-                // SAFETY: v < V and `$lanes` V <= BLOCK, so the `$lanes` floats from
-                // `x + $lanes * v` lie in the row's BLOCK values in `panel`.
+                // SAFETY: v < V and `$lanes` V <= `$block`, so the `$lanes` floats from
+                // `x + $lanes * v` lie in the row's `$block` values in `panel`.
                 let x = unsafe { $load(x.add($lanes * v)) };
                 *first = $fmadd(a0, x, *first);
                 *second = $fmadd(a1, x, *second);

@@ -3,7 +3,7 @@
 
 use super::{MulAdd, dense_kernel, packed_kernel, sparse_kernel};
 use core::arch::x86_64::{
-    __m256, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_set1_ps, _mm256_setzero_ps, _mm256_storeu_ps,
+    __m256, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_set1_ps, _mm256_storeu_ps,
 };
 
 wide_tiles! {
@@ -13,7 +13,6 @@ wide_tiles! {
     features: "avx2,fma",
     lanes: 8,
     vector: __m256,
-    zero: _mm256_setzero_ps,
     splat: _mm256_set1_ps,
     load: _mm256_loadu_ps,
     fmadd: _mm256_fmadd_ps,
@@ -35,50 +34,62 @@ impl MulAdd for Fused {
 // (see `Kernel::avx2_unchecked` and `Kernel::avx512_unchecked`).
 impl<const NR: usize> Tiles<NR> for Fused {
     #[inline(always)]
-    fn dense<const R: usize>(a: &APanel<R>, b_panel: &[f32]) -> [[f32; NR]; R] {
+    fn dense<const R: usize>(acc: &Acc<R, NR>, a: &APanel<R>, b_panel: &[f32]) -> Acc<R, NR> {
         // SAFETY: only the AVX2 and AVX-512 loop nests run `Fused`, so the CPU has AVX2 and FMA.
-        unsafe { fused_dense::<R, NR>(a, b_panel) }
+        unsafe { fused_dense::<R, NR>(acc, a, b_panel) }
     }
 
     #[inline(always)]
-    fn sparse<const R: usize>(a: &APanel<R>, steps: &[u16], b_panel: &[f32]) -> [[f32; NR]; R] {
+    fn sparse<const R: usize>(
+        acc: &Acc<R, NR>,
+        a: &APanel<R>,
+        steps: &[u16],
+        b_panel: &[f32],
+    ) -> Acc<R, NR> {
         // SAFETY: only the AVX2 and AVX-512 loop nests run `Fused`, so the CPU has AVX2 and FMA.
-        unsafe { fused_sparse::<R, NR>(a, steps, b_panel) }
+        unsafe { fused_sparse::<R, NR>(acc, a, steps, b_panel) }
     }
 
     #[inline(always)]
     fn packed<const R: usize>(
+        acc: &Acc<R, NR>,
         a: &[[f32; PACKED_ROWS]],
         steps: &[u16],
         b_panel: &[f32],
-    ) -> [[f32; NR]; R] {
+    ) -> Acc<R, NR> {
         // SAFETY: only the AVX2 and AVX-512 loop nests run `Fused`, so the CPU has AVX2 and FMA.
-        unsafe { fused_packed::<R, NR>(a, steps, b_panel) }
+        unsafe { fused_packed::<R, NR>(acc, a, steps, b_panel) }
     }
 }
 
 #[target_feature(enable = "avx2,fma")]
 #[inline(never)]
-fn fused_dense<const R: usize, const NR: usize>(a: &APanel<R>, b_panel: &[f32]) -> [[f32; NR]; R] {
-    dense_kernel::<Fused, R, NR>(a, b_panel)
+fn fused_dense<const R: usize, const NR: usize>(
+    acc: &Acc<R, NR>,
+    a: &APanel<R>,
+    b_panel: &[f32],
+) -> Acc<R, NR> {
+    dense_kernel::<Fused, R, NR>(acc, a, b_panel)
 }
 
 #[target_feature(enable = "avx2,fma")]
 #[inline(never)]
 fn fused_sparse<const R: usize, const NR: usize>(
+    acc: &Acc<R, NR>,
     a: &APanel<R>,
     steps: &[u16],
     b_panel: &[f32],
-) -> [[f32; NR]; R] {
-    sparse_kernel::<Fused, R, NR>(a, steps, b_panel)
+) -> Acc<R, NR> {
+    sparse_kernel::<Fused, R, NR>(acc, a, steps, b_panel)
 }
 
 #[target_feature(enable = "avx2,fma")]
 #[inline(never)]
 fn fused_packed<const R: usize, const NR: usize>(
+    acc: &Acc<R, NR>,
     a: &[[f32; PACKED_ROWS]],
     steps: &[u16],
     b_panel: &[f32],
-) -> [[f32; NR]; R] {
-    packed_kernel::<Fused, R, NR>(a, steps, b_panel)
+) -> Acc<R, NR> {
+    packed_kernel::<Fused, R, NR>(acc, a, steps, b_panel)
 }

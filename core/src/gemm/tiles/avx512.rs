@@ -2,7 +2,7 @@
 //! on 512-bit vectors. Narrow products run AVX2's narrow tiles.
 
 use core::arch::x86_64::{
-    __m512, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
+    __m512, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_storeu_ps,
 };
 
 wide_tiles! {
@@ -12,7 +12,6 @@ wide_tiles! {
     features: "avx512f",
     lanes: 16,
     vector: __m512,
-    zero: _mm512_setzero_ps,
     splat: _mm512_set1_ps,
     load: _mm512_loadu_ps,
     fmadd: _mm512_fmadd_ps,

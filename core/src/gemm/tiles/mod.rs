@@ -7,8 +7,8 @@ use super::params::PACKED_ROWS;
 
 /// Wide tiles written with intrinsics, `V` vectors of `$lanes` floats across: one definition
 /// for every instruction set whose wide tiles sum as [`dense_kernel`] does with [`Fused`] (each
-/// element starts from zero and takes one fused multiply-add per listed K step, in order), so
-/// that they all give the same bits.
+/// element goes on from its earlier blocks' sum with one fused multiply-add per listed K step,
+/// in order), so that they all give the same bits.
 #[cfg(target_arch = "x86_64")]
 macro_rules! wide_tiles {
     (
@@ -18,7 +18,6 @@ macro_rules! wide_tiles {
         features: $features:literal,
         lanes: $lanes:literal,
         vector: $vector:ty,
-        zero: $zero:ident,
         splat: $splat:ident,
         load: $load:ident,
         fmadd: $fmadd:ident,
@@ -30,7 +29,7 @@ macro_rules! wide_tiles {
         use $crate::gemm::params::{
             PACKED_ROWS, $narrow_mr, $narrow_nr, $wide_min, $wide_mr, $wide_nr,
         };
-        use $crate::gemm::tiles::{Fused, Tiles};
+        use $crate::gemm::tiles::{Acc, Fused, Tiles};
 
         /// The loop nest on this instruction set's tiles for one job's columns of C: the wide
         /// tiles for products wider than the narrow ones' reach, the narrow ones below.
@@ -61,50 +60,54 @@ macro_rules! wide_tiles {
             const ONE_B_PANEL_AT_A_TIME: bool = true;
 
             #[inline(never)]
-            fn dense<const R: usize>(a: &APanel<R>, b_panel: &[f32]) -> [[f32; W]; R] {
+            fn dense<const R: usize>(acc: &Acc<R, W>, a: &APanel<R>, b_panel: &[f32]) -> Acc<R, W> {
                 // SAFETY: only this module's `blocked` runs `Wide`, on a CPU vouched for.
-                unsafe { wide_dense::<R, V, W>(a, b_panel) }
+                unsafe { wide_dense::<R, V, W>(acc, a, b_panel) }
             }
 
             #[inline(never)]
             fn sparse<const R: usize>(
+                acc: &Acc<R, W>,
                 a: &APanel<R>,
                 steps: &[u16],
                 b_panel: &[f32],
-            ) -> [[f32; W]; R] {
+            ) -> Acc<R, W> {
                 // SAFETY: only this module's `blocked` runs `Wide`, on a CPU vouched for.
-                unsafe { wide_sparse::<R, V, W>(a, steps, b_panel) }
+                unsafe { wide_sparse::<R, V, W>(acc, a, steps, b_panel) }
             }
 
             #[inline(never)]
             fn packed<const R: usize>(
+                acc: &Acc<R, W>,
                 a: &[[f32; PACKED_ROWS]],
                 steps: &[u16],
                 b_panel: &[f32],
-            ) -> [[f32; W]; R] {
+            ) -> Acc<R, W> {
                 // SAFETY: only this module's `blocked` runs `Wide`, on a CPU vouched for.
-                unsafe { wide_packed::<R, V, W>(a, steps, b_panel) }
+                unsafe { wide_packed::<R, V, W>(acc, a, steps, b_panel) }
             }
         }
 
         #[target_feature(enable = $features)]
         fn wide_dense<const R: usize, const V: usize, const W: usize>(
+            acc: &Acc<R, W>,
             a: &APanel<R>,
             b_panel: &[f32],
-        ) -> [[f32; W]; R] {
+        ) -> Acc<R, W> {
             let kc = (b_panel.len() / W).min(a.kc);
             // SAFETY: p < kc.
             let steps = (0..kc).map(|p| (p, core::array::from_fn(|ii| unsafe { a.at(ii, p) })));
             // SAFETY: this function is compiled with the module's features.
-            unsafe { wide::<R, V, W>(steps, b_panel) }
+            unsafe { wide::<R, V, W>(acc, steps, b_panel) }
         }
 
         #[target_feature(enable = $features)]
         fn wide_sparse<const R: usize, const V: usize, const W: usize>(
+            acc: &Acc<R, W>,
             a: &APanel<R>,
             steps: &[u16],
             b_panel: &[f32],
-        ) -> [[f32; W]; R] {
+        ) -> Acc<R, W> {
             let kc = (b_panel.len() / W).min(a.kc);
             let steps = steps.iter().map(|&p| {
                 let p = usize::from(p);
@@ -113,21 +116,22 @@ macro_rules! wide_tiles {
                 (p, core::array::from_fn(|ii| unsafe { a.at(ii, p) }))
             });
             // SAFETY: this function is compiled with the module's features.
-            unsafe { wide::<R, V, W>(steps, b_panel) }
+            unsafe { wide::<R, V, W>(acc, steps, b_panel) }
         }
 
         #[target_feature(enable = $features)]
         fn wide_packed<const R: usize, const V: usize, const W: usize>(
+            acc: &Acc<R, W>,
             a: &[[f32; PACKED_ROWS]],
             steps: &[u16],
             b_panel: &[f32],
-        ) -> [[f32; W]; R] {
+        ) -> Acc<R, W> {
             let steps = steps
                 .iter()
                 .zip(a)
                 .map(|(&p, a)| (usize::from(p), core::array::from_fn(|ii| a[ii])));
             // SAFETY: this function is compiled with the module's features.
-            unsafe { wide::<R, V, W>(steps, b_panel) }
+            unsafe { wide::<R, V, W>(acc, steps, b_panel) }
         }
 
         /// The `R x W` register tile over `steps` (K step, A's values there) of the block.
@@ -136,13 +140,18 @@ macro_rules! wide_tiles {
         /// Only inlined into functions compiled with this module's features.
         #[inline(always)]
         unsafe fn wide<const R: usize, const V: usize, const W: usize>(
+            acc: &Acc<R, W>,
             steps: impl Iterator<Item = (usize, [f32; R])>,
             b_panel: &[f32],
-        ) -> [[f32; W]; R] {
+        ) -> Acc<R, W> {
             const { assert!(W == $lanes * V) };
             let b_rows = b_panel.as_chunks::<W>().0;
-            // SAFETY: the caller runs with this module's features.
-            let mut acc = [[unsafe { $zero() }; V]; R];
+            let mut acc: [[$vector; V]; R] = acc.map(|row| {
+                let chunks = row.as_chunks::<$lanes>().0;
+                // SAFETY: the caller runs with this module's features; each load covers one
+                // chunk of `$lanes` floats of the row, a whole vector.
+                core::array::from_fn(|v| unsafe { $load(chunks[v].as_ptr()) })
+            });
             for (p, a) in steps {
                 let b_row = &b_rows[p];
                 // SAFETY: the caller runs with this module's features.
@@ -190,17 +199,27 @@ pub(super) trait Tiles<const NR: usize> {
     /// Whether A panels pass over one B panel at a time rather than over the whole group.
     const ONE_B_PANEL_AT_A_TIME: bool = false;
 
-    /// Every K step of the block.
-    fn dense<const R: usize>(a: &APanel<R>, b_panel: &[f32]) -> [[f32; NR]; R];
+    /// Every K step of the block, added to the sums of the earlier blocks in `acc`.
+    fn dense<const R: usize>(acc: &Acc<R, NR>, a: &APanel<R>, b_panel: &[f32]) -> Acc<R, NR>;
     /// The listed K steps of the block.
-    fn sparse<const R: usize>(a: &APanel<R>, steps: &[u16], b_panel: &[f32]) -> [[f32; NR]; R];
+    fn sparse<const R: usize>(
+        acc: &Acc<R, NR>,
+        a: &APanel<R>,
+        steps: &[u16],
+        b_panel: &[f32],
+    ) -> Acc<R, NR>;
     /// The listed K steps, A's values packed beside them.
     fn packed<const R: usize>(
+        acc: &Acc<R, NR>,
         a: &[[f32; PACKED_ROWS]],
         steps: &[u16],
         b_panel: &[f32],
-    ) -> [[f32; NR]; R];
+    ) -> Acc<R, NR>;
 }
+
+/// A tile's sums: each element's one chain of multiply-adds over K, carried from block to
+/// block so that the blocking never changes a bit.
+pub(super) type Acc<const R: usize, const NR: usize> = [[f32; NR]; R];
 
 /// `a * b + c` with two roundings: what every target can do quickly.
 pub(crate) struct Plain;
@@ -219,22 +238,28 @@ impl GenericTiles for Plain {}
 
 impl<M: GenericTiles, const NR: usize> Tiles<NR> for M {
     #[inline(never)]
-    fn dense<const R: usize>(a: &APanel<R>, b_panel: &[f32]) -> [[f32; NR]; R] {
-        dense_kernel::<Self, R, NR>(a, b_panel)
+    fn dense<const R: usize>(acc: &Acc<R, NR>, a: &APanel<R>, b_panel: &[f32]) -> Acc<R, NR> {
+        dense_kernel::<Self, R, NR>(acc, a, b_panel)
     }
 
     #[inline(never)]
-    fn sparse<const R: usize>(a: &APanel<R>, steps: &[u16], b_panel: &[f32]) -> [[f32; NR]; R] {
-        sparse_kernel::<Self, R, NR>(a, steps, b_panel)
+    fn sparse<const R: usize>(
+        acc: &Acc<R, NR>,
+        a: &APanel<R>,
+        steps: &[u16],
+        b_panel: &[f32],
+    ) -> Acc<R, NR> {
+        sparse_kernel::<Self, R, NR>(acc, a, steps, b_panel)
     }
 
     #[inline(never)]
     fn packed<const R: usize>(
+        acc: &Acc<R, NR>,
         a: &[[f32; PACKED_ROWS]],
         steps: &[u16],
         b_panel: &[f32],
-    ) -> [[f32; NR]; R] {
-        packed_kernel::<Self, R, NR>(a, steps, b_panel)
+    ) -> Acc<R, NR> {
+        packed_kernel::<Self, R, NR>(acc, a, steps, b_panel)
     }
 }
 
@@ -268,10 +293,11 @@ unsafe fn rank1<M: MulAdd, const R: usize, const NR: usize>(
 /// The register tile: `R x NR` accumulators, one rank-1 update per K step of the block.
 #[inline(always)]
 pub(super) fn dense_kernel<M: MulAdd, const R: usize, const NR: usize>(
+    acc: &Acc<R, NR>,
     a: &APanel<R>,
     b_panel: &[f32],
-) -> [[f32; NR]; R] {
-    let mut acc = [[0.0f32; NR]; R];
+) -> Acc<R, NR> {
+    let mut acc = *acc;
     let b_rows = b_panel.as_chunks::<NR>().0;
     assert!(b_rows.len() <= a.kc, "B panel deeper than the block");
     for (p, b_row) in b_rows.iter().enumerate() {
@@ -284,11 +310,12 @@ pub(super) fn dense_kernel<M: MulAdd, const R: usize, const NR: usize>(
 /// The register tile over the listed K steps only.
 #[inline(always)]
 pub(super) fn sparse_kernel<M: MulAdd, const R: usize, const NR: usize>(
+    acc: &Acc<R, NR>,
     a: &APanel<R>,
     steps: &[u16],
     b_panel: &[f32],
-) -> [[f32; NR]; R] {
-    let mut acc = [[0.0f32; NR]; R];
+) -> Acc<R, NR> {
+    let mut acc = *acc;
     let b_rows = b_panel.as_chunks::<NR>().0;
     assert!(b_rows.len() <= a.kc, "B panel deeper than the block");
     for &step in steps {
@@ -303,11 +330,12 @@ pub(super) fn sparse_kernel<M: MulAdd, const R: usize, const NR: usize>(
 /// The register tile over the listed K steps, A's values packed beside them.
 #[inline(always)]
 pub(super) fn packed_kernel<M: MulAdd, const R: usize, const NR: usize>(
+    acc: &Acc<R, NR>,
     a: &[[f32; PACKED_ROWS]],
     steps: &[u16],
     b_panel: &[f32],
-) -> [[f32; NR]; R] {
-    let mut acc = [[0.0f32; NR]; R];
+) -> Acc<R, NR> {
+    let mut acc = *acc;
     let b_rows = b_panel.as_chunks::<NR>().0;
     for (&step, a) in steps.iter().zip(a) {
         let b_row = &b_rows[usize::from(step)];
