@@ -28,7 +28,7 @@ use super::params::pairs::{
     BLOCK, LISTED_TILE, MAX_PIECES, MAX_ROWS, PIECE_PAIRS, PREFER_PAIRS, STAGE, WIDE_BLOCK,
     WIDE_TAIL,
 };
-use super::tiles::{MulAdd, Plain};
+use super::tiles::{MulAdd, SoftFused};
 use super::{Kernel, Parallel, Scratch};
 use core::ops::Range;
 
@@ -272,7 +272,7 @@ fn generic_tile(kernel: Kernel) -> TileFn {
     match kernel.isa() {
         #[cfg(target_arch = "aarch64")]
         Isa::Neon => tile::<super::tiles::Fused>,
-        _ => tile::<Plain>,
+        _ => tile::<SoftFused>,
     }
 }
 

@@ -1,6 +1,6 @@
 //! The register tiles: an `R x NR` block of C held in accumulators over one K block. The
-//! portable tiles are the generic loops here, with plain arithmetic; each instruction set's
-//! live in a module of its own.
+//! portable tiles are the generic loops here, with a fused multiply-add in f64 arithmetic
+//! ([`soft_fma`]); each instruction set's live in a module of its own.
 
 use super::pack::APanel;
 use super::params::PACKED_ROWS;
@@ -221,20 +221,58 @@ pub(super) trait Tiles<const NR: usize> {
 /// block so that the blocking never changes a bit.
 pub(super) type Acc<const R: usize, const NR: usize> = [[f32; NR]; R];
 
-/// `a * b + c` with two roundings: what every target can do quickly.
-pub(crate) struct Plain;
+/// `a * b + c` rounded once, in arithmetic every target has: the same bits as a hardware fused
+/// multiply-add, so the portable and naive kernels sum as the AVX2, AVX-512 and NEON ones do.
+pub(crate) struct SoftFused;
 
-impl MulAdd for Plain {
+impl MulAdd for SoftFused {
     #[inline(always)]
     fn mul_add(a: f32, b: f32, c: f32) -> f32 {
-        a * b + c
+        soft_fma(a, b, c)
     }
+}
+
+/// `a * b + c` correctly rounded to f32 (round to nearest, ties to even) for every finite
+/// input; no branches, so the tile loops still vectorise.
+///
+/// The product of two f32 is exact in f64 (24 + 24 bits of 53), so only the sum rounds. It is
+/// rounded to odd: round to nearest, and when that was inexact (the exact error of the sum,
+/// by Knuth's TwoSum, is not zero) and the last bit is even, step one f64 toward the exact
+/// value. Rounding to odd with at least two more bits than the target keeps every tie of the
+/// target visible, so rounding it to f32 gives the correctly rounded result, subnormal ones
+/// included (Boldo and Melquiond, "Emulation of FMA and correctly rounded sums", 2008). The
+/// f64 product and sum cannot overflow or lose bits to underflow (f32 products lie between
+/// 2^-298 and 2^256). musl's `fmaf` (libm's fallback) fixes ties of normal results only.
+#[inline(always)]
+pub(crate) fn soft_fma(a: f32, b: f32, c: f32) -> f32 {
+    let product = f64::from(a) * f64::from(b);
+    let c = f64::from(c);
+    let sum = product + c;
+    // TwoSum: the exact `product + c - sum`, whatever the operands' magnitudes.
+    let product_part = sum - c;
+    let c_part = sum - product_part;
+    let error = (product - product_part) + (c - c_part);
+    let bits = sum.to_bits();
+    // Not `error != 0.0`: a NaN error (infinite operands) must leave the sum alone.
+    let inexact = error < 0.0 || error > 0.0;
+    // One step away from zero when the exact value is farther from zero than the sum.
+    let step = if (error > 0.0) == (sum > 0.0) {
+        1
+    } else {
+        u64::MAX
+    };
+    let odd = if inexact && bits & 1 == 0 {
+        bits.wrapping_add(step)
+    } else {
+        bits
+    };
+    f64::from_bits(odd) as f32
 }
 
 /// Variants whose tiles are the generic loops, with nothing but their multiply-add.
 pub(super) trait GenericTiles: MulAdd {}
 
-impl GenericTiles for Plain {}
+impl GenericTiles for SoftFused {}
 
 impl<M: GenericTiles, const NR: usize> Tiles<NR> for M {
     #[inline(never)]
