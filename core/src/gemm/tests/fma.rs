@@ -1,28 +1,42 @@
 //! The software fused multiply-add of the portable and naive kernels against the hardware one
-//! of the AVX2, AVX-512 and NEON kernels: the same bits for every finite input.
+//! of the AVX2, AVX-512 and NEON kernels: the same bits for every finite input, one at a time
+//! or a row at a time (the tiles' quick path, with its exact fix-up).
 
 use super::xorshift;
-use crate::gemm::tiles::{Fused, MulAdd, soft_fma};
+use crate::gemm::tiles::{Fused, MulAdd, SoftFused, soft_fma};
 use proptest::prelude::*;
 
-/// The hardware's `a * b + c`, when this CPU has a fused multiply-add (the test says when not).
-fn hardware(a: f32, b: f32, c: f32) -> Option<f32> {
+/// Whether this CPU has a fused multiply-add to check against (the test says when not).
+fn hardware_present() -> bool {
     #[cfg(target_arch = "x86_64")]
     if !std::is_x86_feature_detected!("fma") {
         std::eprintln!("skipped: this CPU has no FMA to check the software one against");
-        return None;
+        return false;
     }
-    Some(Fused::mul_add(a, b, c))
+    true
 }
 
-/// Checks one triple; finite inputs only (NaN payloads are not part of the promise).
-fn check(a: f32, b: f32, c: f32) -> Result<(), TestCaseError> {
-    if let Some(want) = hardware(a, b, c) {
-        let got = soft_fma(a, b, c);
+/// Checks `a * b[j] + c[j]` every way the software computes it against the hardware.
+fn check_row<const N: usize>(a: f32, b: [f32; N], c: [f32; N]) -> Result<(), TestCaseError> {
+    let want = core::array::from_fn::<_, N, _>(|j| Fused::mul_add(a, b[j], c[j]).to_bits());
+    let mut row = c;
+    SoftFused::mul_add_row(a, &b, &mut row);
+    prop_assert_eq!(
+        row.map(f32::to_bits),
+        want,
+        "row: {:e} x {:?} + {:?}",
+        a,
+        b,
+        c
+    );
+    for j in 0..N {
+        let (b, c) = (b[j], c[j]);
+        let one = SoftFused::mul_add(a, b, c).to_bits();
+        prop_assert_eq!(one, want[j], "fma({:e}, {:e}, {:e})", a, b, c);
         prop_assert_eq!(
-            got.to_bits(),
-            want.to_bits(),
-            "fma({:e}, {:e}, {:e})",
+            soft_fma(a, b, c).to_bits(),
+            want[j],
+            "soft_fma({:e}, {:e}, {:e})",
             a,
             b,
             c
@@ -53,57 +67,61 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(20_000))]
     #[test]
     fn soft_fma_gives_the_hardware_bits(a in finite(), b in finite(), c in finite()) {
-        check(a, b, c)?;
+        if hardware_present() {
+            check_row(a, [b], [c])?;
+        }
     }
 
     /// `c` within a few units of `-a·b`: exact and near cancellations.
     #[test]
     fn soft_fma_cancels_as_the_hardware(a in finite(), b in finite(), nudge in -3i32..4) {
         let c = -(a * b);
-        if c.is_finite() {
-            check(a, b, f32::from_bits(c.to_bits().wrapping_add_signed(nudge)))?;
-            check(a, b, c)?;
+        if c.is_finite() && hardware_present() {
+            let near = f32::from_bits(c.to_bits().wrapping_add_signed(nudge));
+            check_row(a, [b, b], [c, near])?;
         }
     }
 }
 
-/// Millions of triples built to round twice if the sum were only rounded to nearest in f64:
-/// ties of normal results (products of short integers), ties of subnormal results (`a·b`
-/// within 2^-180 of 2^-150, beside a subnormal `c`), and sums that cancel to a few bits.
+/// Rows of triples built to round twice if the sum were only rounded to nearest in f64: ties
+/// of normal results (products of short integers), ties of subnormal results (`a·b` within
+/// 2^-180 of 2^-150, beside a subnormal `c`), and sums that cancel to a few bits.
 #[test]
 fn soft_fma_breaks_ties_as_the_hardware() {
-    if hardware(1.0, 1.0, 1.0).is_none() {
+    if !hardware_present() {
         return;
     }
     let mut rng = xorshift(0x9E37_79B9_7F4A_7C15);
     let mut next = move || rng.next().expect("endless");
     let scale = |e: u64| f32::from_bits(((e % 40 + 100) as u32) << 23);
-    for i in 0..3_000_000u64 {
+    for i in 0..300_000u64 {
         let r = next();
-        let (a, b, c) = match i % 3 {
+        let (a, b, c): (f32, [f32; 8], [f32; 8]) = match i % 3 {
             0 => {
                 let a = (r & 0xff_ffff) as f32 * scale(next());
-                let b = ((r >> 24) & 0xff_ffff) as f32 * scale(next());
-                (a, b, f32::from_bits(next() as u32 & 0xbfff_ffff))
+                let b = core::array::from_fn(|_| (next() & 0xff_ffff) as f32 * scale(next()));
+                let c = core::array::from_fn(|_| f32::from_bits(next() as u32 & 0xbfff_ffff));
+                (a, b, c)
             }
             1 => {
                 let a = f32::from_bits(r as u32 & 0x007f_ffff | 127 << 23);
                 let tiny = f32::from_bits(52 << 23);
-                let c = f32::from_bits(next() as u32 & 0x803f_ffff);
-                (signed(r >> 63 == 1, a * tiny), (1.0 / a) * tiny, c)
+                let b = (1.0 / a) * tiny;
+                let c = core::array::from_fn(|_| f32::from_bits(next() as u32 & 0x803f_ffff));
+                (signed(r >> 63 == 1, a * tiny), [b; 8], c)
             }
             _ => {
                 let a = f32::from_bits(r as u32 & 0x3fff_ffff | 0x2000_0000);
-                let b = f32::from_bits((r >> 32) as u32 & 0x3fff_ffff | 0x2000_0000);
-                let nudge = (next() % 5) as i32 - 2;
-                (
-                    a,
-                    b,
-                    f32::from_bits((-(a * b)).to_bits().wrapping_add_signed(nudge)),
-                )
+                let b: [f32; 8] = core::array::from_fn(|_| {
+                    f32::from_bits(next() as u32 & 0x3fff_ffff | 0x2000_0000)
+                });
+                let c = b.map(|b| {
+                    let nudge = (next() % 5) as i32 - 2;
+                    f32::from_bits((-(a * b)).to_bits().wrapping_add_signed(nudge))
+                });
+                (a, b, c)
             }
         };
-        let (got, want) = (soft_fma(a, b, c), hardware(a, b, c).expect("checked"));
-        assert_eq!(got.to_bits(), want.to_bits(), "fma({a:e}, {b:e}, {c:e})");
+        check_row(a, b, c).unwrap();
     }
 }

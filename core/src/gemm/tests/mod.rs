@@ -96,7 +96,7 @@ fn compute_with(
     let b_all = values(seed + 1, k * 64);
     let b_at =
         |p: usize, j: usize| b_all[(p * 64 + j % 64) % b_all.len()] * (1.0 + (j / 64) as f32);
-    let mut b_data: Vec<f32> = match case.layout {
+    let b_data: Vec<f32> = match case.layout {
         Layout::Nt => (0..n * k).map(|x| b_at(x % k, x / k)).collect(),
         Layout::Nn | Layout::Tn => (0..k * n).map(|x| b_at(x / n, x % n)).collect(),
     };
