@@ -9,12 +9,12 @@
 //! 3 x 32 tiles and AVX-512's 6 x 64 turn the last two loops round: their B panels are larger).
 //! Every tile sums each element as one chain of fused multiply-adds over K in order, carried
 //! from K block to K block through C, so every kernel gives the same bits: the AVX-512, AVX2
-//! and NEON ones fuse in hardware, the portable one and the naive oracle in f64 arithmetic that
-//! rounds once (`tiles::soft_fma`); only the panel width differs ([`Kernel::panel_width`]). A is read
-//! where it lies, whatever its layout: each value is broadcast once per tile straight from
-//! memory, so copying A first would only add a pass over it (and, with several threads, one
-//! pass per thread). A B already in the kernel's panels ([`MatRef::panels`]: the training step
-//! keeps W1 so between steps) is read where it lies too.
+//! and NEON ones fuse in hardware, the portable one and the naive oracle in f64 arithmetic
+//! that rounds once (`tiles::SoftFused`); only the panel width differs
+//! ([`Kernel::panel_width`]). A is read where it lies, whatever its layout: each value is
+//! broadcast once per tile straight from memory, so copying A first would only add a pass over
+//! it (and, with several threads, one pass per thread). A B already in the kernel's panels
+//! ([`MatRef::panels`]: the training step keeps W1 so between steps) is read where it lies too.
 //!
 //! Zero skipping: before the tiles of a panel of A rows run, the K steps where all its values
 //! are zero are left out of its step list (MNIST pixels are mostly zero, in both X and Xᵀ), and
