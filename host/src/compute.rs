@@ -28,9 +28,10 @@ pub enum KernelChoice {
     Avx512,
     /// AVX2 + FMA (x86-64).
     Avx2,
-    /// Blocked, plain arithmetic: runs on any CPU.
+    /// Blocked, plain arithmetic with a software fused multiply-add: runs on any CPU, the same
+    /// bits as avx2.
     Portable,
-    /// The reference triple loop (slow; for checking).
+    /// The reference triple loop (slow; for checking): the same bits as avx2.
     Naive,
 }
 

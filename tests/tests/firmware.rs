@@ -33,9 +33,9 @@ struct Fixture {
     images: PathBuf,
     f32_expected: Vec<Prediction>,
     int8_expected: Vec<Prediction>,
-    /// Classes of `Mlp::forward` with the naive and the blocked kernel.
+    /// Classes of `Mlp::forward` with the naive and the portable kernel (the same bits).
     forward_naive: Vec<usize>,
-    forward_blocked: Vec<usize>,
+    forward_portable: Vec<usize>,
     labels: Vec<u8>,
 }
 
@@ -91,7 +91,7 @@ fn fixture() -> &'static Fixture {
             f32_expected,
             int8_expected,
             forward_naive: forward(Kernel::NAIVE),
-            forward_blocked: forward(Kernel::PORTABLE),
+            forward_portable: forward(Kernel::PORTABLE),
             labels: test.labels,
         }
     })
@@ -244,18 +244,23 @@ fn firmware_int8_on_netduinoplus2_matches_host_bit_for_bit() {
 fn firmware_f32_on_an386_matches_host() {
     let Some(fx) = ready() else { return };
     // The logits are bit-exact with the host's F32View (same order of operations, IEEE f32 on
-    // both), hence with the naive forward pass; the blocked kernel may differ in the last bits.
+    // both; `check_matches` compares them with `f32_expected`). The products of the forward
+    // pass fuse each multiply-add, every kernel alike, so theirs may differ in the last bits
+    // from F32View's separate multiplies and adds: a class at most, on a near tie.
     check_matches(Board::An386, &fx.f32_model, &fx.f32_expected, true);
+    assert_eq!(
+        fx.forward_naive, fx.forward_portable,
+        "naive and portable kernels differ"
+    );
     let firmware: Vec<usize> = fx.f32_expected.iter().map(|p| p.class).collect();
-    assert_eq!(firmware, fx.forward_naive);
     let differ = firmware
         .iter()
-        .zip(&fx.forward_blocked)
+        .zip(&fx.forward_naive)
         .filter(|(a, b)| a != b)
         .count();
     assert!(
         differ <= 1,
-        "{differ} classes differ from the blocked kernel"
+        "{differ} classes differ from the forward pass's kernels"
     );
 }
 

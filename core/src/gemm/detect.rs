@@ -10,7 +10,8 @@ use super::{Kernel, Variant};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Isa {
-    /// Plain arithmetic for the compile target (naive and portable kernels).
+    /// No particular instruction set, the compile target's baseline (naive and portable
+    /// kernels, whose multiply-add is fused in software).
     Plain,
     /// AVX2 + FMA.
     #[cfg(target_arch = "x86_64")]

@@ -8,12 +8,13 @@
 //! panel of R rows of A every B panel of the group, so C is written along its rows (AVX2's wide
 //! 3 x 32 tiles and AVX-512's 6 x 64 turn the last two loops round: their B panels are larger).
 //! Every tile sums each element as one chain of fused multiply-adds over K in order, carried
-//! from K block to K block through C, so AVX-512 and AVX2 give the same bits; only the panel
-//! width differs ([`Kernel::panel_width`]). A is read
-//! where it lies, whatever its layout: each value is broadcast once per tile straight from
-//! memory, so copying A first would only add a pass over it (and, with several threads, one
-//! pass per thread). A B already in the kernel's panels ([`MatRef::panels`]: the training step
-//! keeps W1 so between steps) is read where it lies too.
+//! from K block to K block through C, so every kernel gives the same bits: the AVX-512, AVX2
+//! and NEON ones fuse in hardware, the portable one and the naive oracle in f64 arithmetic
+//! that rounds once (`tiles::SoftFused`); only the panel width differs
+//! ([`Kernel::panel_width`]). A is read where it lies, whatever its layout: each value is
+//! broadcast once per tile straight from memory, so copying A first would only add a pass over
+//! it (and, with several threads, one pass per thread). A B already in the kernel's panels
+//! ([`MatRef::panels`]: the training step keeps W1 so between steps) is read where it lies too.
 //!
 //! Zero skipping: before the tiles of a panel of A rows run, the K steps where all its values
 //! are zero are left out of its step list (MNIST pixels are mostly zero, in both X and Xᵀ), and
@@ -70,7 +71,7 @@ use params::{
     B_LEN, CLAIM_MIN, MAX_PANELS, PACKED_LEN, PACKED_ROWS, PORTABLE_MR, PORTABLE_NR, ROWS_ALIGN,
     ROWS_MIN, STEPS_LEN, UNIT_WIDTH, skips_zeros, unit_width,
 };
-use tiles::Plain;
+use tiles::{MulAdd, SoftFused};
 
 /// Which implementation of the products to run. Constructed only for code the CPU can run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,9 +85,11 @@ enum Variant {
 }
 
 impl Kernel {
-    /// The triple loop: the reference every other kernel is tested against.
+    /// The triple loop: the reference every other kernel is tested against, with the same fused
+    /// multiply-adds in the same order, so the same bits.
     pub const NAIVE: Kernel = Kernel(Variant::Naive);
-    /// Blocked and register-tiled, plain arithmetic for the compile target (runs anywhere).
+    /// Blocked and register-tiled, plain arithmetic for the compile target (runs anywhere); its
+    /// multiply-add is fused in software, so it gives the AVX2 kernel's bits.
     pub const PORTABLE: Kernel = Kernel(Variant::Blocked(Isa::Plain));
 
     /// The blocked kernel compiled for AVX2 + FMA.
@@ -370,7 +373,7 @@ fn run_kernel(
             }
         }
         (Variant::Blocked(Isa::Plain), _) => {
-            blocked::<Plain, PORTABLE_MR, PORTABLE_NR>(share(cols), scratch)
+            blocked::<SoftFused, PORTABLE_MR, PORTABLE_NR>(share(cols), scratch)
         }
         // SAFETY: an AVX2 kernel is only constructed through `avx2_unchecked`, whose caller
         // vouches for the CPU.
@@ -388,7 +391,8 @@ fn run_kernel(
     }
 }
 
-/// The reference: one dot product per element, summed in K order.
+/// The reference: one dot product per element, one chain of fused multiply-adds from 0 in K
+/// order, as every tile sums.
 fn naive(share: Share) {
     let Share {
         a,
@@ -401,7 +405,7 @@ fn naive(share: Share) {
         for j in cols.range.clone() {
             let mut sum = 0.0f32;
             for p in 0..a.cols {
-                sum += a.at(i, p) * b.at(p, j);
+                sum = SoftFused::mul_add(a.at(i, p), b.at(p, j), sum);
             }
             // SAFETY: i < m and j is in this job's column range.
             unsafe { out.set(i, j, epilogue.apply(sum, i * out.ld + j, j)) };

@@ -171,19 +171,39 @@ fn assert_learned(first: StepStats, last: StepStats) {
     assert_eq!(last.accuracy(), 1.0);
 }
 
+/// Every weight's bits.
+fn small_bits(model: &Small) -> Vec<u32> {
+    model
+        .tensors()
+        .iter()
+        .flat_map(|t| t.iter().map(|v| v.to_bits()))
+        .collect()
+}
+
 #[test]
 fn same_seed_same_bits_different_seed_different_weights() {
     let (a, _) = train_small(7, Kernel::PORTABLE, 1);
     let (b, _) = train_small(7, Kernel::PORTABLE, 3);
-    let bits = |m: &Small| {
-        m.tensors()
-            .iter()
-            .flat_map(|t| t.iter().map(|v| v.to_bits()))
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(bits(&a), bits(&b));
+    assert_eq!(small_bits(&a), small_bits(&b));
     let (c, _) = train_small(8, Kernel::PORTABLE, 1);
-    assert_ne!(bits(&a), bits(&c));
+    assert_ne!(small_bits(&a), small_bits(&c));
+}
+
+/// Every kernel (naive and portable fusing in software, the others in hardware) trains the
+/// same bits, on any number of jobs.
+#[test]
+fn every_kernel_trains_the_same_bits() {
+    let (reference, _) = train_small(7, Kernel::NAIVE, 1);
+    for kernel in crate::every_kernel() {
+        for jobs in [1, 3] {
+            let (model, _) = train_small(7, kernel, jobs);
+            assert_eq!(
+                small_bits(&model),
+                small_bits(&reference),
+                "{kernel:?}, {jobs} jobs"
+            );
+        }
+    }
 }
 
 /// An MNIST-sized model, its optimizer, workspace and two scratches, all on the heap.

@@ -28,7 +28,7 @@ use super::params::pairs::{
     BLOCK, LISTED_TILE, MAX_PIECES, MAX_ROWS, PIECE_PAIRS, PREFER_PAIRS, STAGE, WIDE_BLOCK,
     WIDE_TAIL,
 };
-use super::tiles::{MulAdd, Plain};
+use super::tiles::{MulAdd, SoftFused};
 use super::{Kernel, Parallel, Scratch};
 use core::ops::Range;
 
@@ -272,7 +272,7 @@ fn generic_tile(kernel: Kernel) -> TileFn {
     match kernel.isa() {
         #[cfg(target_arch = "aarch64")]
         Isa::Neon => tile::<super::tiles::Fused>,
-        _ => tile::<Plain>,
+        _ => tile::<SoftFused>,
     }
 }
 
@@ -338,11 +338,11 @@ unsafe fn tile<M: MulAdd>(
     let mut acc = [[0.0f32; BLOCK]; 2];
     for b in Bits(mask) {
         let a = pair[b];
-        let x = &panel[b * BLOCK..(b + 1) * BLOCK];
+        let x = panel[b * BLOCK..]
+            .first_chunk::<BLOCK>()
+            .expect("a whole block per image");
         for (row, &a) in acc.iter_mut().zip(&a) {
-            for (acc, &x) in row.iter_mut().zip(x) {
-                *acc = M::mul_add(a, x, *acc);
-            }
+            M::mul_add_row(a, x, row);
         }
     }
     for (p, staged) in stage.iter_mut().enumerate() {

@@ -1,4 +1,5 @@
-//! The products of every kernel against the naive one, and against each other.
+//! The products of every kernel against the naive one, and against each other: all give the
+//! same bits.
 
 extern crate std;
 use super::*;
@@ -69,27 +70,16 @@ impl Case {
 
 /// Computes `a·b` for the case with `kernel`, split into `jobs` column ranges; returns C.
 fn product(kernel: Kernel, case: Case, jobs: usize) -> Vec<f32> {
-    compute(kernel, case, jobs, false)
+    compute(kernel, case, jobs)
 }
 
-/// `|a|·|b|`: the size of the terms each element of C sums, which bounds rounding errors.
-fn magnitude(case: Case) -> Vec<f32> {
-    compute(Kernel::NAIVE, Case { epi: 0, ..case }, 1, true)
-}
-
-fn compute(kernel: Kernel, case: Case, jobs: usize, abs: bool) -> Vec<f32> {
-    compute_in_order(kernel, case, jobs, abs, None)
+fn compute(kernel: Kernel, case: Case, jobs: usize) -> Vec<f32> {
+    compute_in_order(kernel, case, jobs, None)
 }
 
 /// [`compute`] with A's rows grouped in a random order drawn from `order_seed`.
-fn compute_in_order(
-    kernel: Kernel,
-    case: Case,
-    jobs: usize,
-    abs: bool,
-    order_seed: Option<u64>,
-) -> Vec<f32> {
-    compute_with(kernel, case, jobs, abs, order_seed, None)
+fn compute_in_order(kernel: Kernel, case: Case, jobs: usize, order_seed: Option<u64>) -> Vec<f32> {
+    compute_with(kernel, case, jobs, order_seed, None)
 }
 
 /// [`compute_in_order`], with B (not transposed) given in panels of `b_panels` columns.
@@ -97,7 +87,6 @@ fn compute_with(
     kernel: Kernel,
     case: Case,
     jobs: usize,
-    abs: bool,
     order_seed: Option<u64>,
     b_panels: Option<usize>,
 ) -> Vec<f32> {
@@ -107,7 +96,7 @@ fn compute_with(
     let b_all = values(seed + 1, k * 64);
     let b_at =
         |p: usize, j: usize| b_all[(p * 64 + j % 64) % b_all.len()] * (1.0 + (j / 64) as f32);
-    let mut b_data: Vec<f32> = match case.layout {
+    let b_data: Vec<f32> = match case.layout {
         Layout::Nt => (0..n * k).map(|x| b_at(x % k, x / k)).collect(),
         Layout::Nn | Layout::Tn => (0..k * n).map(|x| b_at(x / n, x % n)).collect(),
     };
@@ -130,10 +119,6 @@ fn compute_with(
                 }
             }
         }
-    }
-    if abs {
-        a_data.iter_mut().for_each(|v| *v = v.abs());
-        b_data.iter_mut().for_each(|v| *v = v.abs());
     }
     let mut paneled = Vec::new();
     if let Some(w) = b_panels {
@@ -203,20 +188,6 @@ fn compute_with(
     c
 }
 
-/// Checks a kernel's C against the naive one. Summation orders differ (K blocks, FMA), so
-/// the tolerance grows with the size of the summed terms, not of the (maybe cancelled) sum.
-fn assert_close(got: &[f32], want: &[f32], case: Case) {
-    let sizes = magnitude(case);
-    let k = case.k as f32;
-    for (idx, ((&g, &w), &size)) in got.iter().zip(want).zip(&sizes).enumerate() {
-        let tol = f32::EPSILON * (4.0 * k.sqrt() * size + 2.0 * w.abs()) + 1e-6;
-        assert!(
-            (g - w).abs() <= tol,
-            "element {idx}: {g} vs {w} (terms {size})"
-        );
-    }
-}
-
 fn bits(values: &[f32]) -> Vec<u32> {
     values.iter().map(|v| v.to_bits()).collect()
 }
@@ -224,21 +195,25 @@ fn bits(values: &[f32]) -> Vec<u32> {
 const EDGES: [usize; 12] = [1, 3, 5, 7, 9, 10, 15, 17, 127, 128, 512, 784];
 const LAYOUTS: [Layout; 3] = [Layout::Nn, Layout::Tn, Layout::Nt];
 
-/// The AVX2 and AVX-512 kernels when this CPU runs both (the test says when it does not).
+/// The AVX2 kernel, and every other kernel this CPU runs (the test says when it lacks AVX2).
 #[cfg(target_arch = "x86_64")]
-fn avx2_and_avx512() -> Option<(Kernel, Kernel)> {
-    let avx512 = crate::avx512_kernel()?;
-    Some((Kernel::avx2()?, avx512))
+fn avx2_and_the_others() -> Option<(Kernel, Vec<Kernel>)> {
+    let avx2 = Kernel::avx2()?;
+    let others = crate::every_kernel()
+        .into_iter()
+        .filter(|&kernel| kernel != avx2)
+        .collect();
+    Some((avx2, others))
 }
 
 #[cfg(target_arch = "x86_64")]
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
-    /// AVX-512 gives AVX2's bits: every element is summed in the same order with the same
-    /// fused multiply-adds, whatever the shape, layout, sparsity, epilogue, jobs, row order
-    /// or panel layout of B.
+    /// Every kernel gives AVX2's bits: every element is one chain of fused multiply-adds over
+    /// K in order (in hardware, or in software for the naive and portable kernels), whatever
+    /// the shape, layout, sparsity, epilogue, jobs, row order or panel layout of B.
     #[test]
-    fn avx512_gives_the_avx2_bits(
+    fn every_kernel_gives_the_avx2_bits(
         m in 1usize..140, k in prop::sample::select(&EDGES[..]),
         n in prop::sample::select(&[1usize, 10, 16, 33, 64, 65, 100, 129, 200, 512][..]),
         jobs in 1usize..4,
@@ -246,25 +221,28 @@ proptest! {
         sparse in 0u8..3, epi in 0u8..4, seed in any::<u64>(),
         order_seed in prop::option::of(any::<u64>()), in_panels in any::<bool>(),
     ) {
-        let Some((avx2, avx512)) = avx2_and_avx512() else { return Ok(()) };
+        let Some((avx2, others)) = avx2_and_the_others() else { return Ok(()) };
         let case = Case { layout, m, k, n, seed, epi, sparse };
-        let want = bits(&compute_in_order(avx2, case, jobs, false, order_seed));
-        let got = bits(&compute_in_order(avx512, case, jobs, false, order_seed));
-        prop_assert_eq!(&got, &want);
-        if in_panels && !matches!(layout, Layout::Nt) {
-            let width = avx512.panel_width(n);
-            let paneled = compute_with(avx512, case, jobs, false, None, Some(width));
-            prop_assert_eq!(bits(&paneled), want);
+        let want = bits(&compute_in_order(avx2, case, jobs, order_seed));
+        for kernel in others {
+            let got = bits(&compute_in_order(kernel, case, jobs, order_seed));
+            prop_assert_eq!(&got, &want, "{:?}", kernel);
+            if in_panels && !matches!(layout, Layout::Nt) {
+                let width = kernel.panel_width(n);
+                let paneled = compute_with(kernel, case, jobs, None, Some(width));
+                prop_assert_eq!(&bits(&paneled), &want, "{:?} in panels", kernel);
+            }
         }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[test]
-fn avx512_gives_the_avx2_bits_at_the_model_shapes() {
-    let Some((avx2, avx512)) = avx2_and_avx512() else {
+fn every_kernel_gives_the_avx2_bits_at_the_model_shapes() {
+    let Some((avx2, others)) = avx2_and_the_others() else {
         return;
     };
+    // The last two are deeper than a K block: each element's chain goes on through C.
     let shapes = [
         (Layout::Nn, 128, 784, 512),
         (Layout::Tn, 784, 128, 512),
@@ -272,6 +250,7 @@ fn avx512_gives_the_avx2_bits_at_the_model_shapes() {
         (Layout::Tn, 512, 128, 10),
         (Layout::Nt, 128, 10, 512),
         (Layout::Nn, 64, 2 * KC + 16, 512),
+        (Layout::Tn, 2 * KC + 16, 40, 100),
     ];
     for (layout, m, k, n) in shapes {
         for (sparse, epi) in [(0, 0), (1, 2), (2, 3)] {
@@ -281,11 +260,14 @@ fn avx512_gives_the_avx2_bits_at_the_model_shapes() {
                 ..Case::dense(layout, m, k, n)
             };
             for jobs in [1, 2, 3] {
-                assert_eq!(
-                    bits(&product(avx512, case, jobs)),
-                    bits(&product(avx2, case, jobs)),
-                    "{case:?}, {jobs} jobs"
-                );
+                let want = bits(&product(avx2, case, jobs));
+                for &kernel in &others {
+                    assert_eq!(
+                        bits(&product(kernel, case, jobs)),
+                        want,
+                        "{kernel:?}, {case:?}, {jobs} jobs"
+                    );
+                }
             }
         }
     }
@@ -302,8 +284,8 @@ fn row_orders_must_be_permutations() {
     }
 }
 
-/// The model's products, alone and on two jobs, against the naive kernel.
-fn model_shapes_match_naive(kernel: Kernel) {
+/// The model's products, alone and on two jobs, give the naive kernel's bits.
+fn model_shapes_give_the_naive_bits(kernel: Kernel) {
     let mnist = [
         (Layout::Nn, 128, 784, 512),
         (Layout::Tn, 784, 128, 512),
@@ -318,8 +300,8 @@ fn model_shapes_match_naive(kernel: Kernel) {
                 sparse,
                 ..Case::dense(layout, m, k, n)
             };
-            let want = product(Kernel::NAIVE, case, 1);
-            assert_close(&product(kernel, case, 1), &want, case);
+            let want = bits(&product(Kernel::NAIVE, case, 1));
+            assert_eq!(bits(&product(kernel, case, 1)), want, "{case:?}");
             assert_eq!(
                 bits(&product(kernel, case, 2)),
                 bits(&product(kernel, case, 1))
@@ -467,5 +449,7 @@ fn jobs_claiming_units_change_no_bit(kernel: Kernel) {
     }
 }
 
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+mod fma;
 mod pairs;
 mod suite;

@@ -1,6 +1,6 @@
 //! The register tiles: an `R x NR` block of C held in accumulators over one K block. The
-//! portable tiles are the generic loops here, with plain arithmetic; each instruction set's
-//! live in a module of its own.
+//! portable tiles are the generic loops here, with a fused multiply-add in f64 arithmetic
+//! ([`soft_fma`]); each instruction set's live in a module of its own.
 
 use super::pack::APanel;
 use super::params::PACKED_ROWS;
@@ -190,6 +190,14 @@ pub(super) mod neon;
 pub(crate) trait MulAdd {
     /// `a * b + c`.
     fn mul_add(a: f32, b: f32, c: f32) -> f32;
+
+    /// `acc[j] = a * b[j] + acc[j]` for every `j`, each as [`MulAdd::mul_add`] gives it.
+    #[inline(always)]
+    fn mul_add_row<const N: usize>(a: f32, b: &[f32; N], acc: &mut [f32; N]) {
+        for (acc, &b) in acc.iter_mut().zip(b) {
+            *acc = Self::mul_add(a, b, *acc);
+        }
+    }
 }
 
 /// The tile loops of a kernel variant. Each is a function of its own, compiled with the
@@ -221,20 +229,100 @@ pub(super) trait Tiles<const NR: usize> {
 /// block so that the blocking never changes a bit.
 pub(super) type Acc<const R: usize, const NR: usize> = [[f32; NR]; R];
 
-/// `a * b + c` with two roundings: what every target can do quickly.
-pub(crate) struct Plain;
+/// `a * b + c` rounded once, in arithmetic every target has: the same bits as a hardware fused
+/// multiply-add, so the portable and naive kernels sum as the AVX2, AVX-512 and NEON ones do.
+pub(crate) struct SoftFused;
 
-impl MulAdd for Plain {
+impl MulAdd for SoftFused {
     #[inline(always)]
     fn mul_add(a: f32, b: f32, c: f32) -> f32 {
-        a * b + c
+        let sum = wide_sum(a, b, c);
+        if may_round_twice(sum) {
+            soft_fma(a, b, c)
+        } else {
+            sum as f32
+        }
     }
+
+    // The whole row in the quick way, which vectorises, then again exactly in the rare row
+    // where some sum may round twice.
+    #[inline(always)]
+    fn mul_add_row<const N: usize>(a: f32, b: &[f32; N], acc: &mut [f32; N]) {
+        let mut next = [0.0; N];
+        let mut care = false;
+        for ((next, &b), &c) in next.iter_mut().zip(b).zip(&*acc) {
+            let sum = wide_sum(a, b, c);
+            care |= may_round_twice(sum);
+            *next = sum as f32;
+        }
+        if care {
+            for (acc, &b) in acc.iter_mut().zip(b) {
+                *acc = soft_fma(a, b, *acc);
+            }
+        } else {
+            *acc = next;
+        }
+    }
+}
+
+/// `a * b + c` rounded once, to f64 (the product is exact).
+#[inline(always)]
+fn wide_sum(a: f32, b: f32, c: f32) -> f64 {
+    f64::from(a) * f64::from(b) + f64::from(c)
+}
+
+/// Whether rounding `sum` (the f64 sum of [`wide_sum`]) to f32 may differ from rounding the
+/// exact sum once: only when `sum` lies halfway between two normal f32 (its 29 bits below an
+/// f32's last are `1000...0`), or among the subnormal f32, where the halfway bits lie higher.
+/// Elsewhere the exact sum lies on the same side of every f32 halfway point as `sum`.
+#[inline(always)]
+fn may_round_twice(sum: f64) -> bool {
+    let tie = sum.to_bits() as u32 & 0x1fff_ffff == 0x1000_0000;
+    let subnormal = sum.abs() < f64::from(f32::MIN_POSITIVE) && sum != 0.0;
+    tie | subnormal
+}
+
+/// `a * b + c` correctly rounded to f32 (round to nearest, ties to even) for every finite
+/// input: [`SoftFused`]'s answer where the quick f64 sum may round twice.
+///
+/// The product of two f32 is exact in f64 (24 + 24 bits of 53), so only the sum rounds. It is
+/// rounded to odd: round to nearest, and when that was inexact (the exact error of the sum,
+/// by Knuth's TwoSum, is not zero) and the last bit is even, step one f64 toward the exact
+/// value. Rounding to odd with at least two more bits than the target keeps every tie of the
+/// target visible, so rounding it to f32 gives the correctly rounded result, subnormal ones
+/// included (Boldo and Melquiond, "Emulation of FMA and correctly rounded sums", 2008). The
+/// f64 product and sum cannot overflow or lose bits to underflow (f32 products lie between
+/// 2^-298 and 2^256). musl's `fmaf` (libm's fallback) fixes ties of normal results only.
+#[inline(always)]
+pub(crate) fn soft_fma(a: f32, b: f32, c: f32) -> f32 {
+    let product = f64::from(a) * f64::from(b);
+    let c = f64::from(c);
+    let sum = product + c;
+    // TwoSum: the exact `product + c - sum`, whatever the operands' magnitudes.
+    let product_part = sum - c;
+    let c_part = sum - product_part;
+    let error = (product - product_part) + (c - c_part);
+    let bits = sum.to_bits();
+    // An infinite or NaN sum (from such operands) has a NaN error and stays as it is.
+    let inexact = error != 0.0 && sum.is_finite();
+    // One step away from zero when the exact value is farther from zero than the sum.
+    let step = if (error > 0.0) == (sum > 0.0) {
+        1
+    } else {
+        u64::MAX
+    };
+    let odd = if inexact && bits & 1 == 0 {
+        bits.wrapping_add(step)
+    } else {
+        bits
+    };
+    f64::from_bits(odd) as f32
 }
 
 /// Variants whose tiles are the generic loops, with nothing but their multiply-add.
 pub(super) trait GenericTiles: MulAdd {}
 
-impl GenericTiles for Plain {}
+impl GenericTiles for SoftFused {}
 
 impl<M: GenericTiles, const NR: usize> Tiles<NR> for M {
     #[inline(never)]
@@ -284,9 +372,7 @@ unsafe fn rank1<M: MulAdd, const R: usize, const NR: usize>(
         // whole column first would take R more registers than the tile has.
         // SAFETY: p < kc (the caller's promise).
         let a_v = unsafe { a.at(ii, p) };
-        for (acc_v, &b_v) in acc_row.iter_mut().zip(b_row) {
-            *acc_v = M::mul_add(a_v, b_v, *acc_v);
-        }
+        M::mul_add_row(a_v, b_row, acc_row);
     }
 }
 
@@ -340,9 +426,7 @@ pub(super) fn packed_kernel<M: MulAdd, const R: usize, const NR: usize>(
     for (&step, a) in steps.iter().zip(a) {
         let b_row = &b_rows[usize::from(step)];
         for (acc_row, &a_v) in acc.iter_mut().zip(a) {
-            for (acc_v, &b_v) in acc_row.iter_mut().zip(b_row) {
-                *acc_v = M::mul_add(a_v, b_v, *acc_v);
-            }
+            M::mul_add_row(a_v, b_row, acc_row);
         }
     }
     acc
