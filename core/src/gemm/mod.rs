@@ -26,9 +26,9 @@
 //! in B that only ever meets zeros of A is skipped rather than turned into NaN.
 //!
 //! Determinism: each element of C is summed over K in one fixed order (K blocks in order,
-//! sequentially inside a block, one chain across them), and neither the blocking nor the skipping depends on which
-//! columns or rows a call covers, so splitting them between threads never changes a bit of the
-//! result.
+//! sequentially inside a block, one chain across them), and neither the blocking nor the
+//! skipping depends on which columns or rows a call covers, so splitting them between threads
+//! never changes a bit of the result.
 //!
 //! Where things are: this file has the entry points ([`gemm`], [`gemm_parallel`],
 //! [`gemm_parallel_beside`]), [`Kernel`], [`Scratch`] and the naive oracle; `view` the matrix

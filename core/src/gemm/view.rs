@@ -38,8 +38,9 @@ impl<'a> MatRef<'a> {
     /// A `rows x cols` matrix stored as panels of `width` columns one after another, each
     /// row-major (`rows x width`; a last, narrower panel is padded to `width`): the layout the
     /// blocked kernels pack B into. A kernel whose tiles are `width` wide
-    /// ([`Kernel::panel_width`](super::Kernel::panel_width)) reads such a B in place instead of packing it; the others read
-    /// it element by element. Either way the product is the same bits as with B row-major.
+    /// ([`Kernel::panel_width`](super::Kernel::panel_width)) reads such a B in place instead of
+    /// packing it; the others read it element by element. Either way the product is the same
+    /// bits as with B row-major.
     ///
     /// # Panics
     /// If `width` is 0 or `data` is shorter than the panels.

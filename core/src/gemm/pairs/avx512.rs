@@ -2,13 +2,13 @@
 //! 16 inputs a vector (counting and copying the pairs run the AVX2 code).
 
 use super::{Block, Out, STAGE, Scratch, WIDE_BLOCK, WIDE_TAIL, for_each_bit};
-
-/// Inputs of the widest block, a last one: the stride of X's panel.
-const MOST: usize = WIDE_BLOCK + WIDE_TAIL;
 use core::arch::x86_64::{
     __m512, _mm_castps_pd, _mm_storeh_pd, _mm_storel_pd, _mm512_extractf32x4_ps, _mm512_fmadd_ps,
     _mm512_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_unpackhi_ps, _mm512_unpacklo_ps,
 };
+
+/// Inputs of the widest block, a last one: the stride of X's panel.
+const MOST: usize = WIDE_BLOCK + WIDE_TAIL;
 
 /// [`super::run_block`] with the AVX-512 tiles, on blocks of [`WIDE_BLOCK`] inputs (a last
 /// one up to [`MOST`]).

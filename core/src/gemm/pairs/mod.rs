@@ -6,10 +6,10 @@
 //! zeroes most of D once training is under way (half of it at the start, three quarters later
 //! on Fashion-MNIST). Here a tile is 2 hidden units x 48 inputs (96 with AVX-512): D's pair is
 //! broadcast, X's block is the vector row, and an image is a step only if the pair is nonzero
-//! *and* the block of X is: with bit masks over the batch (one per pair, one per block), the tile's steps are
-//! the set bits of one AND. Late in training that leaves a third fewer steps than the panels of
-//! inputs do; early on, or with sparse images (MNIST), it leaves more, so the caller counts
-//! both ([`GradientSteps`]) and takes the cheaper.
+//! *and* the block of X is: with bit masks over the batch (one per pair, one per block), the
+//! tile's steps are the set bits of one AND. Late in training that leaves a third fewer steps
+//! than the panels of inputs do; early on, or with sparse images (MNIST), it leaves more, so
+//! the caller counts both ([`GradientSteps`]) and takes the cheaper.
 //!
 //! Each element of C is summed over the images in order, skipping only steps whose product is
 //! zero, as the blocked product does: for finite values the result is the same bits.

@@ -70,14 +70,10 @@ impl Case {
 
 /// Computes `a·b` for the case with `kernel`, split into `jobs` column ranges; returns C.
 fn product(kernel: Kernel, case: Case, jobs: usize) -> Vec<f32> {
-    compute(kernel, case, jobs)
-}
-
-fn compute(kernel: Kernel, case: Case, jobs: usize) -> Vec<f32> {
     compute_in_order(kernel, case, jobs, None)
 }
 
-/// [`compute`] with A's rows grouped in a random order drawn from `order_seed`.
+/// [`product`] with A's rows grouped in a random order drawn from `order_seed`.
 fn compute_in_order(kernel: Kernel, case: Case, jobs: usize, order_seed: Option<u64>) -> Vec<f32> {
     compute_with(kernel, case, jobs, order_seed, None)
 }

@@ -236,12 +236,9 @@ pub(crate) struct SoftFused;
 impl MulAdd for SoftFused {
     #[inline(always)]
     fn mul_add(a: f32, b: f32, c: f32) -> f32 {
-        let sum = wide_sum(a, b, c);
-        if may_round_twice(sum) {
-            soft_fma(a, b, c)
-        } else {
-            sum as f32
-        }
+        let mut sum = [c];
+        Self::mul_add_row(a, &[b], &mut sum);
+        sum[0]
     }
 
     // The whole row in the quick way, which vectorises, then again exactly in the rare row
