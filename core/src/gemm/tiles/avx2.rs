@@ -17,6 +17,9 @@ wide_tiles! {
     load: _mm256_loadu_ps,
     fmadd: _mm256_fmadd_ps,
     store: _mm256_storeu_ps,
+    // Prefetching B's rows made these tiles no faster on an AVX-512 Xeon (one thread,
+    // training); AVX2-only CPUs are unmeasured, so they keep what was measured on them.
+    prefetch: false,
 }
 
 impl MulAdd for Fused {

@@ -16,4 +16,5 @@ wide_tiles! {
     load: _mm512_loadu_ps,
     fmadd: _mm512_fmadd_ps,
     store: _mm512_storeu_ps,
+    prefetch: true,
 }

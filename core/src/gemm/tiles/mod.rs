@@ -21,8 +21,10 @@ macro_rules! wide_tiles {
         splat: $splat:ident,
         load: $load:ident,
         fmadd: $fmadd:ident,
-        store: $store:ident $(,)?
+        store: $store:ident,
+        prefetch: $prefetch:literal $(,)?
     ) => {
+        use core::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
         use $crate::gemm::Scratch;
         use $crate::gemm::blocked::{Share, blocked as nest};
         use $crate::gemm::pack::APanel;
@@ -30,6 +32,23 @@ macro_rules! wide_tiles {
             PACKED_ROWS, $narrow_mr, $narrow_nr, $wide_min, $wide_mr, $wide_nr,
         };
         use $crate::gemm::tiles::{Acc, Fused, Tiles};
+
+        /// How many K steps ahead the tiles prefetch B's rows: about L2's latency over a
+        /// step's time.
+        const PREFETCH_STEPS: usize = 8;
+        /// Floats in a cache line.
+        const LINE_FLOATS: usize = 16;
+
+        /// For each listed step, the one [`PREFETCH_STEPS`] later in the list (the last one
+        /// past the list's end).
+        fn ahead(steps: &[u16]) -> impl Iterator<Item = usize> {
+            let later = steps.get(PREFETCH_STEPS..).unwrap_or(&[]);
+            let last = steps.last().map_or(0, |&p| usize::from(p));
+            later
+                .iter()
+                .map(|&p| usize::from(p))
+                .chain(core::iter::repeat(last))
+        }
 
         /// The loop nest on this instruction set's tiles for one job's columns of C: the wide
         /// tiles for products wider than the narrow ones' reach, the narrow ones below.
@@ -46,8 +65,8 @@ macro_rules! wide_tiles {
             }
         }
 
-        /// Tiles of up to 3 rows x `V` vectors, written with intrinsics: the generic loop
-        /// spills accumulators at this shape.
+        /// Tiles of up to `$wide_mr` rows x `V` vectors, written with intrinsics: the generic
+        /// loop spills accumulators at this shape.
         pub(crate) struct Wide<const V: usize>;
 
         // `#[inline(never)]` on a `#[target_feature]` function does not keep LLVM from
@@ -95,8 +114,11 @@ macro_rules! wide_tiles {
             b_panel: &[f32],
         ) -> Acc<R, W> {
             let kc = (b_panel.len() / W).min(a.kc);
-            // SAFETY: p < kc.
-            let steps = (0..kc).map(|p| (p, core::array::from_fn(|ii| unsafe { a.at(ii, p) })));
+            let steps = (0..kc).map(|p| {
+                // SAFETY: p < kc.
+                let a = core::array::from_fn(|ii| unsafe { a.at(ii, p) });
+                (p, a, p + PREFETCH_STEPS)
+            });
             // SAFETY: this function is compiled with the module's features.
             unsafe { wide::<R, V, W>(acc, steps, b_panel) }
         }
@@ -109,11 +131,11 @@ macro_rules! wide_tiles {
             b_panel: &[f32],
         ) -> Acc<R, W> {
             let kc = (b_panel.len() / W).min(a.kc);
-            let steps = steps.iter().map(|&p| {
+            let steps = steps.iter().zip(ahead(steps)).map(|(&p, ahead)| {
                 let p = usize::from(p);
                 assert!(p < kc, "step outside the block");
                 // SAFETY: p < kc, just checked.
-                (p, core::array::from_fn(|ii| unsafe { a.at(ii, p) }))
+                (p, core::array::from_fn(|ii| unsafe { a.at(ii, p) }), ahead)
             });
             // SAFETY: this function is compiled with the module's features.
             unsafe { wide::<R, V, W>(acc, steps, b_panel) }
@@ -129,7 +151,8 @@ macro_rules! wide_tiles {
             let steps = steps
                 .iter()
                 .zip(a)
-                .map(|(&p, a)| (usize::from(p), core::array::from_fn(|ii| a[ii])));
+                .zip(ahead(steps))
+                .map(|((&p, a), ahead)| (usize::from(p), core::array::from_fn(|ii| a[ii]), ahead));
             // SAFETY: this function is compiled with the module's features.
             unsafe { wide::<R, V, W>(acc, steps, b_panel) }
         }
@@ -141,7 +164,7 @@ macro_rules! wide_tiles {
         #[inline(always)]
         unsafe fn wide<const R: usize, const V: usize, const W: usize>(
             acc: &Acc<R, W>,
-            steps: impl Iterator<Item = (usize, [f32; R])>,
+            steps: impl Iterator<Item = (usize, [f32; R], usize)>,
             b_panel: &[f32],
         ) -> Acc<R, W> {
             const { assert!(W == $lanes * V) };
@@ -152,8 +175,15 @@ macro_rules! wide_tiles {
                 // chunk of `$lanes` floats of the row, a whole vector.
                 core::array::from_fn(|v| unsafe { $load(chunks[v].as_ptr()) })
             });
-            for (p, a) in steps {
+            for (p, a, ahead) in steps {
                 let b_row = &b_rows[p];
+                // With `$prefetch`: the panel (200 kB at K = 784) lives in L2; ask for the row
+                // a few steps ahead so that its lines are in L1 when the tile gets there.
+                let ahead = b_panel.as_ptr().wrapping_add(ahead * W);
+                for line in (0..W).step_by(LINE_FLOATS).take_while(|_| $prefetch) {
+                    // SAFETY: a prefetch never faults, wherever it points.
+                    unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line).cast()) };
+                }
                 // SAFETY: the caller runs with this module's features.
                 let a_v: [$vector; R] = a.map(|v| unsafe { $splat(v) });
                 for (v, b_v) in b_row.as_chunks::<$lanes>().0.iter().enumerate() {
