@@ -17,8 +17,7 @@ wide_tiles! {
     load: _mm256_loadu_ps,
     fmadd: _mm256_fmadd_ps,
     store: _mm256_storeu_ps,
-    // Prefetching B's rows made these tiles no faster on an AVX-512 Xeon (one thread,
-    // training); AVX2-only CPUs are unmeasured, so they keep what was measured on them.
+    // No prefetching: it could not be measured on the AVX2-only CPUs these tiles are for.
     prefetch: false,
 }
 
