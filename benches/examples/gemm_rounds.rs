@@ -1,0 +1,132 @@
+//! The forward product of training (128x784 by 784x512) on one thread: picodense's fastest
+//! kernel on this CPU and `matrixmultiply::sgemm` in turn, many short rounds each, timed in the
+//! thread's CPU time. Rounds in turn see the same machine: on a shared one the ratio of each
+//! pair of rounds holds better than figures taken minutes apart.
+//!
+//! `cargo run --release -p picodense-benches --example gemm_rounds -- [dense|mnist] [ROUNDS]`
+//!
+//! `dense`: uniform values in [-1, 1), both crates compute every product. `mnist`: MNIST-like
+//! pixels / 255 for X, whose zero steps picodense skips (an effective rate).
+
+use std::hint::black_box;
+
+use picodense::compute::zeroed_slice;
+use picodense_benches::{PIXELS, avx2, avx512, synthetic_mnist, thread_cpu_time};
+use picodense_core::Scratch;
+use picodense_core::gemm::{Epilogue, Kernel, MatRef, Serial, gemm_parallel};
+use picodense_support::Noise;
+
+const M: usize = 128;
+const K: usize = 784;
+const N: usize = 512;
+/// Products per round: about 50 ms each.
+const CALLS: usize = 60;
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let mnist = match args.next().as_deref() {
+        None | Some("dense") => false,
+        Some("mnist") => true,
+        Some(other) => usage(&format!("unknown data {other:?}")),
+    };
+    let rounds: usize = match args.next() {
+        None => 41,
+        Some(n) => n
+            .parse()
+            .ok()
+            .filter(|&n| n > 0)
+            .unwrap_or_else(|| usage(&format!("ROUNDS {n:?} is not a positive count"))),
+    };
+    let (name, kernel) = avx512()
+        .map(|k| ("avx512", k))
+        .or_else(|| avx2().map(|k| ("avx2", k)))
+        .unwrap_or(("portable", Kernel::PORTABLE));
+    let a_store = if mnist {
+        let (pixels, _) = synthetic_mnist(M * K / PIXELS, 3);
+        pixels.iter().map(|&p| f32::from(p) / 255.0).collect()
+    } else {
+        Noise::new(1).floats(M * K, -1.0, 1.0)
+    };
+    let b_store = Noise::new(2).floats(K * N, -1.0, 1.0);
+    let (a, b) = (
+        MatRef::row_major(&a_store, M, K),
+        MatRef::row_major(&b_store, K, N),
+    );
+    let mut out = vec![0.0f32; M * N];
+    let mut scratch = zeroed_slice::<Scratch>(1);
+
+    let gflops = |run: &mut dyn FnMut()| {
+        let start = thread_cpu_time();
+        for _ in 0..CALLS {
+            run();
+        }
+        let seconds = (thread_cpu_time() - start).as_secs_f64();
+        (2 * M * K * N * CALLS) as f64 / seconds / 1e9
+    };
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        ours.push(gflops(&mut || {
+            gemm_parallel(
+                &Serial,
+                kernel,
+                black_box(a),
+                black_box(b),
+                &mut out,
+                Epilogue::Store,
+                &mut scratch,
+            );
+            black_box(&out);
+        }));
+        theirs.push(gflops(&mut || {
+            // SAFETY: the pointers and strides describe the live row-major buffers above:
+            // A is M x K, B is K x N, C is M x N.
+            unsafe {
+                matrixmultiply::sgemm(
+                    M,
+                    K,
+                    N,
+                    1.0,
+                    a_store.as_ptr(),
+                    K as isize,
+                    1,
+                    b_store.as_ptr(),
+                    N as isize,
+                    1,
+                    0.0,
+                    out.as_mut_ptr(),
+                    N as isize,
+                    1,
+                )
+            };
+            black_box(&out);
+        }));
+    }
+    let mut ratios: Vec<f64> = ours.iter().zip(&theirs).map(|(o, t)| o / t).collect();
+    let data = if mnist { "mnist" } else { "dense" };
+    println!("fwd_{M}x{K}x{N} {data}, 1 thread, {rounds} rounds of {CALLS} products each way");
+    println!(
+        "picodense {name:<14} GFLOP/s median {:.1}",
+        median(&mut ours)
+    );
+    println!(
+        "matrixmultiply           GFLOP/s median {:.1}",
+        median(&mut theirs)
+    );
+    println!(
+        "ratio, round by round     median {:.3} (quartiles {:.3}-{:.3})",
+        median(&mut ratios),
+        ratios[rounds / 4],
+        ratios[rounds * 3 / 4]
+    );
+}
+
+/// The median, sorting `values`.
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn usage(problem: &str) -> ! {
+    eprintln!("gemm_rounds: {problem}\nusage: gemm_rounds [dense|mnist] [ROUNDS]");
+    std::process::exit(2);
+}
