@@ -157,7 +157,8 @@ macro_rules! wide_tiles {
             unsafe { wide::<R, V, W>(acc, steps, b_panel) }
         }
 
-        /// The `R x W` register tile over `steps` (K step, A's values there) of the block.
+        /// The `R x W` register tile over `steps` (K step, A's values there, the step whose row of
+        /// B to prefetch) of the block.
         ///
         /// # Safety
         /// Only inlined into functions compiled with this module's features.
