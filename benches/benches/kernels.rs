@@ -17,10 +17,9 @@ use std::time::Duration;
 use criterion::measurement::Measurement;
 use criterion::{Criterion, Throughput};
 use picodense::compute::{Threads, zeroed_slice};
-use picodense_benches::{PIXELS, avx2, avx512, synthetic_mnist};
+use picodense_benches::{PIXELS, avx2, avx512, mnist_rows, uniform};
 use picodense_core::Scratch;
 use picodense_core::gemm::{Epilogue, Kernel, MatRef, Parallel, Serial, gemm_parallel};
-use picodense_support::Noise;
 
 /// Layout of A and B as stored.
 #[derive(Clone, Copy)]
@@ -79,20 +78,13 @@ const SHAPES: [Shape; 7] = [
     ),
 ];
 
-/// `len` values uniform in `[-1, 1)`.
-fn uniform(len: usize, seed: u64) -> Vec<f32> {
-    Noise::new(seed).floats(len, -1.0, 1.0)
-}
-
 /// A's data as stored: uniform values, or MNIST-like pixels / 255 (one image per row of X).
 fn a_data(&Shape(_, m, k, _, _, data): &Shape) -> Vec<f32> {
     if data != Data::Mnist {
         return uniform(m * k, 1);
     }
-    let images = m.min(k).max(m * k / PIXELS);
-    let (pixels, _) = synthetic_mnist(images, 3);
     // X is images x 784 row-major in both layouts (Xᵀ is a view of it).
-    pixels.iter().map(|&p| f32::from(p) / 255.0).collect()
+    mnist_rows(m.min(k).max(m * k / PIXELS))
 }
 
 /// One shape: on this thread (`jobs == 1`: naive, portable, AVX2, AVX-512, matrixmultiply) or

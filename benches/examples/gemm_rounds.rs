@@ -1,5 +1,5 @@
-//! The forward product of training (128x784 by 784x512) on one thread: picodense's fastest
-//! kernel on this CPU and `matrixmultiply::sgemm` in turn, many short rounds each, timed in the
+//! The forward product of training (128x784 by 784x512) on one thread: the kernel picodense
+//! picks on this CPU and `matrixmultiply::sgemm` in turn, many short rounds each, timed in the
 //! thread's CPU time. Rounds in turn see the same machine: on a shared one the ratio of each
 //! pair of rounds holds better than figures taken minutes apart.
 //!
@@ -11,10 +11,9 @@
 use std::hint::black_box;
 
 use picodense::compute::zeroed_slice;
-use picodense_benches::{PIXELS, avx2, avx512, synthetic_mnist, thread_cpu_time};
+use picodense_benches::{PIXELS, mnist_rows, thread_cpu_time, uniform};
 use picodense_core::Scratch;
 use picodense_core::gemm::{Epilogue, Kernel, MatRef, Serial, gemm_parallel};
-use picodense_support::Noise;
 
 const M: usize = 128;
 const K: usize = 784;
@@ -37,17 +36,14 @@ fn main() {
             .filter(|&n| n > 0)
             .unwrap_or_else(|| usage(&format!("ROUNDS {n:?} is not a positive count"))),
     };
-    let (name, kernel) = avx512()
-        .map(|k| ("avx512", k))
-        .or_else(|| avx2().map(|k| ("avx2", k)))
-        .unwrap_or(("portable", Kernel::PORTABLE));
+    let kernel = Kernel::detect();
+    // The operands of the criterion benchmark's `fwd` and `fwd-mnist` shapes.
     let a_store = if mnist {
-        let (pixels, _) = synthetic_mnist(M * K / PIXELS, 3);
-        pixels.iter().map(|&p| f32::from(p) / 255.0).collect()
+        mnist_rows(M * K / PIXELS)
     } else {
-        Noise::new(1).floats(M * K, -1.0, 1.0)
+        uniform(M * K, 1)
     };
-    let b_store = Noise::new(2).floats(K * N, -1.0, 1.0);
+    let b_store = uniform(K * N, 2);
     let (a, b) = (
         MatRef::row_major(&a_store, M, K),
         MatRef::row_major(&b_store, K, N),
@@ -104,6 +100,7 @@ fn main() {
     let mut ratios: Vec<f64> = ours.iter().zip(&theirs).map(|(o, t)| o / t).collect();
     let data = if mnist { "mnist" } else { "dense" };
     println!("fwd_{M}x{K}x{N} {data}, 1 thread, {rounds} rounds of {CALLS} products each way");
+    let name = kernel.name();
     println!(
         "picodense {name:<14} GFLOP/s median {:.1}",
         median(&mut ours)

@@ -1,14 +1,26 @@
-//! Shared pieces of the criterion benchmarks in `benches/`: MNIST-like synthetic data (from
-//! `picodense-support`), the kernels this CPU runs, a thread-CPU-time measurement for
+//! Shared pieces of the criterion benchmarks in `benches/`: the products' operands, MNIST-like
+//! synthetic data (from `picodense-support`), the kernels this CPU runs, a thread-CPU-time measurement for
 //! single-thread runs, and the groups every benchmark runs on one and on two threads.
 
 use std::time::Duration;
 
 use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use picodense_core::Kernel;
+use picodense_support::Noise;
 
 pub use criterion;
 pub use picodense_support::{PIXELS, synthetic_mnist};
+
+/// `len` values uniform in `[-1, 1)`: the products' dense operands.
+pub fn uniform(len: usize, seed: u64) -> Vec<f32> {
+    Noise::new(seed).floats(len, -1.0, 1.0)
+}
+
+/// X for `images` MNIST-like images, pixels / 255, one image a row: the products' sparse A.
+pub fn mnist_rows(images: usize) -> Vec<f32> {
+    let (pixels, _) = synthetic_mnist(images, 3);
+    pixels.iter().map(|&p| f32::from(p) / 255.0).collect()
+}
 
 /// The AVX2 kernel, if this CPU runs it.
 pub fn avx2() -> Option<Kernel> {

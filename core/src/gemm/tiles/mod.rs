@@ -180,10 +180,12 @@ macro_rules! wide_tiles {
                 let b_row = &b_rows[p];
                 // With `$prefetch`: the panel (200 kB at K = 784) lives in L2; ask for the row
                 // a few steps ahead so that its lines are in L1 when the tile gets there.
-                let ahead = b_panel.as_ptr().wrapping_add(ahead * W);
-                for line in (0..W).step_by(LINE_FLOATS).take_while(|_| $prefetch) {
-                    // SAFETY: a prefetch never faults, wherever it points.
-                    unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line).cast()) };
+                if $prefetch {
+                    let ahead = b_panel.as_ptr().wrapping_add(ahead * W);
+                    for line in (0..W).step_by(LINE_FLOATS) {
+                        // SAFETY: a prefetch never faults, wherever it points.
+                        unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line).cast()) };
+                    }
                 }
                 // SAFETY: the caller runs with this module's features.
                 let a_v: [$vector; R] = a.map(|v| unsafe { $splat(v) });
