@@ -6,7 +6,8 @@
 //! time, so other processes on a shared machine do not count; `gemm_2threads/...` is wall time.
 //!
 //! Shapes (one training step of 128 rows of the 784-512-10 network, and a large square):
-//! `fwd` X·W1, `wgrad` Xᵀ·dH (Xᵀ a transposed view), `out` H·W2, `back` dZ·W2ᵀ (W2ᵀ a
+//! `fwd` X·W1 (the AVX kernels also with W1 already in their panels, `-panels`, as training
+//! keeps it), `wgrad` Xᵀ·dH (Xᵀ a transposed view), `out` H·W2, `back` dZ·W2ᵀ (W2ᵀ a
 //! transposed view), `1024`; dense uniform data, with `Store` so every kernel computes the same
 //! plain product. The `-mnist` shapes use MNIST-like images for X, where the blocked kernels
 //! skip K steps whose values are all zero: their figures are effective (dense-equivalent) rates.
@@ -17,7 +18,7 @@ use std::time::Duration;
 use criterion::measurement::Measurement;
 use criterion::{Criterion, Throughput};
 use picodense::compute::{Threads, zeroed_slice};
-use picodense_benches::{PIXELS, avx2, avx512, mnist_rows, uniform};
+use picodense_benches::{PIXELS, avx2, avx512, in_panels, mnist_rows, uniform};
 use picodense_core::Scratch;
 use picodense_core::gemm::{Epilogue, Kernel, MatRef, Parallel, Serial, gemm_parallel};
 
@@ -129,8 +130,19 @@ fn bench_shape<M: Measurement>(c: &mut Criterion<M>, s: &Shape, jobs: usize) {
     }
     kernels.extend(avx2().map(|k| ("avx2", k)));
     kernels.extend(avx512().map(|k| ("avx512", k)));
-    for (id, kernel) in kernels {
+    for &(id, kernel) in &kernels {
         group.bench_function(id, |bench| {
+            bench.iter(|| product(&Serial, kernel, a, b, &mut out, &mut scratches))
+        });
+    }
+    // B already in the kernel's panels, as training keeps W1: the product packs only A.
+    for (id, kernel) in kernels.into_iter().filter(|(id, _)| id.starts_with("avx")) {
+        let (panels, width) = in_panels(&b_store, k, n, kernel);
+        if !matches!(layout, Layout::Nn) || !n.is_multiple_of(width) {
+            continue;
+        }
+        let b = MatRef::panels(&panels, k, n, width);
+        group.bench_function(format!("{id}-panels"), |bench| {
             bench.iter(|| product(&Serial, kernel, a, b, &mut out, &mut scratches))
         });
     }

@@ -22,6 +22,21 @@ pub fn mnist_rows(images: usize) -> Vec<f32> {
     pixels.iter().map(|&p| f32::from(p) / 255.0).collect()
 }
 
+/// `b` (`rows x cols`, row-major) in `kernel`'s panels ([`MatRef::panels`]): the layout in
+/// which training keeps W1 between steps, so that its forward product reads B in place.
+///
+/// [`MatRef::panels`]: picodense_core::gemm::MatRef::panels
+pub fn in_panels(b: &[f32], rows: usize, cols: usize, kernel: Kernel) -> (Vec<f32>, usize) {
+    let width = kernel.panel_width(cols);
+    let mut panels = vec![0.0; cols.div_ceil(width) * rows * width];
+    for (r, row) in b.chunks_exact(cols).enumerate() {
+        for (c, &v) in row.iter().enumerate() {
+            panels[(c / width) * rows * width + r * width + c % width] = v;
+        }
+    }
+    (panels, width)
+}
+
 /// The AVX2 kernel, if this CPU runs it.
 pub fn avx2() -> Option<Kernel> {
     #[cfg(target_arch = "x86_64")]
