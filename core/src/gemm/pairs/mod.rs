@@ -276,15 +276,13 @@ fn generic_tile(kernel: Kernel) -> TileFn {
     }
 }
 
-/// Runs a block of at most `B` inputs: packs its X, then every pair's tile, writing C a stage
-/// at a time.
+/// Copies X's block into `panel`, image by image at a stride of `B` (zero past the block's
+/// width), and returns the images where it is nonzero.
 #[inline(always)]
-fn run_block<const B: usize>(block: &Block, out: &Out, scratch: &mut Scratch, tile: TileFn<B>) {
+fn pack_block<const B: usize>(block: &Block, panel: &mut [f32]) -> u128 {
     let Block { rows, width, .. } = *block;
-    // X's block, row by row at a stride of B, and the images where it is nonzero.
-    let panel = &mut scratch.b[..rows * B];
     let mut nonzero = 0u128;
-    for (b, (dst, src)) in panel
+    for (b, (dst, src)) in panel[..rows * B]
         .chunks_exact_mut(B)
         .zip(block.x.chunks(block.k))
         .enumerate()
@@ -294,6 +292,15 @@ fn run_block<const B: usize>(block: &Block, out: &Out, scratch: &mut Scratch, ti
         dst[width..].fill(0.0);
         nonzero |= u128::from(src.iter().any(|&v| v != 0.0)) << b;
     }
+    nonzero
+}
+
+/// Runs a block of at most `B` inputs: packs its X, then every pair's tile, writing C a stage
+/// at a time.
+#[inline(always)]
+fn run_block<const B: usize>(block: &Block, out: &Out, scratch: &mut Scratch, tile: TileFn<B>) {
+    let Block { rows, width, .. } = *block;
+    let nonzero = pack_block::<B>(block, &mut scratch.b);
     let panel = &scratch.b[..rows * B];
     let stage = scratch
         .packed_a
