@@ -69,12 +69,15 @@ pub(super) const AVX2_WIDE_MIN: usize = 2 * AVX2_NR;
 /// AVX-512's wide tiles, on 512-bit vectors: 24 accumulators, 4 vectors of B and the
 /// broadcasts fill the 32 zmm registers, and 6 rows share each B vector read from L2. Panels
 /// of 6 images skip fewer zero steps than panels of 3, but each step costs about half as much.
-/// Narrower products run AVX2's narrow tiles, whose sums they are.
 #[cfg(target_arch = "x86_64")]
 pub(super) const AVX512_WIDE_MR: usize = 6;
 /// See [`AVX512_WIDE_MR`].
 #[cfg(target_arch = "x86_64")]
 pub(super) const AVX512_WIDE_NR: usize = 64;
+/// AVX-512's narrow tiles: one vector of 16 columns (AVX2's narrow panels of B, so the same
+/// sums) by 12 rows, whose accumulators and broadcasts take 24 of the 32 zmm registers.
+#[cfg(target_arch = "x86_64")]
+pub(super) const AVX512_NARROW_MR: usize = 12;
 /// Narrowest product (exclusive) that AVX-512 runs on its wide tiles.
 #[cfg(target_arch = "x86_64")]
 pub(super) const AVX512_WIDE_MIN: usize = AVX512_WIDE_NR;

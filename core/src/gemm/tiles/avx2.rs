@@ -1,14 +1,14 @@
 //! The tiles compiled for AVX2 + FMA: the narrow products on the generic loops with a fused
 //! multiply-add, the wide ones (n = 512) on 3 x 32 tiles written with intrinsics.
 
-use super::{MulAdd, dense_kernel, packed_kernel, sparse_kernel};
+use super::{Fused, MulAdd, dense_kernel, packed_kernel, sparse_kernel};
 use core::arch::x86_64::{
     __m256, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_set1_ps, _mm256_storeu_ps,
 };
 
 wide_tiles! {
     nest_features: "avx2,fma",
-    narrow: (AVX2_MR, AVX2_NR),
+    narrow: (Fused, AVX2_MR, AVX2_NR),
     wide: (AVX2_WIDE_MR, AVX2_WIDE_NR, AVX2_WIDE_MIN),
     features: "avx2,fma",
     lanes: 8,

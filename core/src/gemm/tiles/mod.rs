@@ -13,7 +13,7 @@ use super::params::PACKED_ROWS;
 macro_rules! wide_tiles {
     (
         nest_features: $nest_features:literal,
-        narrow: ($narrow_mr:ident, $narrow_nr:ident),
+        narrow: ($narrow_tiles:ty, $narrow_mr:ident, $narrow_nr:ident),
         wide: ($wide_mr:ident, $wide_nr:ident, $wide_min:ident),
         features: $features:literal,
         lanes: $lanes:literal,
@@ -31,7 +31,7 @@ macro_rules! wide_tiles {
         use $crate::gemm::params::{
             PACKED_ROWS, $narrow_mr, $narrow_nr, $wide_min, $wide_mr, $wide_nr,
         };
-        use $crate::gemm::tiles::{Acc, Fused, Tiles};
+        use $crate::gemm::tiles::{Acc, Tiles};
 
         /// How many K steps ahead the tiles prefetch B's rows: about L2's latency over a
         /// step's time.
@@ -61,7 +61,7 @@ macro_rules! wide_tiles {
             if share.b.cols > $wide_min {
                 nest::<Wide<{ $wide_nr / $lanes }>, $wide_mr, $wide_nr>(share, scratch)
             } else {
-                nest::<Fused, $narrow_mr, $narrow_nr>(share, scratch)
+                nest::<$narrow_tiles, $narrow_mr, $narrow_nr>(share, scratch)
             }
         }
 
