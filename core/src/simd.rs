@@ -24,7 +24,7 @@ pub(crate) struct RmsHyper {
 /// Tensors shorter than this are updated by the calling thread alone.
 const SPLIT_MIN: usize = 1 << 15;
 /// Most pieces a tensor is split into.
-const MAX_PARTS: usize = 16;
+const MAX_PARTS: usize = 32;
 
 /// `v = rho*v + (1-rho)*g^2; w -= lr * g / sqrt(v + eps)` over whole tensors, split between the
 /// jobs of `par` (`parts` of them) when a tensor is large.
@@ -61,14 +61,15 @@ pub(crate) fn rmsprop<P: Parallel>(
 }
 
 /// Elements in each piece of an update of `len` split between `parts` jobs: all of them when
-/// the tensor is small. Pieces are claimed by whichever thread is free: with four a job, a
-/// thread that the OS holds up leaves its share to the others. Whole vectors (of 16, the
-/// widest), so that a piece's vectors also fall on whole vectors of a matrix in panels.
+/// the tensor is small. Pieces are claimed by whichever thread is free: with sixteen a job
+/// the threads finish within a short piece of each other, and a thread that the OS holds up
+/// leaves its share to the others. Whole vectors (of 16, the widest), so that a piece's
+/// vectors also fall on whole vectors of a matrix in panels.
 fn piece_len(len: usize, parts: usize) -> usize {
     if parts <= 1 || len < SPLIT_MIN {
         len.max(1)
     } else {
-        len.div_ceil((4 * parts).min(MAX_PARTS))
+        len.div_ceil((16 * parts).min(MAX_PARTS))
             .next_multiple_of(16)
     }
 }
