@@ -258,7 +258,8 @@ mod x86 {
                 }
                 #[inline(always)]
                 unsafe fn load(p: *const f32) -> Self {
-                    // SAFETY: the caller runs with the vector's features, and `p` addresses a whole vector.
+                    // SAFETY: the caller runs with the vector's features, and `p` addresses a
+                    // whole vector.
                     unsafe { $load(p) }
                 }
                 #[inline(always)]

@@ -262,10 +262,9 @@ struct Block<'a> {
     masks: &'a [u128],
 }
 
-/// The tile of pair `q` over a block of `B` inputs: `(block's X panel, pair's panel, mask,
+/// The tile of pair `q` over a block of [`BLOCK`] inputs: `(block's X panel, pair's panel, mask,
 /// stage, column)`.
-type TileFn<const B: usize = BLOCK> =
-    unsafe fn(&[f32], &[[f32; 2]], u128, &mut [[f32; STAGE]; B], usize);
+type TileFn = unsafe fn(&[f32], &[[f32; 2]], u128, &mut [[f32; STAGE]; BLOCK], usize);
 
 /// The generic tile with the multiply-add of `kernel`'s blocked product (whose bits it gives).
 fn generic_tile(kernel: Kernel) -> TileFn {
@@ -295,19 +294,19 @@ fn pack_block<const B: usize>(block: &Block, panel: &mut [f32]) -> u128 {
     nonzero
 }
 
-/// Runs a block of at most `B` inputs: packs its X, then every pair's tile, writing C a stage
-/// at a time.
+/// Runs a block of at most [`BLOCK`] inputs: packs its X, then every pair's tile, writing C a
+/// stage at a time.
 #[inline(always)]
-fn run_block<const B: usize>(block: &Block, out: &Out, scratch: &mut Scratch, tile: TileFn<B>) {
+fn run_block(block: &Block, out: &Out, scratch: &mut Scratch, tile: TileFn) {
     let Block { rows, width, .. } = *block;
-    let nonzero = pack_block::<B>(block, &mut scratch.b);
-    let panel = &scratch.b[..rows * B];
+    let nonzero = pack_block::<BLOCK>(block, &mut scratch.b);
+    let panel = &scratch.b[..rows * BLOCK];
     let stage = scratch
         .packed_a
         .as_flattened_mut()
         .as_chunks_mut::<STAGE>()
         .0
-        .first_chunk_mut::<B>()
+        .first_chunk_mut::<BLOCK>()
         .expect("scratch holds a stage");
     let pairs = block.pairs.as_chunks::<2>().0;
     let n = block.masks.len() * 2;
