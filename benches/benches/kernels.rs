@@ -136,11 +136,13 @@ fn bench_shape<M: Measurement>(c: &mut Criterion<M>, s: &Shape, jobs: usize) {
         });
     }
     // B already in the kernel's panels, as training keeps W1: the product packs only A.
-    for (id, kernel) in kernels.into_iter().filter(|(id, _)| id.starts_with("avx")) {
+    let in_place =
+        |kernel: Kernel| matches!(layout, Layout::Nn) && n.is_multiple_of(kernel.panel_width(n));
+    for (id, kernel) in kernels
+        .into_iter()
+        .filter(|&(id, kernel)| id.starts_with("avx") && in_place(kernel))
+    {
         let (panels, width) = in_panels(&b_store, k, n, kernel);
-        if !matches!(layout, Layout::Nn) || !n.is_multiple_of(width) {
-            continue;
-        }
         let b = MatRef::panels(&panels, k, n, width);
         group.bench_function(format!("{id}-panels"), |bench| {
             bench.iter(|| product(&Serial, kernel, a, b, &mut out, &mut scratches))

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use criterion::measurement::{Measurement, ValueFormatter, WallTime};
-use picodense_core::Kernel;
+use picodense_core::{Kernel, PanelState, Panels};
 use picodense_support::Noise;
 
 pub use criterion;
@@ -22,19 +22,21 @@ pub fn mnist_rows(images: usize) -> Vec<f32> {
     pixels.iter().map(|&p| f32::from(p) / 255.0).collect()
 }
 
-/// `b` (`rows x cols`, row-major) in `kernel`'s panels ([`MatRef::panels`]): the layout in
-/// which training keeps W1 between steps, so that its forward product reads B in place.
+/// `b` (`rows x cols`, row-major) in `kernel`'s panels ([`MatRef::panels`]), and their width:
+/// the layout in which training keeps W1 between steps ([`Panels`]), so that its forward
+/// product reads B in place. `cols` is a multiple of the kernel's panel width.
 ///
 /// [`MatRef::panels`]: picodense_core::gemm::MatRef::panels
 pub fn in_panels(b: &[f32], rows: usize, cols: usize, kernel: Kernel) -> (Vec<f32>, usize) {
     let width = kernel.panel_width(cols);
-    let mut panels = vec![0.0; cols.div_ceil(width) * rows * width];
-    for (r, row) in b.chunks_exact(cols).enumerate() {
-        for (c, &v) in row.iter().enumerate() {
-            panels[(c / width) * rows * width + r * width + c % width] = v;
-        }
-    }
-    (panels, width)
+    assert!(
+        cols.is_multiple_of(width),
+        "{cols} columns: not whole panels"
+    );
+    let mut values = vec![0.0; rows * cols];
+    let mut state = PanelState::default();
+    Panels::new(&mut values, &mut state).copy_from(b, rows, cols, kernel);
+    (values, width)
 }
 
 /// The AVX2 kernel, if this CPU runs it.
