@@ -89,14 +89,25 @@ pub(super) fn pack_b<const NR: usize>(
             row[width..].fill(0.0);
         }
     } else if strided && b.row_stride == 1 {
-        // Bᵀ stored row-major (W2ᵀ): a column of B is contiguous.
-        for jj in 0..NR {
-            if jj < width {
-                for (row, &v) in rows.iter_mut().zip(b.col(pc, jc + jj, kc)) {
-                    row[jj] = v;
+        // Bᵀ stored row-major (W2ᵀ): a column of B is contiguous. Square blocks of it are
+        // read a column at a time and written a row at a time: written column by column, a
+        // panel takes one store per value, scattered a row apart.
+        const SIDE: usize = 8;
+        const { assert!(NR.is_multiple_of(SIDE)) };
+        for (p0, rows) in (0..kc).step_by(SIDE).zip(rows.chunks_mut(SIDE)) {
+            let depth = rows.len();
+            for (q, j0) in (0..NR).step_by(SIDE).enumerate() {
+                // Columns past `width` are zero padding.
+                let mut block = [[0.0f32; SIDE]; SIDE];
+                for (column, j) in block.iter_mut().zip(j0..width) {
+                    column[..depth].copy_from_slice(b.col(pc + p0, jc + j, depth));
                 }
-            } else {
-                rows.iter_mut().for_each(|row| row[jj] = 0.0);
+                for (pp, row) in rows.iter_mut().enumerate() {
+                    let piece = &mut row.as_chunks_mut::<SIDE>().0[q];
+                    for (value, column) in piece.iter_mut().zip(&block) {
+                        *value = column[pp];
+                    }
+                }
             }
         }
     } else {
