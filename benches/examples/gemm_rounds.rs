@@ -169,14 +169,10 @@ fn main() {
     }
 }
 
-/// OpenBLAS's single-precision product, from a shared library loaded at run time (so that
-/// the benchmarks build where no OpenBLAS is installed).
-struct Openblas {
-    sgemm: Sgemm,
-}
-
-/// `cblas_sgemm` with 32-bit or (ILP64 builds, numpy's) 64-bit sizes.
-enum Sgemm {
+/// OpenBLAS's `cblas_sgemm`, from a shared library loaded at run time (so that the
+/// benchmarks build where no OpenBLAS is installed), with 32-bit or (ILP64 builds, numpy's)
+/// 64-bit sizes.
+enum Openblas {
     Lp64(SgemmFn<i32>),
     Ilp64(SgemmFn<i64>),
 }
@@ -232,7 +228,7 @@ impl Openblas {
         let lp64 = LP64_NAMES.iter().find_map(|name| find(name)).map(|symbol| {
             // SAFETY: the symbol is OpenBLAS's cblas_sgemm with 32-bit sizes, whose C
             // signature `SgemmFn<i32>` spells out.
-            Sgemm::Lp64(unsafe { std::mem::transmute::<*mut c_void, SgemmFn<i32>>(symbol) })
+            Openblas::Lp64(unsafe { std::mem::transmute::<*mut c_void, SgemmFn<i32>>(symbol) })
         });
         let ilp64 = || {
             ILP64_NAMES
@@ -241,15 +237,13 @@ impl Openblas {
                 .map(|symbol| {
                     // SAFETY: the symbol is OpenBLAS's cblas_sgemm with 64-bit sizes, whose C
                     // signature `SgemmFn<i64>` spells out.
-                    Sgemm::Ilp64(unsafe {
+                    Openblas::Ilp64(unsafe {
                         std::mem::transmute::<*mut c_void, SgemmFn<i64>>(symbol)
                     })
                 })
         };
-        match lp64.or_else(ilp64) {
-            Some(sgemm) => Ok(Self { sgemm }),
-            None => Err(format!("{path}: no cblas_sgemm in it")),
-        }
+        lp64.or_else(ilp64)
+            .ok_or_else(|| format!("{path}: no cblas_sgemm in it"))
     }
 
     /// C = A B, all row-major: A is `m x k`, B `k x n`, C `m x n`.
@@ -260,14 +254,14 @@ impl Openblas {
         let (a, b, c) = (a.as_ptr(), b.as_ptr(), c.as_mut_ptr());
         // SAFETY: the slices hold the matrices the sizes and leading dimensions describe.
         unsafe {
-            match self.sgemm {
-                Sgemm::Lp64(sgemm) => {
+            match *self {
+                Openblas::Lp64(sgemm) => {
                     let [m, k, n] = [m, k, n].map(|d| i32::try_from(d).expect("size fits i32"));
                     sgemm(
                         ROW_MAJOR, NO_TRANS, NO_TRANS, m, n, k, 1.0, a, k, b, n, 0.0, c, n,
                     )
                 }
-                Sgemm::Ilp64(sgemm) => {
+                Openblas::Ilp64(sgemm) => {
                     let [m, k, n] = [m, k, n].map(|d| i64::try_from(d).expect("size fits i64"));
                     sgemm(
                         ROW_MAJOR, NO_TRANS, NO_TRANS, m, n, k, 1.0, a, k, b, n, 0.0, c, n,
