@@ -137,10 +137,12 @@ pub(super) mod pairs {
     /// AVX-512's blocks: a tile of 2 x 6 vectors of 16. Twelve chains of multiply-adds keep
     /// both FMA units busy where blocks of 48 (six chains) wait on their latency, and the
     /// images a block of 96 inputs is blank in are hardly fewer.
+    #[cfg(target_arch = "x86_64")]
     pub(crate) const WIDE_BLOCK: usize = 96;
     /// Inputs a last AVX-512 block takes beyond [`WIDE_BLOCK`] rather than leave them to a
     /// block of their own, whose steps would cost nearly what a whole block's do (784 = 7 x 96
     /// + 112).
+    #[cfg(target_arch = "x86_64")]
     pub(crate) const WIDE_TAIL: usize = 16;
     /// Hidden units whose tiles are staged before they are written to C: a cache line.
     pub(crate) const STAGE: usize = 16;

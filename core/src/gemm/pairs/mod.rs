@@ -25,9 +25,10 @@ use super::Isa;
 use super::claims::{Counter, Once};
 use super::epilogue::Out;
 use super::params::pairs::{
-    BLOCK, LISTED_TILE, MAX_PIECES, MAX_ROWS, PIECE_PAIRS, PREFER_PAIRS, STAGE, WIDE_BLOCK,
-    WIDE_TAIL,
+    BLOCK, LISTED_TILE, MAX_PIECES, MAX_ROWS, PIECE_PAIRS, PREFER_PAIRS, STAGE,
 };
+#[cfg(target_arch = "x86_64")]
+use super::params::pairs::{WIDE_BLOCK, WIDE_TAIL};
 use super::tiles::{MulAdd, SoftFused};
 use super::{Kernel, Parallel, Scratch};
 use core::ops::Range;
