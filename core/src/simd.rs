@@ -244,12 +244,40 @@ mod x86 {
         unsafe fn mul(self, other: Self) -> Self;
         unsafe fn div(self, other: Self) -> Self;
         unsafe fn sqrt(self) -> Self;
+        /// `rho * self`, rounded as the multiply rounds it, for `rho` in [0.5, 1) whose 24-bit
+        /// significand is `significand`. Lanes below 2^-125 (bits under 2^24: the subnormal
+        /// floats and the lowest normal binade, all multiples of 2^-149) are multiplied as
+        /// integers: the multiplier hands a subnormal operand or product to microcode, many
+        /// times slower, and the velocities of rarely inked pixels' weights decay through the
+        /// subnormals while their gradients stay zero.
+        unsafe fn decay(self, rho: Self, significand: u32) -> Self;
+    }
+
+    /// `rho * v` for the lanes of `$bits` below 2^24, `v = bits * 2^-149` and `rho =
+    /// significand * 2^-24`: `significand * bits` (under 2^48, in 64-bit lanes: the even 32-bit
+    /// lanes, then the odd ones) rounded to a multiple of 2^24, ties to even, is the product's
+    /// bits (under 2^24 again: subnormal, or the lowest normal binade, which share the spacing
+    /// 2^-149). Other lanes get meaningless bits.
+    macro_rules! small_products {
+        ($bits:expr, $significand:expr, $set1_epi64:ident, $mul_epu32:ident, $add_epi64:ident,
+         $srli_epi64:ident, $slli_epi64:ident, $and:ident, $or:ident) => {{
+            let bits = $bits;
+            let r = $set1_epi64(i64::from($significand));
+            let round = |p| {
+                let odd = $and($srli_epi64::<24>(p), $set1_epi64(1));
+                $srli_epi64::<24>($add_epi64(p, $add_epi64($set1_epi64((1 << 23) - 1), odd)))
+            };
+            let even = round($mul_epu32(bits, r));
+            let odd = round($mul_epu32($srli_epi64::<32>(bits), r));
+            $or(even, $slli_epi64::<32>(odd))
+        }};
     }
 
     /// [`Lanes`] for one vector type, by its intrinsics.
     macro_rules! lanes {
         ($vector:ty, $set1:ident, $load:ident, $store:ident, $setzero:ident, $add:ident,
-         $sub:ident, $mul:ident, $div:ident, $sqrt:ident, |$bits:ident| $all_zero:expr) => {
+         $sub:ident, $mul:ident, $div:ident, $sqrt:ident, $decay:ident,
+         |$bits:ident| $all_zero:expr) => {
             impl Lanes for $vector {
                 #[inline(always)]
                 unsafe fn splat(v: f32) -> Self {
@@ -304,6 +332,11 @@ mod x86 {
                     // SAFETY: the caller runs with the vector's features (see `Lanes`).
                     unsafe { $sqrt(self) }
                 }
+                #[inline(always)]
+                unsafe fn decay(self, rho: Self, significand: u32) -> Self {
+                    // SAFETY: the caller runs with the vector's features (see `Lanes`).
+                    unsafe { $decay(self, rho, significand) }
+                }
             }
         };
     }
@@ -319,6 +352,7 @@ mod x86 {
         _mm256_mul_ps,
         _mm256_div_ps,
         _mm256_sqrt_ps,
+        decay_avx2,
         |g| {
             let g = _mm256_castps_si256(g);
             _mm256_testz_si256(g, g) != 0
@@ -335,11 +369,73 @@ mod x86 {
         _mm512_mul_ps,
         _mm512_div_ps,
         _mm512_sqrt_ps,
+        decay_avx512,
         |g| {
             let g = _mm512_castps_si512(g);
             _mm512_test_epi32_mask(g, g) == 0
         }
     );
+
+    /// [`Lanes::decay`] on 8 lanes.
+    #[inline(always)]
+    unsafe fn decay_avx2(v: __m256, rho: __m256, significand: u32) -> __m256 {
+        // SAFETY: the caller runs with AVX2 (see `Lanes`).
+        unsafe {
+            let bits = _mm256_castps_si256(v);
+            // The small lanes raised to 2^-125 for the multiply, whose products there are not
+            // kept: a blend of floats would let LLVM multiply first and blend after.
+            let raised = _mm256_max_epu32(bits, _mm256_set1_epi32(1 << 24));
+            // The lanes the maximum raised: bits < 2^24, unsigned.
+            let small = _mm256_xor_si256(_mm256_cmpeq_epi32(raised, bits), _mm256_set1_epi32(-1));
+            if _mm256_testz_si256(small, small) != 0 {
+                return _mm256_mul_ps(rho, v);
+            }
+            let small = _mm256_castsi256_ps(small);
+            let product = _mm256_mul_ps(rho, _mm256_castsi256_ps(raised));
+            let exact = small_products!(
+                bits,
+                significand,
+                _mm256_set1_epi64x,
+                _mm256_mul_epu32,
+                _mm256_add_epi64,
+                _mm256_srli_epi64,
+                _mm256_slli_epi64,
+                _mm256_and_si256,
+                _mm256_or_si256
+            );
+            _mm256_blendv_ps(product, _mm256_castsi256_ps(exact), small)
+        }
+    }
+
+    /// [`Lanes::decay`] on 16 lanes.
+    #[inline(always)]
+    unsafe fn decay_avx512(v: __m512, rho: __m512, significand: u32) -> __m512 {
+        // SAFETY: the caller runs with AVX-512 F (see `Lanes`).
+        unsafe {
+            let bits = _mm512_castps_si512(v);
+            let small = _mm512_cmplt_epu32_mask(bits, _mm512_set1_epi32(1 << 24));
+            if small == 0 {
+                return _mm512_mul_ps(rho, v);
+            }
+            // The small lanes raised to 2^-125 for the multiply, as on 8 lanes.
+            let product = _mm512_mul_ps(
+                rho,
+                _mm512_castsi512_ps(_mm512_max_epu32(bits, _mm512_set1_epi32(1 << 24))),
+            );
+            let exact = small_products!(
+                bits,
+                significand,
+                _mm512_set1_epi64,
+                _mm512_mul_epu32,
+                _mm512_add_epi64,
+                _mm512_srli_epi64,
+                _mm512_slli_epi64,
+                _mm512_and_si512,
+                _mm512_or_si512
+            );
+            _mm512_mask_blend_ps(small, product, _mm512_castsi512_ps(exact))
+        }
+    }
 
     /// The update's constants, broadcast.
     struct Consts<V> {
@@ -347,6 +443,8 @@ mod x86 {
         rho: V,
         one_minus_rho: V,
         eps: V,
+        /// Rho's 24-bit significand when rho lies in [0.5, 1) ([`Lanes::decay`]), else 0.
+        rho_significand: u32,
     }
 
     impl<V: Lanes> Consts<V> {
@@ -361,6 +459,26 @@ mod x86 {
                     rho: V::splat(h.rho),
                     one_minus_rho: V::splat(h.one_minus_rho),
                     eps: V::splat(h.epsilon),
+                    // Rho in [0.5, 1): sign 0, biased exponent 126.
+                    rho_significand: match h.rho.to_bits() {
+                        bits if bits >> 23 == 126 => bits & 0x7f_ffff | 1 << 23,
+                        _ => 0,
+                    },
+                }
+            }
+        }
+
+        /// `rho * v`, as the multiply rounds it.
+        ///
+        /// # Safety
+        /// As for [`Lanes`].
+        #[inline(always)]
+        unsafe fn decay(&self, v: V) -> V {
+            // SAFETY: the caller's promise.
+            unsafe {
+                match self.rho_significand {
+                    0 => self.rho.mul(v),
+                    significand => v.decay(self.rho, significand),
                 }
             }
         }
@@ -380,11 +498,11 @@ mod x86 {
             if gv.is_positive_zero() {
                 // +0.0 gradients only (pixels blank in the whole batch): the formula gives
                 // v = rho*v + 0 and w - 0, the same bits without the root and the division.
-                let vv = c.rho.mul(V::load(v));
+                let vv = c.decay(V::load(v));
                 vv.add(V::zero()).store(v);
                 return;
             }
-            let vv = c.rho.mul(V::load(v)).add(c.one_minus_rho.mul(gv.mul(gv)));
+            let vv = c.decay(V::load(v)).add(c.one_minus_rho.mul(gv.mul(gv)));
             vv.store(v);
             let step = c.lr.mul(gv).div(vv.add(c.eps).sqrt());
             V::load(w).sub(step).store(w);
@@ -540,6 +658,56 @@ mod tests {
                 let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
                 assert!(bits(&w) == bits(&reference.0), "{kernel:?} x{parts}");
                 assert!(bits(&v) == bits(&reference.1), "{kernel:?} x{parts}");
+            }
+        }
+    }
+
+    /// Velocities below 2^-125, which the vector updates decay with integer arithmetic: every
+    /// one of them (for Keras's rho; every 7th for other rhos in [0.5, 1), and rhos outside
+    /// it), with zero gradients (the whole-vector shortcut and single lanes) and nonzero ones,
+    /// gets the portable update's bits.
+    #[test]
+    fn small_velocities_get_the_same_bits() {
+        let rhos: [(f32, usize); 5] = [
+            (0.9, 1),
+            (0.5, 7),
+            (0.99, 7),
+            (f32::from_bits(1.0f32.to_bits() - 1), 7),
+            (0.3, 7),
+        ];
+        for (rho, stride) in rhos {
+            let h = RmsHyper {
+                learning_rate: 1e-3,
+                rho,
+                one_minus_rho: (1.0 - f64::from(rho)) as f32,
+                epsilon: 1e-7,
+            };
+            let small: Vec<u32> = (0..1u32 << 24).step_by(stride).collect();
+            for chunk in small.chunks(1 << 20) {
+                let v0: Vec<f32> = chunk.iter().map(|&b| f32::from_bits(b)).collect();
+                let g: Vec<f32> = (0..chunk.len())
+                    .map(|i| match (i / 16) % 4 {
+                        0 => 0.0,
+                        1 if i % 3 == 0 => 0.0,
+                        2 => ((i % 1000) as f32 - 500.0) * 1e-22,
+                        _ => ((i % 1000) as f32 - 500.0) * 1e-4,
+                    })
+                    .collect();
+                let w0: Vec<f32> = (0..chunk.len()).map(|i| (i % 97) as f32 * 0.01).collect();
+                let run = |kernel: Kernel| {
+                    let (mut w, mut v) = (w0.clone(), v0.clone());
+                    rmsprop(kernel, &Serial, 1, &mut w, &g, &mut v, h);
+                    (w, v)
+                };
+                let (want_w, want_v) = run(Kernel::PORTABLE);
+                for kernel in crate::every_kernel() {
+                    let (w, v) = run(kernel);
+                    for i in 0..chunk.len() {
+                        let case = (kernel, rho, chunk[i]);
+                        assert_eq!(v[i].to_bits(), want_v[i].to_bits(), "{case:?}");
+                        assert_eq!(w[i].to_bits(), want_w[i].to_bits(), "{case:?}");
+                    }
+                }
             }
         }
     }
