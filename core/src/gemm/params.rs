@@ -39,6 +39,9 @@ pub(super) const PACKED_ROWS: usize = 4;
 /// Floats of packed B: a group of NR-wide panels, half a typical L2. Enough for all of dH
 /// (128 x 512) in one group, which jobs that claim rows of Xᵀ·dH then pack only once.
 pub(super) const B_LEN: usize = 1 << 16;
+/// Side of the square blocks in which a Bᵀ stored row-major (Wᵀ) is packed: read a column at
+/// a time, written a row at a time (a column written at a time becomes scattered stores).
+pub(super) const TRANSPOSE_SIDE: usize = 8;
 
 // ---- Loops 4 and 5: the register tile, MR rows of A by NR columns of B.
 
