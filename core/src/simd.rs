@@ -385,12 +385,14 @@ mod x86 {
             // The small lanes raised to 2^-125 for the multiply, whose products there are not
             // kept: a blend of floats would let LLVM multiply first and blend after.
             let raised = _mm256_max_epu32(bits, _mm256_set1_epi32(1 << 24));
-            // The lanes the maximum raised: bits < 2^24, unsigned.
-            let small = _mm256_xor_si256(_mm256_cmpeq_epi32(raised, bits), _mm256_set1_epi32(-1));
-            if _mm256_testz_si256(small, small) != 0 {
+            let kept = _mm256_cmpeq_epi32(raised, bits);
+            let every = _mm256_set1_epi32(-1);
+            // No lane raised: the common case.
+            if _mm256_testc_si256(kept, every) != 0 {
                 return _mm256_mul_ps(rho, v);
             }
-            let small = _mm256_castsi256_ps(small);
+            // The lanes the maximum raised: bits < 2^24, unsigned.
+            let small = _mm256_castsi256_ps(_mm256_xor_si256(kept, every));
             let product = _mm256_mul_ps(rho, _mm256_castsi256_ps(raised));
             let exact = small_products!(
                 bits,
@@ -413,15 +415,14 @@ mod x86 {
         // SAFETY: the caller runs with AVX-512 F (see `Lanes`).
         unsafe {
             let bits = _mm512_castps_si512(v);
-            let small = _mm512_cmplt_epu32_mask(bits, _mm512_set1_epi32(1 << 24));
+            // 2^-125's bits.
+            let limit = _mm512_set1_epi32(1 << 24);
+            let small = _mm512_cmplt_epu32_mask(bits, limit);
             if small == 0 {
                 return _mm512_mul_ps(rho, v);
             }
             // The small lanes raised to 2^-125 for the multiply, as on 8 lanes.
-            let product = _mm512_mul_ps(
-                rho,
-                _mm512_castsi512_ps(_mm512_max_epu32(bits, _mm512_set1_epi32(1 << 24))),
-            );
+            let product = _mm512_mul_ps(rho, _mm512_castsi512_ps(_mm512_max_epu32(bits, limit)));
             let exact = small_products!(
                 bits,
                 significand,

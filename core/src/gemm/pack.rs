@@ -2,7 +2,7 @@
 //! packed into NR-wide panels.
 
 use super::MatRef;
-use super::params::TRANSPOSE_SIDE;
+use super::params::TRANSPOSE_SIDE as SIDE;
 use core::marker::PhantomData;
 
 /// `R` rows of A over one K block, read where they lie: whatever A's layout, nothing is copied.
@@ -91,7 +91,6 @@ pub(super) fn pack_b<const NR: usize>(
         }
     } else if strided && b.row_stride == 1 {
         // Bᵀ stored row-major (W2ᵀ): a column of B is contiguous.
-        const SIDE: usize = TRANSPOSE_SIDE;
         const { assert!(NR.is_multiple_of(SIDE)) };
         for (p0, rows) in (0..kc).step_by(SIDE).zip(rows.chunks_mut(SIDE)) {
             let depth = rows.len();
