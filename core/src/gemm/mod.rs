@@ -153,28 +153,34 @@ impl Kernel {
 }
 
 /// Working memory of the blocked kernels (about 900 KB: keep it on the heap or in a static).
+// Cache-line aligned, so that every job's scratch (an array of them, one per job) starts on a
+// line, and in this field order, so that both float buffers do too: a vector load or store in
+// a panel packed there, or in the paired product's stage, then never straddles two lines.
+#[repr(C, align(64))]
 pub struct Scratch {
     /// A group of NR-wide panels of B, `kc` rows each.
     pub(crate) b: [f32; B_LEN],
-    /// Per panel of A rows, the K steps of the block where some row is nonzero.
-    pub(super) steps: [u16; STEPS_LEN + 8],
     /// Beside each listed step, the panel's values there, when A's rows are strided (Xᵀ):
     /// the tiles then read them in a row instead of one scattered cache line per step.
     pub(crate) packed_a: [[f32; PACKED_ROWS]; PACKED_LEN + 8],
+    /// Per panel of A rows, the K steps of the block where some row is nonzero.
+    pub(super) steps: [u16; STEPS_LEN + 8],
     /// Per panel, how many steps are listed.
     pub(super) counts: [u16; MAX_PANELS],
     /// A bit per K step of the block, set when any panel lists it (rows of B no panel reads
     /// are not packed: blank image margins).
     pub(super) used: [u8; KC.div_ceil(8)],
 }
+// Whole cache lines of floats before `packed_a`.
+const _: () = assert!((B_LEN * size_of::<f32>()).is_multiple_of(64));
 
 impl Scratch {
     /// A zeroed scratch. Large: prefer a zero-initialised heap allocation on a host.
     pub const fn new() -> Self {
         Self {
             b: [0.0; B_LEN],
-            steps: [0; STEPS_LEN + 8],
             packed_a: [[0.0; PACKED_ROWS]; PACKED_LEN + 8],
+            steps: [0; STEPS_LEN + 8],
             counts: [0; MAX_PANELS],
             used: [0; KC.div_ceil(8)],
         }
