@@ -171,8 +171,8 @@ pub struct Scratch {
     /// are not packed: blank image margins).
     pub(super) used: [u8; KC.div_ceil(8)],
 }
-// Whole cache lines of floats before `packed_a`.
-const _: () = assert!((B_LEN * size_of::<f32>()).is_multiple_of(64));
+// The second float buffer starts on a cache line too.
+const _: () = assert!(core::mem::offset_of!(Scratch, packed_a).is_multiple_of(64));
 
 impl Scratch {
     /// A zeroed scratch. Large: prefer a zero-initialised heap allocation on a host.
