@@ -44,7 +44,7 @@ pub use crc::crc32;
 pub use gemm::{Kernel, Parallel, Scratch, Serial};
 pub use layers::{Dense, Layers, Mlp};
 pub use model::{Batch, Learner, StepStats, Workspace, WorkspaceLen, WorkspaceMut};
-pub use optim::{Optimizer, RmsProp, RmsPropRule, RmsPropState, Sgd, Update};
+pub use optim::{FirstLayerStep, Optimizer, RmsProp, RmsPropRule, RmsPropState, Sgd, Update};
 pub use panels::{HiddenPanels, PanelState, Panels};
 pub use shape::Shape;
 

@@ -4,6 +4,7 @@ use crate::compute::Compute;
 use crate::gemm::Parallel;
 use crate::layers::{Layers, Mlp};
 use crate::panels::Panels;
+use crate::shape::Shape;
 use crate::simd::RmsHyper;
 
 /// What one optimizer step moves, and the gradients that move it.
@@ -15,6 +16,19 @@ pub struct Update<'s, 'a> {
     /// The first layer's weights in panels, where the steps keep them: updated there, and their
     /// copy in `params` left unspecified.
     pub panels: Option<&'s mut Panels<'a>>,
+    /// Whether the backward pass already moved the first layer's weights (with
+    /// [`Optimizer::first_layer_step`]): the update then leaves them alone.
+    pub first_weights_done: bool,
+}
+
+/// The first layer's RMSprop step, handed to the backward pass. Each weight's update needs
+/// only its own gradient, so the paired weight gradient applies it to each block of rows it
+/// has just formed, while they are in cache, instead of the gradient going to memory and
+/// coming back for a pass of its own.
+pub struct FirstLayerStep<'a> {
+    pub(crate) hyper: RmsHyper,
+    /// The first layer's velocities.
+    pub(crate) velocity: &'a mut [f32],
 }
 
 /// Updates parameters from their gradients.
@@ -22,11 +36,23 @@ pub trait Optimizer {
     /// One step: the parameters move against the gradients, large tensors split between
     /// `compute`'s jobs (the result does not depend on how many).
     fn update<P: Parallel>(&mut self, step: Update, compute: &Compute<P>);
+
+    /// The first layer's step, for the backward pass of a network of `shape` to run where it
+    /// forms that layer's weight gradient, when this optimizer has one that needs nothing
+    /// else.
+    fn first_layer_step(&mut self, shape: Shape) -> Option<FirstLayerStep<'_>> {
+        let _ = shape;
+        None
+    }
 }
 
 impl<T: Optimizer + ?Sized> Optimizer for &mut T {
     fn update<P: Parallel>(&mut self, step: Update, compute: &Compute<P>) {
         (**self).update(step, compute);
+    }
+
+    fn first_layer_step(&mut self, shape: Shape) -> Option<FirstLayerStep<'_>> {
+        (**self).first_layer_step(shape)
     }
 }
 
@@ -39,6 +65,7 @@ pub struct Sgd {
 
 impl Optimizer for Sgd {
     fn update<P: Parallel>(&mut self, step: Update, _compute: &Compute<P>) {
+        assert!(!step.first_weights_done, "SGD has no first layer step");
         let params = step.params;
         if let Some(panels) = &step.panels {
             panels.copy_to(params.weights_mut(0));
@@ -76,6 +103,25 @@ impl RmsPropRule {
             epsilon: 1e-7,
         }
     }
+
+    /// The step of a first layer whose velocities are `velocity`, for
+    /// [`Optimizer::first_layer_step`].
+    pub fn first_layer_step<'a>(&self, velocity: &'a mut [f32]) -> FirstLayerStep<'a> {
+        FirstLayerStep {
+            hyper: self.hyper(),
+            velocity,
+        }
+    }
+
+    fn hyper(&self) -> RmsHyper {
+        RmsHyper {
+            learning_rate: self.learning_rate,
+            rho: self.rho,
+            // Keras forms `1 - rho` in double precision before the f32 multiply.
+            one_minus_rho: (1.0 - self.rho as f64) as f32,
+            epsilon: self.epsilon,
+        }
+    }
 }
 
 /// RMSprop with its running averages beside the parameters, on storage the caller owns.
@@ -93,27 +139,26 @@ impl Optimizer for RmsPropState<'_> {
             step.params.shape(),
             "velocity of another shape"
         );
-        let r = self.rule;
-        let hyper = RmsHyper {
-            learning_rate: r.learning_rate,
-            rho: r.rho,
-            // Keras forms `1 - rho` in double precision before the f32 multiply.
-            one_minus_rho: (1.0 - r.rho as f64) as f32,
-            epsilon: r.epsilon,
-        };
+        let hyper = self.rule.hyper();
         let tensors = step
             .params
             .tensors_mut()
             .iter_mut()
             .zip(step.grads.tensors())
             .zip(self.velocity.tensors_mut().iter_mut());
-        for (i, ((w, g), v)) in tensors.enumerate() {
+        let skip = usize::from(step.first_weights_done);
+        for (i, ((w, g), v)) in tensors.enumerate().skip(skip) {
             match step.panels.as_deref_mut() {
                 // The first layer's weights come first.
                 Some(panels) if i == 0 => compute.rmsprop_panels(&panels.values(), g, v, hyper),
                 _ => compute.rmsprop(w, g, v, hyper),
             }
         }
+    }
+
+    fn first_layer_step(&mut self, shape: Shape) -> Option<FirstLayerStep<'_>> {
+        assert_eq!(self.velocity.shape(), shape, "velocity of another shape");
+        Some(self.rule.first_layer_step(self.velocity.tensors_mut()[0]))
     }
 }
 
@@ -155,6 +200,12 @@ impl<const I: usize, const H: usize, const O: usize> Optimizer for RmsProp<I, H,
     fn update<P: Parallel>(&mut self, step: Update, compute: &Compute<P>) {
         self.state().update(step, compute);
     }
+
+    fn first_layer_step(&mut self, shape: Shape) -> Option<FirstLayerStep<'_>> {
+        assert_eq!(Mlp::<I, H, O>::shape(), shape, "velocity of another shape");
+        let [velocity, ..] = self.velocity.tensors_mut();
+        Some(self.rule.first_layer_step(velocity))
+    }
 }
 
 #[cfg(test)]
@@ -184,6 +235,7 @@ mod tests {
             params: &mut params.layers_mut(),
             grads: grads.layers(),
             panels: None,
+            first_weights_done: false,
         };
         opt.update(step, &compute);
     }

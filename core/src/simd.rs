@@ -10,7 +10,9 @@ use core::marker::PhantomData;
 
 #[cfg(target_arch = "x86_64")]
 use crate::gemm::Isa;
+use crate::gemm::pairs::OnRows;
 use crate::gemm::{Kernel, Parallel, panel_index};
+use core::ops::Range;
 
 /// RMSprop hyper-parameters as the update uses them.
 #[derive(Clone, Copy, Debug)]
@@ -176,18 +178,92 @@ pub(crate) fn rmsprop_panels<P: Parallel>(
         // At most MAX_PARTS chunks, so this never fails.
         let _ = pieces.push((i * chunk, g, v));
     }
-    par.run(&mut pieces, &|_, (flat, g, v)| match kernel.isa() {
-        // SAFETY: an AVX2 kernel exists only when its creator vouched for the CPU; the piece's
-        // elements are its own.
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { x86::rmsprop_panels_avx2(w, *flat, g, v, h) },
-        // SAFETY: an AVX-512 kernel exists only when its creator vouched for the CPU; the
-        // piece's elements are its own.
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { x86::rmsprop_panels_avx512(w, *flat, g, v, h) },
+    par.run(&mut pieces, &|_, (flat, g, v)| {
         // SAFETY: the piece's elements are its own.
-        _ => unsafe { rmsprop_panels_scalar(w, w.cursor(*flat), g, v, h) },
+        unsafe { rmsprop_panels_piece(kernel, w, *flat, g, v, h) }
     });
+}
+
+/// [`rmsprop_panels`] of the elements from `flat` on (in row-major order), `g.len()` of
+/// them, on the calling thread.
+///
+/// # Safety
+/// No other thread touches those elements of `w` meanwhile.
+unsafe fn rmsprop_panels_piece(
+    kernel: Kernel,
+    w: &PanelMatrix,
+    flat: usize,
+    g: &[f32],
+    v: &mut [f32],
+    h: RmsHyper,
+) {
+    assert!(
+        g.len() == v.len() && flat + g.len() <= w.rows * w.cols,
+        "piece outside the matrix"
+    );
+    match kernel.isa() {
+        // SAFETY: an AVX2 kernel exists only when its creator vouched for the CPU; the
+        // elements are the caller's own.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { x86::rmsprop_panels_avx2(w, flat, g, v, h) },
+        // SAFETY: an AVX-512 kernel exists only when its creator vouched for the CPU; the
+        // elements are the caller's own.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { x86::rmsprop_panels_avx512(w, flat, g, v, h) },
+        // SAFETY: the elements are the caller's own.
+        _ => unsafe { rmsprop_panels_scalar(w, w.cursor(flat), g, v, h) },
+    }
+}
+
+/// [`rmsprop_panels`] a block of rows at a time, by the jobs of the paired weight gradient as
+/// they form the rows' gradient ([`OnRows`]).
+pub(crate) struct RowsStep<'a> {
+    kernel: Kernel,
+    weights: PanelMatrix<'a>,
+    velocity: *mut f32,
+    hyper: RmsHyper,
+    _velocity: PhantomData<&'a mut [f32]>,
+}
+
+// SAFETY: the velocities are a `&mut [f32]` borrowed for `'a`, and jobs reach only the rows
+// `on_rows` hands them, which no other thread touches meanwhile (its contract).
+unsafe impl Sync for RowsStep<'_> {}
+
+impl<'a> RowsStep<'a> {
+    /// # Panics
+    /// If `velocity` is not one per weight.
+    pub(crate) fn new(
+        kernel: Kernel,
+        weights: PanelMatrix<'a>,
+        velocity: &'a mut [f32],
+        hyper: RmsHyper,
+    ) -> Self {
+        assert_eq!(
+            velocity.len(),
+            weights.rows * weights.cols,
+            "one velocity a weight"
+        );
+        Self {
+            kernel,
+            weights,
+            velocity: velocity.as_mut_ptr(),
+            hyper,
+            _velocity: PhantomData,
+        }
+    }
+}
+
+impl OnRows for RowsStep<'_> {
+    unsafe fn on_rows(&self, rows: Range<usize>, g: &[f32]) {
+        let cols = self.weights.cols;
+        assert!(rows.end <= self.weights.rows && g.len() == rows.len() * cols);
+        let flat = rows.start * cols;
+        // SAFETY: inside the velocities (checked above and in `new`), and the caller's alone
+        // until the call returns (the trait's contract).
+        let v = unsafe { core::slice::from_raw_parts_mut(self.velocity.add(flat), g.len()) };
+        // SAFETY: the rows' weights are the caller's alone too.
+        unsafe { rmsprop_panels_piece(self.kernel, &self.weights, flat, g, v, self.hyper) }
+    }
 }
 
 /// # Safety

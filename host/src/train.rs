@@ -6,8 +6,9 @@ use std::time::Instant;
 
 use picodense_core::model::forward;
 use picodense_core::{
-    Batch, Compute, Kernel, Layers, Learner, Optimizer, PanelState, Panels, Parallel, RmsPropRule,
-    RmsPropState, Scratch, Sgd, Shape, StepStats, Update, WorkspaceLen, WorkspaceMut,
+    Batch, Compute, FirstLayerStep, Kernel, Layers, Learner, Optimizer, PanelState, Panels,
+    Parallel, RmsPropRule, RmsPropState, Scratch, Sgd, Shape, StepStats, Update, WorkspaceLen,
+    WorkspaceMut,
 };
 
 use crate::batch::{BatchInfo, epoch_order, fill_batch};
@@ -236,6 +237,17 @@ impl Optimizer for OptimizerState {
                 RmsPropState { rule, velocity }.update(step, compute);
             }
             OptimizerState::Sgd(o) => o.update(step, compute),
+        }
+    }
+
+    fn first_layer_step(&mut self, shape: Shape) -> Option<FirstLayerStep<'_>> {
+        match self {
+            OptimizerState::RmsProp { rule, velocity } => {
+                // The first layer's weights come first.
+                let (fan_in, width) = shape.layer(0);
+                Some(rule.first_layer_step(&mut velocity[..fan_in * width]))
+            }
+            OptimizerState::Sgd(_) => None,
         }
     }
 }

@@ -23,9 +23,10 @@ use crate::gemm::{
 };
 use crate::layers::{Layers, Mlp};
 use crate::loss;
-use crate::optim::{Optimizer, Update};
+use crate::optim::{FirstLayerStep, Optimizer, Update};
 use crate::panels::{HiddenPanels, Panels};
 use crate::shape::{MAX_HIDDEN_LAYERS, Shape};
+use crate::simd::RowsStep;
 
 /// A batch of rows to learn from.
 #[derive(Clone, Copy, Debug)]
@@ -405,11 +406,20 @@ impl<O: Optimizer> Learner<'_, O> {
             panels,
             workspace,
         } = self;
-        let stats = forward_and_back(params, panels.as_ref(), batch, workspace, compute);
+        let first_step = optimizer.first_layer_step(params.shape());
+        let (stats, first_weights_done) = forward_and_back(
+            params,
+            panels.as_mut(),
+            batch,
+            workspace,
+            compute,
+            first_step,
+        );
         let step = Update {
             params,
             grads: workspace.grads.view(),
             panels: panels.as_mut(),
+            first_weights_done,
         };
         optimizer.update(step, compute);
         stats
@@ -417,14 +427,17 @@ impl<O: Optimizer> Learner<'_, O> {
 }
 
 /// Forward, loss and backward of [`Learner::train_step`]: the batch's figures, and the gradients
-/// in `ws`.
+/// in `ws`. With the first layer's weights in panels and the paired weight gradient, also
+/// `first_step` on them, block by block of rows as their gradient is formed; the second value
+/// says whether it ran.
 fn forward_and_back<P: Parallel>(
     net: &Layers<&mut [f32]>,
-    panels: Option<&Panels>,
+    mut panels: Option<&mut Panels>,
     batch: Batch,
     ws: &mut WorkspaceMut,
     compute: &mut Compute<P>,
-) -> StepStats {
+    mut first_step: Option<FirstLayerStep>,
+) -> (StepStats, bool) {
     let shape = net.shape();
     let rows = rows_of(shape, batch.inputs, ws);
     let Batch {
@@ -445,7 +458,7 @@ fn forward_and_back<P: Parallel>(
     }
     let kernel = compute.kernel();
     let (inputs_width, first_width) = shape.layer(0);
-    let w0 = match panels {
+    let w0 = match &panels {
         Some(p) => {
             assert!(
                 p.belong_to(net.weights(0), kernel),
@@ -488,6 +501,7 @@ fn forward_and_back<P: Parallel>(
     } = ws;
     let classes = shape.classes();
     let d_logits = &logits[..rows * classes];
+    let mut first_weights_done = false;
     for l in (0..=top).rev() {
         let (fan_in, width) = shape.layer(l);
         let (below, here) = act_grads.split_at_mut(l);
@@ -526,6 +540,20 @@ fn forward_and_back<P: Parallel>(
             #[cfg(test)]
             WeightGradient::Paired => fits,
         };
+        // Nothing after the first layer's weight gradient reads its weights: its update can
+        // run as the rows of the gradient are formed.
+        let fused = match (l, paired, panels.as_deref_mut(), first_step.take()) {
+            (0, true, Some(panels), Some(step)) => Some(RowsStep::new(
+                kernel,
+                panels.values(),
+                step.velocity,
+                step.hyper,
+            )),
+            (_, _, _, step) => {
+                first_step = step;
+                None
+            }
+        };
         if paired {
             pairs::weight_gradient(
                 compute.parallel(),
@@ -538,7 +566,9 @@ fn forward_and_back<P: Parallel>(
                 dw,
                 compute.scratches(),
                 beside,
+                &fused,
             );
+            first_weights_done = fused.is_some();
         } else {
             gemm_parallel_beside(
                 compute.parallel(),
@@ -561,7 +591,7 @@ fn forward_and_back<P: Parallel>(
             );
         }
     }
-    stats
+    (stats, first_weights_done)
 }
 
 /// Each way's steps for the weight gradient `Xᵀ·D`, counted on a quarter of the rows, which

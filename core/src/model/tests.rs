@@ -306,35 +306,93 @@ fn panels_give_the_same_bits<const IN: usize, const HIDDEN: usize>() {
 }
 
 /// Steps whose weight gradient goes through pairs give the blocked product's bits, on
-/// every kernel and any number of jobs (the naive kernel: its triple loop's).
+/// every kernel and any number of jobs (the naive kernel: its triple loop's), with the
+/// first layer's update in the backward pass (weights in panels) or after it.
 #[test]
 fn paired_weight_gradient_gives_the_same_bits() {
     let images = blank_column_images::<50>(6, 4);
     let labels: Vec<u8> = (0..32).map(|i| (i % 10) as u8).collect();
     for kernel in crate::every_kernel() {
         for jobs in [1, 2, 3] {
-            let run = |how: WeightGradient| {
-                let mut model = zeroed_box::<Mlp<50, 96, 10>>();
-                model.init_glorot(&mut XorShiftRng::seed_from_u64(5));
-                let mut rms = zeroed_box::<RmsProp<50, 96, 10>>();
-                rms.reset(1e-3);
-                let mut ws = zeroed_box::<Workspace<32, 50, 96, 10>>();
-                ws.weight_gradient = how;
+            let run = |how: WeightGradient, with_panels: bool| {
+                let (mut model, mut rms, mut ws, mut panels) = paired_setup(how, kernel);
+                let p = with_panels.then_some(&mut *panels);
                 let mut scratch = zeroed_slice::<Scratch>(jobs);
                 let mut compute = Compute::new(kernel, &Serial, &mut scratch);
                 let (x, c) = (images.as_flattened(), &mut compute);
-                let scores =
-                    three_steps(&mut model.learner(&mut *rms, None, &mut ws), x, &labels, c);
-                (tensor_bits(&model), scores)
+                let scores = three_steps(&mut model.learner(&mut *rms, p, &mut ws), x, &labels, c);
+                if with_panels {
+                    panels.copy_to(&mut model);
+                }
+                (tensor_bits(&model), tensor_bits(&rms.velocity), scores)
             };
-            let blocked = run(WeightGradient::Blocked);
-            assert_eq!(
-                blocked,
-                run(WeightGradient::Paired),
-                "{kernel:?}, {jobs} jobs"
-            );
+            let blocked = run(WeightGradient::Blocked, false);
+            for with_panels in [false, true] {
+                assert_eq!(
+                    blocked,
+                    run(WeightGradient::Paired, with_panels),
+                    "{kernel:?}, {jobs} jobs, panels {with_panels}"
+                );
+            }
         }
     }
+}
+
+/// RMSprop's step for the first layer runs in the backward pass (which says so, for the
+/// update to leave those weights alone) when the weights are in panels and their gradient goes
+/// through pairs; otherwise the update does it.
+#[test]
+fn the_first_layer_step_runs_in_the_backward_pass_with_panels_and_pairs() {
+    let images = blank_column_images::<50>(6, 4);
+    let labels: Vec<u8> = (0..32).map(|i| (i % 10) as u8).collect();
+    let kernel = Kernel::PORTABLE;
+    let cases = [
+        (WeightGradient::Paired, true, true),
+        (WeightGradient::Paired, false, false),
+        (WeightGradient::Blocked, true, false),
+    ];
+    for (how, with_panels, in_backward) in cases {
+        let (mut model, mut rms, mut ws, mut panels) = paired_setup(how, kernel);
+        let mut panels = panels.panels();
+        let mut scratch = zeroed_slice::<Scratch>(2);
+        let mut compute = Compute::new(kernel, &Serial, &mut scratch);
+        let step = rms.first_layer_step(Mlp::<50, 96, 10>::shape());
+        let (_, done) = forward_and_back(
+            &model.layers_mut(),
+            with_panels.then_some(&mut panels),
+            Batch::new(images.as_flattened(), &labels),
+            &mut ws.view(),
+            &mut compute,
+            step,
+        );
+        let case = (how, with_panels);
+        assert_eq!(done, in_backward, "{case:?}");
+        let moved = rms.velocity.hidden.weights.as_flattened();
+        assert_eq!(moved.iter().any(|&v| v != 0.0), in_backward, "{case:?}");
+    }
+}
+
+/// A model, its optimizer, a workspace whose weight gradient goes `how`, and the model's
+/// first layer in `kernel`'s panels, for the paired weight gradient's tests.
+#[allow(clippy::type_complexity)]
+fn paired_setup(
+    how: WeightGradient,
+    kernel: Kernel,
+) -> (
+    Box<Mlp<50, 96, 10>>,
+    Box<RmsProp<50, 96, 10>>,
+    Box<Workspace<32, 50, 96, 10>>,
+    Box<HiddenPanels<50, 96>>,
+) {
+    let mut model = zeroed_box::<Mlp<50, 96, 10>>();
+    model.init_glorot(&mut XorShiftRng::seed_from_u64(5));
+    let mut rms = zeroed_box::<RmsProp<50, 96, 10>>();
+    rms.reset(1e-3);
+    let mut ws = zeroed_box::<Workspace<32, 50, 96, 10>>();
+    ws.weight_gradient = how;
+    let mut panels = zeroed_box::<HiddenPanels<50, 96>>();
+    panels.copy_from(&model, kernel);
+    (model, rms, ws, panels)
 }
 
 /// The scores of three steps of `learner` on `inputs`.
@@ -382,7 +440,9 @@ fn panels_of_another_model_or_kernel_are_refused() {
 
 #[test]
 fn keys_change_the_grouping_but_not_a_bit() {
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
     let mut kernels = std::vec![Kernel::PORTABLE];
+    #[cfg(target_arch = "x86_64")]
     kernels.extend(Kernel::avx2());
     // Ink in a box of its own per image, so that each grouping skips different pixels.
     let mut rng = XorShiftRng::seed_from_u64(3);

@@ -72,6 +72,27 @@ impl GradientSteps {
     }
 }
 
+/// Work on each block of rows of C that the paired product forms, done by the job that formed
+/// it, right after, while the block is in its cache (the first layer's optimizer step).
+pub(crate) trait OnRows: Sync {
+    /// Rows `rows` of C are formed: `c_rows`.
+    ///
+    /// # Safety
+    /// No other thread touches those rows, of C or of anything the work indexes by C's rows,
+    /// until the call returns.
+    unsafe fn on_rows(&self, rows: Range<usize>, c_rows: &[f32]);
+}
+
+/// The work, if any.
+impl<T: OnRows> OnRows for Option<T> {
+    unsafe fn on_rows(&self, rows: Range<usize>, c_rows: &[f32]) {
+        if let Some(work) = self {
+            // SAFETY: the caller's promise.
+            unsafe { work.on_rows(rows, c_rows) }
+        }
+    }
+}
+
 /// Whether the paired product computes `Xᵀ·D` for `rows` images and `n` hidden units.
 pub(crate) fn fits(rows: usize, n: usize) -> bool {
     (1..=MAX_ROWS).contains(&rows) && n.is_multiple_of(2)
@@ -119,7 +140,8 @@ fn add_block(bits: u64, panels: u32, blocks: u32) -> (u32, u32) {
 
 /// `c` (`k x n`, row-major) = `xᵀ·d`, `x` being `rows x k` and `d` `rows x n`, both
 /// row-major. `pairs` (`rows x n` values) and `masks` (`n / 2`) hold D's pairs between the two
-/// calls. `beside` runs once, on the first job of the second call, before its share.
+/// calls. `beside` runs once, on the first job of the second call, before its share;
+/// `on_rows` on every block of rows of C once it is formed.
 ///
 /// # Panics
 /// If the shapes do not [`fits`] or a slice is too short.
@@ -135,6 +157,7 @@ pub(crate) fn weight_gradient<P: Parallel>(
     c: &mut [f32],
     scratches: &mut [Scratch],
     beside: impl FnOnce(&mut Scratch) + Send,
+    on_rows: &impl OnRows,
 ) {
     assert!(fits(rows, n), "{rows} rows, {n} columns: not for pairs");
     assert!(x.len() >= rows * k && d.len() >= rows * n && c.len() >= k * n);
@@ -173,16 +196,17 @@ pub(crate) fn weight_gradient<P: Parallel>(
                 break;
             }
             let start = unit * block_len;
+            let width = if unit + 1 == blocks {
+                k - start
+            } else {
+                block_len
+            };
             let block = Block {
                 x,
                 rows,
                 k,
                 start,
-                width: if unit + 1 == blocks {
-                    k - start
-                } else {
-                    block_len
-                },
+                width,
                 pairs,
                 masks,
             };
@@ -195,6 +219,10 @@ pub(crate) fn weight_gradient<P: Parallel>(
                 Isa::Avx512 => unsafe { avx512::run_block(&block, &out, scratch) },
                 _ => run_block(&block, &out, scratch, generic_tile(kernel)),
             }
+            // SAFETY: this job claimed rows start..start + width of C, and has written them.
+            let formed = unsafe { out.row_mut(start, 0, width * n) };
+            // SAFETY: no other job takes these rows.
+            unsafe { on_rows.on_rows(start..start + width, formed) };
         }
     };
     let jobs = scratches.len().min(blocks);

@@ -18,7 +18,18 @@ fn sparse_values(seed: u64, len: usize, zeros: u64) -> Vec<f32> {
     xorshift(seed).take(len).map(value).collect()
 }
 
-/// Xᵀ·D through the pairs with `jobs` scratches.
+/// The blocks of rows handed to [`OnRows`], with their values.
+#[derive(Default)]
+struct Blocks(std::sync::Mutex<Vec<(core::ops::Range<usize>, Vec<f32>)>>);
+
+impl OnRows for Blocks {
+    unsafe fn on_rows(&self, rows: core::ops::Range<usize>, c_rows: &[f32]) {
+        self.0.lock().unwrap().push((rows, c_rows.to_vec()));
+    }
+}
+
+/// Xᵀ·D through the pairs with `jobs` scratches; checks that every row of C went to
+/// [`OnRows`] once, with its final values.
 fn paired(
     kernel: Kernel,
     x: &[f32],
@@ -32,6 +43,7 @@ fn paired(
     let mut masks = std::vec![u128::MAX; n / 2];
     let mut scratches = crate::zeroed_slice::<Scratch>(jobs);
     let mut beside_ran = 0;
+    let blocks = Blocks::default();
     weight_gradient(
         &Serial,
         kernel,
@@ -43,8 +55,21 @@ fn paired(
         &mut c,
         &mut scratches,
         |_| beside_ran += 1,
+        &blocks,
     );
     assert_eq!(beside_ran, 1);
+    let mut blocks = blocks.0.into_inner().unwrap();
+    blocks.sort_by_key(|(rows, _)| rows.start);
+    let mut next = 0;
+    for (rows, values) in blocks {
+        assert_eq!(
+            rows.start, next,
+            "rows handed on once each, in blocks that meet"
+        );
+        assert_eq!(bits(&values), bits(&c[rows.start * n..rows.end * n]));
+        next = rows.end;
+    }
+    assert_eq!(next, k, "every row handed on");
     c
 }
 
