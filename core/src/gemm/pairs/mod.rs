@@ -191,10 +191,16 @@ pub(crate) fn weight_gradient<P: Parallel>(
     let job = |_: usize, scratch: &mut Scratch| {
         beside.run(scratch);
         loop {
-            let unit = counter.next();
-            if unit >= blocks {
+            let claimed = counter.next();
+            if claimed >= blocks {
                 break;
             }
+            // From the middle out: the images' middle inputs, inked most, cost most, and the
+            // last blocks claimed, at the margins, cost least, which evens out the jobs' ends.
+            let unit = match claimed % 2 {
+                0 => blocks / 2 + claimed / 2,
+                _ => blocks / 2 - 1 - claimed / 2,
+            };
             let start = unit * block_len;
             let width = if unit + 1 == blocks {
                 k - start
