@@ -542,18 +542,13 @@ fn forward_and_back<P: Parallel>(
         };
         // Nothing after the first layer's weight gradient reads its weights: its update can
         // run as the rows of the gradient are formed.
-        let fused = match (l, paired, panels.as_deref_mut(), first_step.take()) {
-            (0, true, Some(panels), Some(step)) => Some(RowsStep::new(
-                kernel,
-                panels.values(),
-                step.velocity,
-                step.hyper,
-            )),
-            (_, _, _, step) => {
-                first_step = step;
-                None
-            }
+        let fused = match (l, paired, panels.as_deref_mut()) {
+            (0, true, Some(panels)) => first_step
+                .take()
+                .map(|step| RowsStep::new(kernel, panels.values(), step.velocity, step.hyper)),
+            _ => None,
         };
+        first_weights_done |= fused.is_some();
         if paired {
             pairs::weight_gradient(
                 compute.parallel(),
@@ -568,7 +563,6 @@ fn forward_and_back<P: Parallel>(
                 beside,
                 &fused,
             );
-            first_weights_done = fused.is_some();
         } else {
             gemm_parallel_beside(
                 compute.parallel(),
