@@ -7,7 +7,7 @@ use super::pack::{APanel, pack_b};
 use super::params::{
     B_LEN, KC, MAX_PANELS, NR_MAX, PACKED_LEN, PACKED_ROWS, STEPS_LEN, skips_zeros, unit_width,
 };
-use super::steps::{Steps, every_step_used, list_block_steps};
+use super::steps::{Listed, Steps, every_step_used, list_block_steps};
 use super::tiles::Tiles;
 use super::{MatRef, Scratch};
 
@@ -147,12 +147,12 @@ pub(super) fn blocked<M: Tiles<NR>, const MR: usize, const NR: usize>(
                         let listed = q * kc..q * kc + usize::from(scratch.counts[q]);
                         let steps = match (skip_zeros, pack_a) {
                             (true, true) => Steps::Packed(
-                                &scratch.steps[listed.clone()],
+                                Listed::new(&scratch.steps, listed.clone()),
                                 &scratch.packed_a[listed],
                             ),
                             // A panel that keeps every step runs dense.
                             (true, false) if listed.len() < kc => {
-                                Steps::Listed(&scratch.steps[listed])
+                                Steps::Listed(Listed::new(&scratch.steps, listed))
                             }
                             _ => Steps::All,
                         };

@@ -173,6 +173,9 @@ pub struct Scratch {
 }
 // The second float buffer starts on a cache line too.
 const _: () = assert!(core::mem::offset_of!(Scratch, packed_a).is_multiple_of(64));
+// The listing writes 8 entries at a time, and the tiles read `PREFETCH_STEPS` past a list's
+// end: both within the 8 spare entries of `steps`.
+const _: () = assert!(params::PREFETCH_STEPS <= 8);
 
 impl Scratch {
     /// A zeroed scratch. Large: prefer a zero-initialised heap allocation on a host.

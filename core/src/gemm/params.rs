@@ -45,6 +45,10 @@ pub(super) const TRANSPOSE_SIDE: usize = 8;
 
 // ---- Loops 4 and 5: the register tile, MR rows of A by NR columns of B.
 
+/// How many K steps ahead the wide tiles prefetch B's rows (about L2's latency over a step's
+/// time). The tiles read a step list this far past its end.
+pub(super) const PREFETCH_STEPS: usize = 8;
+
 /// Widest tile.
 pub(super) const NR_MAX: usize = 64;
 

@@ -2,7 +2,7 @@
 //! are zero are listed out, and rows of B that no panel needs are marked unused.
 
 use super::pack::APanel;
-use super::params::{PACKED_LEN, PACKED_ROWS};
+use super::params::{PACKED_LEN, PACKED_ROWS, PREFETCH_STEPS};
 use super::{MatRef, Scratch};
 use core::ops::Range;
 
@@ -12,9 +12,36 @@ pub(super) enum Steps<'a> {
     /// Every step, values read in A.
     All,
     /// The listed steps, values read in A.
-    Listed(&'a [u16]),
+    Listed(Listed<'a>),
     /// The listed steps, values packed beside them.
-    Packed(&'a [u16], &'a [[f32; PACKED_ROWS]]),
+    Packed(Listed<'a>, &'a [[f32; PACKED_ROWS]]),
+}
+
+/// A panel's listed K steps, and beside each the entry [`PREFETCH_STEPS`] places later in the
+/// list (past its end, whatever the step buffer holds there: it is only prefetched). Two
+/// slices of one length let the wide tiles step through both without testing for the list's
+/// end at every step, a test that cost training about 3%.
+#[derive(Clone, Copy)]
+pub(super) struct Listed<'a> {
+    pub(super) steps: &'a [u16],
+    /// Only the x86 wide tiles prefetch.
+    #[cfg(target_arch = "x86_64")]
+    pub(super) ahead: &'a [u16],
+}
+
+impl<'a> Listed<'a> {
+    /// Entries `at` of `buffer`, which holds at least [`PREFETCH_STEPS`] more past them.
+    pub(super) fn new(buffer: &'a [u16], at: Range<usize>) -> Self {
+        assert!(
+            at.end + PREFETCH_STEPS <= buffer.len(),
+            "no room to look ahead"
+        );
+        Self {
+            #[cfg(target_arch = "x86_64")]
+            ahead: &buffer[at.start + PREFETCH_STEPS..at.end + PREFETCH_STEPS],
+            steps: &buffer[at],
+        }
+    }
 }
 
 /// For each MR-row panel of A rows `rows`, K steps `pc..pc+kc`: lists the steps where some

@@ -45,22 +45,22 @@ impl<const NR: usize> Tiles<NR> for Fused {
     fn sparse<const R: usize>(
         acc: &Acc<R, NR>,
         a: &APanel<R>,
-        steps: &[u16],
+        steps: Listed,
         b_panel: &[f32],
     ) -> Acc<R, NR> {
         // SAFETY: only the AVX2 and AVX-512 loop nests run `Fused`, so the CPU has AVX2 and FMA.
-        unsafe { fused_sparse::<R, NR>(acc, a, steps, b_panel) }
+        unsafe { fused_sparse::<R, NR>(acc, a, steps.steps, b_panel) }
     }
 
     #[inline(always)]
     fn packed<const R: usize>(
         acc: &Acc<R, NR>,
         a: &[[f32; PACKED_ROWS]],
-        steps: &[u16],
+        steps: Listed,
         b_panel: &[f32],
     ) -> Acc<R, NR> {
         // SAFETY: only the AVX2 and AVX-512 loop nests run `Fused`, so the CPU has AVX2 and FMA.
-        unsafe { fused_packed::<R, NR>(acc, a, steps, b_panel) }
+        unsafe { fused_packed::<R, NR>(acc, a, steps.steps, b_panel) }
     }
 }
 

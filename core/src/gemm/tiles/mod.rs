@@ -4,6 +4,7 @@
 
 use super::pack::APanel;
 use super::params::PACKED_ROWS;
+use super::steps::Listed;
 
 /// Wide tiles written with intrinsics, `V` vectors of `$lanes` floats across: one definition
 /// for every instruction set whose wide tiles sum as [`dense_kernel`] does with [`Fused`] (each
@@ -29,26 +30,13 @@ macro_rules! wide_tiles {
         use $crate::gemm::blocked::{Share, blocked as nest};
         use $crate::gemm::pack::APanel;
         use $crate::gemm::params::{
-            PACKED_ROWS, $narrow_mr, $narrow_nr, $wide_min, $wide_mr, $wide_nr,
+            PACKED_ROWS, PREFETCH_STEPS, $narrow_mr, $narrow_nr, $wide_min, $wide_mr, $wide_nr,
         };
+        use $crate::gemm::steps::Listed;
         use $crate::gemm::tiles::{Acc, Tiles};
 
-        /// How many K steps ahead the tiles prefetch B's rows: about L2's latency over a
-        /// step's time.
-        const PREFETCH_STEPS: usize = 8;
         /// Floats in a cache line.
         const LINE_FLOATS: usize = 16;
-
-        /// For each listed step, the one [`PREFETCH_STEPS`] later in the list (the last one
-        /// past the list's end).
-        fn ahead(steps: &[u16]) -> impl Iterator<Item = usize> {
-            let later = steps.get(PREFETCH_STEPS..).unwrap_or(&[]);
-            let last = steps.last().map_or(0, |&p| usize::from(p));
-            later
-                .iter()
-                .map(|&p| usize::from(p))
-                .chain(core::iter::repeat(last))
-        }
 
         /// The loop nest on this instruction set's tiles for one job's columns of C: the wide
         /// tiles for products wider than the narrow ones' reach, the narrow ones below.
@@ -88,7 +76,7 @@ macro_rules! wide_tiles {
             fn sparse<const R: usize>(
                 acc: &Acc<R, W>,
                 a: &APanel<R>,
-                steps: &[u16],
+                steps: Listed,
                 b_panel: &[f32],
             ) -> Acc<R, W> {
                 // SAFETY: only this module's `blocked` runs `Wide`, on a CPU vouched for.
@@ -99,7 +87,7 @@ macro_rules! wide_tiles {
             fn packed<const R: usize>(
                 acc: &Acc<R, W>,
                 a: &[[f32; PACKED_ROWS]],
-                steps: &[u16],
+                steps: Listed,
                 b_panel: &[f32],
             ) -> Acc<R, W> {
                 // SAFETY: only this module's `blocked` runs `Wide`, on a CPU vouched for.
@@ -127,15 +115,16 @@ macro_rules! wide_tiles {
         fn wide_sparse<const R: usize, const V: usize, const W: usize>(
             acc: &Acc<R, W>,
             a: &APanel<R>,
-            steps: &[u16],
+            Listed { steps, ahead }: Listed,
             b_panel: &[f32],
         ) -> Acc<R, W> {
             let kc = (b_panel.len() / W).min(a.kc);
-            let steps = steps.iter().zip(ahead(steps)).map(|(&p, ahead)| {
+            let steps = steps.iter().zip(ahead).map(|(&p, &ahead)| {
                 let p = usize::from(p);
                 assert!(p < kc, "step outside the block");
                 // SAFETY: p < kc, just checked.
-                (p, core::array::from_fn(|ii| unsafe { a.at(ii, p) }), ahead)
+                let values = core::array::from_fn(|ii| unsafe { a.at(ii, p) });
+                (p, values, usize::from(ahead))
             });
             // SAFETY: this function is compiled with the module's features.
             unsafe { wide::<R, V, W>(acc, steps, b_panel) }
@@ -145,14 +134,13 @@ macro_rules! wide_tiles {
         fn wide_packed<const R: usize, const V: usize, const W: usize>(
             acc: &Acc<R, W>,
             a: &[[f32; PACKED_ROWS]],
-            steps: &[u16],
+            Listed { steps, ahead }: Listed,
             b_panel: &[f32],
         ) -> Acc<R, W> {
-            let steps = steps
-                .iter()
-                .zip(a)
-                .zip(ahead(steps))
-                .map(|((&p, a), ahead)| (usize::from(p), core::array::from_fn(|ii| a[ii]), ahead));
+            let steps = steps.iter().zip(a).zip(ahead).map(|((&p, a), &ahead)| {
+                let a = core::array::from_fn(|ii| a[ii]);
+                (usize::from(p), a, usize::from(ahead))
+            });
             // SAFETY: this function is compiled with the module's features.
             unsafe { wide::<R, V, W>(acc, steps, b_panel) }
         }
@@ -246,14 +234,14 @@ pub(super) trait Tiles<const NR: usize> {
     fn sparse<const R: usize>(
         acc: &Acc<R, NR>,
         a: &APanel<R>,
-        steps: &[u16],
+        steps: Listed,
         b_panel: &[f32],
     ) -> Acc<R, NR>;
     /// The listed K steps, A's values packed beside them.
     fn packed<const R: usize>(
         acc: &Acc<R, NR>,
         a: &[[f32; PACKED_ROWS]],
-        steps: &[u16],
+        steps: Listed,
         b_panel: &[f32],
     ) -> Acc<R, NR>;
 }
@@ -364,20 +352,20 @@ impl<M: GenericTiles, const NR: usize> Tiles<NR> for M {
     fn sparse<const R: usize>(
         acc: &Acc<R, NR>,
         a: &APanel<R>,
-        steps: &[u16],
+        steps: Listed,
         b_panel: &[f32],
     ) -> Acc<R, NR> {
-        sparse_kernel::<Self, R, NR>(acc, a, steps, b_panel)
+        sparse_kernel::<Self, R, NR>(acc, a, steps.steps, b_panel)
     }
 
     #[inline(never)]
     fn packed<const R: usize>(
         acc: &Acc<R, NR>,
         a: &[[f32; PACKED_ROWS]],
-        steps: &[u16],
+        steps: Listed,
         b_panel: &[f32],
     ) -> Acc<R, NR> {
-        packed_kernel::<Self, R, NR>(acc, a, steps, b_panel)
+        packed_kernel::<Self, R, NR>(acc, a, steps.steps, b_panel)
     }
 }
 
