@@ -104,15 +104,6 @@ impl RmsPropRule {
         }
     }
 
-    /// The step of a first layer whose velocities are `velocity`, for
-    /// [`Optimizer::first_layer_step`].
-    pub fn first_layer_step<'a>(&self, velocity: &'a mut [f32]) -> FirstLayerStep<'a> {
-        FirstLayerStep {
-            hyper: self.hyper(),
-            velocity,
-        }
-    }
-
     fn hyper(&self) -> RmsHyper {
         RmsHyper {
             learning_rate: self.learning_rate,
@@ -130,6 +121,21 @@ pub struct RmsPropState<'a> {
     pub rule: RmsPropRule,
     /// Running average of squared gradients, one per parameter.
     pub velocity: Layers<&'a mut [f32]>,
+}
+
+impl<'a> RmsPropState<'a> {
+    /// [`Optimizer::first_layer_step`] of a network of `shape`, from a state not needed after.
+    ///
+    /// # Panics
+    /// If the velocities are of another shape.
+    pub fn into_first_layer_step(mut self, shape: Shape) -> FirstLayerStep<'a> {
+        assert_eq!(self.velocity.shape(), shape, "velocity of another shape");
+        FirstLayerStep {
+            hyper: self.rule.hyper(),
+            // The first layer's weights come first.
+            velocity: core::mem::take(&mut self.velocity.tensors_mut()[0]),
+        }
+    }
 }
 
 impl Optimizer for RmsPropState<'_> {
@@ -157,8 +163,11 @@ impl Optimizer for RmsPropState<'_> {
     }
 
     fn first_layer_step(&mut self, shape: Shape) -> Option<FirstLayerStep<'_>> {
-        assert_eq!(self.velocity.shape(), shape, "velocity of another shape");
-        Some(self.rule.first_layer_step(self.velocity.tensors_mut()[0]))
+        let state = RmsPropState {
+            rule: self.rule,
+            velocity: self.velocity.reborrow(),
+        };
+        Some(state.into_first_layer_step(shape))
     }
 }
 
@@ -202,9 +211,7 @@ impl<const I: usize, const H: usize, const O: usize> Optimizer for RmsProp<I, H,
     }
 
     fn first_layer_step(&mut self, shape: Shape) -> Option<FirstLayerStep<'_>> {
-        assert_eq!(Mlp::<I, H, O>::shape(), shape, "velocity of another shape");
-        let [velocity, ..] = self.velocity.tensors_mut();
-        Some(self.rule.first_layer_step(velocity))
+        Some(self.state().into_first_layer_step(shape))
     }
 }
 

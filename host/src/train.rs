@@ -243,9 +243,9 @@ impl Optimizer for OptimizerState {
     fn first_layer_step(&mut self, shape: Shape) -> Option<FirstLayerStep<'_>> {
         match self {
             OptimizerState::RmsProp { rule, velocity } => {
-                // The first layer's weights come first.
-                let (fan_in, width) = shape.layer(0);
-                Some(rule.first_layer_step(&mut velocity[..fan_in * width]))
+                let velocity = Layers::split_mut(shape, velocity).expect("sized");
+                let rule = *rule;
+                Some(RmsPropState { rule, velocity }.into_first_layer_step(shape))
             }
             OptimizerState::Sgd(_) => None,
         }
