@@ -93,7 +93,7 @@ pub(super) fn blocked<M: Tiles<NR>, const MR: usize, const NR: usize>(
         // Loop 2: row blocks of A, `mc_step` rows (or claimed units of rows).
         for (ic, mc) in row_blocks {
             if skip_zeros {
-                list_block_steps::<MR>(&a, ic..ic + mc, pc, kc, pack_a, scratch);
+                list_block_steps::<MR>(&a, ic..ic + mc, (pc, kc), pack_a, M::LISTER, scratch);
             }
             // Rows of B that no panel reads are not packed (blank image margins), unless later
             // row blocks will read the same packing.

@@ -19,6 +19,7 @@ wide_tiles! {
     store: _mm256_storeu_ps,
     // No prefetching: it could not be measured on the AVX2-only CPUs these tiles are for.
     prefetch: false,
+    lister: Baseline,
 }
 
 impl MulAdd for Fused {

@@ -18,4 +18,5 @@ wide_tiles! {
     fmadd: _mm512_fmadd_ps,
     store: _mm512_storeu_ps,
     prefetch: true,
+    lister: Avx512,
 }

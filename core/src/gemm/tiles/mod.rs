@@ -4,7 +4,7 @@
 
 use super::pack::APanel;
 use super::params::PACKED_ROWS;
-use super::steps::Listed;
+use super::steps::{Listed, Lister};
 
 /// Wide tiles written with intrinsics, `V` vectors of `$lanes` floats across: one definition
 /// for every instruction set whose wide tiles sum as [`dense_kernel`] does with [`Fused`] (each
@@ -23,7 +23,8 @@ macro_rules! wide_tiles {
         load: $load:ident,
         fmadd: $fmadd:ident,
         store: $store:ident,
-        prefetch: $prefetch:literal $(,)?
+        prefetch: $prefetch:literal,
+        lister: $lister:ident $(,)?
     ) => {
         use core::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
         use $crate::gemm::Scratch;
@@ -32,7 +33,7 @@ macro_rules! wide_tiles {
         use $crate::gemm::params::{
             PACKED_ROWS, PREFETCH_STEPS, $narrow_mr, $narrow_nr, $wide_min, $wide_mr, $wide_nr,
         };
-        use $crate::gemm::steps::Listed;
+        use $crate::gemm::steps::{Listed, Lister};
         use $crate::gemm::tiles::{Acc, Tiles};
 
         /// Floats in a cache line.
@@ -65,6 +66,7 @@ macro_rules! wide_tiles {
             // A wide panel of B does not stay in L1 while the next ones of its group pass,
             // but it stays in L2 while every A panel passes over it.
             const ONE_B_PANEL_AT_A_TIME: bool = true;
+            const LISTER: Lister = Lister::$lister;
 
             #[inline(never)]
             fn dense<const R: usize>(acc: &Acc<R, W>, a: &APanel<R>, b_panel: &[f32]) -> Acc<R, W> {
@@ -227,6 +229,8 @@ pub(crate) trait MulAdd {
 pub(super) trait Tiles<const NR: usize> {
     /// Whether A panels pass over one B panel at a time rather than over the whole group.
     const ONE_B_PANEL_AT_A_TIME: bool = false;
+    /// How the nest lists the steps of panels whose rows lie along K.
+    const LISTER: Lister = Lister::Baseline;
 
     /// Every K step of the block, added to the sums of the earlier blocks in `acc`.
     fn dense<const R: usize>(acc: &Acc<R, NR>, a: &APanel<R>, b_panel: &[f32]) -> Acc<R, NR>;
