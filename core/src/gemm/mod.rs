@@ -36,12 +36,15 @@
 //! the one place that picks the instruction set; `claims` how jobs share a product; `blocked`
 //! the loop nest; `steps` the zero-step listing; `pack` A's panels and B's packing; `tiles` the
 //! register tiles per instruction set; `epilogue` the writes to C; `pairs` the paired weight
-//! gradient; `tests` one suite run for every kernel.
+//! gradient; `narrow` AVX-512's narrow products of a transposed A (the head's weight gradient);
+//! `tests` one suite run for every kernel.
 
 mod blocked;
 mod claims;
 mod detect;
 mod epilogue;
+#[cfg(target_arch = "x86_64")]
+mod narrow;
 mod pack;
 pub(crate) mod pairs;
 mod params;
@@ -346,6 +349,12 @@ fn run_kernel(
     scratch: &mut Scratch,
 ) {
     let claims = cols.claims;
+    #[cfg(target_arch = "x86_64")]
+    if kernel.isa() == Isa::Avx512 && claims.is_none() && narrow::fits(&a, &b) {
+        // SAFETY: an AVX-512 kernel is only constructed through `avx512_unchecked`, whose
+        // caller vouches for the CPU; without claims the columns are this job's.
+        return unsafe { narrow::product(a, b, out, cols.range, epilogue) };
+    }
     let share = |cols| Share {
         a,
         b,
