@@ -2,10 +2,9 @@
 //! 512 x 128, and B = dZ, 128 x 10), on AVX-512 outside the loop nest. A tile holds 32 rows of
 //! C by up to [`COLS`] columns: at each K step, two vectors of A's rows loaded where they lie
 //! times each of B's values there, broadcast. The nest's narrow tiles instead broadcast A's
-//! values into 16 lanes of B's row of which 10 are used, pack B and store through the stack:
-//! three times this tile's time for the head's product. Each element is still one chain of
-//! fused multiply-adds over K in order from zero, then the epilogue, as in the nest: the same
-//! bits.
+//! values into 16 lanes of B's row of which 10 are used, pack B and store through the stack.
+//! Each element is still one chain of fused multiply-adds over K in order from zero, then the
+//! epilogue, as in the nest: the same bits.
 
 use super::MatRef;
 use super::epilogue::{Epilogue, Out};
