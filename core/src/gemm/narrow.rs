@@ -8,6 +8,7 @@
 
 use super::MatRef;
 use super::epilogue::{Epilogue, Out};
+use super::params::AVX512_WIDE_MIN;
 use core::arch::x86_64::*;
 use core::ops::Range;
 
@@ -16,13 +17,11 @@ use core::ops::Range;
 const COLS: usize = 12;
 /// Rows of C a tile holds: two vectors.
 const ROWS: usize = 32;
-/// Widest product run here: the width the nest's narrow tiles take.
-pub(super) const MAX_WIDTH: usize = 64;
 
-/// Whether [`product`] runs `a·b`: narrow, A's rows next to each other in memory (a transposed
-/// row-major matrix), B strided rather than in panels.
+/// Whether [`product`] runs `a·b`: as narrow as the nest's narrow tiles, A's rows next to each
+/// other in memory (a transposed row-major matrix), B strided rather than in panels.
 pub(super) fn fits(a: &MatRef, b: &MatRef) -> bool {
-    a.row_stride == 1 && a.panel_width == 0 && b.panel_width == 0 && b.cols <= MAX_WIDTH
+    a.row_stride == 1 && b.panel_width == 0 && b.cols <= AVX512_WIDE_MIN
 }
 
 /// Columns `cols` of `a·b` into `out`, the epilogue applied.
