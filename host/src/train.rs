@@ -225,30 +225,34 @@ impl OptimizerState {
             OptimizerState::Sgd(o) => o.learning_rate,
         }
     }
+
+    /// The core's view of RMSprop's state over a network of `shape`; `None` for SGD.
+    fn rmsprop(&mut self, shape: Shape) -> Option<RmsPropState<'_>> {
+        match self {
+            OptimizerState::RmsProp { rule, velocity } => Some(RmsPropState {
+                rule: *rule,
+                velocity: Layers::split_mut(shape, velocity).expect("sized"),
+            }),
+            OptimizerState::Sgd(_) => None,
+        }
+    }
 }
 
 impl Optimizer for OptimizerState {
     fn update<P: Parallel>(&mut self, step: Update, compute: &Compute<P>) {
         match self {
-            OptimizerState::RmsProp { rule, velocity } => {
-                let shape = step.params.shape();
-                let velocity = Layers::split_mut(shape, velocity).expect("sized");
-                let rule = *rule;
-                RmsPropState { rule, velocity }.update(step, compute);
-            }
             OptimizerState::Sgd(o) => o.update(step, compute),
+            OptimizerState::RmsProp { .. } => {
+                let shape = step.params.shape();
+                let mut state = self.rmsprop(shape).expect("RMSprop");
+                state.update(step, compute);
+            }
         }
     }
 
     fn first_layer_step(&mut self, shape: Shape) -> Option<FirstLayerStep<'_>> {
-        match self {
-            OptimizerState::RmsProp { rule, velocity } => {
-                let velocity = Layers::split_mut(shape, velocity).expect("sized");
-                let rule = *rule;
-                Some(RmsPropState { rule, velocity }.into_first_layer_step(shape))
-            }
-            OptimizerState::Sgd(_) => None,
-        }
+        self.rmsprop(shape)
+            .map(|state| state.into_first_layer_step(shape))
     }
 }
 
