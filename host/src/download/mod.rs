@@ -538,35 +538,46 @@ fn download_files(
             path: dest.to_path_buf(),
         });
     }
+    let created = !dest.exists();
     fs::create_dir_all(dest).map_err(|error| DownloadError::CreateDir {
         path: dest.to_path_buf(),
         error,
     })?;
-    for want in files {
-        let name = want.file;
-        let path = dest.join(name);
-        if already_verified(&path, want) {
-            continue;
-        }
-        let bar = |len| progress_bar(progress, len, name);
-        let mut attempts = Vec::new();
-        let mut done = false;
-        for base in mirrors {
-            let url = file_url(base, name);
-            match fetch_one(agent, &url, &path, want, &bar) {
-                Ok(()) => {
-                    done = true;
-                    break;
+    let result = (|| {
+        for want in files {
+            let name = want.file;
+            let path = dest.join(name);
+            if already_verified(&path, want) {
+                continue;
+            }
+            let bar = |len| progress_bar(progress, len, name);
+            let mut attempts = Vec::new();
+            let mut done = false;
+            for base in mirrors {
+                let url = file_url(base, name);
+                match fetch_one(agent, &url, &path, want, &bar) {
+                    Ok(()) => {
+                        done = true;
+                        break;
+                    }
+                    Err(AttemptError::Mirror(failure)) => {
+                        attempts.push(MirrorFailure { url, failure })
+                    }
+                    Err(AttemptError::Local(e)) => return Err(e),
                 }
-                Err(AttemptError::Mirror(failure)) => attempts.push(MirrorFailure { url, failure }),
-                Err(AttemptError::Local(e)) => return Err(e),
+            }
+            if !done {
+                return Err(DownloadError::AllMirrorsFailed { path, attempts });
             }
         }
-        if !done {
-            return Err(DownloadError::AllMirrorsFailed { path, attempts });
-        }
+        Ok(())
+    })();
+    if result.is_err() && created {
+        // A folder made for nothing; one holding a verified file stays (remove_dir refuses
+        // it), so the next attempt fetches only what is missing.
+        let _ = fs::remove_dir(dest);
     }
-    Ok(())
+    result
 }
 
 /// Downloads the four `.gz` files of `kind` into `dest`, verifying each against its

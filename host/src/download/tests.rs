@@ -289,6 +289,20 @@ fn dropped_connection_leaves_nothing() {
 }
 
 #[test]
+fn a_failed_download_leaves_no_folder_it_made() {
+    let fx = fixtures();
+    let root = tempfile::tempdir().unwrap();
+    let dest = root.path().join("cache").join("mnist");
+    let mirrors = ["http://127.0.0.1:1".to_owned()];
+    download_files(&test_agent(), &dest, &mirrors, &table(&fx), false).unwrap_err();
+    assert!(!dest.exists());
+    // A folder that was there before stays.
+    fs::create_dir_all(&dest).unwrap();
+    download_files(&test_agent(), &dest, &mirrors, &table(&fx), false).unwrap_err();
+    assert!(dest.is_dir());
+}
+
+#[test]
 fn existing_bad_file_is_replaced() {
     let fx = fixtures();
     let routes = serve_all(&fx, "/");
