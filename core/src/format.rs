@@ -60,12 +60,17 @@ pub enum FormatError {
     UnsupportedVersion(u16),
     /// A dtype byte this code does not know.
     UnknownDtype(u8),
-    /// The declared payload length disagrees with the sizes or the file length.
+    /// The declared payload length disagrees with the layer sizes.
     LengthMismatch {
         /// Payload bytes the header declares.
         declared: usize,
-        /// Payload bytes the sizes (or the file) imply.
+        /// Payload bytes the sizes imply.
         expected: usize,
+    },
+    /// Bytes follow the checksum: the file was appended to, or is not one model.
+    TrailingBytes {
+        /// How many.
+        extra: usize,
     },
     /// The stored CRC-32 differs from the bytes: the file is corrupted.
     ChecksumMismatch {
@@ -106,7 +111,7 @@ impl core::fmt::Display for FormatError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match *self {
             FormatError::Truncated { needed, got } => {
-                write!(f, "truncated: {got} bytes, the header needs {needed}")
+                write!(f, "truncated: {got} bytes where {needed} are needed")
             }
             FormatError::BadMagic(m) => write!(
                 f,
@@ -123,6 +128,10 @@ impl core::fmt::Display for FormatError {
             FormatError::LengthMismatch { declared, expected } => write!(
                 f,
                 "payload length {declared} disagrees with the {expected} bytes the sizes imply"
+            ),
+            FormatError::TrailingBytes { extra } => write!(
+                f,
+                "{extra} bytes follow the checksum: the file is longer than its header says"
             ),
             FormatError::ChecksumMismatch { stored, computed } => write!(
                 f,
@@ -401,9 +410,8 @@ impl<'a> ModelView<'a> {
             });
         }
         if bytes.len() > total {
-            return Err(FormatError::LengthMismatch {
-                declared: header.payload_len,
-                expected: bytes.len() - HEADER_LEN - 4,
+            return Err(FormatError::TrailingBytes {
+                extra: bytes.len() - total,
             });
         }
         let body = &bytes[..total - 4];
@@ -840,7 +848,7 @@ mod tests {
         long.push(0);
         assert!(matches!(
             ModelView::parse(&long),
-            Err(FormatError::LengthMismatch { .. })
+            Err(FormatError::TrailingBytes { extra: 1 })
         ));
     }
 

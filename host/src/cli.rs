@@ -22,7 +22,7 @@ pub enum Command {
     Train(TrainArgs),
     /// Loss and accuracy of a saved model on the test set.
     Evaluate(EvaluateArgs),
-    /// Classify one test image and draw it.
+    /// Classify a picture (PNG or JPEG), a test-set row (--index) or the rows of a CSV (--csv).
     Predict(PredictArgs),
     /// Describe a model file and check it.
     Inspect {
@@ -53,15 +53,23 @@ pub struct DataArgs {
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// The test CSV, when --data is a training CSV file.
-    #[arg(long)]
+    #[arg(long, requires = "data")]
     pub test_data: Option<PathBuf>,
     /// The CSV column holding the labels.
     #[arg(long, default_value = "label")]
     pub label_column: String,
-    /// How CSV features are scaled: by the training set's mean and deviation, not at all, or
-    /// divided by 255 (images are always divided by 255).
-    #[arg(long, value_enum, default_value = "standard")]
-    pub normalize: Normalize,
+    /// How `train` scales CSV features: by the training set's mean and deviation, not at all,
+    /// or divided by 255 (images are always divided by 255) [default: standard]. A model scales
+    /// its inputs as it was trained.
+    #[arg(long, value_enum)]
+    pub normalize: Option<Normalize>,
+}
+
+impl DataArgs {
+    /// `--normalize`, or its default.
+    pub fn normalize_or_default(&self) -> Normalize {
+        self.normalize.unwrap_or(Normalize::Standard)
+    }
 }
 
 /// `--normalize`.
@@ -95,7 +103,7 @@ pub struct TrainArgs {
     // checkpoint and refuses only those given, so it must know which were.
     /// Units of each hidden ReLU layer: one width or a list (`256,128`), 1 to 4 layers of 1 to
     /// 4096 units [default: 512].
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = parse_units, allow_negative_numbers = true)]
     pub hidden: Option<Vec<usize>>,
     /// Passes over the training set [default: 5]; with `--resume`, more than the checkpoint's
     /// extends its run.
@@ -133,7 +141,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub checkpoint: Option<PathBuf>,
     /// How often to checkpoint: `N` steps, or `Nepoch` epochs.
-    #[arg(long, default_value = "1epoch", value_parser = parse_every)]
+    #[arg(long, default_value = "1epoch", value_parser = parse_every, requires = "checkpoint")]
     pub checkpoint_every: Every,
     /// Continue the run saved in this checkpoint, on its data and settings (a setting given
     /// that differs from the checkpoint's is an error).
@@ -143,6 +151,13 @@ pub struct TrainArgs {
 
 /// Where `train` saves the model unless told.
 pub const DEFAULT_SAVE: &str = "picodense-model.pdn";
+
+/// One width of `--hidden`; spaces around it are allowed (`--hidden "256, 128"`).
+fn parse_units(text: &str) -> Result<usize, String> {
+    text.trim()
+        .parse()
+        .map_err(|_| format!("expected a number of units, got {text:?}"))
+}
 
 /// `500` means every 500 steps, `1epoch` (or `2epochs`) every epoch (or two).
 fn parse_every(text: &str) -> Result<Every, String> {
@@ -183,27 +198,27 @@ pub struct EvaluateArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["image", "index", "csv"])))]
 pub struct PredictArgs {
     /// The model file.
     #[arg(long)]
     pub model: PathBuf,
     /// A PNG or JPEG of a digit or garment (any size, dark on light or light on dark),
     /// prepared the way the model's dataset was made.
-    #[arg(required_unless_present_any = ["index", "csv"], conflicts_with = "index")]
     pub image: Option<PathBuf>,
     /// Index of the test image.
     #[arg(long)]
     pub index: Option<usize>,
     /// A CSV of feature rows (with the training columns; a label column is ignored): one
     /// prediction per row.
-    #[arg(long, conflicts_with_all = ["index", "image"])]
+    #[arg(long)]
     pub csv: Option<PathBuf>,
     /// Print one JSON object a prediction: {"class": k, "probabilities": [...]}, with "name"
     /// where the data named its classes.
     #[arg(long)]
     pub json: bool,
-    /// Draw the 28x28 input the model sees.
-    #[arg(long)]
+    /// Draw the input the model sees (a picture or a test image; --index draws it anyway).
+    #[arg(long, conflicts_with_all = ["csv", "json"])]
     pub show: bool,
     #[command(flatten)]
     pub data: DataArgs,
@@ -216,7 +231,7 @@ pub struct BenchArgs {
     #[command(flatten)]
     pub compute: ComputeArgs,
     /// Units of each hidden layer, as for `train`.
-    #[arg(long, value_delimiter = ',', default_value = "512")]
+    #[arg(long, value_delimiter = ',', default_value = "512", value_parser = parse_units)]
     pub hidden: Vec<usize>,
     /// Epochs to time.
     #[arg(long, default_value_t = 1)]

@@ -33,7 +33,9 @@ pub enum ExportError {
     #[error("the model {0} is too large for an int8 file")]
     TooLarge(picodense_core::Shape),
     /// The int8 scheme quantises u8 pixels scaled by 1/255.
-    #[error("int8 export takes image models (pixels / 255); this model's inputs are scaled by {0}")]
+    #[error(
+        "int8 export takes models of images (inputs divided by 255); this model's inputs are scaled by `{0}`"
+    )]
     Inputs(&'static str),
 }
 

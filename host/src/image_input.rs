@@ -57,12 +57,20 @@ pub const MAX_PIXELS: u64 = 1 << 24;
 #[derive(thiserror::Error, Debug)]
 pub enum ImageInputError {
     /// The file could not be read or decoded.
-    #[error("{}: cannot read the image (PNG or JPEG expected): {source}", path.display())]
+    #[error("{}: cannot read the image (PNG or JPEG expected): {error}", path.display())]
     Decode {
         /// The file.
         path: PathBuf,
-        /// What the decoder said.
-        source: image::ImageError,
+        /// What the decoder said (a field, not a `source`: the message already includes it).
+        error: image::ImageError,
+    },
+    /// The file could not be opened or read.
+    #[error("{}: {error}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        error: io::Error,
     },
     /// A directory, FIFO, device or socket: reading it could block or never end.
     #[error("{}: not a regular file ({kind}); give a PNG or JPEG file", path.display())]
@@ -127,9 +135,9 @@ pub fn read_gray(path: &Path) -> Result<GrayImage, ImageInputError> {
             path: path.to_owned(),
             what: e.to_string(),
         },
-        source => ImageInputError::Decode {
+        error => ImageInputError::Decode {
             path: path.to_owned(),
-            source,
+            error,
         },
     };
     let mut reader = ImageReader::new(Cursor::new(&bytes[..]));
@@ -163,9 +171,9 @@ pub fn read_gray(path: &Path) -> Result<GrayImage, ImageInputError> {
 
 /// The whole file, refused unless it is a regular file of at most [`MAX_FILE_BYTES`].
 fn read_bounded(path: &Path) -> Result<Vec<u8>, ImageInputError> {
-    let io = |e: io::Error| ImageInputError::Decode {
+    let io = |error: io::Error| ImageInputError::Read {
         path: path.to_owned(),
-        source: image::ImageError::IoError(e),
+        error,
     };
     let regular = |meta: &fs::Metadata| {
         if meta.is_file() {
@@ -543,7 +551,7 @@ mod tests {
         for (path, reason) in [
             (&text, "cannot read"),
             (&blank, "no ink"),
-            (&missing, "cannot read"),
+            (&missing, "No such file"),
         ] {
             let e = load(path, Layout::MNIST).unwrap_err().to_string();
             assert!(

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use picodense::compute::{KernelChoice, default_threads, select_kernel};
 use picodense::data::csv as csv_data;
 use picodense::data::{self, Dataset, DatasetKind, Splits};
@@ -75,6 +75,17 @@ fn load_data(args: &DataArgs, model: Option<&ModelMeta>, quiet: bool) -> Result<
     let Some(meta) = model else {
         return load_fresh(args, None, quiet);
     };
+    if let Some(normalize) = args.normalize {
+        bail!(
+            "--normalize {}: the model scales its inputs as it was trained ({}); leave \
+             --normalize out",
+            normalize
+                .to_possible_value()
+                .expect("not skipped")
+                .get_name(),
+            meta.scaling.name()
+        );
+    }
     let own = args.data.is_none() && args.dataset.is_none();
     let raw = match &meta.data {
         Some(path) if own => {
@@ -90,11 +101,11 @@ fn load_data(args: &DataArgs, model: Option<&ModelMeta>, quiet: bool) -> Result<
                 data: Some(path.clone()),
                 test_data: meta.test_data.clone(),
                 label_column: meta.label_column.clone().unwrap_or_else(|| "label".into()),
-                normalize: Normalize::None,
+                normalize: Some(Normalize::None),
             }
         }
         _ => DataArgs {
-            normalize: Normalize::None,
+            normalize: Some(Normalize::None),
             ..args.clone()
         },
     };
@@ -164,6 +175,8 @@ fn image_meta(splits: &Splits, kind: Option<DatasetKind>, path: Option<PathBuf>)
 
 /// `--data`: a CSV pair, an IDX folder or an `.npz`.
 fn load_path(path: &std::path::Path, args: &DataArgs) -> Result<Loaded> {
+    // Before the CSV checks, so that a missing file is called missing.
+    std::fs::metadata(path).with_context(|| format!("{}: cannot read", path.display()))?;
     let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
     let is_csv = |p: &std::path::Path| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv"));
     let csv_pair = match &args.test_data {
@@ -185,7 +198,11 @@ fn load_path(path: &std::path::Path, args: &DataArgs) -> Result<Loaded> {
         let mut meta = image_meta(&splits, kind, Some(absolute.clone()));
         if !splits.train.is_images() {
             // Float features (an .npz): scaled as --normalize says, like a CSV's.
-            meta.scaling = scaling_of(args.normalize, &splits.train.values, splits.width());
+            meta.scaling = scaling_of(
+                args.normalize_or_default(),
+                &splits.train.values,
+                splits.width(),
+            );
             for set in [&mut splits.train, &mut splits.test] {
                 scale_rows(&meta.scaling, &mut set.values, set.width);
             }
@@ -199,7 +216,7 @@ fn load_path(path: &std::path::Path, args: &DataArgs) -> Result<Loaded> {
     };
     let table = csv_data::read_train_test(&train, &test, Some(&args.label_column))?;
     let width = table.width;
-    let scaling = scaling_of(args.normalize, &table.train, width);
+    let scaling = scaling_of(args.normalize_or_default(), &table.train, width);
     let scaled = |mut values: Vec<f32>| {
         scale_rows(&scaling, &mut values, width);
         values
@@ -726,7 +743,8 @@ fn run_export(args: cli::ExportArgs) -> Result<()> {
     let splits = &loaded.splits;
     check_fits(&args.model, &network, splits)?;
     let shape = network.shape;
-    let bytes = export::export(&network, args.format, &splits.train)?;
+    let bytes = export::export(&network, args.format, &splits.train)
+        .with_context(|| args.model.display().to_string())?;
     // A .tflite computes its int8 file's outputs bit for bit: that file's accuracy is its own.
     let int8 = match args.format {
         export::ExportFormat::F32 => None,
@@ -742,7 +760,10 @@ fn run_export(args: cli::ExportArgs) -> Result<()> {
         export::ExportFormat::Int8 => "int8",
         export::ExportFormat::Tflite => "tflite",
     };
-    let as_header = args.out.extension().is_some_and(|e| e == "h");
+    let as_header = args
+        .out
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("h"));
     match as_header {
         true => {
             let text = export::c_header(&bytes, shape, dtype);

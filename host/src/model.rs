@@ -110,6 +110,12 @@ impl ModelMeta {
         }
     }
 
+    /// Whether the classes have names of their own (the data's, or a known dataset's) rather
+    /// than only numbers.
+    pub fn names_classes(&self) -> bool {
+        self.classes.is_some() || self.dataset_kind().is_some()
+    }
+
     /// Every class's name.
     pub fn class_names(&self, classes: usize) -> Vec<String> {
         (0..classes).map(|c| self.class_name(c)).collect()
@@ -172,7 +178,7 @@ impl Network {
         // Before anything sized by the header is allocated: only an f32 file's length was
         // checked against its layers (an int8 header may declare any sizes).
         if view.header().dtype != Dtype::F32 {
-            return Err(format_err(FormatError::WrongDtype(view.header().dtype)));
+            return Err(ModelFileError::Int8Export(path.to_owned()));
         }
         let shape = view.header().shape;
         let meta = match view.meta().map_err(format_err)? {
@@ -342,6 +348,12 @@ pub enum ModelFileError {
     /// A model file without a training record was given to `--resume`.
     #[error("{}: not a checkpoint (no training record); use a file written by --checkpoint", .0.display())]
     NotCheckpoint(PathBuf),
+    /// An int8 export given where the f32 model is needed.
+    #[error(
+        "{}: an int8 export, which only `evaluate` and the firmware read: give the f32 model that `train` saved",
+        .0.display()
+    )]
+    Int8Export(PathBuf),
 }
 
 impl From<crate::fs::WriteError> for ModelFileError {
@@ -400,11 +412,8 @@ pub fn read_model_file(path: &Path) -> Result<Vec<u8>, ModelFileError> {
         }));
     }
     if len > total {
-        return Err(format_err(format::FormatError::LengthMismatch {
-            declared: header.payload_len,
-            expected: (len - format::HEADER_LEN as u64 - 4)
-                .try_into()
-                .unwrap_or(usize::MAX),
+        return Err(format_err(format::FormatError::TrailingBytes {
+            extra: (len - total).try_into().unwrap_or(usize::MAX),
         }));
     }
     let mut bytes = head;

@@ -179,19 +179,20 @@ impl JsonLog {
         let line = serde_json::to_string(value).expect("plain numbers serialise");
         writeln!(self.file, "{line}")
             .and_then(|()| self.file.flush())
-            .map_err(|source| LogError {
+            .map_err(|error| LogError {
                 path: self.path.clone(),
-                source,
+                error,
             })
     }
 }
 
 /// A log line could not be written.
 #[derive(thiserror::Error, Debug)]
-#[error("{}: cannot write the log: {source}", path.display())]
+#[error("{}: cannot write the log: {error}", path.display())]
 pub struct LogError {
     path: PathBuf,
-    source: std::io::Error,
+    /// A field, not a `source`: the message already includes it.
+    error: std::io::Error,
 }
 
 #[cfg(test)]

@@ -104,7 +104,14 @@ fn corrupted_model_files_are_refused_with_the_reason() {
     let truncated = dir.path().join("truncated.pdn");
     std::fs::write(&truncated, &good[..good.len() / 2]).unwrap();
 
-    for (path, reason) in [(&flipped, "checksum mismatch"), (&truncated, "truncated")] {
+    let longer = dir.path().join("longer.pdn");
+    std::fs::write(&longer, [&good[..], b"junk"].concat()).unwrap();
+
+    for (path, reason) in [
+        (&flipped, "checksum mismatch"),
+        (&truncated, "truncated"),
+        (&longer, "4 bytes follow the checksum"),
+    ] {
         for args in [
             vec!["inspect", s(path)],
             model_args("evaluate", path, &data, &[]),
@@ -132,6 +139,26 @@ fn bad_arguments_fail_before_any_work() {
     ] {
         let printed = fails(&train_args(&missing, &args));
         assert!(printed.contains(needle), "{args:?}: {printed}");
+    }
+    // Options that would do nothing without another are refused, not ignored.
+    for (args, needle) in [
+        (vec!["--test-data", "test.csv"], "--data <DATA>"),
+        (vec!["--checkpoint-every", "2"], "--checkpoint <CHECKPOINT>"),
+    ] {
+        let printed = fails(&[&["train", "--dataset", "mnist"], &args[..]].concat());
+        assert!(printed.contains(needle), "{args:?}: {printed}");
+    }
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let csv = dir.path().join("nowhere.csv");
+    for (data, needles) in [
+        (&empty, ["not a dataset", "train.csv and test.csv"]),
+        (&csv, ["nowhere.csv", "No such file"]),
+    ] {
+        let printed = fails(&train_args(data, &["--epochs", "1"]));
+        for needle in needles {
+            assert!(printed.contains(needle), "{data:?}: {printed}");
+        }
     }
 }
 
@@ -164,4 +191,25 @@ fn exported_f32_and_int8_files_evaluate_like_the_model() {
         let dtype = format!("dtype:         {format}");
         assert!(printed.contains(&dtype), "{printed}");
     }
+    // Only `evaluate` reads an int8 export; the others say so and name it.
+    let int8 = dir.path().join("int8.pdn");
+    let again = dir.path().join("again.pdn");
+    for args in [
+        model_args("predict", &int8, &data, &["--index", "0"]),
+        model_args(
+            "export",
+            &int8,
+            &data,
+            &["--format", "f32", "--out", s(&again)],
+        ),
+        model_args("evaluate", &int8, &data, &["--confusion"]),
+    ] {
+        let printed = fails(&args);
+        assert!(
+            printed.contains(&format!("{}: an int8 export", s(&int8))),
+            "{printed}"
+        );
+        assert!(printed.contains("f32 model"), "{printed}");
+    }
+    assert!(!again.exists());
 }

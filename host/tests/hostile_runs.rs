@@ -248,7 +248,10 @@ fn model_readers_check_the_header_and_length_before_reading() {
         vec!["inspect", s(&big)],
         vec!["evaluate", "--model", s(&big), "--data", s(&data)],
     ] {
-        assert_fails(&limited(&args), &[s(&big), "payload length"]);
+        assert_fails(
+            &limited(&args),
+            &[s(&big), "2147483648 bytes follow the checksum"],
+        );
     }
     // A header that declares more than the file holds.
     let short = dir.path().join("short.pdn");
@@ -776,6 +779,13 @@ fn evaluate_report_figures_never_replace_an_input() {
         &["confusion.png: --report's confusion.png is not a regular file (a directory)"],
     );
     assert_fails(&report(&labels), &["--report is not a folder"]);
+    // A folder that cannot be made is refused before the evaluation, not after it.
+    let under_a_file = labels.join("report");
+    let printed = assert_fails(
+        &report(&under_a_file),
+        &["cannot create the report folder", "Not a directory"],
+    );
+    assert!(!printed.contains("test accuracy"), "{printed}");
     assert_eq!(snapshot(&data), before, "the data changed");
     assert!(
         std::fs::read(&model).unwrap() == model_bytes,

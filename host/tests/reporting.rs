@@ -92,6 +92,9 @@ fn dataset_named(dir: &Path, name: &str, train: usize, test: usize) -> PathBuf {
     )
 }
 
+/// Fashion-MNIST's class names, as the model names them.
+const FASHION_NAMES: [&str; 10] = picodense::data::DatasetKind::FashionMnist.class_names();
+
 /// A Fashion-MNIST-like dataset folder.
 fn dataset(dir: &Path, train: usize, test: usize) -> PathBuf {
     dataset_named(dir, "fashion-shapes", train, test)
@@ -297,6 +300,11 @@ fn predict_classifies_a_picture_of_a_test_image() {
             assert_eq!(render_as_photo(&data, index, &picture), class);
             let json = ok_json(&["predict", "--model", s(&model), s(&picture), "--json"]);
             assert_eq!(json["class"], u64::from(class), "{name} {class}: {json}");
+            // Named where the data names its classes: Fashion-MNIST's, not the digits'.
+            let named = name
+                .contains("fashion")
+                .then(|| FASHION_NAMES[usize::from(class)]);
+            assert_eq!(json["name"].as_str(), named, "{name} {class}: {json}");
             let p: Vec<f64> = serde_json::from_value(json["probabilities"].clone()).unwrap();
             assert_eq!(p.len(), 10);
             assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-4, "{p:?}");
@@ -342,6 +350,12 @@ fn predict_takes_an_image_or_an_index_but_not_both() {
         json["class"].is_u64() && json["probabilities"].is_array(),
         "{json}"
     );
+    let class = json["class"].as_u64().unwrap() as usize;
+    assert_eq!(json["name"].as_str(), Some(FASHION_NAMES[class]), "{json}");
+    assert!(
+        printed.contains(&format!("predicted:  {class} ({})", FASHION_NAMES[class])),
+        "{printed}"
+    );
 
     let notes = dir.path().join("notes.png");
     std::fs::write(&notes, "not a picture").unwrap();
@@ -354,10 +368,28 @@ fn predict_takes_an_image_or_an_index_but_not_both() {
             vec!["predict", "--model", s(&model), s(&picture), "--index", "0"],
             "cannot be used with",
         ),
-        (vec!["predict", "--model", s(&model)], "required"),
+        (
+            vec!["predict", "--model", s(&model)],
+            "<IMAGE|--index <INDEX>|--csv <CSV>>",
+        ),
+        (
+            vec![
+                "predict",
+                "--model",
+                s(&model),
+                s(&picture),
+                "--show",
+                "--json",
+            ],
+            "cannot be used with",
+        ),
         (
             vec!["predict", "--model", s(&model), s(&notes)],
             "notes.png: cannot read the image",
+        ),
+        (
+            vec!["predict", "--model", s(&model), "nowhere.png"],
+            "nowhere.png: No such file",
         ),
         (
             vec!["predict", "--model", s(&model), s(&blank)],
@@ -366,6 +398,8 @@ fn predict_takes_an_image_or_an_index_but_not_both() {
     ] {
         let printed = fails(&args);
         assert!(printed.contains(needle), "{args:?}: {printed}");
+        // The decoder's words once, not again for each error in its chain.
+        assert!(printed.matches("PNG signature").count() <= 1, "{printed}");
     }
 }
 

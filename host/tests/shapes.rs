@@ -226,6 +226,25 @@ fn csv_with_named_classes_end_to_end() {
     std::fs::write(&other, "width,depth\n1,2\n").unwrap();
     let refused = fails(&["predict", "--model", s(&model), "--csv", s(&other)]);
     assert!(refused.contains(s(&other)), "{refused}");
+
+    // A model scales its inputs as it was trained: another scaling is refused, not ignored.
+    let refused = fails(&["evaluate", "--model", s(&model), "--normalize", "none"]);
+    assert!(
+        refused.contains("--normalize none: the model scales its inputs as it was trained"),
+        "{refused}"
+    );
+    // int8 quantises pixels: a table's model is refused, naming it.
+    let int8 = dir.path().join("table-int8.pdn");
+    let export = ["--format", "int8", "--out", s(&int8)];
+    let refused = fails(&[&["export", "--model", s(&model)], &export[..]].concat());
+    assert!(
+        refused.contains(&format!(
+            "{}: int8 export takes models of images",
+            s(&model)
+        )),
+        "{refused}"
+    );
+    assert!(!int8.exists());
 }
 
 #[test]
@@ -236,6 +255,7 @@ fn hidden_layers_past_the_limits_are_refused_before_training() {
         ("0", "hidden layer 1 has 0 units"),
         ("8,4097", "hidden layer 2 has 4097 units"),
         ("4,4,4,4,4", "5 hidden layers"),
+        ("-3", "expected a number of units, got \"-3\""),
     ] {
         let model = dir.path().join("never.pdn");
         let printed = fails(&train_hidden(&data, hidden, &model, &[]));
@@ -311,16 +331,19 @@ fn c_header_holds_the_binary_export() {
     let dir = tempfile::tempdir().unwrap();
     let data = small_images(dir.path());
     let model = dir.path().join("deep.pdn");
+    // Spaces after the commas, as a shell user may quote them.
     ok(&train_hidden(
         &data,
-        "16,8",
+        "16, 8",
         &model,
         &["--epochs", "2", "--quiet"],
     ));
+    assert!(ok(&["inspect", s(&model)]).contains("-16-8-"));
     for format in ["int8", "f32"] {
         let binary = dir.path().join(format!("m-{format}.pdn"));
         let header = dir.path().join(format!("m-{format}.h"));
-        for out in [&binary, &header] {
+        let upper = dir.path().join(format!("m-{format}.H"));
+        for out in [&binary, &header, &upper] {
             ok(&[
                 "export",
                 "--model",
@@ -333,6 +356,7 @@ fn c_header_holds_the_binary_export() {
         }
         let bytes = std::fs::read(&binary).unwrap();
         let text = std::fs::read_to_string(&header).unwrap();
+        assert_eq!(std::fs::read(&upper).unwrap(), text.as_bytes());
         let array = &text[text.find("= {").unwrap()..text.find("};").unwrap()];
         let parsed: Vec<u8> = array
             .split(|c: char| c == ',' || c.is_whitespace() || c == '{' || c == '=')

@@ -135,7 +135,9 @@ fn status(e: FormatError) -> i32 {
         FormatError::BadMagic(_) => PICODENSE_ERR_MAGIC,
         FormatError::UnsupportedVersion(_) => PICODENSE_ERR_VERSION,
         FormatError::UnknownDtype(_) => PICODENSE_ERR_DTYPE,
-        FormatError::LengthMismatch { .. } => PICODENSE_ERR_LENGTH,
+        FormatError::LengthMismatch { .. } | FormatError::TrailingBytes { .. } => {
+            PICODENSE_ERR_LENGTH
+        }
         FormatError::ChecksumMismatch { .. } => PICODENSE_ERR_CRC,
         FormatError::ShapeMismatch { .. } | FormatError::BadShape(_) => PICODENSE_ERR_SHAPE,
         FormatError::WrongDtype(_) => PICODENSE_ERR_WRONG_DTYPE,

@@ -52,7 +52,11 @@ pub fn run_evaluate(args: cli::EvaluateArgs) -> Result<()> {
         }
         None => {
             if wants_details {
-                bail!("--confusion and --report need the f32 model, not an int8 export");
+                bail!(
+                    "{}: an int8 export: --confusion and --report need the f32 model that \
+                     `train` saved",
+                    args.model.display()
+                );
             }
             let test = export::evaluate_int8(&bytes, &splits.test, threads)
                 .with_context(|| format!("{}", args.model.display()))?;
@@ -111,9 +115,22 @@ fn check_report_folder(
     model: &std::path::Path,
     data: &[std::path::PathBuf],
 ) -> Result<()> {
+    let cannot_create = || format!("{}: cannot create the report folder", dir.display());
     match std::fs::metadata(dir) {
-        // A folder still to be made holds no input.
-        Err(_) => return Ok(()),
+        // A folder still to be made holds no input, but the nearest folder that exists must
+        // take it.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let parent = dir
+                .ancestors()
+                .skip(1)
+                .find(|a| a.as_os_str().is_empty() || a.exists())
+                .filter(|a| !a.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."));
+            picodense::fs::check_writable(&parent.join(".picodense-report-probe"))
+                .with_context(cannot_create)?;
+            return Ok(());
+        }
+        Err(e) => return Err(e).with_context(cannot_create),
         Ok(meta) if !meta.is_dir() => bail!("{}: --report is not a folder", dir.display()),
         Ok(_) => {}
     }
@@ -165,11 +182,20 @@ pub fn run_predict(args: cli::PredictArgs) -> Result<()> {
     let classes = network.shape.classes();
     let names = meta.class_names(classes);
     let mut trainer = Trainer::with_network(network, 1, select_kernel(KernelChoice::Auto)?);
+    let json = |probabilities| {
+        let mut prediction = Prediction::new(probabilities);
+        if meta.names_classes() {
+            prediction.name = Some(names[prediction.class].clone());
+        }
+        serde_json::to_string(&prediction)
+    };
     if let Some(path) = &args.csv {
-        let features = meta
-            .features
-            .as_ref()
-            .context("--csv needs a model trained on CSV data")?;
+        let features = meta.features.as_ref().with_context(|| {
+            format!(
+                "{}: --csv needs a model trained on CSV data",
+                args.model.display()
+            )
+        })?;
         let rows = csv_data::read_features(path, features, meta.label_column.as_deref())?;
         for row in rows.chunks_exact(features.len().max(1)) {
             // A reader that left (`| head`) wants no more rows.
@@ -179,13 +205,10 @@ pub fn run_predict(args: cli::PredictArgs) -> Result<()> {
             let mut row = row.to_vec();
             meta.scaling.apply(&mut row);
             let p = trainer.probabilities(&row);
-            let mut prediction = Prediction::new(p);
-            let name = names[prediction.class].clone();
             if args.json {
-                prediction.name = meta.classes.as_ref().map(|_| name);
-                sayln!("{}", serde_json::to_string(&prediction)?);
+                sayln!("{}", json(p)?);
             } else {
-                sayln!("{name}");
+                sayln!("{}", names[picodense_core::loss::argmax(&p)]);
             }
         }
         return Ok(());
@@ -209,7 +232,7 @@ pub fn run_predict(args: cli::PredictArgs) -> Result<()> {
         let cols = meta.image.map_or(data::IMAGE_SIDE, |[_, c]| c);
         let p = trainer.image_probabilities(&pixels);
         if args.json {
-            sayln!("{}", serde_json::to_string(&Prediction::new(p))?);
+            sayln!("{}", json(p)?);
             return Ok(());
         }
         if args.show {
@@ -246,7 +269,7 @@ pub fn run_predict(args: cli::PredictArgs) -> Result<()> {
         trainer.probabilities(test.row_values(index))
     };
     if args.json {
-        sayln!("{}", serde_json::to_string(&Prediction::new(p))?);
+        sayln!("{}", json(p)?);
         return Ok(());
     }
     if let (true, Some(size)) = (test.is_images(), loaded.splits.image) {

@@ -203,15 +203,13 @@ fn idx_names(prefix: &str, kind: IdxKind) -> Vec<String> {
 
 /// Finds the four IDX files in `dir` (train images, train labels, test images, test labels).
 pub(super) fn resolve_dir(dir: &Path) -> Result<[PathBuf; 4], DataError> {
-    let mut found: [PathBuf; 4] = Default::default();
-    for (slot, &(prefix, kind, role)) in found.iter_mut().zip(IDX_ROLES.iter()) {
-        let names = idx_names(prefix, kind);
-        let mut hit = None;
-        for name in &names {
+    let mut found: [Option<PathBuf>; 4] = Default::default();
+    for (slot, &(prefix, kind, _)) in found.iter_mut().zip(IDX_ROLES.iter()) {
+        for name in idx_names(prefix, kind) {
             let candidate = dir.join(name);
             match fs::metadata(&candidate) {
                 Ok(_) => {
-                    hit = Some(candidate);
+                    *slot = Some(candidate);
                     break;
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -223,13 +221,23 @@ pub(super) fn resolve_dir(dir: &Path) -> Result<[PathBuf; 4], DataError> {
                 }
             }
         }
-        *slot = hit.ok_or_else(|| DataError::MissingFile {
+    }
+    // No IDX file at all: the folder is not a dataset of this kind, and naming one file would
+    // hide the other forms a dataset can take.
+    if found.iter().all(Option::is_none) {
+        return Err(DataError::NotADataset {
+            path: dir.to_path_buf(),
+        });
+    }
+    let mut paths: [PathBuf; 4] = Default::default();
+    for ((path, slot), &(prefix, kind, role)) in paths.iter_mut().zip(found).zip(IDX_ROLES.iter()) {
+        *path = slot.ok_or_else(|| DataError::MissingFile {
             dir: dir.to_path_buf(),
             role,
-            names,
+            names: idx_names(prefix, kind),
         })?;
     }
-    Ok(found)
+    Ok(paths)
 }
 
 fn load_idx_pair(

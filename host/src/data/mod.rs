@@ -199,7 +199,7 @@ impl DatasetKind {
     }
 
     /// Human-readable name of each label value.
-    pub fn class_names(self) -> [&'static str; 10] {
+    pub const fn class_names(self) -> [&'static str; 10] {
         match self {
             DatasetKind::Mnist => ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"],
             DatasetKind::FashionMnist => [
@@ -456,9 +456,10 @@ pub enum DataError {
         /// What is wrong.
         reason: String,
     },
-    /// The path is neither a directory nor a `.npz` file.
+    /// The path is not a folder of IDX files nor a `.npz` file.
     #[error(
-        "{}: not a dataset (expected a directory with the four IDX files, or a Keras .npz file)",
+        "{}: not a dataset (expected a folder with the four IDX files or with train.csv and \
+         test.csv, a Keras .npz file, or a training CSV with its test CSV)",
         .path.display()
     )]
     NotADataset {
