@@ -292,6 +292,16 @@ fn predict_classifies_a_picture_of_a_test_image() {
         let data = dataset_named(dir.path(), name, 2000, 200);
         let model = dir.path().join(format!("{name}.pdn"));
         train(&data, &model, "2", &["--quiet"]);
+        // The model names its kind of data and the files it came from.
+        let source = match name.contains("fashion") {
+            true => format!("fashion-mnist, from {}", s(&data)),
+            false => s(&data).to_owned(),
+        };
+        let inspected = ok(&["inspect", s(&model)]);
+        assert!(
+            inspected.contains(&format!("data:          {source}\n")),
+            "{inspected}"
+        );
         let labels = std::fs::read(data.join("t10k-labels-idx1-ubyte")).unwrap();
         // The first test image of every class.
         for class in 0..10u8 {

@@ -324,13 +324,13 @@ pub fn run_inspect(path: &std::path::Path) -> Result<()> {
     sayln!("format:        PDN version {}", h.version);
     say!("{}", summary(h.shape));
     sayln!("dtype:         {}", h.dtype.name());
-    sayln!(
-        "data:          {}",
-        meta.dataset
-            .clone()
-            .or(meta.data.as_ref().map(|d| d.display().to_string()))
-            .unwrap_or_else(|| "unknown".into())
-    );
+    let data = match (&meta.dataset, &meta.data) {
+        (Some(kind), Some(path)) => format!("{kind}, from {}", path.display()),
+        (Some(kind), None) => kind.clone(),
+        (None, Some(path)) => path.display().to_string(),
+        (None, None) => "unknown".into(),
+    };
+    sayln!("data:          {data}");
     sayln!("input scaling: {}", meta.scaling.name());
     if let Some(names) = &meta.classes {
         sayln!("classes:       {}", names.join(", "));
