@@ -26,6 +26,17 @@ pub enum ExportFormat {
     Tflite,
 }
 
+impl ExportFormat {
+    /// Its name, as `--format` takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ExportFormat::F32 => "f32",
+            ExportFormat::Int8 => "int8",
+            ExportFormat::Tflite => "tflite",
+        }
+    }
+}
+
 /// Why a network cannot be exported.
 #[derive(thiserror::Error, Debug)]
 pub enum ExportError {
@@ -47,14 +58,21 @@ pub fn export(
     train: &Dataset,
 ) -> Result<Vec<u8>, ExportError> {
     match format {
-        // Weights only: a flash image needs no metadata, and one hidden layer stays version 1.
-        ExportFormat::F32 => Ok(encode_file(
-            &network.layers(),
-            &Sections {
-                dataset: dataset_byte(network.meta.dataset_kind()),
-                ..Sections::default()
-            },
-        )),
+        ExportFormat::F32 => {
+            // A flash image needs no metadata, and one hidden layer then stays version 1. The
+            // header only says "28 x 28 pixels / 255 of this dataset": a model it does not
+            // describe keeps its record, or the file would be read as one of pixels.
+            let record = (!network.meta.header_suffices(network.shape))
+                .then(|| serde_json::to_vec(&network.meta).expect("metadata serialises"));
+            Ok(encode_file(
+                &network.layers(),
+                &Sections {
+                    meta: record.as_deref(),
+                    dataset: dataset_byte(network.meta.dataset_kind()),
+                    ..Sections::default()
+                },
+            ))
+        }
         ExportFormat::Tflite => {
             let int8 = export(network, ExportFormat::Int8, train)?;
             Ok(crate::tflite::from_int8(&int8).expect("a valid int8 file"))
@@ -86,13 +104,18 @@ pub fn export(
 /// `bytes` (an exported model of `shape`) as a C header: the bytes as `const unsigned char
 /// picodense_model[]`, 16-byte aligned (the zero-copy views read sections as words), their
 /// length, and each layer width as a macro, behind an include guard.
-pub fn c_header(bytes: &[u8], shape: picodense_core::Shape, dtype: &str) -> String {
+pub fn c_header(bytes: &[u8], shape: picodense_core::Shape, format: ExportFormat) -> String {
     use std::fmt::Write;
     let mut out = String::with_capacity(bytes.len() * 6 + 1024);
     let widths = shape.widths();
+    let name = format.name();
+    let what = match format {
+        ExportFormat::Tflite => "a TensorFlow Lite flatbuffer for TFLite Micro",
+        ExportFormat::F32 | ExportFormat::Int8 => "a .pdn file for picodense-core's views",
+    };
     let _ = write!(
         out,
-        "/* picodense model {shape} ({dtype}), {} bytes: a .pdn file for picodense-core's views. */\n\
+        "/* picodense model {shape} ({name}), {} bytes: {what}. */\n\
          #ifndef PICODENSE_MODEL_H\n#define PICODENSE_MODEL_H\n\n\
          #define PICODENSE_MODEL_INPUTS {}\n#define PICODENSE_MODEL_CLASSES {}\n\
          #define PICODENSE_MODEL_HIDDEN_LAYERS {}\n",

@@ -755,18 +755,14 @@ fn run_export(args: cli::ExportArgs) -> Result<()> {
             &splits.train,
         )?),
     };
-    let dtype = match args.format {
-        export::ExportFormat::F32 => "f32",
-        export::ExportFormat::Int8 => "int8",
-        export::ExportFormat::Tflite => "tflite",
-    };
+    let dtype = args.format.name();
     let as_header = args
         .out
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("h"));
     match as_header {
         true => {
-            let text = export::c_header(&bytes, shape, dtype);
+            let text = export::c_header(&bytes, shape, args.format);
             write_atomic(&args.out, text.as_bytes())?;
         }
         false => write_atomic(&args.out, &bytes)?,

@@ -99,6 +99,13 @@ impl ModelMeta {
         }
     }
 
+    /// Whether a file's header alone, without this record, says as much of the model: images
+    /// of 28 x 28 pixels / 255 (for 784 inputs), classes numbered or named by the dataset.
+    pub fn header_suffices(&self, shape: Shape) -> bool {
+        let implied = Self::of_header(&Header::new(Dtype::F32, shape, 0));
+        self.scaling == implied.scaling && self.image == implied.image && self.classes.is_none()
+    }
+
     /// The name of class `c`: the data's, the known dataset's, or the number.
     pub fn class_name(&self, c: usize) -> String {
         if let Some(name) = self.classes.as_ref().and_then(|n| n.get(c)) {

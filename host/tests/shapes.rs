@@ -227,6 +227,22 @@ fn csv_with_named_classes_end_to_end() {
     let refused = fails(&["predict", "--model", s(&model), "--csv", s(&other)]);
     assert!(refused.contains(s(&other)), "{refused}");
 
+    // Its f32 export keeps the scaling and the class names: it evaluates like the model.
+    let exported = dir.path().join("table-f32.pdn");
+    let export = ["--format", "f32", "--out", s(&exported)];
+    ok(&[&["export", "--model", s(&model)], &export[..]].concat());
+    let evaluated = ok(&["evaluate", "--model", s(&exported)]);
+    assert!(
+        evaluated.contains(&format!("test accuracy: {accuracy:.4}")),
+        "{evaluated}"
+    );
+    let inspected = ok(&["inspect", s(&exported)]);
+    assert!(inspected.contains("input scaling: standard"), "{inspected}");
+    assert!(
+        inspected.contains("classes:       large, round"),
+        "{inspected}"
+    );
+
     // A model scales its inputs as it was trained: another scaling is refused, not ignored.
     let refused = fails(&["evaluate", "--model", s(&model), "--normalize", "none"]);
     assert!(
@@ -339,7 +355,7 @@ fn c_header_holds_the_binary_export() {
         &["--epochs", "2", "--quiet"],
     ));
     assert!(ok(&["inspect", s(&model)]).contains("-16-8-"));
-    for format in ["int8", "f32"] {
+    for format in ["int8", "f32", "tflite"] {
         let binary = dir.path().join(format!("m-{format}.pdn"));
         let header = dir.path().join(format!("m-{format}.h"));
         let upper = dir.path().join(format!("m-{format}.H"));
@@ -357,6 +373,11 @@ fn c_header_holds_the_binary_export() {
         let bytes = std::fs::read(&binary).unwrap();
         let text = std::fs::read_to_string(&header).unwrap();
         assert_eq!(std::fs::read(&upper).unwrap(), text.as_bytes());
+        let what = match format {
+            "tflite" => "bytes: a TensorFlow Lite flatbuffer for TFLite Micro. */",
+            _ => "bytes: a .pdn file for picodense-core's views. */",
+        };
+        assert!(text.lines().next().unwrap().ends_with(what), "{format}");
         let array = &text[text.find("= {").unwrap()..text.find("};").unwrap()];
         let parsed: Vec<u8> = array
             .split(|c: char| c == ',' || c.is_whitespace() || c == '{' || c == '=')

@@ -20,6 +20,7 @@ use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
+use picodense::export::ExportFormat;
 use picodense_core::MnistMlp;
 use picodense_tests::{
     Data, FASHION, INPUTS, Prediction, Run, Trained, assert_run_matches, f32_predictions,
@@ -85,10 +86,10 @@ fn fixture() -> &'static Fixture {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("capi-fixture");
 
         let images = images_h(&test, source);
-        let case = |name: &str, bytes: &[u8], dtype: &str, expected| {
+        let case = |name: &str, bytes: &[u8], format, expected| {
             let data = dir.join(name);
             fs::create_dir_all(&data).unwrap();
-            let header = picodense::export::c_header(bytes, MnistMlp::shape(), dtype);
+            let header = picodense::export::c_header(bytes, MnistMlp::shape(), format);
             fs::write(data.join("model.h"), header).unwrap();
             fs::write(data.join("images.h"), &images).unwrap();
             Case { data, expected }
@@ -97,8 +98,8 @@ fn fixture() -> &'static Fixture {
         let int8_expected = int8_predictions(&int8_bytes, &test.images);
         let f32_expected = f32_predictions(&f32_bytes, &test.images);
         Fixture {
-            int8: case("int8", &int8_bytes, "int8", int8_expected),
-            f32: case("f32", &f32_bytes, "f32", f32_expected),
+            int8: case("int8", &int8_bytes, ExportFormat::Int8, int8_expected),
+            f32: case("f32", &f32_bytes, ExportFormat::F32, f32_expected),
             labels: test.labels,
         }
     })
