@@ -123,6 +123,7 @@ fn main() {
             validation_split: 0.0,
             // As in older checkpoints: a seed then fits any training set of 3 rows.
             train_labels_crc32: None,
+            train_values_crc32: None,
             history: Vec::new(),
         };
         let json = serde_json::to_vec(&record).expect("plain fields serialise");

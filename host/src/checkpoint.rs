@@ -79,18 +79,22 @@ pub struct CheckpointRecord {
     /// labels is not the run's data (absent from checkpoints of earlier versions).
     #[serde(default)]
     pub train_labels_crc32: Option<u32>,
+    /// CRC-32 of the training pixels or (scaled) features in file order: likewise for other
+    /// values under the same labels (absent from checkpoints of earlier versions).
+    #[serde(default)]
+    pub train_values_crc32: Option<u32>,
     /// Reports of the epochs finished so far (absent from checkpoints of earlier versions).
     #[serde(default)]
     pub history: Vec<EpochReport>,
 }
 
 impl CheckpointRecord {
-    /// The record of a run of `config` on `train`, standing at `position` after the epochs
-    /// of `history`.
+    /// The record of a run of `config` on the data `train` identifies, standing at `position`
+    /// after the epochs of `history`.
     pub fn new(
         position: Position,
         config: &TrainConfig,
-        train: &Dataset,
+        train: DataPrint,
         history: Vec<EpochReport>,
     ) -> Self {
         Self {
@@ -100,9 +104,10 @@ impl CheckpointRecord {
             batch_size: config.batch_size,
             optimizer: config.optimizer,
             learning_rate: config.learning_rate,
-            train_rows: train.len(),
+            train_rows: train.rows,
             validation_split: config.validation_split,
-            train_labels_crc32: DataPrint::of(train).labels_crc32,
+            train_labels_crc32: train.labels_crc32,
+            train_values_crc32: train.values_crc32,
             history,
         }
     }
@@ -110,16 +115,27 @@ impl CheckpointRecord {
 
 /// What identifies a run's training data in its checkpoints.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct DataPrint {
+pub struct DataPrint {
     rows: usize,
     labels_crc32: Option<u32>,
+    values_crc32: Option<u32>,
 }
 
 impl DataPrint {
-    fn of(train: &Dataset) -> Self {
+    /// The print of `train` (a pass over all its values: taken once a run).
+    pub fn of(train: &Dataset) -> Self {
+        let mut values = crc32fast::Hasher::new();
+        values.update(&train.images);
+        let mut bytes = Vec::with_capacity(4096);
+        for chunk in train.values.chunks(1024) {
+            bytes.clear();
+            bytes.extend(chunk.iter().flat_map(|v| v.to_le_bytes()));
+            values.update(&bytes);
+        }
         Self {
             rows: train.len(),
             labels_crc32: Some(picodense_core::crc32(&train.labels)),
+            values_crc32: Some(values.finalize()),
         }
     }
 
@@ -128,10 +144,11 @@ impl DataPrint {
         Self {
             rows: record.train_rows,
             labels_crc32: record.train_labels_crc32,
+            values_crc32: record.train_values_crc32,
         }
     }
 
-    /// Refuses `train` unless it is this data: other rows or labels.
+    /// Refuses `train` unless it is this data: other rows, labels or values.
     pub(crate) fn check_same(&self, train: &Dataset) -> Result<(), String> {
         let given = Self::of(train);
         if self.rows != given.rows {
@@ -140,14 +157,16 @@ impl DataPrint {
                 self.rows, given.rows
             ));
         }
-        if self
-            .labels_crc32
-            .is_some_and(|crc| Some(crc) != given.labels_crc32)
-        {
-            return Err(format!(
-                "the checkpoint was trained on other data: the {} rows have other labels",
-                given.rows
-            ));
+        for (recorded, now, what) in [
+            (self.labels_crc32, given.labels_crc32, "labels"),
+            (self.values_crc32, given.values_crc32, "values"),
+        ] {
+            if recorded.is_some_and(|crc| Some(crc) != now) {
+                return Err(format!(
+                    "the checkpoint was trained on other data: the {} rows have other {what}",
+                    given.rows
+                ));
+            }
         }
         Ok(())
     }

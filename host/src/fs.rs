@@ -143,15 +143,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
     })
 }
 
-/// Opens a log that grows line by line: truncated, or with `append` continued (created if
-/// missing), so a resumed run continues its log. A symlink is followed.
-pub fn open_log(path: &Path, append: bool) -> io::Result<File> {
-    let mut options = OpenOptions::new();
-    match append {
-        true => options.create(true).append(true),
-        false => options.create(true).write(true).truncate(true),
-    };
-    options.open(path)
+/// Opens a log that grows line by line, created or truncated. A symlink is followed.
+pub fn open_log(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(path)
 }
 
 /// Where a write to `path` lands: the file a symlink points to, else `path` itself.

@@ -402,7 +402,7 @@ fn run_train(args: cli::TrainArgs) -> Result<ExitCode> {
         meta,
     } = load_data(&args.data, model_meta, args.quiet)?;
     let (mut trainer, config) = match resumed {
-        Some((trainer, config)) => {
+        Some((mut trainer, config)) => {
             let ckpt = trainer.network.shape;
             if (ckpt.inputs(), ckpt.classes()) != (splits.width(), splits.classes()) {
                 bail!(
@@ -412,6 +412,11 @@ fn run_train(args: cli::TrainArgs) -> Result<ExitCode> {
                     splits.width(),
                     splits.classes()
                 );
+            }
+            if args.data.data.is_some() {
+                // Where the data is now (checked below to be the checkpoint's).
+                trainer.network.meta.data = meta.data;
+                trainer.network.meta.test_data = meta.test_data;
             }
             (trainer, config)
         }
@@ -458,7 +463,7 @@ fn run_train(args: cli::TrainArgs) -> Result<ExitCode> {
     let mut log = match &args.log_json {
         Some(path) => Some(
             if args.resume.is_some() {
-                JsonLog::append(path)
+                JsonLog::resume(path, trainer.history())
             } else {
                 JsonLog::create(path)
             }

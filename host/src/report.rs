@@ -162,15 +162,34 @@ impl JsonLog {
     pub fn create(path: &Path) -> std::io::Result<Self> {
         Ok(Self {
             path: path.to_owned(),
-            file: crate::fs::open_log(path, false)?,
+            file: crate::fs::open_log(path)?,
         })
     }
 
-    /// Opens the log to add to it (creating it if missing): a resumed run continues its log.
-    pub fn append(path: &Path) -> std::io::Result<Self> {
+    /// Opens the log of a run resumed after the epochs of `history`, so that it holds each
+    /// epoch once: the log is kept up to the line of the last of them and cut after it
+    /// (epochs the interrupted run logged past its checkpoint, test figures); a log without
+    /// that line is written anew from `history`.
+    pub fn resume(path: &Path, history: &[EpochReport]) -> std::io::Result<Self> {
+        use std::io::{Seek, SeekFrom};
+        let text = match std::fs::read(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        let Some(end) = end_of_epoch_line(&text, history.len()) else {
+            let mut log = Self::create(path)?;
+            for report in history {
+                log.write(report).map_err(|e| e.error)?;
+            }
+            return Ok(log);
+        };
+        let mut file = std::fs::OpenOptions::new().write(true).open(path)?;
+        file.set_len(end as u64)?;
+        file.seek(SeekFrom::End(0))?;
         Ok(Self {
             path: path.to_owned(),
-            file: crate::fs::open_log(path, true)?,
+            file,
         })
     }
 
@@ -186,6 +205,23 @@ impl JsonLog {
     }
 }
 
+/// Where the first line of epoch `epoch` ends in the JSON log `text` (0 for epoch 0: the
+/// start), or `None` when no line is that epoch's.
+fn end_of_epoch_line(text: &[u8], epoch: usize) -> Option<usize> {
+    if epoch == 0 {
+        return Some(0);
+    }
+    let mut start = 0;
+    for line in text.split_inclusive(|&b| b == b'\n') {
+        start += line.len();
+        let value: Option<serde_json::Value> = serde_json::from_slice(line).ok();
+        if value.and_then(|v| v["epoch"].as_u64()) == Some(epoch as u64) {
+            return Some(start);
+        }
+    }
+    None
+}
+
 /// A log line could not be written.
 #[derive(thiserror::Error, Debug)]
 #[error("{}: cannot write the log: {error}", path.display())]
@@ -198,6 +234,16 @@ pub struct LogError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_resumed_log_is_cut_after_its_checkpoints_last_epoch() {
+        let log = b"{\"epoch\":1}\nnot json\n{\"epoch\":2}\n{\"epoch\":3}\n{\"epoch\":2}\n";
+        assert_eq!(end_of_epoch_line(log, 0), Some(0));
+        assert_eq!(end_of_epoch_line(log, 1), Some(12));
+        assert_eq!(end_of_epoch_line(log, 2), Some(33));
+        assert_eq!(end_of_epoch_line(log, 4), None);
+        assert_eq!(end_of_epoch_line(b"{\"epoch\":1}", 1), Some(11));
+    }
 
     #[test]
     fn epoch_line_looks_like_keras() {

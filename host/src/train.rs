@@ -321,6 +321,8 @@ pub struct Trainer {
     position: Position,
     /// The training data a resumed checkpoint was made with.
     resumed_data: Option<DataPrint>,
+    /// The print of the data `fit` trains on, taken at its first checkpoint.
+    data_print: Option<DataPrint>,
     /// Reports of the run's finished epochs, those before a resume included.
     history: Vec<EpochReport>,
 }
@@ -418,6 +420,7 @@ impl Trainer {
             kernel,
             position: Position::default(),
             resumed_data: None,
+            data_print: None,
             history: Vec::new(),
             network,
         }
@@ -457,6 +460,7 @@ impl Trainer {
             )));
         }
         self.grow_for(config.batch_size);
+        self.data_print = None;
         // The network is a public field: it may have changed since the last fit.
         let (rows, cols) = self.network.shape.layer(0);
         Panels::new(&mut self.panels, &mut self.panel_state).copy_from(
@@ -575,7 +579,8 @@ impl Trainer {
         if !self.network.is_finite() {
             return Err(self.diverged(self.position.epoch, self.position.step, "weights"));
         }
-        let record = CheckpointRecord::new(self.position, config, train, self.history.clone());
+        let print = *self.data_print.get_or_insert_with(|| DataPrint::of(train));
+        let record = CheckpointRecord::new(self.position, config, print, self.history.clone());
         let shape = self.network.shape;
         let rmsprop = match &self.optimizer {
             OptimizerState::RmsProp { rule, velocity } => {

@@ -593,10 +593,12 @@ fn a_failing_log_never_costs_the_model() {
     let data = good_files().0.path().join("data");
     let ckpt = dir.path().join("c.pdn");
     std::fs::write(&ckpt, &good_files().2).unwrap();
-    // 3 MB of earlier log lines: past a 2.5 MB limit that the 1.6 MB model is under.
+    // 3 MB of earlier log lines up to the checkpoint's epoch, which the resumed run keeps:
+    // past a 2.5 MB limit that the 1.6 MB model is under.
     let log = dir.path().join("log.jsonl");
     let line = "{\"epoch\":0}\n";
-    std::fs::write(&log, line.repeat(3_000_000 / line.len())).unwrap();
+    let earlier = line.repeat(3_000_000 / line.len()) + "{\"epoch\":1}\n";
+    std::fs::write(&log, earlier).unwrap();
     let before = std::fs::read(&log).unwrap();
     let model = dir.path().join("m.pdn");
     let out = run_within(

@@ -1,6 +1,6 @@
 //! `train --resume` trusts the checkpoint, not the command line: it reads the checkpoint's own
 //! data, refuses other data and settings that contradict the checkpoint, extends a run with a
-//! larger `--epochs`, appends to the log, and the resume hint an interrupted run prints works
+//! larger `--epochs`, logs each epoch once, and the resume hint an interrupted run prints works
 //! exactly as printed.
 
 mod common;
@@ -16,8 +16,9 @@ const ROWS: usize = 6600;
 /// The settings of [`Datasets::one_epoch_checkpoint`]'s run but its epoch count and outputs.
 const FASHION_SEED_7: [&str; 5] = ["--dataset", "fashion-mnist", "--seed", "7", "--quiet"];
 
-/// A `PICODENSE_DATA` folder holding a "fashion-mnist" and an "mnist" with the same rows and
-/// other labels, and `train` runs that find their data there.
+/// A `PICODENSE_DATA` folder holding a "fashion-mnist", an "mnist" with the same rows and
+/// other labels, an "inverted" with the same labels and other pixels, and `train` runs that
+/// find their data there.
 struct Datasets {
     dir: tempfile::TempDir,
 }
@@ -33,7 +34,14 @@ impl Datasets {
         );
         let (pixels, labels) = block_images(ROWS, 31);
         let other: Vec<u8> = labels.iter().map(|l| (l + 1) % 10).collect();
+        let inverted: Vec<u8> = pixels.iter().map(|p| 255 - p).collect();
         write_dataset(dir.path(), "mnist", (pixels, other), block_images(200, 33));
+        write_dataset(
+            dir.path(),
+            "inverted",
+            (inverted, labels),
+            block_images(200, 32),
+        );
         Self { dir }
     }
 
@@ -148,12 +156,33 @@ fn the_printed_resume_hint_works_as_printed() {
         saved == std::fs::read(&reference).unwrap(),
         "the resumed run saved other bytes"
     );
-    // The log was appended to: every epoch once, then the test figures.
-    let log = std::fs::read_to_string(data.path("log.jsonl")).unwrap();
-    let epochs: Vec<_> = log.lines().filter(|l| l.contains("\"epoch\"")).collect();
-    assert!((1..=3).contains(&epochs.len()), "{log}");
-    assert!(epochs.last().unwrap().contains("\"epoch\":3"), "{log}");
+    assert_eq!(logged_epochs(&data.path("log.jsonl")), [1, 2, 3]);
+}
+
+/// The epoch numbers a JSON log holds, in order; its last line must be the test figures.
+fn logged_epochs(path: &Path) -> Vec<u64> {
+    let log = std::fs::read_to_string(path).unwrap();
     assert!(log.lines().last().unwrap().contains("test_loss"), "{log}");
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["epoch"].as_u64())
+        .collect()
+}
+
+/// A resumed run's log holds each epoch once: the checkpoint's, then its own, although the
+/// log it replaces went past the checkpoint.
+#[test]
+fn a_resumed_log_holds_each_epoch_once() {
+    let data = Datasets::new();
+    let (ckpt, log) = (data.path("every2.ckpt"), data.path("every2.jsonl"));
+    let run = |extra: &[&str]| {
+        let outputs = ["--save", "m.pdn", "--log-json", s(&log), "--epochs", "3"];
+        data.ok(&[&FASHION_SEED_7[..], &outputs, extra].concat());
+    };
+    // Checkpoints after epoch 2 only: the log goes on to epoch 3.
+    run(&["--checkpoint", s(&ckpt), "--checkpoint-every", "2epoch"]);
+    assert_eq!(logged_epochs(&log), [1, 2, 3]);
+    run(&["--resume", s(&ckpt)]);
+    assert_eq!(logged_epochs(&log), [1, 2, 3]);
 }
 
 /// Data with the checkpoint's row count but other labels is another dataset: refused, naming
@@ -163,9 +192,11 @@ fn resuming_on_other_data_is_refused() {
     let data = Datasets::new();
     let ckpt = data.one_epoch_checkpoint();
     let save = data.path("other.pdn");
-    for other in [
-        vec!["--dataset", "mnist"],
-        vec!["--data", s(&data.path("mnist"))],
+    let inverted = data.path("inverted");
+    for (other, what) in [
+        (vec!["--dataset", "mnist"], "other labels"),
+        (vec!["--data", s(&data.path("mnist"))], "other labels"),
+        (vec!["--data", s(&inverted)], "other values"),
     ] {
         let args = [
             &other[..],
@@ -174,11 +205,12 @@ fn resuming_on_other_data_is_refused() {
         .concat();
         assert_refused(
             &data.run(&args),
-            &[s(&ckpt), "other data", "give the checkpoint's data"],
+            &[s(&ckpt), "other data", what, "give the checkpoint's data"],
         );
         assert!(!save.exists());
     }
-    // The same data named explicitly is the checkpoint's data.
+    // The same data named explicitly is the checkpoint's data, and the model says where it
+    // is now.
     let fashion = data.path("fashion-mnist");
     data.ok(&[
         "--data",
@@ -189,6 +221,9 @@ fn resuming_on_other_data_is_refused() {
         s(&save),
         "--quiet",
     ]);
+    let inspected = ok(&["inspect", s(&save)]);
+    let source = format!("data:          fashion-mnist, from {}\n", s(&fashion));
+    assert!(inspected.contains(&source), "{inspected}");
 }
 
 /// A setting given with `--resume` that differs from the checkpoint's is an error naming both
