@@ -29,7 +29,8 @@ pub enum Command {
         /// The model file.
         path: PathBuf,
     },
-    /// Write a flash image for a microcontroller: f32, or int8 quantised on training images.
+    /// Write a flash image for a microcontroller (f32, or int8 quantised on training images),
+    /// a .tflite for TensorFlow Lite Micro, or either as a C header (--out NAME.h).
     Export(ExportArgs),
     /// Time training, and with --compare the same model in Keras (TensorFlow, JAX) and numpy.
     Bench(BenchArgs),
@@ -44,7 +45,8 @@ pub enum Command {
 #[derive(Args, Clone, Debug)]
 pub struct DataArgs {
     /// Dataset to find in $PICODENSE_DATA, the user cache or /usr/share/datasets (downloaded
-    /// on first use when absent). Default: mnist, or the data a given model was trained on.
+    /// on first use when absent). Default: mnist; with a model (--model, --resume), the data
+    /// it was trained on.
     #[arg(long)]
     pub dataset: Option<DatasetKind>,
     /// A folder with the four IDX files or with train.csv and test.csv, a Keras-style .npz,
@@ -213,8 +215,8 @@ pub struct PredictArgs {
     /// prediction per row.
     #[arg(long)]
     pub csv: Option<PathBuf>,
-    /// Print one JSON object a prediction: {"class": k, "probabilities": [...]}, with "name"
-    /// where the data named its classes.
+    /// Print one JSON object per prediction: {"class": k, "probabilities": [...]}, with
+    /// "name" where the data named its classes.
     #[arg(long)]
     pub json: bool,
     /// Draw the input the model sees (a picture or a test image; --index draws it anyway).

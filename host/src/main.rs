@@ -73,7 +73,14 @@ struct Loaded {
 /// model's training scaled them.
 fn load_data(args: &DataArgs, model: Option<&ModelMeta>, quiet: bool) -> Result<Loaded> {
     let Some(meta) = model else {
-        return load_fresh(args, None, quiet);
+        let loaded = load_fresh(args, None, quiet)?;
+        if let (Some(_), true) = (args.normalize, loaded.splits.train.is_images()) {
+            bail!(
+                "--normalize: {} holds images, whose pixels are always divided by 255",
+                loaded.source.display()
+            );
+        }
+        return Ok(loaded);
     };
     if let Some(normalize) = args.normalize {
         bail!(
@@ -449,13 +456,23 @@ fn run_train(args: cli::TrainArgs) -> Result<ExitCode> {
         say!("{}", summary(trainer.network.shape));
         if let Some(path) = &args.resume {
             let at = trainer.position();
-            sayln!(
-                "resuming {} at epoch {}/{}, step {}",
-                path.display(),
-                at.epoch.saturating_add(1),
-                config.epochs,
-                at.step
-            );
+            if at.epoch >= config.epochs {
+                sayln!(
+                    "{} has finished its run of {} epoch{}: nothing to train (a larger \
+                     --epochs extends it)",
+                    path.display(),
+                    config.epochs,
+                    if config.epochs == 1 { "" } else { "s" }
+                );
+            } else {
+                sayln!(
+                    "resuming {} at epoch {}/{}, step {}",
+                    path.display(),
+                    at.epoch + 1,
+                    config.epochs,
+                    at.step
+                );
+            }
         }
     }
     // A second Ctrl-C leaves at once; the first lets the current step finish.

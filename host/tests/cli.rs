@@ -68,6 +68,14 @@ fn trains_evaluates_predicts_and_inspects_a_generated_dataset() {
     let printed = ok(&["inspect", s(&model)]);
     assert!(printed.contains("Total params: 407050"), "{printed}");
     assert!(printed.contains("checksum:      ok"), "{printed}");
+    assert!(printed.contains("checkpoint:    no"), "{printed}");
+
+    // Pixels are always divided by 255: another scaling is refused, not ignored.
+    let printed = fails(&train_args(
+        &data,
+        &["--normalize", "none", "--save", s(&model)],
+    ));
+    assert!(printed.contains("holds images"), "{printed}");
 }
 
 #[test]

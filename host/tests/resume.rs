@@ -264,6 +264,20 @@ fn settings_that_contradict_the_checkpoint_are_refused() {
 fn a_larger_epoch_count_extends_the_run() {
     let data = Datasets::new();
     let ckpt = data.one_epoch_checkpoint();
+    // The checkpoint says where its run stands, and a resume of a finished run says so.
+    let inspected = ok(&["inspect", s(&ckpt)]);
+    for line in [
+        "checkpoint:    1 of 1 epochs done; seed 7, rmsprop\n",
+        "classes:       T-shirt/top, Trouser, Pullover,",
+    ] {
+        assert!(inspected.contains(line), "{inspected}");
+    }
+    let again = data.run(&["--resume", s(&ckpt), "--save", s(&data.path("again.pdn"))]);
+    assert!(
+        text(&again).contains("has finished its run of 1 epoch: nothing to train"),
+        "{}",
+        text(&again)
+    );
     let extended = data.path("extended.pdn");
     data.ok(&[
         "--resume",

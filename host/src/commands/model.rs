@@ -1,6 +1,7 @@
 //! `evaluate`, `predict` and `inspect`: the subcommands that use a trained model.
 
 use anyhow::{Context, Result, bail};
+use clap::ValueEnum;
 use picodense::compute::{KernelChoice, select_kernel};
 use picodense::data::csv as csv_data;
 use picodense::data::{self, DatasetKind, Splits};
@@ -312,13 +313,20 @@ pub fn run_inspect(path: &std::path::Path) -> Result<()> {
     let h = view.header();
     // "checksum: ok" must not vouch for a file every command refuses: the weights (and a
     // checkpoint's record and state) are checked as the commands that load them check them.
-    let meta = match h.dtype {
+    let (meta, checkpoint) = match h.dtype {
         Dtype::F32 if h.has_extra => {
-            let (trainer, _) = Trainer::resume(path, 1, picodense_core::Kernel::PORTABLE)?;
-            trainer.network.meta
+            let (trainer, config) = Trainer::resume(path, 1, picodense_core::Kernel::PORTABLE)?;
+            let at = trainer.position();
+            let mut run = format!("{} of {} epochs done", at.epoch, config.epochs);
+            if at.step > 0 {
+                run += &format!(", {} steps into the next", at.step);
+            }
+            let optimizer = config.optimizer.to_possible_value().expect("not skipped");
+            run += &format!("; seed {}, {}", config.seed, optimizer.get_name());
+            (trainer.network.meta, Some(run))
         }
-        Dtype::F32 => Network::from_view(path, &view)?.meta,
-        Dtype::Int8 => ModelMeta::of_header(h),
+        Dtype::F32 => (Network::from_view(path, &view)?.meta, None),
+        Dtype::Int8 => (ModelMeta::of_header(h), None),
     };
     sayln!("file:          {} ({} bytes)", path.display(), bytes.len());
     sayln!("format:        PDN version {}", h.version);
@@ -332,17 +340,19 @@ pub fn run_inspect(path: &std::path::Path) -> Result<()> {
     };
     sayln!("data:          {data}");
     sayln!("input scaling: {}", meta.scaling.name());
-    if let Some(names) = &meta.classes {
-        sayln!("classes:       {}", names.join(", "));
+    if meta.names_classes() {
+        sayln!(
+            "classes:       {}",
+            meta.class_names(h.shape.classes()).join(", ")
+        );
     }
-    sayln!(
-        "optimizer:     {}",
-        if h.has_optimizer {
-            "RMSprop state included"
-        } else {
-            "none"
-        }
-    );
+    match checkpoint {
+        Some(run) => sayln!("checkpoint:    {run}"),
+        None => sayln!("checkpoint:    no (a model: no optimizer state or position)"),
+    }
+    if h.has_optimizer {
+        sayln!("optimizer:     RMSprop state included");
+    }
     sayln!(
         "checksum:      ok (CRC-32 {:08x})",
         u32::from_le_bytes(bytes[bytes.len() - 4..].try_into().expect("4 bytes"))

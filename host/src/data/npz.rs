@@ -309,7 +309,7 @@ fn parse_npy_header<R: Read>(r: &mut R, path: &Path) -> Result<NpyHeader, DataEr
     }
     let dtype = IntDtype::parse(&descr).ok_or_else(|| {
         bad(format!(
-            "unsupported dtype '{descr}' (expected an integer or float type)"
+            "unsupported dtype '{descr}' (expected an integer type, float32 or float64)"
         ))
     })?;
     Ok(NpyHeader {
@@ -499,7 +499,7 @@ fn npz_split<R: Read + Seek>(
     archive_len: u64,
     x: &'static str,
     y: &'static str,
-) -> Result<(Dataset, ImageSize), DataError> {
+) -> Result<(Dataset, Option<ImageSize>), DataError> {
     let images = read_npy_member(archive, npz, archive_len, x, NpyRole::Images)?;
     let labels = read_npy_member(archive, npz, archive_len, y, NpyRole::Labels)?;
     if images.rows == 0 {
@@ -517,15 +517,14 @@ fn npz_split<R: Read + Seek>(
         });
     }
     let width = images.data.len() / images.rows.max(1);
+    // Only a sample of rows and columns is a picture: a flat row or channels (28 x 28 x 3)
+    // have no layout a picture or a drawing could follow.
     let size = match images.sample.as_slice() {
-        &[rows, cols] => ImageSize {
+        &[rows, cols] => Some(ImageSize {
             rows: rows as usize,
             cols: cols as usize,
-        },
-        _ => ImageSize {
-            rows: 1,
-            cols: width,
-        },
+        }),
+        _ => None,
     };
     let labels = npy_labels(labels)?;
     if !images.dtype.float {
@@ -557,13 +556,7 @@ fn npz_split<R: Read + Seek>(
         labels,
         ..Dataset::default()
     };
-    Ok((
-        data,
-        ImageSize {
-            rows: 1,
-            cols: width,
-        },
-    ))
+    Ok((data, None))
 }
 
 /// Loads Keras's `mnist.npz` layout: `x_train`, `y_train`, `x_test`, `y_test` arrays.
@@ -590,17 +583,20 @@ pub fn load_npz(path: &Path) -> Result<Splits, DataError> {
         });
     }
     if test_size != size {
+        let text =
+            |s: Option<ImageSize>| s.map_or("flat".into(), |s| format!("{}x{}", s.rows, s.cols));
         return Err(DataError::SizeMismatch {
             path: path.join("x_test.npy"),
-            found: format!("{}x{}", test_size.rows, test_size.cols),
-            expected: format!("{}x{}", size.rows, size.cols),
+            found: text(test_size),
+            expected: text(size),
         });
     }
-    let mut splits = Splits::images(train, test, size);
-    if !splits.train.is_images() {
-        splits.image = None;
-    }
-    Ok(splits)
+    Ok(Splits {
+        train,
+        test,
+        image: size,
+        class_names: None,
+    })
 }
 
 #[cfg(test)]

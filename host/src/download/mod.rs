@@ -538,7 +538,11 @@ fn download_files(
             path: dest.to_path_buf(),
         });
     }
-    let created = !dest.exists();
+    // The folders this call makes, innermost first.
+    let made: Vec<&Path> = dest
+        .ancestors()
+        .take_while(|dir| !dir.as_os_str().is_empty() && !dir.exists())
+        .collect();
     fs::create_dir_all(dest).map_err(|error| DownloadError::CreateDir {
         path: dest.to_path_buf(),
         error,
@@ -572,10 +576,14 @@ fn download_files(
         }
         Ok(())
     })();
-    if result.is_err() && created {
-        // A folder made for nothing; one holding a verified file stays (remove_dir refuses
+    if result.is_err() {
+        // Folders made for nothing go; one holding a verified file stays (remove_dir refuses
         // it), so the next attempt fetches only what is missing.
-        let _ = fs::remove_dir(dest);
+        for dir in made {
+            if fs::remove_dir(dir).is_err() {
+                break;
+            }
+        }
     }
     result
 }

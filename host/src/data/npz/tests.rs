@@ -96,6 +96,24 @@ fn npz_round_trip_u1_and_i8_labels() {
         assert_eq!(s.test.images, pixels(4, 2));
         assert_eq!(s.train.labels, vec![0, 7, 4, 1, 8, 5]);
         assert_eq!(s.test.labels, vec![0, 7, 4, 1]);
+        assert_eq!(s.image, Some(ImageSize { rows: 28, cols: 28 }));
+    }
+}
+
+#[test]
+fn only_samples_of_rows_and_columns_are_pictures() {
+    let dir = tempfile::tempdir().unwrap();
+    for sample in ["784", "28, 28, 1", "14, 14, 4"] {
+        let p = dir.path().join("flat.npz");
+        let x = |n: usize, seed| npy("|u1", false, &format!("({n}, {sample})"), &pixels(n, seed));
+        let mut members = good_members(6, 4, false);
+        members[0].1 = x(6, 1);
+        members[2].1 = x(4, 2);
+        write_npz(&p, &members);
+        let s = load(&p).unwrap();
+        assert_eq!(s.train.images, pixels(6, 1), "{sample}");
+        assert_eq!(s.width(), 784, "{sample}");
+        assert_eq!(s.image, None, "{sample}");
     }
 }
 
