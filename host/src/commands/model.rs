@@ -124,8 +124,7 @@ fn check_report_folder(
             let parent = dir
                 .ancestors()
                 .skip(1)
-                .find(|a| a.as_os_str().is_empty() || a.exists())
-                .filter(|a| !a.as_os_str().is_empty())
+                .find(|a| a.exists())
                 .unwrap_or(std::path::Path::new("."));
             picodense::fs::check_writable(&parent.join(".picodense-report-probe"))
                 .with_context(cannot_create)?;
