@@ -57,9 +57,9 @@ pub struct DataArgs {
     /// The test CSV, when --data is a training CSV file.
     #[arg(long, requires = "data")]
     pub test_data: Option<PathBuf>,
-    /// The CSV column holding the labels.
-    #[arg(long, default_value = "label")]
-    pub label_column: String,
+    /// The CSV column holding the labels [default: label].
+    #[arg(long)]
+    pub label_column: Option<String>,
     /// How `train` scales CSV features: by the training set's mean and deviation, not at all,
     /// or divided by 255 (images are always divided by 255) [default: standard]. A model scales
     /// its inputs as it was trained.

@@ -72,17 +72,8 @@ struct Loaded {
 /// model (`model`), its own data when the user pointed at none, and features scaled as the
 /// model's training scaled them.
 fn load_data(args: &DataArgs, model: Option<&ModelMeta>, quiet: bool) -> Result<Loaded> {
-    let Some(meta) = model else {
-        let loaded = load_fresh(args, None, quiet)?;
-        if let (Some(_), true) = (args.normalize, loaded.splits.train.is_images()) {
-            bail!(
-                "--normalize: {} holds images, whose pixels are always divided by 255",
-                loaded.source.display()
-            );
-        }
-        return Ok(loaded);
-    };
-    if let Some(normalize) = args.normalize {
+    // Options that would change nothing are refused, not ignored.
+    if let (Some(normalize), Some(meta)) = (args.normalize, model) {
         bail!(
             "--normalize {}: the model scales its inputs as it was trained ({}); leave \
              --normalize out",
@@ -93,6 +84,28 @@ fn load_data(args: &DataArgs, model: Option<&ModelMeta>, quiet: bool) -> Result<
             meta.scaling.name()
         );
     }
+    let loaded = match model {
+        Some(meta) => load_for_model(args, meta, quiet)?,
+        None => load_fresh(args, None, quiet)?,
+    };
+    if args.normalize.is_some() && loaded.splits.train.is_images() {
+        bail!(
+            "--normalize: {} holds images, whose pixels are always divided by 255",
+            loaded.source.display()
+        );
+    }
+    if args.label_column.is_some() && loaded.meta.features.is_none() {
+        bail!(
+            "--label-column: {} is not CSV data, whose labels are a column",
+            loaded.source.display()
+        );
+    }
+    Ok(loaded)
+}
+
+/// [`load_data`] for `meta`'s model: its own data unless `args` name other data, scaled as
+/// the model was trained.
+fn load_for_model(args: &DataArgs, meta: &ModelMeta, quiet: bool) -> Result<Loaded> {
     let own = args.data.is_none() && args.dataset.is_none();
     let raw = match &meta.data {
         Some(path) if own => {
@@ -107,7 +120,7 @@ fn load_data(args: &DataArgs, model: Option<&ModelMeta>, quiet: bool) -> Result<
                 dataset: None,
                 data: Some(path.clone()),
                 test_data: meta.test_data.clone(),
-                label_column: meta.label_column.clone().unwrap_or_else(|| "label".into()),
+                label_column: meta.label_column.clone(),
                 normalize: Some(Normalize::None),
             }
         }
@@ -221,7 +234,8 @@ fn load_path(path: &std::path::Path, args: &DataArgs) -> Result<Loaded> {
             meta,
         });
     };
-    let table = csv_data::read_train_test(&train, &test, Some(&args.label_column))?;
+    let label_column = args.label_column.as_deref().unwrap_or("label");
+    let table = csv_data::read_train_test(&train, &test, Some(label_column))?;
     let width = table.width;
     let scaling = scaling_of(args.normalize_or_default(), &table.train, width);
     let scaled = |mut values: Vec<f32>| {
@@ -243,7 +257,7 @@ fn load_path(path: &std::path::Path, args: &DataArgs) -> Result<Loaded> {
             .as_ref()
             .map(|t| std::path::absolute(t).unwrap_or_else(|_| t.clone())),
         features: Some(table.feature_names.clone()),
-        label_column: (args.label_column != "label").then(|| args.label_column.clone()),
+        label_column: args.label_column.clone().filter(|c| c != "label"),
         ..ModelMeta::default()
     };
     let splits = Splits {

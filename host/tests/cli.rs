@@ -70,12 +70,15 @@ fn trains_evaluates_predicts_and_inspects_a_generated_dataset() {
     assert!(printed.contains("checksum:      ok"), "{printed}");
     assert!(printed.contains("checkpoint:    no"), "{printed}");
 
-    // Pixels are always divided by 255: another scaling is refused, not ignored.
-    let printed = fails(&train_args(
-        &data,
-        &["--normalize", "none", "--save", s(&model)],
-    ));
-    assert!(printed.contains("holds images"), "{printed}");
+    // Options for CSV data are refused on images, not ignored.
+    for (option, needle) in [
+        (["--normalize", "none"], "holds images"),
+        (["--label-column", "y"], "is not CSV data"),
+    ] {
+        let extra = [&option[..], &["--save", s(&model)]].concat();
+        let printed = fails(&train_args(&data, &extra));
+        assert!(printed.contains(needle), "{printed}");
+    }
 }
 
 #[test]
