@@ -29,11 +29,12 @@ qemu() {
 images=$(qemu | awk '/^img / {n++} END {print n + 0}')
 qemu | grep -E '^(picodense|accuracy|mismatches|stack|result)'
 
-# Instructions inside one function's address range, summed over every image, per image.
-for sym in picodense_firmware::infer_int8 picodense_core::quant::Int8View::predict \
-    picodense_firmware::infer_f32 \
-    picodense_core::quant::dense_f32; do
-    read -r addr size < <(arm-none-eabi-nm -S -C "$elf" | awk -v s="$sym" '$4 == s {print $1, $2}') || continue
+# Instructions inside one function's address range, summed over every image, per image. The
+# core's functions are matched by their last path segments, so moving a module keeps them.
+for pattern in '^picodense_firmware::infer_int8$' '::Int8View::predict$' \
+    '^picodense_firmware::infer_f32$' '^picodense_core::.*::dense_f32$'; do
+    read -r addr size sym < <(arm-none-eabi-nm -S -C "$elf" |
+        awk -v p="$pattern" '$4 ~ p {print $1, $2, $4; exit}') || continue
     lo=$((16#$addr))
     hi=$((lo + 16#$size))
     count=$(qemu -plugin "$plugin,lo=$lo,hi=$hi" -d plugin 2>&1 >/dev/null |
