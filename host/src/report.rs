@@ -184,7 +184,12 @@ impl JsonLog {
             }
             return Ok(log);
         };
-        let mut file = std::fs::OpenOptions::new().write(true).open(path)?;
+        // Created when missing: a run checkpointed before its first epoch ended keeps nothing.
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)?;
         file.set_len(end as u64)?;
         file.seek(SeekFrom::End(0))?;
         Ok(Self {
@@ -234,6 +239,15 @@ pub struct LogError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_resumed_log_is_created_when_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new.jsonl");
+        let mut log = JsonLog::resume(&path, &[]).unwrap();
+        log.write(&serde_json::json!({"epoch": 1})).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"epoch\":1}\n");
+    }
 
     #[test]
     fn a_resumed_log_is_cut_after_its_checkpoints_last_epoch() {
